@@ -1,0 +1,7 @@
+// Core (framework-free C++17): the microkernels built for AVX2 + FMA (Haswell, Zen 1 and later); flags set by setup.py.
+#define PCF_ISA_NS isa_avx2
+#define PCF_ISA_NAME "avx2"
+#define PCF_VL 8
+#define PCF_NV_MAX 2
+#define PCF_MR 6
+#include "kernels_isa.inc"

@@ -1,0 +1,7 @@
+// Core (framework-free C++17): the microkernels built for AVX-512F (Skylake-X, Zen 4 and later); flags set by setup.py.
+#define PCF_ISA_NS isa_avx512
+#define PCF_ISA_NAME "avx512"
+#define PCF_VL 16
+#define PCF_NV_MAX 4
+#define PCF_MR 6
+#include "kernels_isa.inc"

@@ -1,0 +1,69 @@
+// Core (framework-free C++17): the register-blocked GEMM microkernels, one build per instruction set.
+//
+// The conv drivers (masked_conv.cc) gather an im2col block over live taps only and call these on it.
+// kernels_isa.inc is compiled three times (AVX-512, AVX2+FMA, SSE2) into separate namespaces and
+// active_kernels() picks the best the CPU supports, so one binary runs on any x86-64.
+#pragma once
+
+#include <cstdint>
+
+namespace pcf {
+
+// A run of contiguous columns [begin, end) of the im2col block.
+struct KRange {
+  int64_t begin, end;
+};
+
+// C[m, n] = sum over the k ranges of A[m, k] * B[k, n] for m < M, n < N, written (not accumulated).
+// B is packed in panels of `panel` columns: panel p holds, for each k in range order, `panel` floats
+// (zero-padded past N). A is row-major with leading dimension lda.
+struct GemmArgs {
+  const float* a;
+  int64_t lda, m;
+  const KRange* ranges;
+  int nranges;
+  const float* bpack;
+  int64_t n;
+  float* c;
+  int64_t ldc;
+};
+
+// The same product for narrow N (a few output channels): B^T packed as N rows of K contiguous floats.
+struct GemmDotArgs {
+  const float* a;
+  int64_t lda, m;
+  const KRange* ranges;
+  int nranges;
+  int64_t k;            // total length of the ranges = row length of bt
+  const float* bt;      // [n][k]
+  int64_t n;
+  float* c;
+  int64_t ldc;
+};
+
+// C[k, n] += sum_m A[m, kbegin + k] * B[m, n] for k < K, n < N: the filter-gradient product.
+// B is a block of dy packed in panels of `panel` columns ([panel][m][panel floats], zero padded).
+struct GemmAtBArgs {
+  const float* a;
+  int64_t lda, m;
+  int64_t kbegin, k;
+  const float* bpack;
+  int64_t n;
+  float* c;
+  int64_t ldc;
+};
+
+struct Kernels {
+  const char* isa;
+  int panel;       // B panel width in floats (= widest register tile)
+  int dot_max_n;   // use gemm_dot when N <= this
+  void (*gemm)(const GemmArgs&);
+  void (*gemm_dot)(const GemmDotArgs&);
+  void (*gemm_at_b)(const GemmAtBArgs&);
+};
+
+const Kernels& active_kernels();
+// For tests and benchmarks: "avx512", "avx2", "generic"; nullptr if unknown or unsupported here.
+const Kernels* kernels_by_name(const char* isa);
+
+}  // namespace pcf

@@ -1,0 +1,379 @@
+// Core (framework-free C++17): masked conv drivers — im2col over live taps, then the microkernels.
+#include "masked_conv.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <sstream>
+#include <vector>
+
+#include "kernels.h"
+
+namespace pcf {
+
+std::string make_geometry(int64_t n, int64_t h, int64_t w, int kh, int kw, int dh, int dw,
+                          const std::string& padding, ConvGeometry* g) {
+  std::string p = padding;
+  for (auto& c : p) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  g->n = n;
+  g->h = h;
+  g->w = w;
+  g->kh = kh;
+  g->kw = kw;
+  g->dh = dh;
+  g->dw = dw;
+  const int64_t ext_h = int64_t(kh - 1) * dh + 1, ext_w = int64_t(kw - 1) * dw + 1;
+  if (p == "same") {
+    // TF's convention: the total padding (extent - 1) split with the smaller half on top/left, which
+    // for odd kernels puts the centre tap at offset 0.
+    g->ho = h;
+    g->wo = w;
+    g->pad_top = (ext_h - 1) / 2;
+    g->pad_left = (ext_w - 1) / 2;
+  } else {
+    g->ho = h - ext_h + 1;
+    g->wo = w - ext_w + 1;
+    g->pad_top = g->pad_left = 0;
+    if (g->ho < 1 || g->wo < 1) {
+      std::ostringstream err;
+      err << "padding='valid' needs an input at least as large as the dilated kernel extent (" << ext_h << ", "
+          << ext_w << "), got input spatial size (" << h << ", " << w << ")";
+      return err.str();
+    }
+  }
+  return "";
+}
+
+namespace {
+
+// One gathered source run: for destination pixel (i, j) the source pixel (i + oy, j + ox), channels
+// [c0, c1), lands in im2col columns [col, col + c1 - c0).
+struct ColPiece {
+  int64_t oy, ox;
+  int32_t c0, c1;
+  int64_t col;
+};
+
+struct Segment {
+  int64_t d0 = 0, d1 = 0;       // destination channels
+  std::vector<KRange> ranges;   // im2col columns read
+  int64_t k = 0;                // total length of ranges
+  bool dot = false;             // narrow: B^T rows for gemm_dot, else panels for gemm
+  std::vector<float> b;         // packed weights
+};
+
+// The gather-GEMM problem: dst[p, d] = sum over pieces and channels of src[p + offset, s] * W(t, s, d).
+struct GatherPlan {
+  int64_t n = 0, hs = 0, ws = 0, cs = 0;  // source
+  int64_t hd = 0, wd = 0, cd = 0;         // destination
+  std::vector<ColPiece> pieces;           // one per live tap, ordered as the taps
+  std::vector<int> piece_tap;
+  int64_t kcol = 0;
+  std::vector<Segment> segs;
+};
+
+// Source-channel ranges [rlo, rhi) per (tap, destination channel) -> pieces and segments. Destination
+// channels with identical ranges on every tap share a segment; beyond kMaxSegments (an irregular kernel
+// read from its non-zeros) they share one whose ranges are hulls, which is still exact because packing
+// writes zero for every entry the hull adds (weight() returns 0 for non-live entries).
+constexpr int kMaxSegments = 16;
+
+template <typename Offset>
+void build_pieces_and_segments(const TapSet& ts, int64_t cd, const std::vector<int32_t>& rlo,
+                               const std::vector<int32_t>& rhi, Offset offset, GatherPlan* plan) {
+  const int T = ts.num_taps();
+  std::vector<int32_t> ulo(T), uhi(T);
+  for (int t = 0; t < T; ++t) {
+    int32_t lo = INT32_MAX, hi = 0;
+    for (int64_t d = 0; d < cd; ++d) {
+      const int32_t l = rlo[t * cd + d], h = rhi[t * cd + d];
+      if (h > l) {
+        lo = std::min(lo, l);
+        hi = std::max(hi, h);
+      }
+    }
+    ulo[t] = lo;
+    uhi[t] = hi;
+    if (hi > lo) {
+      int64_t oy, ox;
+      offset(t, &oy, &ox);
+      plan->pieces.push_back({oy, ox, lo, hi, plan->kcol});
+      plan->piece_tap.push_back(t);
+      plan->kcol += hi - lo;
+    }
+  }
+  // Piece index per tap (-1 when the tap feeds nothing in this direction).
+  std::vector<int64_t> colbase(T, -1);
+  for (size_t p = 0; p < plan->pieces.size(); ++p) colbase[plan->piece_tap[p]] = plan->pieces[p].col;
+
+  auto same_ranges = [&](int64_t d, int64_t e) {
+    for (int t = 0; t < T; ++t)
+      if (rlo[t * cd + d] != rlo[t * cd + e] || rhi[t * cd + d] != rhi[t * cd + e]) return false;
+    return true;
+  };
+  std::vector<std::pair<int64_t, int64_t>> bounds;
+  for (int64_t d = 0; d < cd;) {
+    int64_t e = d + 1;
+    while (e < cd && same_ranges(d, e)) ++e;
+    bounds.push_back({d, e});
+    d = e;
+  }
+  if (bounds.size() > static_cast<size_t>(kMaxSegments)) bounds = {{0, cd}};
+  for (auto [d0, d1] : bounds) {
+    Segment s;
+    s.d0 = d0;
+    s.d1 = d1;
+    for (int t = 0; t < T; ++t) {
+      int32_t lo = INT32_MAX, hi = 0;
+      for (int64_t d = d0; d < d1; ++d) {
+        if (rhi[t * cd + d] > rlo[t * cd + d]) {
+          lo = std::min(lo, rlo[t * cd + d]);
+          hi = std::max(hi, rhi[t * cd + d]);
+        }
+      }
+      if (hi <= lo) continue;
+      const int64_t b = colbase[t] + (lo - ulo[t]), e = colbase[t] + (hi - ulo[t]);
+      if (!s.ranges.empty() && s.ranges.back().end == b)
+        s.ranges.back().end = e;  // adjacent columns: one longer run for the microkernel
+      else
+        s.ranges.push_back({b, e});
+      s.k += e - b;
+    }
+    plan->segs.push_back(std::move(s));
+  }
+}
+
+// Packs every segment's weights: weight(t, s, d) for im2col column (tap t, source channel s).
+template <typename Weight>
+void pack_segments(const Kernels& kern, const TapSet& ts, Weight weight, GatherPlan* plan) {
+  // im2col column -> (tap, source channel)
+  std::vector<int> col_tap(plan->kcol);
+  std::vector<int32_t> col_ch(plan->kcol);
+  for (size_t p = 0; p < plan->pieces.size(); ++p) {
+    const ColPiece& pc = plan->pieces[p];
+    for (int32_t c = pc.c0; c < pc.c1; ++c) {
+      col_tap[pc.col + c - pc.c0] = plan->piece_tap[p];
+      col_ch[pc.col + c - pc.c0] = c;
+    }
+  }
+  (void)ts;
+  const int panel = kern.panel;
+  for (Segment& s : plan->segs) {
+    const int64_t n = s.d1 - s.d0;
+    s.dot = n <= kern.dot_max_n;
+    if (s.dot) {
+      s.b.assign(n * s.k, 0.0f);
+      for (int64_t j = 0; j < n; ++j) {
+        int64_t kk = 0;
+        for (const KRange& r : s.ranges)
+          for (int64_t c = r.begin; c < r.end; ++c, ++kk) s.b[j * s.k + kk] = weight(col_tap[c], col_ch[c], s.d0 + j);
+      }
+    } else {
+      const int64_t panels = (n + panel - 1) / panel;
+      s.b.assign(panels * s.k * panel, 0.0f);
+      for (int64_t p = 0; p < panels; ++p) {
+        float* out = s.b.data() + p * s.k * panel;
+        int64_t kk = 0;
+        for (const KRange& r : s.ranges)
+          for (int64_t c = r.begin; c < r.end; ++c, ++kk)
+            for (int64_t j = 0; j < panel && p * panel + j < n; ++j)
+              out[kk * panel + j] = weight(col_tap[c], col_ch[c], s.d0 + p * panel + j);
+      }
+    }
+  }
+}
+
+// Pixels per im2col block: the block (pixels x kcol floats) should sit in L2 next to the packed weights.
+int64_t block_pixels(int64_t kcol) {
+  const int64_t budget_floats = (192 * 1024) / 4;
+  int64_t mb = budget_floats / std::max<int64_t>(kcol, 1);
+  mb = std::max<int64_t>(24, std::min<int64_t>(mb, 2048));
+  return mb / 24 * 24;
+}
+
+// Gathers pixels [m0, m0 + rows) of the destination (flattened n, i, j) into col (rows x kcol).
+void im2col(const GatherPlan& plan, const float* src, int64_t m0, int64_t rows, float* col) {
+  const int64_t per_image = plan.hd * plan.wd;
+  int64_t img = m0 / per_image, rem = m0 % per_image;
+  int64_t i = rem / plan.wd, j = rem % plan.wd;
+  for (int64_t r = 0; r < rows; ++r) {
+    float* out = col + r * plan.kcol;
+    const float* src_img = src + img * plan.hs * plan.ws * plan.cs;
+    for (const ColPiece& pc : plan.pieces) {
+      const int64_t si = i + pc.oy, sj = j + pc.ox;
+      const int64_t len = pc.c1 - pc.c0;
+      float* dstp = out + pc.col;
+      if (si >= 0 && si < plan.hs && sj >= 0 && sj < plan.ws) {
+        const float* s = src_img + (si * plan.ws + sj) * plan.cs + pc.c0;
+        if (len == 1)
+          *dstp = *s;
+        else
+          std::memcpy(dstp, s, len * sizeof(float));
+      } else {
+        std::memset(dstp, 0, len * sizeof(float));
+      }
+    }
+    if (++j == plan.wd) {
+      j = 0;
+      if (++i == plan.hd) {
+        i = 0;
+        ++img;
+      }
+    }
+  }
+}
+
+void run_gather_gemm(const GatherPlan& plan, const float* src, float* dst, const Parallel& par) {
+  const Kernels& kern = active_kernels();
+  const int64_t total = plan.n * plan.hd * plan.wd;
+  if (total == 0) return;
+  const int64_t mb = block_pixels(plan.kcol);
+  const int64_t blocks = (total + mb - 1) / mb;
+  const int64_t cost = mb * (plan.kcol + 1) * plan.cd;
+  par.for_each(blocks, cost, [&](int64_t b0, int64_t b1) {
+    std::vector<float> col(mb * plan.kcol + 16);
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t m0 = b * mb, rows = std::min(mb, total - m0);
+      im2col(plan, src, m0, rows, col.data());
+      for (const Segment& s : plan.segs) {
+        float* c = dst + m0 * plan.cd + s.d0;
+        if (s.dot) {
+          kern.gemm_dot({col.data(), plan.kcol, rows, s.ranges.data(), static_cast<int>(s.ranges.size()), s.k,
+                         s.b.data(), s.d1 - s.d0, c, plan.cd});
+        } else {
+          kern.gemm({col.data(), plan.kcol, rows, s.ranges.data(), static_cast<int>(s.ranges.size()), s.b.data(),
+                     s.d1 - s.d0, c, plan.cd});
+        }
+      }
+    }
+  });
+}
+
+// Forward direction: source x, destination y; destination channel o reads source channels
+// [lo, hi) of tap t at offset (ky*dh - pad_top, kx*dw - pad_left).
+GatherPlan forward_plan(const TapSet& ts, const ConvGeometry& g) {
+  GatherPlan plan;
+  plan.n = g.n;
+  plan.hs = g.h;
+  plan.ws = g.w;
+  plan.cs = ts.cin;
+  plan.hd = g.ho;
+  plan.wd = g.wo;
+  plan.cd = ts.cout;
+  build_pieces_and_segments(ts, ts.cout, ts.lo, ts.hi,
+                            [&](int t, int64_t* oy, int64_t* ox) {
+                              *oy = int64_t(ts.ky[t]) * g.dh - g.pad_top;
+                              *ox = int64_t(ts.kx[t]) * g.dw - g.pad_left;
+                            },
+                            &plan);
+  return plan;
+}
+
+inline float kernel_at(const TapSet& ts, const float* kernel, int t, int64_t ci, int64_t o) {
+  return kernel[((int64_t(ts.ky[t]) * ts.kw + ts.kx[t]) * ts.cin + ci) * ts.cout + o];
+}
+
+}  // namespace
+
+void masked_conv2d_forward(const TapSet& ts, const ConvGeometry& g, const float* x, const float* kernel, float* y,
+                           const Parallel& par) {
+  GatherPlan plan = forward_plan(ts, g);
+  pack_segments(active_kernels(), ts,
+                [&](int t, int32_t ci, int64_t o) { return ts.live(t, ci, o) ? kernel_at(ts, kernel, t, ci, o) : 0.0f; },
+                &plan);
+  run_gather_gemm(plan, x, y, par);
+}
+
+void masked_conv2d_backprop_input(const TapSet& ts, const ConvGeometry& g, const float* dy, const float* kernel,
+                                  float* dx, const Parallel& par) {
+  // The transposed problem: dx[q, ci] = sum_t sum_o dy[q - offset_t, o] * W[t, ci, o]. Its source
+  // channel ranges per (tap, ci) are the hull of the outputs o that read ci through t (for colour groups
+  // the centre tap gives a suffix of the output blocks).
+  const int T = ts.num_taps();
+  std::vector<int32_t> rlo(int64_t(T) * ts.cin, INT32_MAX), rhi(int64_t(T) * ts.cin, 0);
+  for (int t = 0; t < T; ++t)
+    for (int64_t o = 0; o < ts.cout; ++o)
+      for (int32_t ci = ts.lo[t * ts.cout + o]; ci < ts.hi[t * ts.cout + o]; ++ci) {
+        int32_t& l = rlo[t * ts.cin + ci];
+        int32_t& h = rhi[t * ts.cin + ci];
+        l = std::min<int32_t>(l, static_cast<int32_t>(o));
+        h = std::max<int32_t>(h, static_cast<int32_t>(o + 1));
+      }
+  for (auto& l : rlo)
+    if (l == INT32_MAX) l = 0;
+  GatherPlan plan;
+  plan.n = g.n;
+  plan.hs = g.ho;
+  plan.ws = g.wo;
+  plan.cs = ts.cout;
+  plan.hd = g.h;
+  plan.wd = g.w;
+  plan.cd = ts.cin;
+  build_pieces_and_segments(ts, ts.cin, rlo, rhi,
+                            [&](int t, int64_t* oy, int64_t* ox) {
+                              *oy = -(int64_t(ts.ky[t]) * g.dh - g.pad_top);
+                              *ox = -(int64_t(ts.kx[t]) * g.dw - g.pad_left);
+                            },
+                            &plan);
+  pack_segments(active_kernels(), ts,
+                [&](int t, int32_t o, int64_t ci) { return ts.live(t, ci, o) ? kernel_at(ts, kernel, t, ci, o) : 0.0f; },
+                &plan);
+  run_gather_gemm(plan, dy, dx, par);
+}
+
+void masked_conv2d_backprop_filter(const TapSet& ts, const ConvGeometry& g, const float* x, const float* dy,
+                                   float* dkernel, const Parallel& par) {
+  const Kernels& kern = active_kernels();
+  GatherPlan plan = forward_plan(ts, g);  // im2col of x exactly as the forward pass reads it
+  const int64_t cout = ts.cout, kcol = plan.kcol;
+  std::fill(dkernel, dkernel + int64_t(ts.kh) * ts.kw * ts.cin * cout, 0.0f);
+  const int64_t total = g.n * g.ho * g.wo;
+  if (total == 0 || kcol == 0) return;
+
+  // Each chunk of pixels reduces into its own (kcol x cout) accumulator; chunks are summed at the end.
+  const int64_t mb = block_pixels(kcol);
+  const int64_t blocks = (total + mb - 1) / mb;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(blocks, par.num_threads()));
+  std::vector<std::vector<float>> acc(chunks);
+  const int panel = kern.panel;
+  par.for_each(chunks, blocks / chunks * mb * kcol * cout, [&](int64_t c0, int64_t c1) {
+    std::vector<float> col(mb * kcol + 16, 0.0f);  // +16: the microkernel reads a few columns past the end
+    std::vector<float> bpack;
+    for (int64_t ch = c0; ch < c1; ++ch) {
+      std::vector<float>& a = acc[ch];
+      a.assign(kcol * cout, 0.0f);
+      for (int64_t b = blocks * ch / chunks; b < blocks * (ch + 1) / chunks; ++b) {
+        const int64_t m0 = b * mb, rows = std::min(mb, total - m0);
+        im2col(plan, x, m0, rows, col.data());
+        for (const Segment& s : plan.segs) {
+          const int64_t n = s.d1 - s.d0, panels = (n + panel - 1) / panel;
+          bpack.assign(panels * rows * panel, 0.0f);
+          for (int64_t p = 0; p < panels; ++p) {
+            const int64_t w = std::min<int64_t>(panel, n - p * panel);
+            for (int64_t r = 0; r < rows; ++r)
+              std::memcpy(&bpack[(p * rows + r) * panel], dy + (m0 + r) * cout + s.d0 + p * panel, w * sizeof(float));
+          }
+          for (const KRange& kr : s.ranges)
+            kern.gemm_at_b({col.data(), kcol, rows, kr.begin, kr.end - kr.begin, bpack.data(), n,
+                            a.data() + kr.begin * cout + s.d0, cout});
+        }
+      }
+    }
+  });
+  for (int64_t ch = 1; ch < chunks; ++ch)
+    for (int64_t i = 0; i < kcol * cout; ++i) acc[0][i] += acc[ch][i];
+
+  // Scatter the live entries into the dense kernel layout; everything else stays exactly 0.
+  for (size_t p = 0; p < plan.pieces.size(); ++p) {
+    const ColPiece& pc = plan.pieces[p];
+    const int t = plan.piece_tap[p];
+    for (int32_t ci = pc.c0; ci < pc.c1; ++ci) {
+      const float* row = acc[0].data() + (pc.col + ci - pc.c0) * cout;
+      float* out = dkernel + ((int64_t(ts.ky[t]) * ts.kw + ts.kx[t]) * ts.cin + ci) * cout;
+      for (int64_t o = 0; o < cout; ++o)
+        if (ts.live(t, ci, o)) out[o] = row[o];
+    }
+  }
+}
+
+}  // namespace pcf

@@ -1,0 +1,128 @@
+// Core (framework-free C++17): tap sets from mask parameters or from a kernel's non-zeros.
+#include "tapset.h"
+
+#include <algorithm>
+#include <cctype>
+#include <sstream>
+
+namespace pcf {
+
+int64_t TapSet::live_macs_per_pixel() const {
+  int64_t total = 0;
+  for (size_t i = 0; i < lo.size(); ++i) total += std::max<int64_t>(0, hi[i] - lo[i]);
+  return total;
+}
+
+TapSet TapSet::from_mask(int kh, int kw, int64_t cin, int64_t cout, MaskType mask, int color_groups) {
+  TapSet ts;
+  ts.kh = kh;
+  ts.kw = kw;
+  ts.cin = cin;
+  ts.cout = cout;
+  const int cy = kh / 2, cx = kw / 2;
+  for (int y = 0; y < kh; ++y) {
+    for (int x = 0; x < kw; ++x) {
+      const bool before_centre = y < cy || (y == cy && x < cx);
+      const bool centre = y == cy && x == cx;
+      if (!before_centre && !centre) continue;
+      std::vector<int32_t> lo(cout), hi(cout);
+      bool any = false;
+      for (int64_t o = 0; o < cout; ++o) {
+        int64_t l = 0, h = cin;
+        if (centre) {
+          if (color_groups == 1) {
+            h = mask == MaskType::B ? cin : 0;
+          } else {
+            // Output block j reads input blocks i < j (A) or i <= j (B): a prefix of the input channels.
+            const int64_t j = o / (cout / color_groups);
+            const int64_t blocks = mask == MaskType::B ? j + 1 : j;
+            h = blocks * (cin / color_groups);
+          }
+        }
+        lo[o] = static_cast<int32_t>(l);
+        hi[o] = static_cast<int32_t>(h);
+        any = any || h > l;
+      }
+      if (!any) continue;
+      ts.ky.push_back(y);
+      ts.kx.push_back(x);
+      ts.lo.insert(ts.lo.end(), lo.begin(), lo.end());
+      ts.hi.insert(ts.hi.end(), hi.begin(), hi.end());
+    }
+  }
+  return ts;
+}
+
+TapSet TapSet::from_kernel(const float* kernel, int kh, int kw, int64_t cin, int64_t cout) {
+  TapSet ts;
+  ts.kh = kh;
+  ts.kw = kw;
+  ts.cin = cin;
+  ts.cout = cout;
+  for (int y = 0; y < kh; ++y) {
+    for (int x = 0; x < kw; ++x) {
+      const float* tap = kernel + (int64_t(y) * kw + x) * cin * cout;
+      std::vector<int32_t> lo(cout, 0), hi(cout, 0);
+      bool any = false;
+      for (int64_t o = 0; o < cout; ++o) {
+        int64_t first = -1, last = -1;
+        for (int64_t ci = 0; ci < cin; ++ci) {
+          if (tap[ci * cout + o] != 0.0f) {
+            if (first < 0) first = ci;
+            last = ci;
+          }
+        }
+        if (first >= 0) {
+          lo[o] = static_cast<int32_t>(first);
+          hi[o] = static_cast<int32_t>(last + 1);
+          any = true;
+        }
+      }
+      if (!any) continue;
+      ts.ky.push_back(y);
+      ts.kx.push_back(x);
+      ts.lo.insert(ts.lo.end(), lo.begin(), lo.end());
+      ts.hi.insert(ts.hi.end(), hi.begin(), hi.end());
+    }
+  }
+  return ts;
+}
+
+static std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string check_mask_args(int kh, int kw, int64_t cin, int64_t kernel_cin, int64_t cout,
+                            const std::string& mask_type, int color_groups, int dil_h, int dil_w, const std::string& padding) {
+  std::ostringstream err;
+  const std::string m = lower(mask_type);
+  if (m != "a" && m != "b") {
+    err << "mask_type must be 'A' or 'B', got '" << mask_type << "'";
+  } else if (kh < 1 || kw < 1) {
+    err << "kernel spatial size must be >= 1, got (" << kh << ", " << kw << ")";
+  } else if (kh % 2 == 0 || kw % 2 == 0) {
+    err << "kernel_size must be odd in both dimensions (an even kernel has no centre tap, so the mask "
+           "would be ambiguous), got ("
+        << kh << ", " << kw << ")";
+  } else if (cin != kernel_cin) {
+    err << "kernel input channels must match the input's channels: kernel has " << kernel_cin
+        << ", input has " << cin;
+  } else if (color_groups != 1 && color_groups != 3) {
+    err << "color_groups must be 1 or 3, got " << color_groups;
+  } else if (cin % color_groups != 0 || cout % color_groups != 0) {
+    err << "color_groups=" << color_groups << " needs input and output channels divisible by "
+        << color_groups << ", got " << cin << " input and " << cout << " output channels";
+  } else if (dil_h < 1 || dil_w < 1) {
+    err << "dilation_rate must be >= 1, got (" << dil_h << ", " << dil_w << ")";
+  } else if (lower(padding) != "same" && lower(padding) != "valid") {
+    err << "padding must be 'same' or 'valid', got '" << padding << "'";
+  }
+  return err.str();
+}
+
+MaskType parse_mask_type(const std::string& mask_type) {
+  return lower(mask_type) == "a" ? MaskType::A : MaskType::B;
+}
+
+}  // namespace pcf

@@ -1,0 +1,143 @@
+"""Build: compiles csrc/core once (one object per microkernel ISA, with its own -m flags) and links it
+into the pybind11 module pixelcnn_fast._core and the TF op library pixelcnn_fast/_tf_ops.so, the latter
+against the TensorFlow in the build environment (tf.sysconfig flags). csrc/cuda/*.cu are compiled with
+nvcc when present and a toolkit is found (PIXELCNN_FAST_CUDA=0 turns that off).
+
+Why setuptools + pybind11 rather than scikit-build-core + CMake: the TF flags come from Python
+(tf.sysconfig) anyway, the source list is short, and one file keeps the build readable; per-file ISA
+flags and nvcc objects need only a small build_ext subclass.
+"""
+
+import glob
+import os
+import re
+import shutil
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pybind11
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VERSION = re.search(r'__version__ = "([^"]+)"',
+                    open(os.path.join(HERE, "pixelcnn_fast", "_version.py")).read()).group(1)
+TF_REQUIREMENT = re.search(r'TF_REQUIREMENT = "([^"]+)"',
+                           open(os.path.join(HERE, "pixelcnn_fast", "_version.py")).read()).group(1)
+
+CORE_SOURCES = ["csrc/core/tapset.cc", "csrc/core/masked_conv.cc", "csrc/core/kernels.cc",
+                "csrc/core/threadpool.cc"]
+# Microkernel builds and their flags; kernels.cc picks one at run time with cpuid.
+ISA_SOURCES = {
+    "csrc/core/isa_avx512.cc": ["-mavx512f", "-mavx2", "-mfma"],
+    "csrc/core/isa_avx2.cc": ["-mavx2", "-mfma"],
+    "csrc/core/isa_generic.cc": [],
+}
+CXXFLAGS = ["-std=c++17", "-O3", "-g0", "-fvisibility=hidden", "-Wall", "-Wno-deprecated-declarations"]
+# The microkernels are written as a*b+c: let the compiler fuse them (ISO C++ mode turns that off).
+ISA_FLAGS = ["-ffp-contract=fast"]
+CUDA_ARCHS = ["75", "80", "86", "89", "90"]
+
+
+def find_nvcc():
+    if os.environ.get("PIXELCNN_FAST_CUDA", "1") == "0":
+        return None
+    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if home and os.path.exists(os.path.join(home, "bin", "nvcc")):
+            return os.path.join(home, "bin", "nvcc")
+    return shutil.which("nvcc")
+
+
+class BuildExt(build_ext):
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
+
+    def get_ext_filename(self, ext_name):
+        # tf.load_op_library takes any path: a plain name makes clear it is no Python module.
+        if ext_name.endswith("_tf_ops"):
+            return os.path.join(*ext_name.split(".")[:-1], "_tf_ops.so")
+        return super().get_ext_filename(ext_name)
+
+    def _compile(self, source, extra, include_dirs=()):
+        objs = self.compiler.compile([source], output_dir=self.build_temp, include_dirs=list(include_dirs),
+                                     extra_postargs=CXXFLAGS + extra)
+        return objs[0]
+
+    def build_extensions(self):
+        # Runs after build_ext.run() has set up self.compiler: compile the shared objects first.
+        import tensorflow as tf
+
+        self.tf_version = tf.__version__
+        if ".".join(self.tf_version.split(".")[:2]) != TF_REQUIREMENT:
+            sys.exit(f"pixelcnn_fast needs TensorFlow {TF_REQUIREMENT}.x to build, found {self.tf_version}")
+        self.tf_include = tf.sysconfig.get_include()
+        self.tf_lib = tf.sysconfig.get_lib()
+        self.tf_compile_defs = [f for f in tf.sysconfig.get_compile_flags() if f.startswith("-D")]
+        if "-fPIC" not in CXXFLAGS:
+            CXXFLAGS.append("-fPIC")
+        os.makedirs(self.build_temp, exist_ok=True)
+        jobs = [(s, self.tf_compile_defs) for s in CORE_SOURCES] + \
+               [(s, self.tf_compile_defs + ISA_FLAGS + f) for s, f in ISA_SOURCES.items()]
+        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+            self.core_objects = list(pool.map(lambda j: self._compile(*j), jobs))
+        self.cuda_archs = []
+        self.cuda_objects = self._compile_cuda()
+        self._write_build_info()
+        super().build_extensions()
+
+    def _compile_cuda(self):
+        sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+        nvcc = find_nvcc()
+        if not sources or nvcc is None:
+            self.cuda_status = "not built: " + ("no csrc/cuda sources" if not sources else "nvcc not found")
+            return []
+        import subprocess
+
+        gencode = []
+        for a in CUDA_ARCHS:
+            gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+        gencode += ["-gencode", f"arch=compute_{CUDA_ARCHS[-1]},code=compute_{CUDA_ARCHS[-1]}"]
+        objs = []
+        for src in sources:
+            obj = os.path.join(self.build_temp, os.path.basename(src) + ".o")
+            subprocess.check_call([nvcc, "-std=c++17", "-O3", "-Xcompiler", "-fPIC", "-c", src, "-o", obj] + gencode)
+            objs.append(obj)
+        self.cuda_archs = [f"sm_{a}" for a in CUDA_ARCHS]
+        self.cuda_status = "built"
+        return objs
+
+    def _write_build_info(self):
+        info = {
+            "version": VERSION,
+            "tensorflow": self.tf_version,
+            "cpu_isas": ["avx512", "avx2", "generic"],
+            "cuda": self.cuda_status,
+            "cuda_archs": self.cuda_archs,
+            "compiler": self.compiler.compiler_type if self.compiler else "unknown",
+        }
+        text = ('"""Build record written by setup.py: what was compiled, against what."""\n'
+                f"BUILD_INFO = {info!r}\n")
+        for root in {os.path.join(HERE, "pixelcnn_fast"), os.path.join(self.build_lib, "pixelcnn_fast")}:
+            os.makedirs(root, exist_ok=True)
+            with open(os.path.join(root, "_build_info.py"), "w") as f:
+                f.write(text)
+
+    def build_extension(self, ext):
+        ext.extra_objects = list(self.core_objects)
+        ext.extra_compile_args = CXXFLAGS + self.tf_compile_defs
+        if ext.name.endswith("_tf_ops"):
+            ext.extra_compile_args += ["-isystem", self.tf_include]
+            ext.extra_link_args = [f"-L{self.tf_lib}", "-l:libtensorflow_framework.so.2",
+                                   "-Wl,-rpath,$ORIGIN/../tensorflow"]
+        super().build_extension(ext)
+
+
+ext_modules = [
+    Extension("pixelcnn_fast._core", ["csrc/python/core_module.cc"], include_dirs=[pybind11.get_include()],
+              language="c++"),
+    Extension("pixelcnn_fast._tf_ops", sorted(glob.glob("csrc/tf/*.cc")), language="c++"),
+]
+
+setup(version=VERSION, ext_modules=ext_modules, cmdclass={"build_ext": BuildExt})
