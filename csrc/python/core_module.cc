@@ -193,6 +193,12 @@ PYBIND11_MODULE(_core, m) {
     pool() = std::make_unique<pcf::ThreadPool>(n);
   }, py::arg("n"));
   m.def("get_num_threads", [] { return pool()->num_threads(); });
+  m.def("supported_isas", [] {
+    std::vector<std::string> out;
+    for (const char* isa : {"avx512", "avx2", "generic"})
+      if (pcf::kernels_by_name(isa) != nullptr) out.push_back(isa);
+    return out;
+  }, "Microkernel builds this CPU can run (PIXELCNN_FAST_ISA picks one at process start).");
   m.def("isa", [] { return std::string(pcf::active_kernels().isa); },
         "The instruction set of the microkernels in use (avx512, avx2 or generic).");
   m.def("live_taps", [](int kh, int kw, const std::string& mask_type, int color_groups, int64_t cin, int64_t cout) {
