@@ -191,35 +191,39 @@ int64_t block_pixels(int64_t kcol) {
   return mb / 24 * 24;
 }
 
-// Gathers pixels [m0, m0 + rows) of the destination (flattened n, i, j) into col (rows x kcol).
+// Gathers pixels [m0, m0 + rows) of the destination (flattened n, i, j) into col (rows x kcol). Works
+// in runs of pixels on one destination row: per run and piece the in-bounds interval is computed once,
+// then copied (a strided scalar loop when the piece is one channel wide, as in a first layer) with the
+// out-of-image ends zeroed.
 void im2col(const GatherPlan& plan, const float* src, int64_t m0, int64_t rows, float* col) {
-  const int64_t per_image = plan.hd * plan.wd;
-  int64_t img = m0 / per_image, rem = m0 % per_image;
-  int64_t i = rem / plan.wd, j = rem % plan.wd;
-  for (int64_t r = 0; r < rows; ++r) {
-    float* out = col + r * plan.kcol;
-    const float* src_img = src + img * plan.hs * plan.ws * plan.cs;
+  const int64_t per_image = plan.hd * plan.wd, kcol = plan.kcol, cs = plan.cs;
+  int64_t r = 0;
+  while (r < rows) {
+    const int64_t m = m0 + r;
+    const int64_t img = m / per_image, i = (m % per_image) / plan.wd, j0 = m % plan.wd;
+    const int64_t run = std::min(rows - r, plan.wd - j0);  // pixels j0 .. j0 + run - 1 of row i
+    const float* src_img = src + img * plan.hs * plan.ws * cs;
+    float* out = col + r * kcol;
     for (const ColPiece& pc : plan.pieces) {
-      const int64_t si = i + pc.oy, sj = j + pc.ox;
       const int64_t len = pc.c1 - pc.c0;
-      float* dstp = out + pc.col;
-      if (si >= 0 && si < plan.hs && sj >= 0 && sj < plan.ws) {
-        const float* s = src_img + (si * plan.ws + sj) * plan.cs + pc.c0;
-        if (len == 1)
-          *dstp = *s;
-        else
-          std::memcpy(dstp, s, len * sizeof(float));
+      const int64_t si = i + pc.oy;
+      // Destination columns j whose source column j + ox lies inside the image.
+      int64_t lo = 0, hi = 0;
+      if (si >= 0 && si < plan.hs) {
+        lo = std::max<int64_t>(0, std::min<int64_t>(run, -pc.ox - j0));
+        hi = std::max<int64_t>(lo, std::min<int64_t>(run, plan.ws - pc.ox - j0));
+      }
+      float* d = out + pc.col;
+      for (int64_t q = 0; q < lo; ++q) std::memset(d + q * kcol, 0, len * sizeof(float));
+      const float* s = src_img + (si * plan.ws + j0 + pc.ox) * cs + pc.c0;
+      if (len == 1) {
+        for (int64_t q = lo; q < hi; ++q) d[q * kcol] = s[q * cs];
       } else {
-        std::memset(dstp, 0, len * sizeof(float));
+        for (int64_t q = lo; q < hi; ++q) std::memcpy(d + q * kcol, s + q * cs, len * sizeof(float));
       }
+      for (int64_t q = hi; q < run; ++q) std::memset(d + q * kcol, 0, len * sizeof(float));
     }
-    if (++j == plan.wd) {
-      j = 0;
-      if (++i == plan.hd) {
-        i = 0;
-        ++img;
-      }
-    }
+    r += run;
   }
 }
 
