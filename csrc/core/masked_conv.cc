@@ -253,25 +253,29 @@ void run_gather_gemm(const GatherPlan& plan, const float* src, float* dst, const
   });
 }
 
-// Forward direction: source x, destination y; destination channel o reads source channels
-// [lo, hi) of tap t at offset (ky*dh - pad_top, kx*dw - pad_left).
-GatherPlan forward_plan(const TapSet& ts, const ConvGeometry& g) {
+// The gather plan of one direction. Forward (sign +1): source x, destination y, destination channel
+// o reads source channels [lo, hi) of tap t at offset (ky*dh - pad_top, kx*dw - pad_left). Transposed
+// (sign -1): source dy, destination dx, the negated offsets, ranges given per (tap, input channel).
+GatherPlan make_plan(const TapSet& ts, const ConvGeometry& g, int sign, const std::vector<int32_t>& rlo,
+                     const std::vector<int32_t>& rhi) {
   GatherPlan plan;
   plan.n = g.n;
-  plan.hs = g.h;
-  plan.ws = g.w;
-  plan.cs = ts.cin;
-  plan.hd = g.ho;
-  plan.wd = g.wo;
-  plan.cd = ts.cout;
-  build_pieces_and_segments(ts, ts.cout, ts.lo, ts.hi,
+  plan.hs = sign > 0 ? g.h : g.ho;
+  plan.ws = sign > 0 ? g.w : g.wo;
+  plan.cs = sign > 0 ? ts.cin : ts.cout;
+  plan.hd = sign > 0 ? g.ho : g.h;
+  plan.wd = sign > 0 ? g.wo : g.w;
+  plan.cd = sign > 0 ? ts.cout : ts.cin;
+  build_pieces_and_segments(ts, plan.cd, rlo, rhi,
                             [&](int t, int64_t* oy, int64_t* ox) {
-                              *oy = int64_t(ts.ky[t]) * g.dh - g.pad_top;
-                              *ox = int64_t(ts.kx[t]) * g.dw - g.pad_left;
+                              *oy = sign * (int64_t(ts.ky[t]) * g.dh - g.pad_top);
+                              *ox = sign * (int64_t(ts.kx[t]) * g.dw - g.pad_left);
                             },
                             &plan);
   return plan;
 }
+
+GatherPlan forward_plan(const TapSet& ts, const ConvGeometry& g) { return make_plan(ts, g, +1, ts.lo, ts.hi); }
 
 inline float kernel_at(const TapSet& ts, const float* kernel, int t, int64_t ci, int64_t o) {
   return kernel[((int64_t(ts.ky[t]) * ts.kw + ts.kx[t]) * ts.cin + ci) * ts.cout + o];
@@ -305,20 +309,7 @@ void masked_conv2d_backprop_input(const TapSet& ts, const ConvGeometry& g, const
       }
   for (auto& l : rlo)
     if (l == INT32_MAX) l = 0;
-  GatherPlan plan;
-  plan.n = g.n;
-  plan.hs = g.ho;
-  plan.ws = g.wo;
-  plan.cs = ts.cout;
-  plan.hd = g.h;
-  plan.wd = g.w;
-  plan.cd = ts.cin;
-  build_pieces_and_segments(ts, ts.cin, rlo, rhi,
-                            [&](int t, int64_t* oy, int64_t* ox) {
-                              *oy = -(int64_t(ts.ky[t]) * g.dh - g.pad_top);
-                              *ox = -(int64_t(ts.kx[t]) * g.dw - g.pad_left);
-                            },
-                            &plan);
+  GatherPlan plan = make_plan(ts, g, -1, rlo, rhi);
   pack_segments(active_kernels(), ts,
                 [&](int t, int32_t o, int64_t ci) { return ts.live(t, ci, o) ? kernel_at(ts, kernel, t, ci, o) : 0.0f; },
                 &plan);

@@ -13,6 +13,16 @@ int64_t TapSet::live_macs_per_pixel() const {
   return total;
 }
 
+void TapSet::add_tap(int y, int x, const std::vector<int32_t>& tap_lo, const std::vector<int32_t>& tap_hi) {
+  bool any = false;
+  for (int64_t o = 0; o < cout; ++o) any = any || tap_hi[o] > tap_lo[o];
+  if (!any) return;  // a dead tap is not listed, so nothing ever reads it
+  ky.push_back(y);
+  kx.push_back(x);
+  lo.insert(lo.end(), tap_lo.begin(), tap_lo.end());
+  hi.insert(hi.end(), tap_hi.begin(), tap_hi.end());
+}
+
 TapSet TapSet::from_mask(int kh, int kw, int64_t cin, int64_t cout, MaskType mask, int color_groups) {
   TapSet ts;
   ts.kh = kh;
@@ -26,7 +36,6 @@ TapSet TapSet::from_mask(int kh, int kw, int64_t cin, int64_t cout, MaskType mas
       const bool centre = y == cy && x == cx;
       if (!before_centre && !centre) continue;
       std::vector<int32_t> lo(cout), hi(cout);
-      bool any = false;
       for (int64_t o = 0; o < cout; ++o) {
         int64_t l = 0, h = cin;
         if (centre) {
@@ -41,13 +50,8 @@ TapSet TapSet::from_mask(int kh, int kw, int64_t cin, int64_t cout, MaskType mas
         }
         lo[o] = static_cast<int32_t>(l);
         hi[o] = static_cast<int32_t>(h);
-        any = any || h > l;
       }
-      if (!any) continue;
-      ts.ky.push_back(y);
-      ts.kx.push_back(x);
-      ts.lo.insert(ts.lo.end(), lo.begin(), lo.end());
-      ts.hi.insert(ts.hi.end(), hi.begin(), hi.end());
+      ts.add_tap(y, x, lo, hi);
     }
   }
   return ts;
@@ -63,7 +67,6 @@ TapSet TapSet::from_kernel(const float* kernel, int kh, int kw, int64_t cin, int
     for (int x = 0; x < kw; ++x) {
       const float* tap = kernel + (int64_t(y) * kw + x) * cin * cout;
       std::vector<int32_t> lo(cout, 0), hi(cout, 0);
-      bool any = false;
       for (int64_t o = 0; o < cout; ++o) {
         int64_t first = -1, last = -1;
         for (int64_t ci = 0; ci < cin; ++ci) {
@@ -75,14 +78,9 @@ TapSet TapSet::from_kernel(const float* kernel, int kh, int kw, int64_t cin, int
         if (first >= 0) {
           lo[o] = static_cast<int32_t>(first);
           hi[o] = static_cast<int32_t>(last + 1);
-          any = true;
         }
       }
-      if (!any) continue;
-      ts.ky.push_back(y);
-      ts.kx.push_back(x);
-      ts.lo.insert(ts.lo.end(), lo.begin(), lo.end());
-      ts.hi.insert(ts.hi.end(), hi.begin(), hi.end());
+      ts.add_tap(y, x, lo, hi);
     }
   }
   return ts;

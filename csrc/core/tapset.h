@@ -26,6 +26,8 @@ struct TapSet {
     const int64_t i = t * cout + o;
     return lo[i] <= ci && ci < hi[i];
   }
+  // Appends tap (y, x) with its per-output ranges when any output reads through it.
+  void add_tap(int y, int x, const std::vector<int32_t>& tap_lo, const std::vector<int32_t>& tap_hi);
   // Multiply-adds per output pixel over live (tap, cin, cout) triples.
   int64_t live_macs_per_pixel() const;
   // The same count for the dense kernel (kh * kw * cin * cout).

@@ -89,20 +89,35 @@ struct Problem {
 };
 
 // Validates the semantic arguments through the core's shared checker and builds tap set + geometry.
+// mask_type None (only where the kernel is given) reads the tap set from the kernel's non-zeros
+// (DESIGN.md: the kernel's zeros are the mask), for kernels masked by any mechanism.
 Problem make_problem(const char* fn, int64_t n, int64_t h, int64_t w, int64_t cin, int kh, int kw, int64_t kernel_cin,
-                     int64_t cout, const std::string& mask_type, int color_groups, const py::object& dilation,
-                     const std::string& padding) {
+                     int64_t cout, const py::object& mask_type_obj, int color_groups, const py::object& dilation,
+                     const std::string& padding, const float* kernel = nullptr) {
   auto [dh, dw] = pair_arg(dilation, fn, "dilation");
+  const bool from_kernel = mask_type_obj.is_none();
+  if (from_kernel && kernel == nullptr)
+    throw py::value_error(std::string(fn) + ": mask_type must be 'A' or 'B' here, got None");
+  if (from_kernel && color_groups != 1)
+    throw py::value_error(std::string(fn) + ": color_groups must be 1 with mask_type=None (the kernel's zeros "
+                          "already give the channel structure), got " + std::to_string(color_groups));
+  if (!from_kernel && !py::isinstance<py::str>(mask_type_obj))
+    throw py::type_error(std::string(fn) + ": mask_type must be 'A', 'B' or None, got " +
+                         std::string(py::repr(mask_type_obj)));
+  const std::string mask_type = from_kernel ? "B" : mask_type_obj.cast<std::string>();
+  // With mask_type=None the centre need not be defined, but 'same' padding still needs odd sizes to
+  // match TF's placement; the shared checker keeps one rule for both.
   std::string err = pcf::check_mask_args(kh, kw, cin, kernel_cin, cout, mask_type, color_groups, dh, dw, padding);
   if (!err.empty()) throw py::value_error(std::string(fn) + ": " + err);
   Problem p;
   err = pcf::make_geometry(n, h, w, kh, kw, dh, dw, padding, &p.geom);
   if (!err.empty()) throw py::value_error(std::string(fn) + ": " + err);
-  p.taps = pcf::TapSet::from_mask(kh, kw, cin, cout, pcf::parse_mask_type(mask_type), color_groups);
+  p.taps = from_kernel ? pcf::TapSet::from_kernel(kernel, kh, kw, cin, cout)
+                       : pcf::TapSet::from_mask(kh, kw, cin, cout, pcf::parse_mask_type(mask_type), color_groups);
   return p;
 }
 
-py::array_t<float> forward(const py::object& x_obj, const py::object& k_obj, const std::string& mask_type,
+py::array_t<float> forward(const py::object& x_obj, const py::object& k_obj, const py::object& mask_type,
                            int color_groups, const py::object& dilation, const std::string& padding,
                            const py::object& out) {
   const char* fn = "masked_conv2d_forward";
@@ -111,7 +126,7 @@ py::array_t<float> forward(const py::object& x_obj, const py::object& k_obj, con
   py::array xa = py::reinterpret_borrow<py::array>(x_obj), ka = py::reinterpret_borrow<py::array>(k_obj);
   Problem p = make_problem(fn, xa.shape(0), xa.shape(1), xa.shape(2), xa.shape(3), static_cast<int>(ka.shape(0)),
                            static_cast<int>(ka.shape(1)), ka.shape(2), ka.shape(3), mask_type, color_groups, dilation,
-                           padding);
+                           padding, k);
   py::array_t<float> y = output(out, fn, {xa.shape(0), p.geom.ho, p.geom.wo, ka.shape(3)});
   float* yp = y.mutable_data();
   {
@@ -122,7 +137,7 @@ py::array_t<float> forward(const py::object& x_obj, const py::object& k_obj, con
 }
 
 py::array_t<float> backprop_input(const py::object& dy_obj, const py::object& k_obj, const py::object& input_hw,
-                                  const std::string& mask_type, int color_groups, const py::object& dilation,
+                                  const py::object& mask_type, int color_groups, const py::object& dilation,
                                   const std::string& padding, const py::object& out) {
   const char* fn = "masked_conv2d_backprop_input";
   const float* dy = checked_input(dy_obj, fn, "dy", 4);
@@ -134,7 +149,7 @@ py::array_t<float> backprop_input(const py::object& dy_obj, const py::object& k_
                           std::to_string(w) + ")");
   const int64_t cin = ka.shape(2), cout = ka.shape(3);
   Problem p = make_problem(fn, da.shape(0), h, w, cin, static_cast<int>(ka.shape(0)), static_cast<int>(ka.shape(1)), cin,
-                           cout, mask_type, color_groups, dilation, padding);
+                           cout, mask_type, color_groups, dilation, padding, k);
   std::vector<py::ssize_t> want = {da.shape(0), p.geom.ho, p.geom.wo, cout};
   std::vector<py::ssize_t> got(da.shape(), da.shape() + 4);
   if (got != want)
@@ -150,7 +165,7 @@ py::array_t<float> backprop_input(const py::object& dy_obj, const py::object& k_
 }
 
 py::array_t<float> backprop_filter(const py::object& x_obj, const py::object& dy_obj, const py::object& kernel_hw,
-                                   const std::string& mask_type, int color_groups, const py::object& dilation,
+                                   const py::object& mask_type, int color_groups, const py::object& dilation,
                                    const std::string& padding, const py::object& out) {
   const char* fn = "masked_conv2d_backprop_filter";
   const float* x = checked_input(x_obj, fn, "x", 4);
@@ -180,7 +195,8 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "pixelcnn_fast C++ core (CPU): masked convolution over live taps on NumPy float32 arrays.";
   m.def("masked_conv2d_forward", &forward, py::arg("x"), py::arg("kernel"), py::arg("mask_type"),
         py::arg("color_groups") = 1, py::arg("dilation") = py::make_tuple(1, 1), py::arg("padding") = "same",
-        py::arg("out") = py::none(), "y = masked conv of x (N,H,W,Cin) with kernel (kh,kw,Cin,Cout), live taps only.");
+        py::arg("out") = py::none(), "y = masked conv of x (N,H,W,Cin) with kernel (kh,kw,Cin,Cout), live taps only. mask_type None: the "
+        "live taps and channel ranges are read from the kernel's non-zeros.");
   m.def("masked_conv2d_backprop_input", &backprop_input, py::arg("dy"), py::arg("kernel"), py::arg("input_hw"),
         py::arg("mask_type"), py::arg("color_groups") = 1, py::arg("dilation") = py::make_tuple(1, 1),
         py::arg("padding") = "same", py::arg("out") = py::none(), "Gradient of the masked conv w.r.t. its input.");
@@ -201,6 +217,15 @@ PYBIND11_MODULE(_core, m) {
   }, "Microkernel builds this CPU can run (PIXELCNN_FAST_ISA picks one at process start).");
   m.def("isa", [] { return std::string(pcf::active_kernels().isa); },
         "The instruction set of the microkernels in use (avx512, avx2 or generic).");
+  m.def("kernel_live_taps", [](const py::object& k_obj) {
+    const float* k = checked_input(k_obj, "kernel_live_taps", "kernel", 4);
+    py::array ka = py::reinterpret_borrow<py::array>(k_obj);
+    pcf::TapSet ts = pcf::TapSet::from_kernel(k, static_cast<int>(ka.shape(0)), static_cast<int>(ka.shape(1)),
+                                              ka.shape(2), ka.shape(3));
+    std::vector<std::pair<int, int>> taps;
+    for (int t = 0; t < ts.num_taps(); ++t) taps.push_back({ts.ky[t], ts.kx[t]});
+    return py::make_tuple(taps, ts.live_macs_per_pixel(), ts.dense_macs_per_pixel());
+  }, py::arg("kernel"), "(live taps, MACs per pixel read, dense MACs per pixel) of a kernel's non-zero structure.");
   m.def("live_taps", [](int kh, int kw, const std::string& mask_type, int color_groups, int64_t cin, int64_t cout) {
     std::string err = pcf::check_mask_args(kh, kw, cin, cin, cout, mask_type, color_groups, 1, 1, "same");
     if (!err.empty()) throw py::value_error("live_taps: " + err);
