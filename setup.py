@@ -126,6 +126,16 @@ class BuildExt(build_ext):
 
     def build_extension(self, ext):
         ext.extra_objects = list(self.core_objects)
+        if ext.name.endswith("_cuda"):
+            if not self.cuda_objects:
+                print(f"pixelcnn_fast: skipping {ext.name}: CUDA {self.cuda_status}")
+                return
+            # cudart linked statically: the module needs only the driver on the target machine.
+            cuda_home = os.path.dirname(os.path.dirname(find_nvcc()))
+            ext.extra_objects += self.cuda_objects
+            ext.include_dirs = list(ext.include_dirs) + [os.path.join(cuda_home, "include")]
+            ext.extra_link_args = [f"-L{os.path.join(cuda_home, 'lib64')}", "-lcudart_static", "-ldl", "-lrt",
+                                   "-lpthread"]
         ext.extra_compile_args = CXXFLAGS + self.tf_compile_defs
         if ext.name.endswith("_tf_ops"):
             ext.extra_compile_args += ["-isystem", self.tf_include]
@@ -139,5 +149,9 @@ ext_modules = [
               language="c++"),
     Extension("pixelcnn_fast._tf_ops", sorted(glob.glob("csrc/tf/*.cc")), language="c++"),
 ]
+# The CUDA binding (GPU backend) is built when its source exists and nvcc compiled csrc/cuda.
+if os.path.exists(os.path.join(HERE, "csrc", "python", "cuda_module.cc")):
+    ext_modules.append(Extension("pixelcnn_fast._cuda", ["csrc/python/cuda_module.cc"],
+                                 include_dirs=[pybind11.get_include()], language="c++"))
 
 setup(version=VERSION, ext_modules=ext_modules, cmdclass={"build_ext": BuildExt})
