@@ -1,11 +1,13 @@
 """pixelcnn_fast: fast masked convolutions for PixelCNN-style models in TensorFlow/Keras.
 
 Public surface: MaskedConv2D (Keras layer), ops.masked_conv2d (TF custom op), reference
-(pure-TF implementations every fast path is tested against), build_info().
+(pure-TF implementations every fast path is tested against), check(model) (lowering and causality
+report), build_info().
 """
 
 from pixelcnn_fast._version import __version__
 from pixelcnn_fast._ext import build_info
 from pixelcnn_fast.layers import MaskedConv2D
+from pixelcnn_fast.lowering import LoweringError, NotCausalError, check
 
-__all__ = ["__version__", "build_info", "MaskedConv2D"]
+__all__ = ["__version__", "build_info", "MaskedConv2D", "check", "LoweringError", "NotCausalError"]

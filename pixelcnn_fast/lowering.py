@@ -1,0 +1,655 @@
+"""Python front end: lowering a Keras model's traced TF graph into a column program, and its causality.
+
+DESIGN.md, "Lowering from the traced graph" and "Causality is computed, not assumed". The model is
+traced once with `tf.function`; while the trace is open we walk the graph's ops (not the Keras layer
+list, so subclassed layers and models are as visible as functional ones) and turn every op that
+depends on the image's values into a step of a small program over named buffers (batch, H, W, C).
+Tensors that do not depend on the image (effective kernels after any masking mechanism, biases, a
+class-label embedding) become constant slots that the same traced function returns, so one call of it
+evaluates them exactly as the model computes them: once per sampling call.
+"""
+
+import dataclasses
+import re
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["LoweringError", "NotCausalError", "Step", "Program", "CheckReport", "check", "lower",
+           "analyse_causality",
+           "run_program", "encode_frontier", "decode_frontier", "NO_DEPENDENCY"]
+
+
+class LoweringError(ValueError):
+    """The model contains an op the lowering does not support (the message names op, layer, class)."""
+
+
+class NotCausalError(ValueError):
+    """The model's prediction at a position depends on that position or later positions."""
+
+
+# Elementwise activations: TF op type -> program name.
+ACTIVATIONS = {
+    "Relu": "relu", "Relu6": "relu6", "Elu": "elu", "Selu": "selu", "Tanh": "tanh",
+    "Sigmoid": "sigmoid", "Softplus": "softplus", "Softsign": "softsign", "LeakyRelu": "leaky_relu",
+    "Neg": "neg", "Exp": "exp", "Square": "square", "Abs": "abs", "Erf": "erf",
+}
+# Binary elementwise ops: TF op type -> program name.
+BINARY = {"AddV2": "add", "Add": "add", "Sub": "sub", "Mul": "mul", "RealDiv": "div",
+          "Maximum": "max", "Minimum": "min"}
+# Ops that pass their first input through unchanged (for a float32 model).
+PASS_THROUGH = {"Identity", "StopGradient", "PreventGradient", "Snapshot", "EnsureShape"}
+# Ops whose output depends on a tensor's shape, never on its values.
+SHAPE_ONLY = {"Shape", "ShapeN", "Size", "Rank"}
+# Channel selections, lowered by probing which input channel each output channel takes.
+CHANNEL_SELECT = {"StridedSlice", "Slice", "Split", "SplitV", "GatherV2"}
+
+SUPPORTED = sorted({"Conv2D", "PixelcnnFastMaskedConv2D", "MatMul", "BiasAdd", "ConcatV2", "Softmax", "LogSoftmax", "Reshape",
+                    "Transpose", "Cast"} | set(ACTIVATIONS) | set(BINARY) | PASS_THROUGH
+                   | CHANNEL_SELECT)
+
+
+@dataclasses.dataclass
+class Step:
+    """One program step: out = kind(ins, consts; attrs). Every buffer is (batch, H, W, channels)."""
+    kind: str             # conv | binary | act | concat | gather | softmax
+    out: int              # buffer written
+    ins: list             # buffers read
+    consts: list          # constant slots read
+    attrs: dict
+    op_name: str          # the TF op it came from, for messages
+    op_type: str
+    layer: str            # the Keras layer that created the op (from its name scope)
+    layer_class: str
+
+
+@dataclasses.dataclass
+class Program:
+    image_shape: tuple            # (H, W, C) of the image input
+    buffer_channels: list         # channels of each buffer; buffer 0 is the image
+    steps: list
+    const_shapes: list            # static shapes of the constant slots (batch dims as traced)
+    output_buffer: int            # buffer of the model's output, before any reshape
+    output_levels: int            # trailing group size of the output (1 if the output is rank 4)
+    final_activation: str         # "sigmoid", "softmax", or "" when the output is raw values
+    logits_buffer: int            # input of the final sigmoid/softmax, else output_buffer
+    trace: object = None          # the traced tf.function: (image, *conditions) -> (output, consts)
+    cond_specs: tuple = ()
+
+    def evaluate_consts(self, n, conditions=()):
+        """Runs the traced model once (zeros image) and returns the constant slots as numpy arrays."""
+        h, w, c = self.image_shape
+        image = tf.zeros((n, h, w, c), tf.float32)
+        _, consts = self.trace(image, *conditions)
+        return [np.asarray(v) for v in consts]
+
+
+# ----------------------------------------------------------------------------------- frontiers
+# A frontier is the latest image element (dy, dx, image channel) a buffer channel depends on,
+# relative to its own position, in raster order. Encoded as one int64 so that integer order is
+# raster order and a tap offset is an addition.
+_OFF = 1 << 15
+NO_DEPENDENCY = np.int64(-(1 << 62))
+
+
+def encode_frontier(dy, dx, c):
+    return np.int64(((dy + _OFF) << 32) | ((dx + _OFF) << 16) | c)
+
+
+def decode_frontier(key):
+    key = int(key)
+    return (key >> 32) - _OFF, ((key >> 16) & 0xFFFF) - _OFF, key & 0xFFFF
+
+
+def _shift(keys, oy, ox):
+    out = keys + np.int64((oy << 32) + (ox << 16))
+    return np.where(keys == NO_DEPENDENCY, NO_DEPENDENCY, out)
+
+
+def conv_taps(kernel, dh, dw, padding):
+    """(ky, kx, offset_y, offset_x) of a conv, TF's 'same' placement (offsets relative to the output)."""
+    kh, kw = kernel.shape[:2]
+    if padding == "SAME":
+        pt, pl = ((kh - 1) * dh) // 2, ((kw - 1) * dw) // 2
+    else:
+        pt = pl = 0
+    return [(ky, kx, ky * dh - pt, kx * dw - pl) for ky in range(kh) for kx in range(kw)]
+
+
+def conv_kernel_4d(step, kernel):
+    """A conv step's kernel as (kh, kw, cin, cout); a MatMul (Dense) weight becomes a 1x1 kernel."""
+    kernel = np.asarray(kernel)
+    if step.attrs.get("matmul"):
+        kernel = kernel.T if step.attrs.get("transpose_b") else kernel
+        kernel = kernel[None, None]
+    return kernel
+
+
+def frontiers(program, consts):
+    """Frontier keys (per channel) of every buffer."""
+    keys = [None] * len(program.buffer_channels)
+    c_img = program.image_shape[2]
+    keys[0] = np.array([encode_frontier(0, 0, c) for c in range(c_img)], np.int64)
+    for step in program.steps:
+        ins = [keys[b] for b in step.ins]
+        if step.kind == "conv":
+            kernel = conv_kernel_4d(step, consts[step.consts[0]])
+            out = np.full(kernel.shape[3], NO_DEPENDENCY, np.int64)
+            for ky, kx, oy, ox in conv_taps(kernel, step.attrs["dh"], step.attrs["dw"],
+                                           step.attrs["padding"]):
+                live = kernel[ky, kx] != 0  # (cin, cout): the kernel's zeros are the mask
+                if not live.any():
+                    continue
+                cand = np.where(live, ins[0][:, None], NO_DEPENDENCY).max(axis=0)
+                out = np.maximum(out, _shift(cand, oy, ox))
+        elif step.kind in ("binary", "act"):
+            out = ins[0].copy()
+            for other in ins[1:]:
+                out = np.maximum(out, other)
+            if step.kind == "binary" and len(ins) == 1:
+                out = np.broadcast_to(out, (program.buffer_channels[step.out],)).copy()
+        elif step.kind == "concat":
+            out = np.concatenate(ins)
+        elif step.kind == "gather":
+            out = ins[0][np.asarray(step.attrs["channels"])]
+        elif step.kind == "softmax":
+            g = step.attrs["group"]
+            out = np.repeat(ins[0].reshape(-1, g).max(axis=1), g)
+        else:  # pragma: no cover - every kind is handled above
+            raise AssertionError(step.kind)
+        keys[step.out] = out
+    return keys
+
+
+def analyse_causality(program, consts):
+    """Raises NotCausalError naming the first layer that breaks causality; returns the frontiers."""
+    keys = frontiers(program, consts)
+    future = encode_frontier(0, 1, 0)  # anything at or after the next position
+    for step in program.steps:
+        k = keys[step.out]
+        if (k >= future).any():
+            dy, dx, c = decode_frontier(k.max())
+            raise NotCausalError(
+                f"layer '{step.layer}' ({step.layer_class}) reads the pixel at offset "
+                f"({dy:+d}, {dx:+d}): the model sees the future (op '{step.op_name}', {step.op_type})")
+    # Each head channel for image channel c may depend on image channels < c at its own position.
+    c_img = program.image_shape[2]
+    head = keys[program.logits_buffer]
+    levels = program.output_levels if program.output_levels > 1 else \
+        max(1, program.buffer_channels[program.logits_buffer] // c_img)
+    bad = [k for k, key in enumerate(head) if key >= encode_frontier(0, 0, k // levels)]
+    if not bad:
+        return keys
+    # Blame: DESIGN.md's channel convention (contiguous blocks, one per image channel): block j of
+    # any buffer may depend on image channels < j at its own pixel. The first step, among those that
+    # feed the head, whose output breaks that is the layer that lets the prediction see its pixel.
+    ancestors = _ancestors(program, program.logits_buffer)
+    for step in program.steps:
+        channels = program.buffer_channels[step.out]
+        if step.out not in ancestors or channels % c_img:
+            continue
+        block = np.arange(channels) // (channels // c_img)
+        limit = np.array([encode_frontier(0, 0, j) for j in block])
+        over = np.nonzero(keys[step.out] >= limit)[0]
+        if over.size:
+            _, _, ch = decode_frontier(keys[step.out][over[0]])
+            raise NotCausalError(
+                f"layer '{step.layer}' ({step.layer_class}) reads the pixel at offset (+0, +0), image "
+                f"channel {ch}, into channels that predict image channel {block[over[0]]}: the model "
+                f"sees the pixel it predicts (op '{step.op_name}', {step.op_type})")
+    c = bad[0] // levels  # pragma: no cover - the head itself breaks the convention above
+    raise NotCausalError(f"the output for image channel {c} depends on that channel at its own pixel")
+
+
+def _ancestors(program, buffer):
+    producers = {s.out: s for s in program.steps}
+    seen, todo = set(), [buffer]
+    while todo:
+        b = todo.pop()
+        if b in seen:
+            continue
+        seen.add(b)
+        if b in producers:
+            todo.extend(producers[b].ins)
+    return seen
+
+
+# ----------------------------------------------------------------------------------- layers
+def _children(layer):
+    try:
+        return list(layer._flatten_layers(include_self=False, recursive=False))
+    except AttributeError:  # pragma: no cover - not a Keras layer
+        return []
+
+
+def _layer_of(op_name, model):
+    """The deepest Keras layer whose name scope encloses the op: (path of names, class name).
+
+    Keras opens a layer's scope as its name, and TF uniquifies a reused scope with a '_N' suffix, so
+    a scope component matches the child named like it without that suffix, else the child named
+    exactly like it."""
+    parts = op_name.split("/")[:-1]
+    current, path = model, []
+    for comp in parts[1:]:
+        kids = {k.name: k for k in _children(current)}
+        stripped = re.sub(r"_\d+$", "", comp)
+        child = kids.get(stripped) or kids.get(comp)
+        if child is None:
+            continue
+        current = child
+        path.append(child.name)
+    # A nested layer is named by its path (res_block/conv2d_1), so the user can find it.
+    return ("/".join(path) or model.name), type(current).__name__
+
+
+# ----------------------------------------------------------------------------------- lowering
+class _Lowerer:
+    def __init__(self, graph, image, conditions, output, model, image_shape):
+        self.model = model
+        self.h, self.w, self.c = image_shape
+        self.buffer_channels = [self.c]
+        self.steps = []
+        self.const_tensors = []
+        self.const_index = {}
+        self.values = {image.ref(): ("nhwc", 0)}  # tensor -> (view, buffer)
+        self.image_dep = self._image_dependent(graph, image)
+        self.needed = self._ancestors(output)
+
+    @staticmethod
+    def _image_dependent(graph, image):
+        dep = {image.ref()}
+        for op in graph.get_operations():
+            if op.type in SHAPE_ONLY:
+                continue
+            if any(t.ref() in dep for t in op.inputs):
+                dep.update(t.ref() for t in op.outputs)
+        return dep
+
+    @staticmethod
+    def _ancestors(output):
+        seen, todo = set(), [output.op]
+        while todo:
+            op = todo.pop()
+            if op.name in seen:
+                continue
+            seen.add(op.name)
+            todo.extend(t.op for t in op.inputs)
+        return seen
+
+    def fail(self, op, why):
+        layer, cls = _layer_of(op.name, self.model)
+        raise LoweringError(
+            f"cannot lower op '{op.name}' ({op.type}) of layer '{layer}' ({cls}): {why}. The lowering "
+            f"supports {', '.join(SUPPORTED)}; image-independent subgraphs may use any op.")
+
+    def const(self, t):
+        if t.ref() not in self.const_index:
+            self.const_index[t.ref()] = len(self.const_tensors)
+            self.const_tensors.append(t)
+        return self.const_index[t.ref()]
+
+    def new_buffer(self, channels):
+        self.buffer_channels.append(int(channels))
+        return len(self.buffer_channels) - 1
+
+    def add(self, op, kind, ins, consts, attrs, channels, view="nhwc", out_tensor=None):
+        layer, cls = _layer_of(op.name, self.model)
+        out = self.new_buffer(channels)
+        self.steps.append(Step(kind, out, list(ins), list(consts), dict(attrs), op.name, op.type,
+                               layer, cls))
+        self.values[(out_tensor if out_tensor is not None else op.outputs[0]).ref()] = (view, out)
+        return out
+
+    def value(self, t):
+        return self.values.get(t.ref())
+
+    def is_dep(self, t):
+        return t.ref() in self.image_dep
+
+    def run(self, graph):
+        for op in graph.get_operations():
+            if op.name not in self.needed or not any(self.is_dep(t) for t in op.outputs):
+                continue
+            if op.type in SHAPE_ONLY or self.value(op.outputs[0]) is not None:
+                continue  # the image placeholder itself is buffer 0
+            self.lower(op)
+
+    def lower(self, op):
+        t = op.type
+        ins = [self.value(x) if self.is_dep(x) else None for x in op.inputs]
+        if t in PASS_THROUGH or (t == "Cast" and op.outputs[0].dtype.is_floating):
+            if ins[0] is None:
+                self.fail(op, "its input does not depend on the image")
+            self.values[op.outputs[0].ref()] = ins[0]
+        elif t == "Transpose":
+            perm = tf.get_static_value(op.inputs[1])
+            if perm is None or list(perm) != list(range(len(perm))):
+                self.fail(op, f"only the identity permutation keeps pixels in place, got {perm}")
+            self.values[op.outputs[0].ref()] = ins[0]
+        elif t == "Reshape":
+            self.lower_reshape(op, ins[0])
+        elif t == "Conv2D":
+            self.lower_conv(op, ins)
+        elif t == "PixelcnnFastMaskedConv2D":
+            self.lower_masked_conv(op, ins)
+        elif t == "MatMul":
+            self.lower_matmul(op, ins)
+        elif t == "BiasAdd" or t in BINARY:
+            self.lower_binary(op, ins)
+        elif t in ACTIVATIONS:
+            attrs = {"fn": ACTIVATIONS[t]}
+            if t == "LeakyRelu":
+                attrs["alpha"] = float(op.get_attr("alpha"))
+            view, b = ins[0]
+            self.add(op, "act", [b], [], attrs, self.buffer_channels[b], view)
+        elif t == "ConcatV2":
+            self.lower_concat(op, ins)
+        elif t in ("Softmax", "LogSoftmax"):
+            view, b = ins[0]
+            group = view[1] if isinstance(view, tuple) else self.buffer_channels[b]
+            self.add(op, "softmax", [b], [], {"group": group, "log": t == "LogSoftmax"},
+                     self.buffer_channels[b], view)
+        elif t in CHANNEL_SELECT:
+            self.lower_channel_select(op, ins)
+        else:
+            self.fail(op, "this op type is not supported on image-dependent tensors")
+
+    def lower_reshape(self, op, src):
+        if src is None:
+            self.fail(op, "its input does not depend on the image")
+        view, b = src
+        shape = op.outputs[0].shape
+        ch = self.buffer_channels[b]
+        if shape.rank == 2 and shape[-1] in (ch, None) and view in ("nhwc", "flat"):
+            # pixels x channels (Dense on 4-D input via Tensordot, whose shape is computed at run
+            # time, so the width may be unknown here: lower_matmul checks it against the weight).
+            self.values[op.outputs[0].ref()] = ("flat", b)
+        elif shape.rank == 4 and tuple(shape[1:]) == (self.h, self.w, ch):
+            self.values[op.outputs[0].ref()] = ("nhwc", b)
+        elif shape.rank == 5 and tuple(shape[1:3]) == (self.h, self.w) and shape[3] * shape[4] == ch:
+            self.values[op.outputs[0].ref()] = ((int(shape[3]), int(shape[4])), b)  # output head
+        else:
+            self.fail(op, f"a reshape from {ch} channels per pixel to {shape} moves values between "
+                          "pixels")
+
+    def lower_conv(self, op, ins):
+        if ins[0] is None or ins[1] is not None:
+            self.fail(op, "the lowering needs an image-dependent input and an image-independent kernel")
+        if list(op.get_attr("strides")) != [1, 1, 1, 1]:
+            self.fail(op, f"strides must be 1, got {op.get_attr('strides')}")
+        if op.get_attr("data_format") != b"NHWC":
+            self.fail(op, f"data_format must be NHWC, got {op.get_attr('data_format').decode()}")
+        padding = op.get_attr("padding").decode()
+        kshape = op.inputs[1].shape
+        dil = op.get_attr("dilations")
+        if padding not in ("SAME", "VALID") or (padding == "VALID" and tuple(kshape[:2]) != (1, 1)):
+            self.fail(op, f"padding {padding} with a {kshape[0]}x{kshape[1]} kernel changes the image "
+                          "size; use padding='same'")
+        self.add(op, "conv", [ins[0][1]], [self.const(op.inputs[1])],
+                 {"dh": int(dil[1]), "dw": int(dil[2]), "padding": padding}, kshape[3])
+
+    def lower_masked_conv(self, op, ins):
+        """Our own op reads only the live taps of a dense kernel: its effective kernel is kernel*mask,
+        made here as a new tensor of the trace (still open), so it is evaluated with the others."""
+        from pixelcnn_fast.masks import make_mask
+
+        if ins[0] is None or ins[1] is not None:
+            self.fail(op, "the lowering needs an image-dependent input and an image-independent kernel")
+        kernel = op.inputs[1]
+        kh, kw, cin, cout = (int(d) for d in kernel.shape)
+        mask = make_mask(kh, kw, cin, cout, op.get_attr("mask_type").decode(), op.get_attr("color_groups"))
+        with tf.name_scope(op.name + "_effective_kernel"):
+            effective = kernel * tf.constant(mask, kernel.dtype)
+        dil = op.get_attr("dilations")
+        padding = op.get_attr("padding").decode().upper()
+        if padding == "VALID" and (kh, kw) != (1, 1):
+            self.fail(op, f"padding VALID with a {kh}x{kw} kernel changes the image size; use 'same'")
+        self.add(op, "conv", [ins[0][1]], [self.const(effective)],
+                 {"dh": int(dil[0]), "dw": int(dil[1]), "padding": padding}, cout)
+
+    def lower_matmul(self, op, ins):
+        if ins[0] is None or ins[0][0] != "flat" or ins[1] is not None:
+            self.fail(op, "only a pixels x channels matrix times an image-independent weight (a Dense "
+                          "layer on 4-D input) is supported")
+        if op.get_attr("transpose_a"):
+            self.fail(op, "transpose_a mixes pixels")
+        wshape = op.inputs[1].shape
+        rows = wshape[1] if op.get_attr("transpose_b") else wshape[0]
+        if rows != self.buffer_channels[ins[0][1]]:
+            self.fail(op, f"the weight has {rows} rows for {self.buffer_channels[ins[0][1]]} channels "
+                          "per pixel: the reshape before it moved values between pixels")
+        kernel = self.const(op.inputs[1])
+        cout = op.outputs[0].shape[-1]
+        self.add(op, "conv", [ins[0][1]], [kernel],
+                 {"dh": 1, "dw": 1, "padding": "SAME", "matmul": True,
+                  "transpose_b": bool(op.get_attr("transpose_b"))}, cout, "flat")
+
+    def lower_binary(self, op, ins):
+        fn = "add" if op.type == "BiasAdd" else BINARY[op.type]
+        a, b = ins[0], ins[1]
+        out_ch = op.outputs[0].shape[-1]
+        if a is not None and b is not None:
+            if self.buffer_channels[a[1]] != self.buffer_channels[b[1]]:
+                self.fail(op, "both operands depend on the image but differ in channels")
+            self.add(op, "binary", [a[1], b[1]], [], {"fn": fn}, self.buffer_channels[a[1]], a[0])
+            return
+        dep, other = (a, op.inputs[1]) if a is not None else (b, op.inputs[0])
+        cshape = other.shape
+        if cshape.rank is None:
+            self.fail(op, "the image-independent operand has an unknown rank")
+        # The constant broadcasts against (batch, H, W, C): per image, per position or per channel.
+        self.add(op, "binary", [dep[1]], [self.const(other)],
+                 {"fn": fn, "const_first": a is None}, out_ch if out_ch is not None else
+                 self.buffer_channels[dep[1]], dep[0])
+
+    def lower_concat(self, op, ins):
+        axis = tf.get_static_value(op.inputs[-1])
+        rank = op.outputs[0].shape.rank
+        if axis is None or axis not in (-1, rank - 1):
+            self.fail(op, f"only concatenation along channels is supported, got axis {axis}")
+        parts = ins[:-1]
+        if any(p is None for p in parts):
+            self.fail(op, "every concatenated tensor must depend on the image")
+        self.add(op, "concat", [p[1] for p in parts], [], {},
+                 sum(self.buffer_channels[p[1]] for p in parts), parts[0][0])
+
+    def lower_channel_select(self, op, ins):
+        """Lowered by running the op on a probe whose every value is its channel index: each output
+        channel must then be one input channel, the same at every pixel."""
+        with tf.init_scope():  # the probe runs eagerly, outside the trace being lowered
+            self._lower_channel_select(op, ins)
+
+    def _lower_channel_select(self, op, ins):
+        src_pos = 1 if op.type == "Split" else 0
+        src = ins[src_pos]
+        if src is None or any(x is not None for i, x in enumerate(ins) if i != src_pos):
+            self.fail(op, "only selections of channels of an image-dependent tensor are supported")
+        view, b = src
+        if view != "nhwc":
+            self.fail(op, "channel selection on a reshaped tensor")
+        ch = self.buffer_channels[b]
+        probe = np.broadcast_to(np.arange(ch, dtype=np.float32), (1, self.h, self.w, ch))
+        args = []
+        for i, x in enumerate(op.inputs):
+            if i == src_pos:
+                args.append(tf.constant(probe))
+            else:
+                v = tf.get_static_value(x)
+                if v is None:
+                    self.fail(op, "its begin/size/axis arguments are not constants")
+                args.append(tf.constant(v, dtype=x.dtype))
+        attrs = {a.name: op.get_attr(a.name) for a in op.op_def.attr}
+        # Keep only attrs the eager op accepts (type attrs are inferred from the inputs).
+        for type_attr in ("T", "Index", "Tindices", "Tparams", "Taxis", "Tlen", "Tidx"):
+            attrs.pop(type_attr, None)
+        fn = getattr(tf.raw_ops, op.type)
+        names = [a.name for a in op.op_def.input_arg]
+        result = fn(**dict(zip(names, args)), **attrs)
+        results = result if isinstance(result, (list, tuple)) else [result]
+        for out_t, r in zip(op.outputs, results):
+            r = np.asarray(r)
+            if r.ndim != 4 or r.shape[:3] != (1, self.h, self.w) or \
+                    not (r == r[:1, :1, :1, :]).all():
+                self.fail(op, "it selects pixels, not only channels")
+            channels = [int(v) for v in r[0, 0, 0]]
+            self.add(op, "gather", [b], [], {"channels": channels}, len(channels), "nhwc", out_t)
+
+
+def lower(model, image_shape=None, condition_specs=None):
+    """Lowers `model` into a Program (constants evaluated by program.evaluate_consts).
+
+    image_shape: (H, W, C), inferred from the model's first input when it has one.
+    condition_specs: tf.TensorSpec of further inputs (class labels ...), inferred likewise.
+    """
+    inputs = getattr(model, "inputs", None)
+    if image_shape is None:
+        if not inputs:
+            raise ValueError(
+                f"model '{model.name}' ({type(model).__name__}) has no declared inputs (a subclassed "
+                "model): pass image_shape=(H, W, C)")
+        shape = tuple(inputs[0].shape[1:])
+        if len(shape) != 3 or None in shape:
+            raise ValueError(f"model '{model.name}': the image input must be (batch, H, W, C) with "
+                             f"known H, W, C, got {tuple(inputs[0].shape)}")
+        image_shape = shape
+    image_shape = tuple(int(s) for s in image_shape)
+    if condition_specs is None:
+        condition_specs = [tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype) for t in
+                           (inputs[1:] if inputs else [])]
+    condition_specs = tuple(condition_specs)
+    found = {}
+
+    def traced(image, *conditions):
+        out = model([image, *conditions] if conditions else image, training=False)
+        if isinstance(out, (list, tuple)) or isinstance(out, dict):
+            raise ValueError(f"model '{model.name}' returns several outputs; the sampler needs one")
+        graph = tf.compat.v1.get_default_graph()
+        lowerer = _Lowerer(graph, image, conditions, out, model, image_shape)
+        lowerer.run(graph)
+        found["lowerer"] = lowerer
+        found["output"] = out
+        return out, list(lowerer.const_tensors)
+
+    fn = tf.function(traced, autograph=False)
+    spec = tf.TensorSpec((None,) + image_shape, tf.float32)
+    fn.get_concrete_function(spec, *condition_specs)
+    lw, out = found["lowerer"], found["output"]
+    if lw.value(out) is None:
+        raise LoweringError(f"the output of model '{model.name}' does not depend on the image")
+    view, out_buf = lw.value(out)
+    levels = view[1] if isinstance(view, tuple) else 1
+    producer = {s.out: s for s in lw.steps}.get(out_buf)
+    final, logits = "", out_buf
+    if producer is not None and producer.kind == "act" and producer.attrs["fn"] == "sigmoid":
+        final, logits = "sigmoid", producer.ins[0]
+    elif producer is not None and producer.kind == "softmax" and not producer.attrs["log"]:
+        final, logits = "softmax", producer.ins[0]
+    program = Program(image_shape, lw.buffer_channels, lw.steps,
+                      [tuple(t.shape) for t in lw.const_tensors], out_buf, levels, final, logits,
+                      trace=fn, cond_specs=condition_specs)
+    return program
+
+
+# ----------------------------------------------------------------------------------- reference
+_ACT = {
+    "relu": tf.nn.relu, "relu6": tf.nn.relu6, "elu": tf.nn.elu, "selu": tf.nn.selu,
+    "tanh": tf.tanh, "sigmoid": tf.sigmoid, "softplus": tf.nn.softplus, "softsign": tf.nn.softsign,
+    "neg": tf.negative, "exp": tf.exp, "square": tf.square, "abs": tf.abs, "erf": tf.math.erf,
+}
+_BIN = {"add": tf.add, "sub": tf.subtract, "mul": tf.multiply, "div": tf.divide,
+        "max": tf.maximum, "min": tf.minimum}
+
+
+def run_program(program, consts, image):
+    """The pure-TF reference executor: every step on the full image. Returns every buffer."""
+    bufs = [None] * len(program.buffer_channels)
+    bufs[0] = tf.convert_to_tensor(image, tf.float32)
+    for step in program.steps:
+        x = [bufs[b] for b in step.ins]
+        c = [tf.convert_to_tensor(consts[i]) for i in step.consts]
+        if step.kind == "conv":
+            y = tf.nn.conv2d(x[0], conv_kernel_4d(step, consts[step.consts[0]]), 1, step.attrs["padding"],
+                             dilations=[1, step.attrs["dh"], step.attrs["dw"], 1])
+        elif step.kind == "act":
+            if step.attrs["fn"] == "leaky_relu":
+                y = tf.nn.leaky_relu(x[0], step.attrs["alpha"])
+            else:
+                y = _ACT[step.attrs["fn"]](x[0])
+        elif step.kind == "binary":
+            fn = _BIN[step.attrs["fn"]]
+            if len(x) == 2:
+                y = fn(x[0], x[1])
+            else:
+                k = c[0]
+                if k.shape.rank == 2:  # (batch or 1, C) from a flattened view: per image or channel
+                    k = k[:, None, None, :]
+                y = fn(k, x[0]) if step.attrs["const_first"] else fn(x[0], k)
+        elif step.kind == "concat":
+            y = tf.concat(x, axis=-1)
+        elif step.kind == "gather":
+            y = tf.gather(x[0], step.attrs["channels"], axis=-1)
+        elif step.kind == "softmax":
+            g = step.attrs["group"]
+            s = tf.reshape(x[0], tf.concat([tf.shape(x[0])[:3], [-1, g]], 0))
+            s = tf.nn.log_softmax(s) if step.attrs["log"] else tf.nn.softmax(s)
+            y = tf.reshape(s, tf.shape(x[0]))
+        else:  # pragma: no cover
+            raise AssertionError(step.kind)
+        bufs[step.out] = y
+    return bufs
+
+
+# ----------------------------------------------------------------------------------- check
+@dataclasses.dataclass
+class CheckReport:
+    """What `check(model)` found: the lowered program's size, its sparsity and its causality."""
+    model: str
+    image_shape: tuple
+    steps: int
+    conv_steps: int
+    live_macs_per_pixel: int
+    dense_macs_per_pixel: int
+    head: str
+    causal: bool
+    program: Program = dataclasses.field(repr=False, default=None)
+
+    @property
+    def live_tap_fraction(self):
+        return self.live_macs_per_pixel / max(1, self.dense_macs_per_pixel)
+
+    def __str__(self):
+        return (f"model '{self.model}': image {self.image_shape}, {self.steps} steps "
+                f"({self.conv_steps} convolutions), live-tap fraction {self.live_tap_fraction:.3f} "
+                f"({self.live_macs_per_pixel} of {self.dense_macs_per_pixel} multiply-adds per pixel), "
+                f"output {self.head}, causal: {'yes' if self.causal else 'no'}")
+
+
+def check(model, image_shape=None, condition_specs=None, raise_if_not_causal=True):
+    """Lowers `model` and checks its causality (DESIGN.md). Returns a CheckReport; raises
+    NotCausalError naming the first layer that sees the future (unless raise_if_not_causal=False),
+    LoweringError naming an unsupported op, its layer and class."""
+    program = lower(model, image_shape, condition_specs)
+    n = 1
+    conditions = [tf.zeros([n] + [d or 1 for d in s.shape[1:]], s.dtype) for s in program.cond_specs]
+    consts = program.evaluate_consts(n, conditions)
+    causal = True
+    try:
+        analyse_causality(program, consts)
+    except NotCausalError:
+        if raise_if_not_causal:
+            raise
+        causal = False
+    live = dense = convs = 0
+    for step in program.steps:
+        if step.kind == "conv":
+            k = conv_kernel_4d(step, consts[step.consts[0]])
+            convs += 1
+            live += int(np.count_nonzero(k))
+            dense += int(k.size)
+    head = {"sigmoid": "sigmoid (bernoulli)", "softmax": "softmax (categorical)"}.get(
+        program.final_activation, "raw values")
+    if program.output_levels > 1:
+        head += f", {program.buffer_channels[program.output_buffer] // program.output_levels} x " \
+                f"{program.output_levels} levels"
+    return CheckReport(model.name, program.image_shape, len(program.steps), convs, live, dense,
+                       head, causal, program)
