@@ -43,16 +43,18 @@ PASS_THROUGH = {"Identity", "StopGradient", "PreventGradient", "Snapshot", "Ensu
 SHAPE_ONLY = {"Shape", "ShapeN", "Size", "Rank"}
 # Channel selections, lowered by probing which input channel each output channel takes.
 CHANNEL_SELECT = {"StridedSlice", "Slice", "Split", "SplitV", "GatherV2"}
+# Reductions over the channel axis (keepdims): TF op type -> program name.
+REDUCE = {"Sum": "sum", "Mean": "mean", "Max": "max", "Min": "min"}
 
-SUPPORTED = sorted({"Conv2D", "PixelcnnFastMaskedConv2D", "MatMul", "BiasAdd", "ConcatV2", "Softmax", "LogSoftmax", "Reshape",
-                    "Transpose", "Cast"} | set(ACTIVATIONS) | set(BINARY) | PASS_THROUGH
+SUPPORTED = sorted({"Conv2D", "PixelcnnFastMaskedConv2D", "SpaceToBatchND", "BatchToSpaceND", "MatMul", "BiasAdd", "ConcatV2", "Softmax", "LogSoftmax", "Reshape",
+                    "Transpose", "Cast"} | set(ACTIVATIONS) | set(BINARY) | set(REDUCE) | PASS_THROUGH
                    | CHANNEL_SELECT)
 
 
 @dataclasses.dataclass
 class Step:
     """One program step: out = kind(ins, consts; attrs). Every buffer is (batch, H, W, channels)."""
-    kind: str             # conv | binary | act | concat | gather | softmax
+    kind: str             # conv | binary | act | concat | gather | softmax | reduce
     out: int              # buffer written
     ins: list             # buffers read
     consts: list          # constant slots read
@@ -145,11 +147,19 @@ def frontiers(program, consts):
         elif step.kind in ("binary", "act"):
             out = ins[0].copy()
             for other in ins[1:]:
-                out = np.maximum(out, other)
+                out = np.maximum(out, other)  # broadcasts a one-channel operand
             if step.kind == "binary" and len(ins) == 1:
                 out = np.broadcast_to(out, (program.buffer_channels[step.out],)).copy()
         elif step.kind == "concat":
-            out = np.concatenate(ins)
+            parts = []
+            for kind, i in step.attrs["order"]:
+                if kind == "buf":
+                    parts.append(ins[i])
+                else:
+                    parts.append(np.full(consts[step.consts[i]].shape[-1], NO_DEPENDENCY, np.int64))
+            out = np.concatenate(parts)
+        elif step.kind == "reduce":
+            out = ins[0].max(keepdims=True)
         elif step.kind == "gather":
             out = ins[0][np.asarray(step.attrs["channels"])]
         elif step.kind == "softmax":
@@ -334,6 +344,12 @@ class _Lowerer:
             self.lower_masked_conv(op, ins)
         elif t == "MatMul":
             self.lower_matmul(op, ins)
+        elif t == "SpaceToBatchND":
+            self.lower_space_to_batch(op, ins)
+        elif t == "BatchToSpaceND":
+            self.lower_batch_to_space(op, ins)
+        elif t in REDUCE:
+            self.lower_reduce(op, ins)
         elif t == "BiasAdd" or t in BINARY:
             self.lower_binary(op, ins)
         elif t in ACTIVATIONS:
@@ -372,9 +388,39 @@ class _Lowerer:
             self.fail(op, f"a reshape from {ch} channels per pixel to {shape} moves values between "
                           "pixels")
 
+    def lower_space_to_batch(self, op, ins):
+        """TF runs a dilated conv as SpaceToBatchND -> Conv2D (VALID) -> BatchToSpaceND; the three
+        together are one dilated conv, recognised here and finished at BatchToSpaceND."""
+        block = tf.get_static_value(op.inputs[1])
+        if ins[0] is None or ins[0][0] != "nhwc" or block is None or len(block) != 2:
+            self.fail(op, "only the space-to-batch of a dilated convolution is supported")
+        self.values[op.outputs[0].ref()] = (("s2b", int(block[0]), int(block[1])), ins[0][1])
+
+    def lower_batch_to_space(self, op, ins):
+        view, b = ins[0] if ins[0] is not None else (None, None)
+        if not (isinstance(view, tuple) and view[0] == "b2s"):
+            self.fail(op, "only the batch-to-space of a dilated convolution is supported")
+        step = self.steps[view[1]]
+        shape = tuple(op.outputs[0].shape[1:3])
+        kh, kw = self.const_tensors[step.consts[0]].shape[:2]
+        if shape == (self.h, self.w):
+            step.attrs["padding"] = "SAME"
+        elif (kh, kw) == (1, 1):
+            step.attrs["padding"] = "VALID"
+        else:
+            self.fail(op, f"a dilated {kh}x{kw} convolution that changes the image size to {shape}; "
+                          "use padding='same'")
+        self.values[op.outputs[0].ref()] = ("nhwc", b)
+
     def lower_conv(self, op, ins):
         if ins[0] is None or ins[1] is not None:
             self.fail(op, "the lowering needs an image-dependent input and an image-independent kernel")
+        if isinstance(ins[0][0], tuple) and ins[0][0][0] == "s2b":
+            _, dh, dw = ins[0][0]
+            kshape = op.inputs[1].shape
+            self.add(op, "conv", [ins[0][1]], [self.const(op.inputs[1])],
+                     {"dh": dh, "dw": dw, "padding": "PENDING"}, kshape[3], ("b2s", len(self.steps)))
+            return
         if list(op.get_attr("strides")) != [1, 1, 1, 1]:
             self.fail(op, f"strides must be 1, got {op.get_attr('strides')}")
         if op.get_attr("data_format") != b"NHWC":
@@ -429,9 +475,10 @@ class _Lowerer:
         a, b = ins[0], ins[1]
         out_ch = op.outputs[0].shape[-1]
         if a is not None and b is not None:
-            if self.buffer_channels[a[1]] != self.buffer_channels[b[1]]:
-                self.fail(op, "both operands depend on the image but differ in channels")
-            self.add(op, "binary", [a[1], b[1]], [], {"fn": fn}, self.buffer_channels[a[1]], a[0])
+            ca, cb = self.buffer_channels[a[1]], self.buffer_channels[b[1]]
+            if ca != cb and 1 not in (ca, cb):
+                self.fail(op, f"both operands depend on the image but have {ca} and {cb} channels")
+            self.add(op, "binary", [a[1], b[1]], [], {"fn": fn}, max(ca, cb), a[0])
             return
         dep, other = (a, op.inputs[1]) if a is not None else (b, op.inputs[0])
         cshape = other.shape
@@ -442,16 +489,38 @@ class _Lowerer:
                  {"fn": fn, "const_first": a is None}, out_ch if out_ch is not None else
                  self.buffer_channels[dep[1]], dep[0])
 
+    def lower_reduce(self, op, ins):
+        axes = tf.get_static_value(op.inputs[1])
+        rank = op.inputs[0].shape.rank
+        axes = np.atleast_1d(axes) if axes is not None else None
+        if ins[0] is None or ins[0][0] != "nhwc" or axes is None or \
+                [int(a) % rank for a in axes] != [rank - 1] or not op.get_attr("keep_dims"):
+            self.fail(op, f"only a reduction over the channel axis with keepdims is supported, got "
+                          f"axes {axes}")
+        self.add(op, "reduce", [ins[0][1]], [], {"fn": REDUCE[op.type]}, 1)
+
     def lower_concat(self, op, ins):
         axis = tf.get_static_value(op.inputs[-1])
         rank = op.outputs[0].shape.rank
         if axis is None or axis not in (-1, rank - 1):
             self.fail(op, f"only concatenation along channels is supported, got axis {axis}")
-        parts = ins[:-1]
-        if any(p is None for p in parts):
-            self.fail(op, "every concatenated tensor must depend on the image")
-        self.add(op, "concat", [p[1] for p in parts], [], {},
-                 sum(self.buffer_channels[p[1]] for p in parts), parts[0][0])
+        # Image-independent parts (a label map) are constant slots broadcast per image and position.
+        order, bufs, consts, channels = [], [], [], 0
+        for t, p in zip(op.inputs[:-1], ins[:-1]):
+            if p is not None:
+                if p[0] != "nhwc":
+                    self.fail(op, "concatenation of a reshaped tensor")
+                order.append(("buf", len(bufs)))
+                bufs.append(p[1])
+                channels += self.buffer_channels[p[1]]
+            else:
+                if t.shape.rank != 4 or t.shape[-1] is None:
+                    self.fail(op, f"an image-independent part must be (batch, H, W, C) with known C, "
+                                  f"got {t.shape}")
+                order.append(("const", len(consts)))
+                consts.append(self.const(t))
+                channels += int(t.shape[-1])
+        self.add(op, "concat", bufs, consts, {"order": order}, channels, "nhwc")
 
     def lower_channel_select(self, op, ins):
         """Lowered by running the op on a probe whose every value is its channel index: each output
@@ -520,7 +589,11 @@ def lower(model, image_shape=None, condition_specs=None):
     found = {}
 
     def traced(image, *conditions):
-        out = model([image, *conditions] if conditions else image, training=False)
+        args = [image, *conditions] if conditions else image
+        try:
+            out = model(args, training=False)
+        except TypeError:  # a model that overrides __call__ without a training argument
+            out = model(args)
         if isinstance(out, (list, tuple)) or isinstance(out, dict):
             raise ValueError(f"model '{model.name}' returns several outputs; the sampler needs one")
         graph = tf.compat.v1.get_default_graph()
@@ -585,7 +658,19 @@ def run_program(program, consts, image):
                     k = k[:, None, None, :]
                 y = fn(k, x[0]) if step.attrs["const_first"] else fn(x[0], k)
         elif step.kind == "concat":
-            y = tf.concat(x, axis=-1)
+            n = tf.shape(x[0])[0]
+            parts = []
+            for kind, i in step.attrs["order"]:
+                if kind == "buf":
+                    parts.append(x[i])
+                else:
+                    k = c[i]
+                    parts.append(tf.broadcast_to(k, tf.concat([[n], tf.shape(x[0])[1:3], tf.shape(k)[3:]], 0)))
+            y = tf.concat(parts, axis=-1)
+        elif step.kind == "reduce":
+            fn = {"sum": tf.reduce_sum, "mean": tf.reduce_mean, "max": tf.reduce_max,
+                  "min": tf.reduce_min}[step.attrs["fn"]]
+            y = fn(x[0], axis=-1, keepdims=True)
         elif step.kind == "gather":
             y = tf.gather(x[0], step.attrs["channels"], axis=-1)
         elif step.kind == "softmax":
