@@ -7,6 +7,7 @@
 #include <sstream>
 #include <vector>
 
+#include "gather_plan.h"
 #include "kernels.h"
 
 namespace pcf {
@@ -46,142 +47,12 @@ std::string make_geometry(int64_t n, int64_t h, int64_t w, int kh, int kw, int d
 
 namespace {
 
-// One gathered source run: for destination pixel (i, j) the source pixel (i + oy, j + ox), channels
-// [c0, c1), lands in im2col columns [col, col + c1 - c0).
-struct ColPiece {
-  int64_t oy, ox;
-  int32_t c0, c1;
-  int64_t col;
-};
-
-struct Segment {
-  int64_t d0 = 0, d1 = 0;       // destination channels
-  std::vector<KRange> ranges;   // im2col columns read
-  int64_t k = 0;                // total length of ranges
-  bool dot = false;             // narrow: B^T rows for gemm_dot, else panels for gemm
-  std::vector<float> b;         // packed weights
-};
-
-// The gather-GEMM problem: dst[p, d] = sum over pieces and channels of src[p + offset, s] * W(t, s, d).
-struct GatherPlan {
-  int64_t n = 0, hs = 0, ws = 0, cs = 0;  // source
-  int64_t hd = 0, wd = 0, cd = 0;         // destination
-  std::vector<ColPiece> pieces;           // one per live tap, ordered as the taps
-  std::vector<int> piece_tap;
-  int64_t kcol = 0;
-  std::vector<Segment> segs;
-};
-
-// Source-channel ranges [rlo, rhi) per (tap, destination channel) -> pieces and segments. Destination
-// channels with identical ranges on every tap share a segment; beyond kMaxSegments (an irregular kernel
-// read from its non-zeros) they share one whose ranges are hulls, which is still exact because packing
-// writes zero for every entry the hull adds (weight() returns 0 for non-live entries).
-constexpr int kMaxSegments = 16;
-
-template <typename Offset>
-void build_pieces_and_segments(const TapSet& ts, int64_t cd, const std::vector<int32_t>& rlo,
-                               const std::vector<int32_t>& rhi, Offset offset, GatherPlan* plan) {
-  const int T = ts.num_taps();
-  std::vector<int32_t> ulo(T), uhi(T);
-  for (int t = 0; t < T; ++t) {
-    int32_t lo = INT32_MAX, hi = 0;
-    for (int64_t d = 0; d < cd; ++d) {
-      const int32_t l = rlo[t * cd + d], h = rhi[t * cd + d];
-      if (h > l) {
-        lo = std::min(lo, l);
-        hi = std::max(hi, h);
-      }
-    }
-    ulo[t] = lo;
-    uhi[t] = hi;
-    if (hi > lo) {
-      int64_t oy, ox;
-      offset(t, &oy, &ox);
-      plan->pieces.push_back({oy, ox, lo, hi, plan->kcol});
-      plan->piece_tap.push_back(t);
-      plan->kcol += hi - lo;
-    }
-  }
-  // Piece index per tap (-1 when the tap feeds nothing in this direction).
-  std::vector<int64_t> colbase(T, -1);
-  for (size_t p = 0; p < plan->pieces.size(); ++p) colbase[plan->piece_tap[p]] = plan->pieces[p].col;
-
-  auto same_ranges = [&](int64_t d, int64_t e) {
-    for (int t = 0; t < T; ++t)
-      if (rlo[t * cd + d] != rlo[t * cd + e] || rhi[t * cd + d] != rhi[t * cd + e]) return false;
-    return true;
-  };
-  std::vector<std::pair<int64_t, int64_t>> bounds;
-  for (int64_t d = 0; d < cd;) {
-    int64_t e = d + 1;
-    while (e < cd && same_ranges(d, e)) ++e;
-    bounds.push_back({d, e});
-    d = e;
-  }
-  if (bounds.size() > static_cast<size_t>(kMaxSegments)) bounds = {{0, cd}};
-  for (auto [d0, d1] : bounds) {
-    Segment s;
-    s.d0 = d0;
-    s.d1 = d1;
-    for (int t = 0; t < T; ++t) {
-      int32_t lo = INT32_MAX, hi = 0;
-      for (int64_t d = d0; d < d1; ++d) {
-        if (rhi[t * cd + d] > rlo[t * cd + d]) {
-          lo = std::min(lo, rlo[t * cd + d]);
-          hi = std::max(hi, rhi[t * cd + d]);
-        }
-      }
-      if (hi <= lo) continue;
-      const int64_t b = colbase[t] + (lo - ulo[t]), e = colbase[t] + (hi - ulo[t]);
-      if (!s.ranges.empty() && s.ranges.back().end == b)
-        s.ranges.back().end = e;  // adjacent columns: one longer run for the microkernel
-      else
-        s.ranges.push_back({b, e});
-      s.k += e - b;
-    }
-    plan->segs.push_back(std::move(s));
-  }
-}
-
-// Packs every segment's weights: weight(t, s, d) for im2col column (tap t, source channel s).
-template <typename Weight>
-void pack_segments(const Kernels& kern, const TapSet& ts, Weight weight, GatherPlan* plan) {
-  // im2col column -> (tap, source channel)
-  std::vector<int> col_tap(plan->kcol);
-  std::vector<int32_t> col_ch(plan->kcol);
-  for (size_t p = 0; p < plan->pieces.size(); ++p) {
-    const ColPiece& pc = plan->pieces[p];
-    for (int32_t c = pc.c0; c < pc.c1; ++c) {
-      col_tap[pc.col + c - pc.c0] = plan->piece_tap[p];
-      col_ch[pc.col + c - pc.c0] = c;
-    }
-  }
-  (void)ts;
-  const int panel = kern.panel;
-  for (Segment& s : plan->segs) {
-    const int64_t n = s.d1 - s.d0;
-    s.dot = n <= kern.dot_max_n;
-    if (s.dot) {
-      s.b.assign(n * s.k, 0.0f);
-      for (int64_t j = 0; j < n; ++j) {
-        int64_t kk = 0;
-        for (const KRange& r : s.ranges)
-          for (int64_t c = r.begin; c < r.end; ++c, ++kk) s.b[j * s.k + kk] = weight(col_tap[c], col_ch[c], s.d0 + j);
-      }
-    } else {
-      const int64_t panels = (n + panel - 1) / panel;
-      s.b.assign(panels * s.k * panel, 0.0f);
-      for (int64_t p = 0; p < panels; ++p) {
-        float* out = s.b.data() + p * s.k * panel;
-        int64_t kk = 0;
-        for (const KRange& r : s.ranges)
-          for (int64_t c = r.begin; c < r.end; ++c, ++kk)
-            for (int64_t j = 0; j < panel && p * panel + j < n; ++j)
-              out[kk * panel + j] = weight(col_tap[c], col_ch[c], s.d0 + p * panel + j);
-      }
-    }
-  }
-}
+using detail::ColPiece;
+using detail::GatherPlan;
+using detail::Segment;
+using detail::build_pieces_and_segments;
+using detail::gemm_segments;
+using detail::pack_segments;
 
 // Pixels per im2col block: the block (pixels x kcol floats) should sit in L2 next to the packed weights.
 int64_t block_pixels(int64_t kcol) {
@@ -239,16 +110,7 @@ void run_gather_gemm(const GatherPlan& plan, const float* src, float* dst, const
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t m0 = b * mb, rows = std::min(mb, total - m0);
       im2col(plan, src, m0, rows, col.data());
-      for (const Segment& s : plan.segs) {
-        float* c = dst + m0 * plan.cd + s.d0;
-        if (s.dot) {
-          kern.gemm_dot({col.data(), plan.kcol, rows, s.ranges.data(), static_cast<int>(s.ranges.size()), s.k,
-                         s.b.data(), s.d1 - s.d0, c, plan.cd});
-        } else {
-          kern.gemm({col.data(), plan.kcol, rows, s.ranges.data(), static_cast<int>(s.ranges.size()), s.b.data(),
-                     s.d1 - s.d0, c, plan.cd});
-        }
-      }
+      gemm_segments(kern, plan, col.data(), rows, dst + m0 * plan.cd, plan.cd);
     }
   });
 }
@@ -286,7 +148,7 @@ inline float kernel_at(const TapSet& ts, const float* kernel, int t, int64_t ci,
 void masked_conv2d_forward(const TapSet& ts, const ConvGeometry& g, const float* x, const float* kernel, float* y,
                            const Parallel& par) {
   GatherPlan plan = forward_plan(ts, g);
-  pack_segments(active_kernels(), ts,
+  pack_segments(active_kernels(),
                 [&](int t, int32_t ci, int64_t o) { return ts.live(t, ci, o) ? kernel_at(ts, kernel, t, ci, o) : 0.0f; },
                 &plan);
   run_gather_gemm(plan, x, y, par);
@@ -310,7 +172,7 @@ void masked_conv2d_backprop_input(const TapSet& ts, const ConvGeometry& g, const
   for (auto& l : rlo)
     if (l == INT32_MAX) l = 0;
   GatherPlan plan = make_plan(ts, g, -1, rlo, rhi);
-  pack_segments(active_kernels(), ts,
+  pack_segments(active_kernels(),
                 [&](int t, int32_t o, int64_t ci) { return ts.live(t, ci, o) ? kernel_at(ts, kernel, t, ci, o) : 0.0f; },
                 &plan);
   run_gather_gemm(plan, dy, dx, par);

@@ -1,0 +1,136 @@
+// Core (framework-free C++17): gather-GEMM plans — pieces, segments, packed weights, segment GEMMs.
+#include "gather_plan.h"
+
+#include <algorithm>
+#include <climits>
+
+namespace pcf {
+namespace detail {
+
+// One gathered source run: for destination pixel (i, j) the source pixel (i + oy, j + ox), channels
+// [c0, c1), lands in im2col columns [col, col + c1 - c0).
+// Source-channel ranges [rlo, rhi) per (tap, destination channel) -> pieces and segments. Destination
+// channels with identical ranges on every tap share a segment; beyond kMaxSegments (an irregular kernel
+// read from its non-zeros) they share one whose ranges are hulls, which is still exact because packing
+// writes zero for every entry the hull adds (weight() returns 0 for non-live entries).
+constexpr int kMaxSegments = 16;
+
+void build_pieces_and_segments(const TapSet& ts, int64_t cd, const std::vector<int32_t>& rlo,
+                               const std::vector<int32_t>& rhi, const TapOffset& offset, GatherPlan* plan) {
+  const int T = ts.num_taps();
+  std::vector<int32_t> ulo(T), uhi(T);
+  for (int t = 0; t < T; ++t) {
+    int32_t lo = INT32_MAX, hi = 0;
+    for (int64_t d = 0; d < cd; ++d) {
+      const int32_t l = rlo[t * cd + d], h = rhi[t * cd + d];
+      if (h > l) {
+        lo = std::min(lo, l);
+        hi = std::max(hi, h);
+      }
+    }
+    ulo[t] = lo;
+    uhi[t] = hi;
+    if (hi > lo) {
+      int64_t oy, ox;
+      offset(t, &oy, &ox);
+      plan->pieces.push_back({oy, ox, lo, hi, plan->kcol});
+      plan->piece_tap.push_back(t);
+      plan->kcol += hi - lo;
+    }
+  }
+  // Piece index per tap (-1 when the tap feeds nothing in this direction).
+  std::vector<int64_t> colbase(T, -1);
+  for (size_t p = 0; p < plan->pieces.size(); ++p) colbase[plan->piece_tap[p]] = plan->pieces[p].col;
+
+  auto same_ranges = [&](int64_t d, int64_t e) {
+    for (int t = 0; t < T; ++t)
+      if (rlo[t * cd + d] != rlo[t * cd + e] || rhi[t * cd + d] != rhi[t * cd + e]) return false;
+    return true;
+  };
+  std::vector<std::pair<int64_t, int64_t>> bounds;
+  for (int64_t d = 0; d < cd;) {
+    int64_t e = d + 1;
+    while (e < cd && same_ranges(d, e)) ++e;
+    bounds.push_back({d, e});
+    d = e;
+  }
+  if (bounds.size() > static_cast<size_t>(kMaxSegments)) bounds = {{0, cd}};
+  for (auto [d0, d1] : bounds) {
+    Segment s;
+    s.d0 = d0;
+    s.d1 = d1;
+    for (int t = 0; t < T; ++t) {
+      int32_t lo = INT32_MAX, hi = 0;
+      for (int64_t d = d0; d < d1; ++d) {
+        if (rhi[t * cd + d] > rlo[t * cd + d]) {
+          lo = std::min(lo, rlo[t * cd + d]);
+          hi = std::max(hi, rhi[t * cd + d]);
+        }
+      }
+      if (hi <= lo) continue;
+      const int64_t b = colbase[t] + (lo - ulo[t]), e = colbase[t] + (hi - ulo[t]);
+      if (!s.ranges.empty() && s.ranges.back().end == b)
+        s.ranges.back().end = e;  // adjacent columns: one longer run for the microkernel
+      else
+        s.ranges.push_back({b, e});
+      s.k += e - b;
+    }
+    plan->segs.push_back(std::move(s));
+  }
+}
+
+// Packs every segment's weights: weight(t, s, d) for im2col column (tap t, source channel s).
+void pack_segments(const Kernels& kern, const TapWeight& weight, GatherPlan* plan) {
+  // im2col column -> (tap, source channel)
+  std::vector<int> col_tap(plan->kcol);
+  std::vector<int32_t> col_ch(plan->kcol);
+  for (size_t p = 0; p < plan->pieces.size(); ++p) {
+    const ColPiece& pc = plan->pieces[p];
+    for (int32_t c = pc.c0; c < pc.c1; ++c) {
+      col_tap[pc.col + c - pc.c0] = plan->piece_tap[p];
+      col_ch[pc.col + c - pc.c0] = c;
+    }
+  }
+  const int panel = kern.panel;
+  for (Segment& s : plan->segs) {
+    const int64_t n = s.d1 - s.d0;
+    s.dot = n <= kern.dot_max_n;
+    if (s.dot) {
+      s.b.assign(n * s.k, 0.0f);
+      for (int64_t j = 0; j < n; ++j) {
+        int64_t kk = 0;
+        for (const KRange& r : s.ranges)
+          for (int64_t c = r.begin; c < r.end; ++c, ++kk) s.b[j * s.k + kk] = weight(col_tap[c], col_ch[c], s.d0 + j);
+      }
+    } else {
+      const int64_t panels = (n + panel - 1) / panel;
+      s.b.assign(panels * s.k * panel, 0.0f);
+      for (int64_t p = 0; p < panels; ++p) {
+        float* out = s.b.data() + p * s.k * panel;
+        int64_t kk = 0;
+        for (const KRange& r : s.ranges)
+          for (int64_t c = r.begin; c < r.end; ++c, ++kk)
+            for (int64_t j = 0; j < panel && p * panel + j < n; ++j)
+              out[kk * panel + j] = weight(col_tap[c], col_ch[c], s.d0 + p * panel + j);
+      }
+    }
+  }
+}
+
+
+void gemm_segments(const Kernels& kern, const GatherPlan& plan, const float* col, int64_t rows, float* dst,
+                   int64_t ldd) {
+  for (const Segment& s : plan.segs) {
+    float* c = dst + s.d0;
+    if (s.dot) {
+      kern.gemm_dot({col, plan.kcol, rows, s.ranges.data(), static_cast<int>(s.ranges.size()), s.k, s.b.data(),
+                     s.d1 - s.d0, c, ldd});
+    } else {
+      kern.gemm({col, plan.kcol, rows, s.ranges.data(), static_cast<int>(s.ranges.size()), s.b.data(), s.d1 - s.d0,
+                 c, ldd});
+    }
+  }
+}
+
+}  // namespace detail
+}  // namespace pcf

@@ -1,0 +1,56 @@
+// Core (framework-free C++17): the gather-GEMM plan shared by the masked conv and the cached executor.
+//
+// A destination pixel's channels are a sum over pieces (source offset, source channel range) of source
+// pixels times weights. Destination channels that read identical ranges form a segment with its own
+// packed weights (kernels.h layout) and im2col column ranges, so no masked-out product is formed.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "kernels.h"
+#include "tapset.h"
+
+namespace pcf {
+namespace detail {
+
+// One gathered source run: for destination pixel (i, j) the source pixel (i + oy, j + ox), channels
+// [c0, c1), lands in im2col columns [col, col + c1 - c0).
+struct ColPiece {
+  int64_t oy, ox;
+  int32_t c0, c1;
+  int64_t col;
+};
+
+struct Segment {
+  int64_t d0 = 0, d1 = 0;       // destination channels
+  std::vector<KRange> ranges;   // im2col columns read
+  int64_t k = 0;                // total length of ranges
+  bool dot = false;             // narrow: B^T rows for gemm_dot, else panels for gemm
+  std::vector<float> b;         // packed weights
+};
+
+struct GatherPlan {
+  int64_t n = 0, hs = 0, ws = 0, cs = 0;  // source
+  int64_t hd = 0, wd = 0, cd = 0;         // destination
+  std::vector<ColPiece> pieces;           // one per live tap, ordered as the taps
+  std::vector<int> piece_tap;
+  int64_t kcol = 0;
+  std::vector<Segment> segs;
+};
+
+using TapOffset = std::function<void(int t, int64_t* oy, int64_t* ox)>;
+// Source-channel ranges [rlo, rhi) per (tap, destination channel) -> pieces and segments.
+void build_pieces_and_segments(const TapSet& ts, int64_t cd, const std::vector<int32_t>& rlo,
+                               const std::vector<int32_t>& rhi, const TapOffset& offset, GatherPlan* plan);
+using TapWeight = std::function<float(int t, int32_t src_channel, int64_t dst_channel)>;
+// Packs every segment's weights for the given microkernels.
+void pack_segments(const Kernels& kern, const TapWeight& weight, GatherPlan* plan);
+// Runs the segments' GEMMs on an im2col block of `rows` destination pixels (row stride kcol);
+// destination row r is written at dst + r * ldd.
+void gemm_segments(const Kernels& kern, const GatherPlan& plan, const float* col, int64_t rows, float* dst,
+                   int64_t ldd);
+
+}  // namespace detail
+}  // namespace pcf
