@@ -4,6 +4,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cfloat>
+#include <cstdint>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -12,6 +14,7 @@
 
 #include "../core/kernels.h"
 #include "../core/masked_conv.h"
+#include "../core/philox.h"
 #include "../core/tapset.h"
 #include "../core/threadpool.h"
 
@@ -191,6 +194,126 @@ py::array_t<float> backprop_filter(const py::object& x_obj, const py::object& dy
 
 }  // namespace
 
+// ------------------------------------------------------------------ sampler randomness (core/philox.h)
+
+namespace {
+
+// An integer argument in [0, 2**bits): Python ints and NumPy integer scalars. Checked here so that a negative or
+// too large value is an error naming the argument, not pybind's "incompatible function arguments" or a silent wrap.
+uint64_t uint_arg(const py::handle& v, const char* fn, const char* name, int bits) {
+  const std::string range = std::string("an integer in [0, 2**") + std::to_string(bits) + ")";
+  if (py::isinstance<py::bool_>(v) || !PyIndex_Check(v.ptr()))
+    throw py::type_error(std::string(fn) + ": " + name + " must be " + range + ", got " +
+                         std::string(py::str(py::type::handle_of(v).attr("__name__"))));
+  py::int_ i = py::reinterpret_steal<py::int_>(PyNumber_Index(v.ptr()));  // NumPy integers via __index__
+  if (!i) throw py::error_already_set();
+  const bool negative = PyObject_RichCompareBool(i.ptr(), py::int_(0).ptr(), Py_LT) == 1;
+  const unsigned long long x = negative ? 0 : PyLong_AsUnsignedLongLong(i.ptr());
+  const bool too_big = !negative && ((x == static_cast<unsigned long long>(-1) && PyErr_Occurred()) ||
+                                     (bits < 64 && x >= (1ull << bits)));
+  PyErr_Clear();
+  if (negative || too_big)
+    throw py::value_error(std::string(fn) + ": " + name + " must be " + range + ", got " + std::string(py::repr(v)));
+  return x;
+}
+
+// The temperature as the float32 the core divides by: positive and finite after the conversion too.
+float temperature_arg(double t, const char* fn) {
+  const float tf = static_cast<float>(t);
+  if (!(t > 0.0) || !(tf > 0.0f) || !(tf <= FLT_MAX))
+    throw py::value_error(std::string(fn) + ": temperature must be a positive finite float32, got " +
+                          std::string(py::repr(py::float_(t))));
+  return tf;
+}
+
+float rng_uniform(const py::object& seed, const py::object& image, const py::object& position,
+                  const py::object& channel) {
+  const char* fn = "philox_uniform";
+  return pcf::uniform01(uint_arg(seed, fn, "seed", 64), static_cast<uint32_t>(uint_arg(image, fn, "image", 32)),
+                        static_cast<uint32_t>(uint_arg(position, fn, "position", 32)),
+                        static_cast<uint32_t>(uint_arg(channel, fn, "channel", 32)));
+}
+
+py::tuple rng_block(const py::sequence& counter, const py::sequence& key) {
+  const char* fn = "philox4x32_10";
+  if (counter.size() != 4 || key.size() != 2)
+    throw py::value_error(std::string(fn) + ": counter must hold 4 words and key 2, got " +
+                          std::to_string(counter.size()) + " and " + std::to_string(key.size()));
+  pcf::PhiloxBlock ctr;
+  for (int i = 0; i < 4; ++i) ctr.w[i] = static_cast<uint32_t>(uint_arg(counter[i], fn, "counter word", 32));
+  const pcf::PhiloxBlock out = pcf::philox4x32_10(ctr, static_cast<uint32_t>(uint_arg(key[0], fn, "key word", 32)),
+                                                  static_cast<uint32_t>(uint_arg(key[1], fn, "key word", 32)));
+  return py::make_tuple(out.w[0], out.w[1], out.w[2], out.w[3]);
+}
+
+py::array_t<float> rng_uniform_grid(const py::object& seed_obj, const py::object& n_obj, const py::object& h_obj,
+                                    const py::object& w_obj, const py::object& c_obj, const py::object& offset_obj) {
+  const char* fn = "philox_uniform_grid";
+  const uint64_t seed = uint_arg(seed_obj, fn, "seed", 64);
+  const uint64_t n = uint_arg(n_obj, fn, "n", 32), h = uint_arg(h_obj, fn, "h", 32), w = uint_arg(w_obj, fn, "w", 32),
+                 c = uint_arg(c_obj, fn, "c", 32), offset = uint_arg(offset_obj, fn, "image_offset", 32);
+  // Every counter word must fit 32 bits: image < 2**32, position = i * w + j < 2**32.
+  if (offset + n > (1ull << 32))
+    throw py::value_error(std::string(fn) + ": image_offset + n must be <= 2**32 (image indices are 32-bit), got " +
+                          std::to_string(offset) + " + " + std::to_string(n));
+  if (h * w > (1ull << 32))
+    throw py::value_error(std::string(fn) + ": h * w must be <= 2**32 (positions are 32-bit), got " +
+                          std::to_string(h) + " * " + std::to_string(w));
+  py::array_t<float> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(h), static_cast<py::ssize_t>(w),
+                          static_cast<py::ssize_t>(c)});
+  float* u = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    for (uint64_t b = 0; b < n; ++b)
+      for (uint64_t p = 0; p < h * w; ++p)
+        for (uint64_t ch = 0; ch < c; ++ch)
+          *u++ = pcf::uniform01(seed, static_cast<uint32_t>(offset + b), static_cast<uint32_t>(p),
+                                static_cast<uint32_t>(ch));
+  }
+  return out;
+}
+
+py::object rng_draw_levels(const py::object& values_obj, const std::string& head_name, double temperature,
+                           const py::object& u_obj, bool return_margin) {
+  const char* fn = "draw_levels";
+  const float* values = checked_input(values_obj, fn, "values", 2);
+  const float* u = checked_input(u_obj, fn, "u", 1);
+  py::array va = py::reinterpret_borrow<py::array>(values_obj), ua = py::reinterpret_borrow<py::array>(u_obj);
+  pcf::DrawHead head;
+  if (head_name == "bernoulli") head = pcf::DrawHead::kBernoulli;
+  else if (head_name == "logits") head = pcf::DrawHead::kLogits;
+  else if (head_name == "probs") head = pcf::DrawHead::kProbs;
+  else throw py::value_error(std::string(fn) + ": head must be 'bernoulli', 'logits' or 'probs', got '" + head_name + "'");
+  const py::ssize_t m = va.shape(0), n = va.shape(1);
+  if (head == pcf::DrawHead::kBernoulli && n != 1)
+    throw py::value_error(std::string(fn) + ": values must have shape (M, 1) for head 'bernoulli' (one logit per "
+                          "draw), got " + shape_str(va));
+  if (n < 1 || n > INT32_MAX)
+    throw py::value_error(std::string(fn) + ": values must have shape (M, N) with 1 <= N < 2**31 levels, got " +
+                          shape_str(va));
+  if (ua.shape(0) != m)
+    throw py::value_error(std::string(fn) + ": u must have shape (" + std::to_string(m) + ",) (one uniform per row "
+                          "of values), got " + shape_str(ua));
+  for (py::ssize_t i = 0; i < m; ++i)
+    if (!(u[i] >= 0.0f && u[i] < 1.0f))
+      throw py::value_error(std::string(fn) + ": u must lie in [0, 1), got u[" + std::to_string(i) + "] = " +
+                            std::string(py::repr(py::float_(u[i]))));
+  const float t = temperature_arg(temperature, fn);
+  py::array_t<int32_t> levels(m);
+  py::array_t<float> margins(return_margin ? m : 0);
+  int32_t* lp = levels.mutable_data();
+  float* mp = return_margin ? margins.mutable_data() : nullptr;
+  {
+    py::gil_scoped_release release;
+    for (py::ssize_t i = 0; i < m; ++i)
+      lp[i] = pcf::draw_level(head, values + i * n, static_cast<int>(n), 1, t, u[i], mp ? mp + i : nullptr);
+  }
+  if (return_margin) return py::make_tuple(levels, margins);
+  return levels;
+}
+
+}  // namespace
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "pixelcnn_fast C++ core (CPU): masked convolution over live taps on NumPy float32 arrays.";
   m.def("masked_conv2d_forward", &forward, py::arg("x"), py::arg("kernel"), py::arg("mask_type"),
@@ -235,4 +358,16 @@ PYBIND11_MODULE(_core, m) {
     return py::make_tuple(taps, ts.live_macs_per_pixel(), ts.dense_macs_per_pixel());
   }, py::arg("kh"), py::arg("kw"), py::arg("mask_type"), py::arg("color_groups") = 1, py::arg("cin") = 1,
      py::arg("cout") = 1, "(live taps, live MACs per pixel, dense MACs per pixel) of a mask.");
+  m.def("philox4x32_10", &rng_block, py::arg("counter"), py::arg("key"),
+        "Philox4x32-10 of counter (4 words) under key (2 words): the output block as 4 ints (core/philox.h).");
+  m.def("philox_uniform", &rng_uniform, py::arg("seed"), py::arg("image"), py::arg("position"), py::arg("channel"),
+        "The sampler's uniform in [0, 1) for (image, position = i * W + j, channel) under a 64-bit seed.");
+  m.def("philox_uniform_grid", &rng_uniform_grid, py::arg("seed"), py::arg("n"), py::arg("h"), py::arg("w"),
+        py::arg("c"), py::arg("image_offset") = 0,
+        "float32 (n, h, w, c): u[b, i, j, ch] = philox_uniform(seed, image_offset + b, i * w + j, ch).");
+  m.def("draw_levels", &rng_draw_levels, py::arg("values"), py::arg("head"), py::arg("temperature"), py::arg("u"),
+        py::arg("return_margin") = false,
+        "int32 (M,) levels drawn by inverse CDF from each row of values (M, N) float32 with uniform u[i]; head "
+        "'bernoulli' (N == 1, logits), 'logits' or 'probs'. return_margin: also the float32 distance of each u to "
+        "the nearest cdf boundary (draws closer than rounding may differ between backends).");
 }
