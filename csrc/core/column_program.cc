@@ -1,0 +1,496 @@
+// Core (framework-free C++17): the cached incremental executor of a column program.
+#include "column_program.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+#include <stdexcept>
+
+#include "kernels.h"
+
+namespace pcf {
+
+namespace {
+
+std::invalid_argument step_error(const std::string& name, const std::string& what) {
+  return std::invalid_argument("step '" + name + "': " + what);
+}
+
+inline float apply_act(ActFn fn, float x, float alpha) {
+  switch (fn) {
+    case ActFn::kRelu: return x > 0.0f ? x : 0.0f;
+    case ActFn::kRelu6: return std::min(std::max(x, 0.0f), 6.0f);
+    case ActFn::kElu: return x > 0.0f ? x : std::expm1(x);
+    case ActFn::kSelu: {
+      const float scale = 1.0507009873554805f, a = 1.6732632423543772f;
+      return x > 0.0f ? scale * x : scale * a * std::expm1(x);
+    }
+    case ActFn::kTanh: return std::tanh(x);
+    case ActFn::kSigmoid: return 1.0f / (1.0f + std::exp(-x));
+    case ActFn::kSoftplus: return x > 20.0f ? x : std::log1p(std::exp(x));
+    case ActFn::kSoftsign: return x / (1.0f + std::fabs(x));
+    case ActFn::kLeakyRelu: return x > 0.0f ? x : alpha * x;
+    case ActFn::kNeg: return -x;
+    case ActFn::kExp: return std::exp(x);
+    case ActFn::kSquare: return x * x;
+    case ActFn::kAbs: return std::fabs(x);
+    case ActFn::kErf: return std::erf(x);
+  }
+  return x;
+}
+
+inline float apply_binary(BinaryFn fn, float a, float b) {
+  switch (fn) {
+    case BinaryFn::kAdd: return a + b;
+    case BinaryFn::kSub: return a - b;
+    case BinaryFn::kMul: return a * b;
+    case BinaryFn::kDiv: return a / b;
+    case BinaryFn::kMax: return std::max(a, b);
+    case BinaryFn::kMin: return std::min(a, b);
+  }
+  return a;
+}
+
+}  // namespace
+
+// Ring caches of one contiguous range of images, owned by one thread.
+struct ColumnProgram::Slice {
+  int64_t img0 = 0, nb = 0;
+  std::vector<std::vector<float>> ring;  // per buffer: [rows][nb][W][C]
+  std::vector<float> col;                // im2col of one position for nb images
+
+  float* px(const ColumnProgram& p, int b, int64_t i, int64_t img, int64_t j) {
+    const int64_t slot = i % p.ring_rows_[b];
+    return ring[b].data() + ((slot * nb + img) * p.w_ + j) * p.buffer_channels_[b];
+  }
+};
+
+ColumnProgram::ColumnProgram(int height, int width, int channels, std::vector<int64_t> buffer_channels)
+    : h_(height), w_(width), c_(channels), buffer_channels_(std::move(buffer_channels)) {
+  if (h_ < 1 || w_ < 1 || c_ < 1)
+    throw std::invalid_argument("image shape must be positive, got (" + std::to_string(h_) + ", " +
+                                std::to_string(w_) + ", " + std::to_string(c_) + ")");
+  if (buffer_channels_.empty() || buffer_channels_[0] != c_)
+    throw std::invalid_argument("buffer 0 must be the image with " + std::to_string(c_) + " channels");
+}
+
+void ColumnProgram::check_buffer(int b, const char* what, const std::string& name) const {
+  if (b < 0 || b >= static_cast<int>(buffer_channels_.size()))
+    throw step_error(name, std::string(what) + " buffer " + std::to_string(b) + " does not exist (" +
+                               std::to_string(buffer_channels_.size()) + " buffers)");
+}
+
+int ColumnProgram::add_const(ConstTensor t) {
+  if (static_cast<int64_t>(t.data.size()) != t.n * t.h * t.w * t.c)
+    throw std::invalid_argument("constant data has " + std::to_string(t.data.size()) + " floats for shape (" +
+                                std::to_string(t.n) + ", " + std::to_string(t.h) + ", " + std::to_string(t.w) +
+                                ", " + std::to_string(t.c) + ")");
+  if ((t.h != 1 && t.h != h_) || (t.w != 1 && t.w != w_))
+    throw std::invalid_argument("constant spatial shape (" + std::to_string(t.h) + ", " + std::to_string(t.w) +
+                                ") does not broadcast to the image (" + std::to_string(h_) + ", " +
+                                std::to_string(w_) + ")");
+  consts_.push_back(std::move(t));
+  prepared_ = false;
+  return static_cast<int>(consts_.size()) - 1;
+}
+
+void ColumnProgram::add_conv(int out, int in, const float* kernel, int kh, int kw, int dh, int dw,
+                             bool same_padding, int phase, const std::string& name) {
+  check_buffer(out, "output", name);
+  check_buffer(in, "input", name);
+  const int64_t cin = buffer_channels_[in], cout = buffer_channels_[out];
+  if (!same_padding && (kh != 1 || kw != 1))
+    throw step_error(name, "padding 'valid' with a " + std::to_string(kh) + "x" + std::to_string(kw) +
+                               " kernel changes the image size");
+  ProgramStep st;
+  st.kind = StepKind::kConv;
+  st.out = out;
+  st.ins = {in};
+  st.phase = phase;
+  st.name = name;
+  st.taps = TapSet::from_kernel(kernel, kh, kw, cin, cout);
+  const int64_t pad_top = same_padding ? (int64_t(kh - 1) * dh) / 2 : 0;
+  const int64_t pad_left = same_padding ? (int64_t(kw - 1) * dw) / 2 : 0;
+  const TapSet& ts = st.taps;
+  detail::build_pieces_and_segments(ts, cout, ts.lo, ts.hi,
+                                    [&](int t, int64_t* oy, int64_t* ox) {
+                                      *oy = int64_t(ts.ky[t]) * dh - pad_top;
+                                      *ox = int64_t(ts.kx[t]) * dw - pad_left;
+                                    },
+                                    &st.plan);
+  // The cache holds only positions already visited: a live tap after the current position in raster
+  // order would read a value not computed yet.
+  for (const auto& pc : st.plan.pieces) {
+    if (pc.oy > 0 || (pc.oy == 0 && pc.ox > 0)) {
+      std::ostringstream msg;
+      msg << "a live tap reads offset (" << (pc.oy >= 0 ? "+" : "") << pc.oy << ", " << (pc.ox >= 0 ? "+" : "")
+          << pc.ox << ") of its input, after the current position in raster order; the cached executor "
+          << "needs every live tap at or before it (delayed execution is not supported yet)";
+      throw step_error(name, msg.str());
+    }
+  }
+  detail::pack_segments(active_kernels(),
+                        [&](int t, int32_t ci, int64_t o) {
+                          return kernel[((int64_t(ts.ky[t]) * ts.kw + ts.kx[t]) * cin + ci) * cout + o];
+                        },
+                        &st.plan);
+  steps_.push_back(std::move(st));
+  prepared_ = false;
+}
+
+void ColumnProgram::add_binary(int out, std::vector<int> ins, BinaryFn fn, int const_index, bool const_first,
+                               int phase, const std::string& name) {
+  check_buffer(out, "output", name);
+  if (ins.empty() || ins.size() > 2 || (ins.size() == 2) == (const_index >= 0))
+    throw step_error(name, "a binary step takes two buffers, or one buffer and one constant");
+  for (int b : ins) {
+    check_buffer(b, "input", name);
+    if (buffer_channels_[b] != 1 && buffer_channels_[b] != buffer_channels_[out])
+      throw step_error(name, "input buffer " + std::to_string(b) + " has " + std::to_string(buffer_channels_[b]) +
+                                 " channels, output " + std::to_string(buffer_channels_[out]));
+  }
+  if (const_index >= static_cast<int>(consts_.size()))
+    throw step_error(name, "constant " + std::to_string(const_index) + " does not exist");
+  if (const_index >= 0 && consts_[const_index].c != 1 && consts_[const_index].c != buffer_channels_[out])
+    throw step_error(name, "constant has " + std::to_string(consts_[const_index].c) + " channels, output " +
+                               std::to_string(buffer_channels_[out]));
+  ProgramStep st;
+  st.kind = StepKind::kBinary;
+  st.out = out;
+  st.ins = std::move(ins);
+  st.binary = fn;
+  st.const_index = const_index;
+  st.const_first = const_first;
+  st.phase = phase;
+  st.name = name;
+  steps_.push_back(std::move(st));
+}
+
+void ColumnProgram::add_act(int out, int in, ActFn fn, float alpha, int phase, const std::string& name) {
+  check_buffer(out, "output", name);
+  check_buffer(in, "input", name);
+  if (buffer_channels_[in] != buffer_channels_[out]) throw step_error(name, "activation changes the channel count");
+  ProgramStep st;
+  st.kind = StepKind::kAct;
+  st.out = out;
+  st.ins = {in};
+  st.act = fn;
+  st.alpha = alpha;
+  st.phase = phase;
+  st.name = name;
+  steps_.push_back(std::move(st));
+}
+
+void ColumnProgram::add_concat(int out, std::vector<int> ins, std::vector<std::pair<bool, int>> parts, int phase,
+                               const std::string& name) {
+  check_buffer(out, "output", name);
+  int64_t total = 0;
+  for (auto [is_const, idx] : parts) {
+    if (is_const) {
+      if (idx < 0 || idx >= static_cast<int>(consts_.size())) throw step_error(name, "unknown constant");
+      total += consts_[idx].c;
+    } else {
+      if (idx < 0 || idx >= static_cast<int>(ins.size())) throw step_error(name, "unknown input");
+      check_buffer(ins[idx], "input", name);
+      total += buffer_channels_[ins[idx]];
+    }
+  }
+  if (total != buffer_channels_[out])
+    throw step_error(name, "concatenated channels " + std::to_string(total) + " != output " +
+                               std::to_string(buffer_channels_[out]));
+  ProgramStep st;
+  st.kind = StepKind::kConcat;
+  st.out = out;
+  st.ins = std::move(ins);
+  st.parts = std::move(parts);
+  st.phase = phase;
+  st.name = name;
+  steps_.push_back(std::move(st));
+}
+
+void ColumnProgram::add_gather(int out, int in, std::vector<int32_t> channels, int phase, const std::string& name) {
+  check_buffer(out, "output", name);
+  check_buffer(in, "input", name);
+  if (static_cast<int64_t>(channels.size()) != buffer_channels_[out])
+    throw step_error(name, "gather of " + std::to_string(channels.size()) + " channels into a buffer of " +
+                               std::to_string(buffer_channels_[out]));
+  for (int32_t ch : channels)
+    if (ch < 0 || ch >= buffer_channels_[in]) throw step_error(name, "gathered channel out of range");
+  ProgramStep st;
+  st.kind = StepKind::kGather;
+  st.out = out;
+  st.ins = {in};
+  st.channels = std::move(channels);
+  st.phase = phase;
+  st.name = name;
+  steps_.push_back(std::move(st));
+}
+
+void ColumnProgram::add_softmax(int out, int in, int group, bool log, int phase, const std::string& name) {
+  check_buffer(out, "output", name);
+  check_buffer(in, "input", name);
+  if (group < 1 || buffer_channels_[in] % group != 0 || buffer_channels_[in] != buffer_channels_[out])
+    throw step_error(name, "softmax groups of " + std::to_string(group) + " do not tile " +
+                               std::to_string(buffer_channels_[in]) + " channels");
+  ProgramStep st;
+  st.kind = StepKind::kSoftmax;
+  st.out = out;
+  st.ins = {in};
+  st.group = group;
+  st.log = log;
+  st.phase = phase;
+  st.name = name;
+  steps_.push_back(std::move(st));
+}
+
+void ColumnProgram::add_reduce(int out, int in, ReduceFn fn, int phase, const std::string& name) {
+  check_buffer(out, "output", name);
+  check_buffer(in, "input", name);
+  if (buffer_channels_[out] != 1) throw step_error(name, "a channel reduction writes one channel");
+  ProgramStep st;
+  st.kind = StepKind::kReduce;
+  st.out = out;
+  st.ins = {in};
+  st.reduce = fn;
+  st.phase = phase;
+  st.name = name;
+  steps_.push_back(std::move(st));
+}
+
+void ColumnProgram::set_head(const HeadSpec& head) {
+  check_buffer(head.buffer, "head", "head");
+  if (head.levels < 1 || buffer_channels_[head.buffer] != int64_t(c_) * head.levels)
+    throw std::invalid_argument("head buffer has " + std::to_string(buffer_channels_[head.buffer]) +
+                                " channels, expected image channels " + std::to_string(c_) + " x levels " +
+                                std::to_string(head.levels));
+  head_ = head;
+}
+
+void ColumnProgram::prepare() const {
+  if (prepared_) return;
+  // Rows a buffer's cache must hold: its own row plus the furthest row above that a live tap reads.
+  ring_rows_.assign(buffer_channels_.size(), 1);
+  for (const ProgramStep& st : steps_)
+    if (st.kind == StepKind::kConv)
+      for (const auto& pc : st.plan.pieces)
+        ring_rows_[st.ins[0]] = std::max<int>(ring_rows_[st.ins[0]], static_cast<int>(1 - pc.oy));
+  prepared_ = true;
+}
+
+int64_t ColumnProgram::cache_floats_per_image() const {
+  prepare();
+  int64_t total = 0;
+  for (size_t b = 0; b < buffer_channels_.size(); ++b) total += ring_rows_[b] * w_ * buffer_channels_[b];
+  return total;
+}
+
+int64_t ColumnProgram::macs_per_position() const {
+  int64_t total = 0;
+  for (const ProgramStep& st : steps_)
+    if (st.kind == StepKind::kConv) total += st.taps.live_macs_per_pixel();
+  return total;
+}
+
+void ColumnProgram::run_steps(Slice& s, int64_t i, int64_t j, int min_phase) const {
+  const Kernels& kern = active_kernels();
+  const int64_t nb = s.nb;
+  for (const ProgramStep& st : steps_) {
+    if (st.phase < min_phase) continue;
+    const int64_t cout = buffer_channels_[st.out];
+    switch (st.kind) {
+      case StepKind::kConv: {
+        const detail::GatherPlan& pl = st.plan;
+        const int in = st.ins[0];
+        const int64_t cin = buffer_channels_[in];
+        float* col = s.col.data();
+        for (int64_t img = 0; img < nb; ++img) {
+          float* row = col + img * pl.kcol;
+          for (const auto& pc : pl.pieces) {
+            const int64_t si = i + pc.oy, sj = j + pc.ox, len = pc.c1 - pc.c0;
+            if (si < 0 || sj < 0 || sj >= w_) {
+              std::memset(row + pc.col, 0, len * sizeof(float));
+            } else {
+              std::memcpy(row + pc.col, s.px(*this, in, si, img, sj) + pc.c0, len * sizeof(float));
+            }
+          }
+        }
+        (void)cin;
+        detail::gemm_segments(kern, pl, col, nb, s.px(*this, st.out, i, 0, j), w_ * cout);
+        break;
+      }
+      case StepKind::kBinary: {
+        const int64_t ca = buffer_channels_[st.ins[0]];
+        const int64_t cb = st.ins.size() == 2 ? buffer_channels_[st.ins[1]] : 0;
+        for (int64_t img = 0; img < nb; ++img) {
+          const float* a = s.px(*this, st.ins[0], i, img, j);
+          const float* b = nullptr;
+          int64_t bstride;
+          if (st.const_index >= 0) {
+            const ConstTensor& k = consts_[st.const_index];
+            b = k.pixel(s.img0 + img, i, j);
+            bstride = k.c > 1 ? 1 : 0;
+          } else {
+            b = s.px(*this, st.ins[1], i, img, j);
+            bstride = cb > 1 ? 1 : 0;
+          }
+          const int64_t astride = ca > 1 ? 1 : 0;
+          float* y = s.px(*this, st.out, i, img, j);
+          if (st.const_first) {
+            for (int64_t ch = 0; ch < cout; ++ch) y[ch] = apply_binary(st.binary, b[ch * bstride], a[ch * astride]);
+          } else {
+            for (int64_t ch = 0; ch < cout; ++ch) y[ch] = apply_binary(st.binary, a[ch * astride], b[ch * bstride]);
+          }
+        }
+        break;
+      }
+      case StepKind::kAct:
+        for (int64_t img = 0; img < nb; ++img) {
+          const float* a = s.px(*this, st.ins[0], i, img, j);
+          float* y = s.px(*this, st.out, i, img, j);
+          for (int64_t ch = 0; ch < cout; ++ch) y[ch] = apply_act(st.act, a[ch], st.alpha);
+        }
+        break;
+      case StepKind::kConcat:
+        for (int64_t img = 0; img < nb; ++img) {
+          float* y = s.px(*this, st.out, i, img, j);
+          for (auto [is_const, idx] : st.parts) {
+            if (is_const) {
+              const ConstTensor& k = consts_[idx];
+              std::memcpy(y, k.pixel(s.img0 + img, i, j), k.c * sizeof(float));
+              y += k.c;
+            } else {
+              const int b = st.ins[idx];
+              std::memcpy(y, s.px(*this, b, i, img, j), buffer_channels_[b] * sizeof(float));
+              y += buffer_channels_[b];
+            }
+          }
+        }
+        break;
+      case StepKind::kGather:
+        for (int64_t img = 0; img < nb; ++img) {
+          const float* a = s.px(*this, st.ins[0], i, img, j);
+          float* y = s.px(*this, st.out, i, img, j);
+          for (int64_t ch = 0; ch < cout; ++ch) y[ch] = a[st.channels[ch]];
+        }
+        break;
+      case StepKind::kSoftmax:
+        for (int64_t img = 0; img < nb; ++img) {
+          const float* a = s.px(*this, st.ins[0], i, img, j);
+          float* y = s.px(*this, st.out, i, img, j);
+          for (int64_t g0 = 0; g0 < cout; g0 += st.group) {
+            float m = a[g0];
+            for (int k = 1; k < st.group; ++k) m = std::max(m, a[g0 + k]);
+            float sum = 0.0f;
+            for (int k = 0; k < st.group; ++k) sum += std::exp(a[g0 + k] - m);
+            for (int k = 0; k < st.group; ++k)
+              y[g0 + k] = st.log ? a[g0 + k] - m - std::log(sum) : std::exp(a[g0 + k] - m) / sum;
+          }
+        }
+        break;
+      case StepKind::kReduce:
+        for (int64_t img = 0; img < nb; ++img) {
+          const float* a = s.px(*this, st.ins[0], i, img, j);
+          const int64_t cin = buffer_channels_[st.ins[0]];
+          float r = a[0];
+          for (int64_t ch = 1; ch < cin; ++ch) {
+            switch (st.reduce) {
+              case ReduceFn::kSum:
+              case ReduceFn::kMean: r += a[ch]; break;
+              case ReduceFn::kMax: r = std::max(r, a[ch]); break;
+              case ReduceFn::kMin: r = std::min(r, a[ch]); break;
+            }
+          }
+          if (st.reduce == ReduceFn::kMean) r /= static_cast<float>(cin);
+          *s.px(*this, st.out, i, img, j) = r;
+        }
+        break;
+    }
+  }
+}
+
+namespace {
+
+// Splits n images into one contiguous slice per thread (no synchronisation between positions).
+template <typename Fn>
+void for_each_slice(int64_t n, const Parallel& par, int64_t cost, Fn fn) {
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(n, par.num_threads()));
+  par.for_each(chunks, cost, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) fn(n * c / chunks, n * (c + 1) / chunks);
+  });
+}
+
+}  // namespace
+
+void ColumnProgram::teacher_forced(const float* image, int64_t n, float* head_out, const Parallel& par) const {
+  if (head_.buffer < 0) throw std::invalid_argument("teacher_forced: no head set");
+  prepare();
+  const int64_t hc = buffer_channels_[head_.buffer];
+  for_each_slice(n, par, int64_t(h_) * w_ * (macs_per_position() + 1), [&](int64_t b0, int64_t b1) {
+    Slice s;
+    s.img0 = b0;
+    s.nb = b1 - b0;
+    s.ring.resize(buffer_channels_.size());
+    for (size_t b = 0; b < buffer_channels_.size(); ++b)
+      s.ring[b].assign(ring_rows_[b] * s.nb * w_ * buffer_channels_[b], 0.0f);
+    int64_t kmax = 0;
+    for (const ProgramStep& st : steps_)
+      if (st.kind == StepKind::kConv) kmax = std::max(kmax, st.plan.kcol);
+    s.col.assign(s.nb * kmax + 16, 0.0f);
+    for (int64_t i = 0; i < h_; ++i) {
+      for (int64_t j = 0; j < w_; ++j) {
+        for (int64_t img = 0; img < s.nb; ++img)
+          std::memcpy(s.px(*this, 0, i, img, j), image + (((b0 + img) * h_ + i) * w_ + j) * c_, c_ * sizeof(float));
+        run_steps(s, i, j, 0);
+        for (int64_t img = 0; img < s.nb; ++img)
+          std::memcpy(head_out + (((b0 + img) * h_ + i) * w_ + j) * hc, s.px(*this, head_.buffer, i, img, j),
+                      hc * sizeof(float));
+      }
+    }
+  });
+}
+
+void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t image_offset, int32_t* levels,
+                           float* margins, const Parallel& par) const {
+  if (head_.buffer < 0) throw std::invalid_argument("sample: no head set");
+  prepare();
+  int max_phase = 0;
+  for (const ProgramStep& st : steps_) max_phase = std::max(max_phase, st.phase);
+  const int L = head_.levels;
+  for_each_slice(n, par, int64_t(h_) * w_ * (macs_per_position() + 1), [&](int64_t b0, int64_t b1) {
+    Slice s;
+    s.img0 = b0;
+    s.nb = b1 - b0;
+    s.ring.resize(buffer_channels_.size());
+    for (size_t b = 0; b < buffer_channels_.size(); ++b)
+      s.ring[b].assign(ring_rows_[b] * s.nb * w_ * buffer_channels_[b], 0.0f);
+    int64_t kmax = 0;
+    for (const ProgramStep& st : steps_)
+      if (st.kind == StepKind::kConv) kmax = std::max(kmax, st.plan.kcol);
+    s.col.assign(s.nb * kmax + 16, 0.0f);
+    for (int64_t i = 0; i < h_; ++i) {
+      for (int64_t j = 0; j < w_; ++j) {
+        const uint32_t position = static_cast<uint32_t>(i * w_ + j);
+        // The image at this position is unknown until drawn: zero it (the slot held an older row).
+        for (int64_t img = 0; img < s.nb; ++img) std::memset(s.px(*this, 0, i, img, j), 0, c_ * sizeof(float));
+        for (int c = 0; c < c_; ++c) {
+          run_steps(s, i, j, c);  // pass c: everything that may depend on channels drawn so far
+          for (int64_t img = 0; img < s.nb; ++img) {
+            const float* values = s.px(*this, head_.buffer, i, img, j) + int64_t(c) * L;
+            const int64_t global = image_offset + b0 + img;
+            const float u = uniform01(seed, static_cast<uint32_t>(global), position, static_cast<uint32_t>(c));
+            float margin = 0.0f;
+            const int level = draw_level(head_.kind, values, L, 1, temperature, u, &margin);
+            const int64_t at = (((b0 + img) * h_ + i) * w_ + j) * c_ + c;
+            levels[at] = level;
+            if (margins != nullptr) margins[at] = margin;
+            s.px(*this, 0, i, img, j)[c] = static_cast<float>(level) * head_.value_scale + head_.value_offset;
+          }
+        }
+        if (max_phase >= c_) run_steps(s, i, j, c_);  // steps that read the last channel at this pixel
+      }
+    }
+  });
+}
+
+}  // namespace pcf

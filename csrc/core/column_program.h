@@ -1,0 +1,125 @@
+// Core (framework-free C++17): the column program and its cached incremental executor.
+//
+// A program (lowered from a traced Keras model by pixelcnn_fast/lowering.py) is a list of steps over
+// buffers (batch, H, W, C). The executor visits positions in raster order and computes, for each step,
+// only the new position's values, reading earlier positions from per-buffer ring caches that hold just
+// the rows the consumers' taps reach: O(batch x receptive rows x W x C) memory per buffer, O(H x W)
+// work per image. Convs are the same gather-GEMM over live taps as the masked conv (gather_plan.h).
+//
+// Channels of one pixel (R, G, B) are drawn in order. A step's phase is the number of image channels
+// at its own pixel that its output depends on (from the lowering's frontiers): after image channel c is
+// drawn, steps of phase > c are recomputed, so every cached value is exact and a grayscale model whose
+// steps all have phase 0 computes each step once per position.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gather_plan.h"
+#include "parallel.h"
+#include "philox.h"
+#include "tapset.h"
+
+namespace pcf {
+
+enum class StepKind { kConv, kBinary, kAct, kConcat, kGather, kSoftmax, kReduce };
+enum class BinaryFn { kAdd, kSub, kMul, kDiv, kMax, kMin };
+enum class ActFn { kRelu, kRelu6, kElu, kSelu, kTanh, kSigmoid, kSoftplus, kSoftsign, kLeakyRelu, kNeg, kExp,
+                   kSquare, kAbs, kErf };
+enum class ReduceFn { kSum, kMean, kMax, kMin };
+
+// A constant operand broadcast against (batch, H, W, C): each dimension is 1 or the full size.
+struct ConstTensor {
+  int64_t n = 1, h = 1, w = 1, c = 1;
+  std::vector<float> data;
+  const float* pixel(int64_t img, int64_t i, int64_t j) const {
+    return data.data() + (((n > 1 ? img : 0) * h + (h > 1 ? i : 0)) * w + (w > 1 ? j : 0)) * c;
+  }
+};
+
+struct ProgramStep {
+  StepKind kind = StepKind::kAct;
+  int out = 0;
+  std::vector<int> ins;
+  int phase = 0;
+  std::string name;  // the layer it came from, for error messages
+  // kConv
+  TapSet taps;
+  detail::GatherPlan plan;
+  // kBinary (const_index >= 0: the second operand is that constant)
+  BinaryFn binary = BinaryFn::kAdd;
+  int const_index = -1;
+  bool const_first = false;
+  // kAct
+  ActFn act = ActFn::kRelu;
+  float alpha = 0.2f;
+  // kConcat: (is_const, index into ins or consts) per part, in order
+  std::vector<std::pair<bool, int>> parts;
+  // kGather
+  std::vector<int32_t> channels;
+  // kSoftmax
+  int group = 1;
+  bool log = false;
+  // kReduce
+  ReduceFn reduce = ReduceFn::kSum;
+};
+
+// How the head's values become levels and levels become model input.
+struct HeadSpec {
+  DrawHead kind = DrawHead::kBernoulli;
+  int buffer = -1;        // the buffer holding logits (or probabilities)
+  int levels = 1;         // values per image channel in that buffer (1 for bernoulli)
+  float value_scale = 1;  // model input = level * value_scale + value_offset
+  float value_offset = 0;
+};
+
+class ColumnProgram {
+ public:
+  ColumnProgram(int height, int width, int channels, std::vector<int64_t> buffer_channels);
+
+  int add_const(ConstTensor t);
+  // Each add_* checks its arguments and throws std::invalid_argument naming the step and the value.
+  void add_conv(int out, int in, const float* kernel, int kh, int kw, int dh, int dw, bool same_padding,
+                int phase, const std::string& name);
+  void add_binary(int out, std::vector<int> ins, BinaryFn fn, int const_index, bool const_first, int phase,
+                  const std::string& name);
+  void add_act(int out, int in, ActFn fn, float alpha, int phase, const std::string& name);
+  void add_concat(int out, std::vector<int> ins, std::vector<std::pair<bool, int>> parts, int phase,
+                  const std::string& name);
+  void add_gather(int out, int in, std::vector<int32_t> channels, int phase, const std::string& name);
+  void add_softmax(int out, int in, int group, bool log, int phase, const std::string& name);
+  void add_reduce(int out, int in, ReduceFn fn, int phase, const std::string& name);
+  void set_head(const HeadSpec& head);
+
+  // Feeds `image` (n, H, W, C) and writes the head buffer at every position to `head_out`
+  // (n, H, W, head channels): the teacher-forced check that the cached path equals a full pass.
+  void teacher_forced(const float* image, int64_t n, float* head_out, const Parallel& par) const;
+  // Draws n images: levels (n, H, W, C) int32. image_offset numbers the images for the random numbers.
+  // margins (optional, n*H*W*C): distance of each draw's uniform to the nearest CDF boundary.
+  void sample(int64_t n, uint64_t seed, float temperature, int64_t image_offset, int32_t* levels,
+              float* margins, const Parallel& par) const;
+
+  int64_t head_channels() const { return buffer_channels_.at(head_.buffer); }
+  // Floats of ring cache per image (all buffers), for reports.
+  int64_t cache_floats_per_image() const;
+  // Multiply-adds per position per image over live taps (convs only), for GFLOP/s reports.
+  int64_t macs_per_position() const;
+
+ private:
+  struct Slice;  // per-thread ring caches of a contiguous range of images
+  void prepare() const;
+  void run_steps(Slice& s, int64_t i, int64_t j, int min_phase) const;
+  void check_buffer(int b, const char* what, const std::string& name) const;
+
+  int h_, w_, c_;
+  std::vector<int64_t> buffer_channels_;
+  std::vector<ProgramStep> steps_;
+  std::vector<ConstTensor> consts_;
+  HeadSpec head_;
+  mutable std::vector<int> ring_rows_;  // rows cached per buffer
+  mutable bool prepared_ = false;
+};
+
+}  // namespace pcf

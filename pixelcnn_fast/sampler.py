@@ -1,0 +1,211 @@
+"""Python front end: `Sampler`, the cached incremental sampler (lowering -> C++ column program).
+
+The model is lowered once (pixelcnn_fast.lowering); each `sample()` call evaluates the program's
+constants (kernels, biases, condition embeddings) once, checks causality, hands the program to the
+C++ executor (csrc/core/column_program.*) and runs every position there, with no Python per pixel.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from pixelcnn_fast._ext import core
+from pixelcnn_fast.lowering import (NO_DEPENDENCY, analyse_causality, conv_kernel_4d, decode_frontier,
+                                    encode_frontier, lower)
+
+__all__ = ["Sampler", "VALUE_MAPS"]
+
+# Named value maps: sampled level -> model input, as (scale(levels), offset).
+VALUE_MAPS = {
+    "identity": lambda n: (1.0, 0.0),
+    "level/N": lambda n: (1.0 / n, 0.0),
+    "level/(N-1)": lambda n: (1.0 / max(1, n - 1), 0.0),
+    "level/255": lambda n: (1.0 / 255.0, 0.0),
+}
+HEADS = ("bernoulli", "categorical")
+
+
+def _phase(keys):
+    """Image channels at a step's own pixel its output depends on (0: none)."""
+    top = keys.max() if keys.size else NO_DEPENDENCY
+    if top < encode_frontier(0, 0, 0):
+        return 0
+    return decode_frontier(top)[2] + 1
+
+
+def _const_4d(value):
+    """A constant operand as (n or 1, H or 1, W or 1, C or 1) float32, C-contiguous."""
+    v = np.asarray(value, np.float32)
+    if v.ndim < 4:
+        v = v.reshape((1,) * (4 - v.ndim) + v.shape)
+    return np.ascontiguousarray(v)
+
+
+class Sampler:
+    """Samples images from a causal PixelCNN-style Keras model with the cached C++ executor.
+
+    Args:
+      model: a Keras model (functional or subclassed) mapping images (and optional conditions) to
+        per-pixel predictions.
+      head: "bernoulli" or "categorical"; inferred from a final sigmoid / softmax, else required.
+      levels: levels per image channel (categorical); inferred from the output shape.
+      value_map: how a sampled level goes back into the model input: a name in VALUE_MAPS or a
+        (scale, offset) pair (input = level * scale + offset). Bernoulli defaults to "identity";
+        categorical has no safe default (a wrong one silently ruins every image), so it is required.
+      output: for a model without a final sigmoid/softmax: "logits" (default) or "probs".
+      image_shape: (H, W, C), needed for models without declared inputs.
+      backend: "cpu" (the GPU backend comes with csrc/cuda).
+    """
+
+    def __init__(self, model, head=None, levels=None, value_map=None, backend="cpu", image_shape=None,
+                 output="logits"):
+        if backend != "cpu":
+            raise ValueError(f"Sampler: backend must be 'cpu' (this build has no GPU backend), got {backend!r}")
+        self.model = model
+        self.program = lower(model, image_shape)
+        p = self.program
+        h, w, c = p.image_shape
+        head_channels = p.buffer_channels[p.logits_buffer]
+        if head is None:
+            if p.final_activation == "sigmoid":
+                head = "bernoulli"
+            elif p.final_activation == "softmax":
+                head = "categorical"
+            else:
+                raise ValueError(
+                    f"Sampler: cannot infer the head of model '{model.name}': its output is not a sigmoid "
+                    f"or a softmax; pass head='bernoulli' or head='categorical' (and output='logits' or "
+                    f"'probs' for what the model's values are)")
+        if head not in HEADS:
+            raise ValueError(f"Sampler: head must be 'bernoulli' or 'categorical', got {head!r}")
+        if output not in ("logits", "probs"):
+            raise ValueError(f"Sampler: output must be 'logits' or 'probs', got {output!r}")
+        if head == "bernoulli":
+            inferred = 1
+            kind = "bernoulli"
+            if p.final_activation == "" and output == "probs":
+                raise ValueError("Sampler: a bernoulli head needs the model's logits or a final sigmoid; "
+                                 "got output='probs' without a sigmoid")
+        else:
+            inferred = head_channels // c
+            kind = "logits" if p.final_activation == "softmax" or output == "logits" else "probs"
+        if levels is not None and int(levels) != (2 if head == "bernoulli" else inferred):
+            raise ValueError(f"Sampler: levels={levels} does not match the model's output: "
+                             f"{head_channels} values per pixel for {c} image channel(s)")
+        if head_channels != c * inferred:
+            raise ValueError(f"Sampler: the model's output has {head_channels} values per pixel, not a "
+                             f"multiple of its {c} image channel(s)")
+        self.head, self.kind = head, kind
+        self.levels = 2 if head == "bernoulli" else inferred
+        if value_map is None:
+            if head == "categorical":
+                raise ValueError(
+                    "Sampler: value_map= is required for a categorical head: say how level k goes back "
+                    f"into the model input, one of {sorted(VALUE_MAPS)} or a (scale, offset) pair")
+            value_map = "identity"
+        if isinstance(value_map, str):
+            if value_map not in VALUE_MAPS:
+                raise ValueError(f"Sampler: value_map must be one of {sorted(VALUE_MAPS)} or a (scale, "
+                                 f"offset) pair, got {value_map!r}")
+            self.value_scale, self.value_offset = VALUE_MAPS[value_map](self.levels)
+        else:
+            self.value_scale, self.value_offset = (float(v) for v in value_map)
+        self.head_levels = 1 if head == "bernoulli" else inferred
+        # Refuse a non-causal model now, not at the first sample (constants at zero conditions).
+        self._executor(1, self._zero_conditions(1))
+
+    # ------------------------------------------------------------------------------------------
+    def _zero_conditions(self, n):
+        return [tf.zeros([n] + [d or 1 for d in s.shape[1:]], s.dtype) for s in self.program.cond_specs]
+
+    def _check_conditions(self, n, conditions):
+        specs = self.program.cond_specs
+        if conditions is None:
+            conditions = []
+        elif not isinstance(conditions, (list, tuple)):
+            conditions = [conditions]
+        if len(conditions) != len(specs):
+            raise ValueError(f"Sampler.sample: the model takes {len(specs)} condition input(s) besides the "
+                             f"image, got {len(conditions)}")
+        out = []
+        for k, (cond, spec) in enumerate(zip(conditions, specs)):
+            t = tf.convert_to_tensor(cond)
+            if t.dtype != spec.dtype:
+                try:
+                    t = tf.cast(t, spec.dtype) if t.dtype.is_integer == spec.dtype.is_integer else None
+                except (TypeError, ValueError):
+                    t = None
+                if t is None:
+                    raise ValueError(f"Sampler.sample: conditions[{k}] must have dtype {spec.dtype.name}, "
+                                     f"got {tf.convert_to_tensor(cond).dtype.name}")
+            want = (n,) + tuple(spec.shape[1:])
+            if t.shape.rank != len(want) or any(a is not None and a != b for a, b in zip(want, t.shape)):
+                raise ValueError(f"Sampler.sample: conditions[{k}] must have shape {want} (one row per "
+                                 f"image), got {tuple(t.shape)}")
+            out.append(t)
+        return out
+
+    def _executor(self, n, conditions):
+        p = self.program
+        consts = p.evaluate_consts(n, conditions)
+        keys = analyse_causality(p, consts)  # raises NotCausalError naming the layer
+        exe = core().ColumnProgram(*p.image_shape, [int(c) for c in p.buffer_channels])
+        slot = {}
+
+        def const_index(i):
+            if i not in slot:
+                slot[i] = exe.add_const(_const_4d(consts[i]))
+            return slot[i]
+
+        for st in p.steps:
+            phase, name = _phase(keys[st.out]), f"{st.layer} ({st.op_type} {st.op_name})"
+            if st.kind == "conv":
+                kernel = np.ascontiguousarray(conv_kernel_4d(st, consts[st.consts[0]]), np.float32)
+                exe.add_conv(st.out, st.ins[0], kernel, st.attrs["dh"], st.attrs["dw"],
+                             st.attrs["padding"] == "SAME", phase, name)
+            elif st.kind == "binary":
+                if len(st.ins) == 2:
+                    exe.add_binary(st.out, st.ins, st.attrs["fn"], -1, False, phase, name)
+                else:
+                    exe.add_binary(st.out, st.ins, st.attrs["fn"], const_index(st.consts[0]),
+                                   st.attrs["const_first"], phase, name)
+            elif st.kind == "act":
+                exe.add_act(st.out, st.ins[0], st.attrs["fn"], st.attrs.get("alpha", 0.2), phase, name)
+            elif st.kind == "concat":
+                parts = [(False, i) if kind == "buf" else (True, const_index(st.consts[i]))
+                         for kind, i in st.attrs["order"]]
+                exe.add_concat(st.out, st.ins, parts, phase, name)
+            elif st.kind == "gather":
+                exe.add_gather(st.out, st.ins[0], st.attrs["channels"], phase, name)
+            elif st.kind == "softmax":
+                exe.add_softmax(st.out, st.ins[0], st.attrs["group"], st.attrs["log"], phase, name)
+            elif st.kind == "reduce":
+                exe.add_reduce(st.out, st.ins[0], st.attrs["fn"], phase, name)
+            else:  # pragma: no cover - lowering emits only the kinds above
+                raise AssertionError(st.kind)
+        exe.set_head(self.kind, p.logits_buffer, self.head_levels, self.value_scale, self.value_offset)
+        return exe
+
+    # ------------------------------------------------------------------------------------------
+    def sample(self, n, seed=0, temperature=1.0, conditions=None, progress=False, return_margins=False):
+        """Draws n images: integer levels (n, H, W, C). The same seed gives the same images as the
+        naive loops (pixelcnn_fast.naive) up to float rounding at a CDF boundary (return_margins=True
+        also returns each draw's distance to the nearest boundary)."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"Sampler.sample: n must be an int >= 1, got {n!r}")
+        t = float(temperature)
+        if not np.isfinite(t) or t <= 0:
+            raise ValueError(f"Sampler.sample: temperature must be a positive finite number, got {temperature!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 64:
+            raise ValueError(f"Sampler.sample: seed must be an int in [0, 2**64), got {seed!r}")
+        conds = self._check_conditions(int(n), conditions)
+        exe = self._executor(int(n), conds)
+        h, w, c = self.program.image_shape
+        levels, margins = exe.sample(int(n), int(seed), t, 0, h, w, c)
+        return (levels, margins) if return_margins else levels
+
+    def teacher_forced(self, image, conditions=None):
+        """The head's values (logits, or probabilities for output='probs') at every position computed
+        through the cached path with `image` fed in: equals one full forward pass of the model."""
+        image = np.ascontiguousarray(image, np.float32)
+        conds = self._check_conditions(image.shape[0], conditions)
+        return self._executor(image.shape[0], conds).teacher_forced(image)

@@ -1,0 +1,137 @@
+"""Python front end + core executor: the cached sampler. Teacher forcing (the cached path's head values
+at every position equal one full forward pass) on every causal seed fixture, odd sizes and batch 1;
+determinism; bad input refused with clear errors."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+from keras import layers
+
+from fixtures import seed_models
+from pixelcnn_fast import MaskedConv2D, lowering
+from pixelcnn_fast.lowering import NotCausalError
+from pixelcnn_fast.sampler import Sampler
+
+CAUSAL = ["keras_io", "book", "categorical4", "categorical256_logits", "rgb_3x256", "rgb_3x256_fast",
+          "conditional", "fast_keras_io"]
+
+
+def make_sampler(sm):
+    declared = getattr(sm.model, "inputs", None)
+    return Sampler(sm.model, head=sm.head, value_map=None if sm.head == "bernoulli" else sm.value_map,
+                   image_shape=None if declared else sm.image_shape)
+
+
+def full_pass_head(sampler, image, conditions):
+    """The head values of one full forward pass (the pure-TF program executor, which
+    test_lowering_seeds shows equals the model itself)."""
+    p = sampler.program
+    consts = p.evaluate_consts(image.shape[0], [tf.convert_to_tensor(c) for c in conditions])
+    return lowering.run_program(p, consts, image)[p.logits_buffer].numpy()
+
+
+@pytest.mark.parametrize("name", CAUSAL)
+def test_teacher_forcing_equals_full_pass(name, rng):
+    sm = getattr(seed_models, name)()
+    sampler = make_sampler(sm)
+    inputs = seed_models.example_inputs(sm, 3, rng)
+    inputs = inputs if isinstance(inputs, list) else [inputs]
+    got = sampler.teacher_forced(inputs[0], inputs[1:] or None)
+    want = full_pass_head(sampler, inputs[0], inputs[1:])
+    # float32 sums in a different order over at most a few thousand terms per value.
+    err = np.abs(got - want).max() / (np.abs(want).max() + 1e-30)
+    assert err < 1e-5, f"{name}: max relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("shape", [(13, 17), (1, 9), (7, 1), (1, 1)])
+def test_teacher_forcing_odd_sizes_batch_one(shape, rng):
+    h, w = shape
+    sm = seed_models.keras_io(height=h, width=w, filters=8, blocks=1)
+    sampler = make_sampler(sm)
+    image = (rng.random((1, h, w, 1)) < 0.5).astype(np.float32)
+    got = sampler.teacher_forced(image)
+    want = full_pass_head(sampler, image, [])
+    assert np.abs(got - want).max() <= 1e-5 * (np.abs(want).max() + 1.0)
+
+
+def test_dilated_masked_layers_and_rgb_groups_teacher_forced(rng):
+    inp = keras.Input((9, 10, 3))
+    x = MaskedConv2D(12, 5, mask_type="A", color_groups=3, activation="relu")(inp)
+    x = MaskedConv2D(12, 3, mask_type="B", color_groups=3, dilation_rate=2, activation="relu")(x)
+    x = MaskedConv2D(12, 3, mask_type="B", color_groups=3, dilation_rate=(1, 3), activation="elu")(x)
+    out = layers.Reshape((9, 10, 3, 4))(MaskedConv2D(12, 1, mask_type="B", color_groups=3)(x))
+    model = keras.Model(inp, layers.Softmax()(out))
+    sampler = Sampler(model, value_map="level/(N-1)")
+    image = rng.integers(0, 4, (2, 9, 10, 3)).astype(np.float32) / 3
+    got = sampler.teacher_forced(image)
+    want = full_pass_head(sampler, image, [])
+    assert np.abs(got - want).max() <= 1e-5 * (np.abs(want).max() + 1.0)
+
+
+def test_sampling_is_deterministic_per_seed_and_image_index():
+    sm = seed_models.categorical4(height=6, width=7)
+    sampler = make_sampler(sm)
+    a = sampler.sample(3, seed=5)
+    assert a.shape == (3, 6, 7, 1) and a.dtype == np.int32 and a.min() >= 0 and a.max() < 4
+    assert np.array_equal(a, sampler.sample(3, seed=5))
+    assert not np.array_equal(a, sampler.sample(3, seed=6))
+    # Image k's random numbers are keyed by k, so a smaller batch reproduces the first images.
+    assert np.array_equal(a[:2], sampler.sample(2, seed=5))
+    assert not np.array_equal(a, sampler.sample(3, seed=5, temperature=0.5))
+
+
+def test_conditions_change_the_images():
+    sm = seed_models.conditional()
+    sampler = make_sampler(sm)
+    labels = np.eye(sm.num_classes, dtype=np.float32)[[0, 0]]
+    other = np.eye(sm.num_classes, dtype=np.float32)[[1, 1]]
+    a = sampler.sample(2, seed=0, conditions=[labels])
+    assert np.array_equal(a, sampler.sample(2, seed=0, conditions=[labels]))
+    # The label changes the model's predictions, so the images differ (same random numbers).
+    assert not np.array_equal(a, sampler.sample(2, seed=0, conditions=[other]))
+
+
+def test_bad_input_is_refused_with_clear_errors():
+    sm = seed_models.keras_io()
+    sampler = make_sampler(sm)
+    with pytest.raises(ValueError, match=r"n must be an int >= 1, got 0"):
+        sampler.sample(0)
+    with pytest.raises(ValueError, match=r"temperature must be a positive finite number, got 0"):
+        sampler.sample(1, temperature=0)
+    with pytest.raises(ValueError, match=r"temperature must be a positive finite number, got -1"):
+        sampler.sample(1, temperature=-1.0)
+    with pytest.raises(ValueError, match=r"takes 0 condition input\(s\) besides the image, got 1"):
+        sampler.sample(1, conditions=[np.zeros((1, 10), np.float32)])
+    cond = seed_models.conditional()
+    cs = make_sampler(cond)
+    with pytest.raises(ValueError, match=r"conditions\[0\] must have shape \(2, 10\)"):
+        cs.sample(2, conditions=[np.zeros((3, 10), np.float32)])
+    with pytest.raises(ValueError, match=r"takes 1 condition input\(s\) besides the image, got 0"):
+        cs.sample(2)
+    with pytest.raises(ValueError, match=r"backend must be 'cpu'"):
+        Sampler(sm.model, backend="tpu")
+
+
+def test_head_and_value_map_must_be_known():
+    sm = seed_models.categorical256_logits()
+    with pytest.raises(ValueError, match=r"cannot infer the head .* pass head='bernoulli' or "
+                                         r"head='categorical'"):
+        Sampler(sm.model)
+    with pytest.raises(ValueError, match=r"value_map= is required for a categorical head"):
+        Sampler(sm.model, head="categorical")
+    with pytest.raises(ValueError, match=r"levels=10 does not match"):
+        Sampler(sm.model, head="categorical", levels=10, value_map="identity")
+
+
+def test_non_causal_model_is_refused_naming_the_layer():
+    sm = seed_models.notebook_plain_residual()
+    with pytest.raises(NotCausalError, match=rf"layer '{sm.bad_layer}'"):
+        Sampler(sm.model, head="categorical", value_map="identity")
+
+
+def test_model_without_image_input_is_refused():
+    inp = keras.Input((4,))
+    model = keras.Model(inp, layers.Dense(2)(inp))
+    with pytest.raises(ValueError, match=r"the image input must be \(batch, H, W, C\)"):
+        Sampler(model)
