@@ -1,0 +1,519 @@
+"""Python front end: naive repredict sampling loops (predict / tf.function / row-cropped), the cached sampler's oracle."""
+
+# What users do today (shared/seeds/000, 002): re-run the whole network on the whole image once per pixel and
+# per image channel, O((H*W)^2) work.  The cached sampler is checked against these loops (same seed -> same
+# images, up to float rounding at a CDF boundary) and benchmarked against them (DESIGN.md, "How speed is
+# shown").  Every uniform and every level comes from pixelcnn_fast.rng, the numba twin of the C++ core's
+# Philox4x32-10 and inverse-CDF draws, never from numpy: numpy's vectorised float32 exp/pow differ from libm's
+# in the last ulp for a large share of inputs, which would turn the oracle into a source of disagreements.
+#
+# Output probabilities vs logits (argument `output`).  The draws are defined on logits (bernoulli: u <
+# sigmoid(z / T); categorical: softmax(z / T)) or on probabilities (categorical: p ** (1/T), renormalised).
+# Guessing from the values (all in [0, 1], summing to 1) is fragile: a logit head can emit such values, and a
+# sigmoid head's values never sum to anything in particular.  So output="auto" reads the model's LAST OP from
+# one trace of the model (cheap: a tf.function trace, no execution): looking through shape-only ops (Reshape,
+# Identity, Cast, Transpose, slicing, concat), a Sigmoid or Softmax op means "probs"; a convolution, matmul,
+# BiasAdd or LogSoftmax means "logits", and so does a sum of such terms, plus image-independent ones (a label
+# bias), or one scaled by an image-independent factor.  Anything else (arithmetic on a sigmoid/softmax, a
+# product of two image-dependent tensors, an Exp, a clip, a custom normalisation ...) is ambiguous and
+# output="auto" raises ValueError asking for output="probs" or output="logits".
+#
+# Bernoulli heads that output probabilities: the contract draws level 1 iff u < sigmoid(logit / T), and the
+# cached sampler takes the logit before the model's sigmoid.  Here the logit is recovered as
+# log(p) - log1p(-p) (float64, rounded to float32; p = 0 / 1 give -inf / +inf, which draw 0 / 1), then drawn
+# with rng.draw_bernoulli.  sigmoid(logit(p)) equals p up to a few float32 ulp, so both samplers pick the same
+# level except when u lies within rounding of p; the margin reported for that draw says so.
+
+import dataclasses
+import math
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from pixelcnn_fast import rng as _rng
+
+__all__ = ["sample", "NaiveResult"]
+
+MODES = ("predict", "graph", "rows")
+HEADS = ("bernoulli", "categorical")
+OUTPUTS = ("auto", "probs", "logits")
+VALUE_MAPS = ("identity", "level/N", "level/(N-1)", "level/255")
+
+_WHERE = "naive.sample"
+
+
+class _OwnError(ValueError):
+    """An error about sample()'s arguments found while tracing: never taken for a model refusing a crop."""
+
+
+@dataclasses.dataclass
+class NaiveResult:
+    """What a naive sampling loop produced.
+
+    levels:        int32 (n, H, W, C) sampled levels; positions not reached (max_steps) stay -1.
+    margins:       float32 (n, H, W, C) distance of each draw's uniform to the nearest CDF boundary
+                   (rng's *_with_margin); NaN where not reached.  Two correct implementations may disagree
+                   on a draw only where this is below rng.boundary_tolerance(levels).
+    images:        float32 (n, H, W, C) the model input at the end: value_map(level), 0 where not reached.
+    steps_run:     model evaluations done (one per pixel per image channel, covering all n images).
+    steps_total:   H * W * C, the evaluations of a complete run.
+    seconds:       wall time of the sampling loop (evaluations, transfers, draws), EXCLUDING trace_seconds.
+    trace_seconds: time spent creating tf.function traces and running each new trace once on the current
+                   input before its first timed use (graph optimisation happens there).  For mode="predict"
+                   Keras builds its predict function inside the first predict call, which is in `seconds`:
+                   benchmarks should make one max_steps=1 call first (Keras keeps that function on the model).
+    mode, output:  the loop used and how the model's output was read ("probs" or "logits", auto resolved).
+    """
+    levels: np.ndarray
+    margins: np.ndarray
+    images: np.ndarray
+    steps_run: int
+    steps_total: int
+    seconds: float
+    trace_seconds: float
+    mode: str
+    output: str
+
+    @property
+    def complete(self):
+        return self.steps_run == self.steps_total
+
+    @property
+    def estimated_full_seconds(self):
+        """seconds extrapolated linearly to steps_total (the loop's cost per step is the same at every step
+        for "predict" and "graph"; for "rows" it grows with the row, so extrapolating from the first rows
+        underestimates: time a full row count, or report the rows actually timed)."""
+        return self.seconds * self.steps_total / max(self.steps_run, 1)
+
+
+# --------------------------------------------------------------------------- argument checks
+
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_int(value, name, lo, hi=None):
+    if not _is_int(value) or value < lo or (hi is not None and value >= hi):
+        bound = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi})"
+        got = repr(value) if _is_int(value) or isinstance(value, (float, bool, str)) else type(value).__name__
+        raise ValueError(f"{_WHERE}: {name} must be {bound}, got {got}")
+    return int(value)
+
+
+def _value_table(value_map, levels):
+    """float32 (levels,) model-input value of each level: the sampled level is written back through it."""
+    if callable(value_map):
+        # Evaluated once per level (levels <= a few hundred), so a scalar-only callable works and the loop
+        # does a table lookup per step.
+        try:
+            table = np.asarray([value_map(k) for k in range(levels)], np.float64)
+        except Exception as exc:
+            raise ValueError(f"{_WHERE}: value_map (callable) must map each level 0..{levels - 1} to a float; "
+                             f"calling it failed: {type(exc).__name__}: {exc}") from exc
+        if table.shape != (levels,) or not np.all(np.isfinite(table)):
+            raise ValueError(f"{_WHERE}: value_map (callable) must map each level 0..{levels - 1} to a finite "
+                             f"float, got {table.tolist() if table.size <= 8 else table.shape}")
+        return table.astype(np.float32)
+    if not isinstance(value_map, str) or value_map not in VALUE_MAPS:
+        raise ValueError(f"{_WHERE}: value_map must be one of {', '.join(map(repr, VALUE_MAPS))} or a callable "
+                         f"level -> float, got {value_map!r}")
+    # Same float32 division as the fixtures' value_map_fn, so the model sees the values it was trained on.
+    scale = {"identity": 1.0, "level/N": float(levels), "level/(N-1)": float(levels - 1),
+             "level/255": 255.0}[value_map]
+    return np.arange(levels, dtype=np.float32) / np.float32(scale)
+
+
+def _declared_inputs(model):
+    try:
+        inputs = getattr(model, "inputs", None)
+    except Exception:  # a subclassed model may raise instead of returning nothing
+        inputs = None
+    return list(inputs) if inputs else []
+
+
+def _resolve_image_shape(model, image_shape):
+    inputs = _declared_inputs(model)
+    declared = tuple(inputs[0].shape[1:]) if inputs else None
+    if image_shape is None:
+        if declared is None:
+            raise ValueError(f"{_WHERE}: image_shape=(H, W, C) is required: model '{model.name}' "
+                             f"({type(model).__name__}) declares no inputs (a subclassed model), got None")
+        if len(declared) != 3 or any(d is None for d in declared):
+            raise ValueError(f"{_WHERE}: image_shape=(H, W, C) is required: model '{model.name}' declares an "
+                             f"image input of shape {tuple(inputs[0].shape)}, not (batch, H, W, C) with known "
+                             f"H, W, C")
+        image_shape = declared
+    if not (isinstance(image_shape, (tuple, list)) and len(image_shape) == 3
+            and all(_is_int(d) and d >= 1 for d in image_shape)):
+        raise ValueError(f"{_WHERE}: image_shape must be (H, W, C), three positive integers, got {image_shape!r}")
+    image_shape = tuple(int(d) for d in image_shape)
+    if declared is not None and len(declared) == 3 and any(
+            d is not None and int(d) != s for d, s in zip(declared, image_shape)):
+        raise ValueError(f"{_WHERE}: image_shape must agree with model '{model.name}''s image input "
+                         f"{tuple(declared)}, got {image_shape}")
+    return image_shape
+
+
+def _resolve_conditions(model, conditions, n):
+    if conditions is None:
+        conditions = []
+    elif not isinstance(conditions, (list, tuple)):
+        conditions = [conditions]
+    out = []
+    for k, cond in enumerate(conditions):
+        a = np.asarray(cond)
+        if a.ndim < 1 or a.shape[0] != n:
+            raise ValueError(f"{_WHERE}: conditions[{k}] must have shape (n, ...) with n = {n} (one row per "
+                             f"image), got shape {a.shape}")
+        if a.dtype.kind == "f" and a.dtype != np.float32:
+            a = a.astype(np.float32)  # Keras inputs are float32; float64 labels would retrace/cast anyway
+        out.append(np.ascontiguousarray(a))
+    inputs = _declared_inputs(model)
+    if inputs and len(inputs) != 1 + len(out):
+        raise ValueError(f"{_WHERE}: conditions must give the model's {len(inputs) - 1} input(s) after the "
+                         f"image (model '{model.name}' has {len(inputs)} inputs), got {len(out)}")
+    return out
+
+
+def _expected_output_shapes(n, rows, width, channels, head, levels):
+    lead = (n, rows, width)
+    if head == "bernoulli":
+        return [lead + (channels,)]
+    return [lead + (channels * levels,), lead + (channels, levels)]
+
+
+def _output_shape_ok(shape, n, rows, width, channels, head, levels):
+    shape = tuple(None if d is None else int(d) for d in shape)
+    return shape in _expected_output_shapes(n, rows, width, channels, head, levels)
+
+
+def _check_output_shape(shape, n, rows, width, channels, head, levels):
+    """Raises _OwnError (a ValueError) unless the model output's shape fits the head and the image."""
+    shape = tuple(None if d is None else int(d) for d in shape)
+    expected = _expected_output_shapes(n, rows, width, channels, head, levels)
+    if shape not in expected:
+        what = ("(n, H, W, C)" if head == "bernoulli" else "(n, H, W, C*levels) or (n, H, W, C, levels)")
+        raise _OwnError(
+            f"{_WHERE}: the model output must have shape {what} = "
+            f"{' or '.join(str(e) for e in expected)} for head={head!r}"
+            + (f" with levels={levels}" if head == "categorical" else "")
+            + f" (C = {channels} image channels), got {shape}")
+
+
+# --------------------------------------------------------------------------- output kind from the graph
+
+_PROB_OPS = {"Sigmoid", "Softmax"}
+# Ops whose output is an affine function of features: what a logits head ends in.
+_LOGIT_OPS = {"Conv2D", "Conv3D", "DepthwiseConv2dNative", "PixelcnnFastMaskedConv2D", "MatMul",
+              "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum", "BiasAdd", "LogSoftmax",
+              "BatchToSpaceND"}
+# Ops that move or select values without changing what they are.
+_TRANSPARENT = {"Identity", "IdentityN", "Reshape", "Cast", "EnsureShape", "Transpose", "ExpandDims", "Squeeze",
+                "StridedSlice", "Slice", "GatherV2", "ConcatV2", "Pack", "Split", "SplitV", "Unpack",
+                "StopGradient", "Snapshot", "PreventGradient"}
+# Adding or subtracting terms, or scaling by image-independent factors, keeps logits logits (not probs).
+_AFFINE = {"AddV2", "Add", "Sub", "Mul", "RealDiv", "AddN", "Neg"}
+
+
+def _classify_output(out_tensor, image_tensor):
+    """'probs', 'logits' or None (ambiguous) for the traced model output; also the op that decided."""
+    depends = {}
+
+    def image_dependent(t):
+        # Memoised walk: does tensor t depend on the image placeholder?  Captured variables, constants and
+        # condition inputs do not; their contributions are neutral for the classification.
+        key = t.ref()
+        if key in depends:
+            return depends[key]
+        stack = [t]
+        while stack:
+            u = stack.pop()
+            if u.ref() in depends:
+                continue
+            pending = [v for v in u.op.inputs if v.ref() not in depends]
+            if pending:
+                stack.append(u)
+                stack.extend(pending)
+                continue
+            depends[u.ref()] = (u.ref() == image_tensor.ref()
+                                or any(depends[v.ref()] for v in u.op.inputs))
+        return depends[key]
+
+    def classify(t, depth):
+        if depth > 64:
+            return None, t.op
+        op = t.op
+        kind = op.type
+        if kind in _PROB_OPS:
+            return "probs", op
+        if kind in _LOGIT_OPS:
+            return "logits", op
+        if kind in _TRANSPARENT or kind in _AFFINE:
+            found = [classify(v, depth + 1) for v in op.inputs if v.dtype.is_floating and image_dependent(v)]
+            kinds = {k for k, _ in found}
+            if not found:
+                return None, op
+            if kind in _TRANSPARENT:
+                return (found[0] if len(kinds) == 1 else (None, op))
+            # Affine: logits plus image-independent terms (a label bias), logits plus logits, logits times a
+            # constant (a temperature): still logits.  Probs through arithmetic, or a product of two
+            # image-dependent tensors: no longer a declared head.
+            if kinds == {"logits"} and not (kind in ("Mul", "RealDiv") and len(found) > 1):
+                return "logits", found[0][1]
+            return None, op
+        return None, op
+
+    return classify(out_tensor, 0)
+
+
+# --------------------------------------------------------------------------- traced forwards
+
+def _call_model(model, args, use_call):
+    if use_call:
+        # Functional models check their declared input shape in __call__; Model.call runs the same layer
+        # graph without that check, so an image cropped to its first rows goes through (see _trace_rows).
+        return model.call(args, training=False)
+    try:
+        return model(args, training=False)
+    except TypeError:  # a model that overrides __call__ without a training argument (the CIFAR blog's)
+        return model(args)
+
+
+class _Tracer:
+    """tf.function forwards of the model that return only the outputs of one pixel, (n, C, L) float32.
+
+    Selecting the pixel in the graph keeps the device->host copy per step at n*C*L values instead of the
+    whole output: the strongest version of the naive loop a user could write without caching.
+    """
+
+    def __init__(self, model, n, image_shape, conditions, head, levels):
+        self.model = model
+        self.n = n
+        self.h, self.w, self.c = image_shape
+        self.cond_specs = [tf.TensorSpec(a.shape, tf.as_dtype(a.dtype)) for a in conditions]
+        self.head = head
+        self.levels = levels
+        self.per_channel = 1 if head == "bernoulli" else levels
+        self.trace_seconds = 0.0
+        self.out_tensor = None
+        self.image_tensor = None
+
+    def concrete(self, rows, use_call=False):
+        """The concrete function for images cropped to `rows` rows: f(image, *conditions, row, col)."""
+        n, w, c, model = self.n, self.w, self.c, self.model
+
+        def forward(image, *rest):
+            conditions, row, col = rest[:-2], rest[-2], rest[-1]
+            args = [image, *conditions] if conditions else image
+            out = _call_model(model, args, use_call)
+            # Errors about the output are raised after tracing, outside TF's "in user code" wrapping.
+            self.out_tensor, self.image_tensor = out, image
+            if isinstance(out, (list, tuple, dict)) or not _output_shape_ok(out.shape, n, rows, w, c, self.head,
+                                                                            self.levels):
+                return tf.zeros((n, c, self.per_channel), tf.float32)
+            pixel = out[:, row, col]
+            return tf.cast(tf.reshape(pixel, (n, c, self.per_channel)), tf.float32)
+
+        specs = [tf.TensorSpec((n, rows, w, c), tf.float32), *self.cond_specs,
+                 tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.int32)]
+        start = time.perf_counter()
+        fn = tf.function(forward, autograph=False).get_concrete_function(*specs)
+        self.trace_seconds += time.perf_counter() - start
+        out = self.out_tensor
+        if isinstance(out, (list, tuple, dict)):
+            raise _OwnError(f"{_WHERE}: the model must return one output tensor, got {type(out).__name__}")
+        _check_output_shape(out.shape, n, rows, w, c, self.head, self.levels)
+        return fn
+
+
+def _trace_rows(tracer, rows, use_call):
+    """(concrete function, use_call) for `rows`: the model's own __call__ first, Model.call if it refuses."""
+    if use_call is None:
+        try:
+            return tracer.concrete(rows, False), False
+        except _OwnError:
+            raise
+        except ValueError as first:  # Keras' input-shape check (functional models)
+            try:
+                return tracer.concrete(rows, True), True
+            except _OwnError:
+                raise
+            except Exception as second:
+                raise _rows_error(tracer, rows, second) from first
+    try:
+        return tracer.concrete(rows, use_call), use_call
+    except _OwnError:
+        raise
+    except Exception as exc:
+        raise _rows_error(tracer, rows, exc) from exc
+
+
+def _rows_error(tracer, rows, exc):
+    msg = str(exc).strip().splitlines()
+    return ValueError(
+        f"{_WHERE}: mode='rows' runs the model on the image cropped to its first r+1 rows and needs a model "
+        f"that accepts shape (n, r+1, W, C); model '{tracer.model.name}' refused (n, {rows}, {tracer.w}, "
+        f"{tracer.c}) (expected a model without fixed-height reshapes), got: {msg[-1] if msg else exc!r}. "
+        f"Use mode='graph'.")
+
+
+# --------------------------------------------------------------------------- the loop
+
+def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=0, temperature=1.0,
+           conditions=None, image_shape=None, output="auto", max_steps=None, progress=False):
+    """Samples n images by re-running the model on the whole (or row-cropped) image once per pixel and channel.
+
+    mode:        "predict": model.predict(image, verbose=0) on the full image each step (the seeds' loop);
+                 "graph": a tf.function forward of the full image each step;
+                 "rows": a tf.function forward of rows 0..i only (for a causal model the outputs in row i
+                 depend only on rows <= i).  One trace per row count, created lazily when the loop reaches
+                 that row (H traces in all, each with static shapes; no padding).  A functional model's
+                 declared input shape is bypassed through Model.call; a model that cannot take a cropped
+                 image (a fixed-height Reshape) is refused with a ValueError pointing to mode="graph".
+    head:        "bernoulli" (output (n, H, W, C), levels must be 2) or "categorical" (output
+                 (n, H, W, C*levels), channel c's levels at [c*levels, (c+1)*levels), or (n, H, W, C, levels)).
+    value_map:   level -> model input: "identity", "level/N" (level/levels), "level/(N-1)", "level/255", or a
+                 callable called once per level 0..levels-1 with a Python int, returning a float.
+    seed:        integer in [0, 2**64); image k of this call uses Philox counter image = k (global: the first
+                 images of n=3 equal those of n=2).
+    temperature: > 0; divides the logits (probabilities: p ** (1/T), renormalised), as the contract says.
+    conditions:  further model inputs (one array or a list), each (n, ...): model([image, *conditions]).
+    image_shape: (H, W, C); inferred from model.inputs[0] when the model declares inputs.
+    output:      "probs" (after sigmoid / softmax), "logits", or "auto": read from the model's last op (see
+                 the module comment); raises ValueError when that op does not say.
+    max_steps:   stop after this many model evaluations (levels not reached stay -1).
+    progress:    print rows done and pixels/s to stderr.
+
+    Raster order; within a pixel, image channels in order, the model re-run for each channel.  The image starts
+    as zeros.  Returns a NaiveResult.
+    """
+    # -- arguments (each error names the argument, what was expected and what came)
+    if mode not in MODES:
+        raise ValueError(f"{_WHERE}: mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+    if head not in HEADS:
+        raise ValueError(f"{_WHERE}: head must be one of {', '.join(map(repr, HEADS))}, got {head!r}")
+    if output not in OUTPUTS:
+        raise ValueError(f"{_WHERE}: output must be one of {', '.join(map(repr, OUTPUTS))}, got {output!r}")
+    n = _check_int(n, "n", 1, 2 ** 32)
+    levels = _check_int(levels, "levels", 2)
+    if head == "bernoulli" and levels != 2:
+        raise ValueError(f"{_WHERE}: levels must be 2 for head='bernoulli' (one output per image channel), "
+                         f"got {levels}")
+    seed = _check_int(seed, "seed", 0, 2 ** 64)
+    if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (int, float, np.integer,
+                                                                                np.floating)):
+        raise ValueError(f"{_WHERE}: temperature must be a positive finite number, got "
+                         f"{type(temperature).__name__}")
+    with np.errstate(over="ignore"):
+        t32 = np.float32(temperature)
+    if not (math.isfinite(float(temperature)) and float(temperature) > 0 and t32 > 0 and np.isfinite(t32)):
+        raise ValueError(f"{_WHERE}: temperature must be a positive finite number (as a float32), got "
+                         f"{temperature!r}")
+    if max_steps is not None:
+        max_steps = _check_int(max_steps, "max_steps", 1)
+    table = _value_table(value_map, levels)
+    h, w, c = _resolve_image_shape(model, image_shape)
+    conds = _resolve_conditions(model, conditions, n)
+
+    steps_total = h * w * c
+    limit = steps_total if max_steps is None else min(max_steps, steps_total)
+    tracer = _Tracer(model, n, (h, w, c), conds, head, levels)
+    cond_tensors = [tf.constant(a) for a in conds]
+
+    # -- the forward of the chosen mode; the first trace also tells "auto" what the output is
+    full_fn, row_fns, use_call = None, {}, None
+    if mode == "rows":
+        row_fns[1], use_call = _trace_rows(tracer, 1, None)
+    elif mode == "graph" or output == "auto":
+        full_fn = tracer.concrete(h)  # predict mode: only traced (never run) to read the last op
+    if output == "auto":
+        kind, op = _classify_output(tracer.out_tensor, tracer.image_tensor)
+        if kind is None:
+            raise ValueError(
+                f"{_WHERE}: output='auto' cannot tell whether model '{model.name}' outputs probabilities or "
+                f"logits: its output comes from TF op '{op.name}' ({op.type}), neither a Sigmoid/Softmax nor "
+                f"a linear layer; pass output='probs' (values after sigmoid/softmax) or output='logits'")
+        output = kind
+    draw_head = "bernoulli" if head == "bernoulli" else output
+
+    uniforms = _rng.uniform_grid(seed, n, h, w, c)  # one per (image, position, channel), counter-based
+    image = np.zeros((n, h, w, c), np.float32)
+    out_levels = np.full((n, h, w, c), -1, np.int32)
+    out_margins = np.full((n, h, w, c), np.nan, np.float32)
+
+    def warm(fn, crop):
+        # The first run of a trace optimises its graph: done outside the timed loop (NaiveResult.trace_seconds).
+        start = time.perf_counter()
+        fn(crop, *cond_tensors, tf.constant(0), tf.constant(0))
+        tracer.trace_seconds += time.perf_counter() - start
+
+    def evaluate(i, j):
+        """(n, C, L) float32 model outputs at pixel (i, j) for the current image."""
+        nonlocal use_call
+        if mode == "predict":
+            out = model.predict([image, *conds] if conds else image, verbose=0)
+            if isinstance(out, (list, tuple, dict)):
+                raise ValueError(f"{_WHERE}: the model must return one output tensor, got {type(out).__name__}")
+            out = np.asarray(out)
+            _check_output_shape(out.shape, n, h, w, c, head, levels)
+            return np.asarray(out[:, i, j], np.float32).reshape(n, c, tracer.per_channel)
+        ij = (tf.constant(i, tf.int32), tf.constant(j, tf.int32))
+        if mode == "graph":
+            return full_fn(tf.constant(image), *cond_tensors, *ij).numpy()
+        crop = tf.constant(image[:, :i + 1])
+        fn = row_fns.get(i + 1)
+        if fn is None:
+            fn, use_call = _trace_rows(tracer, i + 1, use_call)
+            row_fns[i + 1] = fn
+            warm(fn, crop)
+        return fn(crop, *cond_tensors, *ij).numpy()
+
+    if mode == "graph":
+        warm(full_fn, tf.constant(image))
+    elif mode == "rows":
+        warm(row_fns[1], tf.constant(image[:, :1]))
+    traced_before = tracer.trace_seconds
+
+    def loop_seconds():
+        return time.perf_counter() - start - (tracer.trace_seconds - traced_before)
+
+    steps = 0
+    start = time.perf_counter()
+    for i in range(h):
+        for j in range(w):
+            for ch in range(c):
+                if steps >= limit:
+                    break
+                values = evaluate(i, j)[:, ch, :]
+                if output == "probs" and (np.any(values < 0) or np.any(values > 1)):
+                    bad = values[(values < 0) | (values > 1)][0]
+                    raise ValueError(f"{_WHERE}: output='probs' but the model output at row {i}, column {j}, "
+                                     f"channel {ch} holds {float(bad)!r}, outside [0, 1]; pass "
+                                     f"output='logits' if the model emits logits")
+                if head == "bernoulli" and output == "probs":
+                    values = _probs_to_logits(values)
+                lv, margin = _rng.draw_levels(np.ascontiguousarray(values, np.float32), draw_head, t32,
+                                              np.ascontiguousarray(uniforms[:, i, j, ch]), return_margin=True)
+                out_levels[:, i, j, ch] = lv
+                out_margins[:, i, j, ch] = margin
+                image[:, i, j, ch] = table[lv]
+                steps += 1
+        if progress:
+            pixels = n * (steps // c)
+            print(f"naive sample ({mode}): {steps // (w * c)}/{h} rows done, {pixels} pixels "
+                  f"({n} images), {pixels / max(loop_seconds(), 1e-9):.1f} pixels/s", file=sys.stderr,
+                  flush=True)
+        if steps >= limit:
+            break
+    return NaiveResult(levels=out_levels, margins=out_margins, images=image, steps_run=steps,
+                       steps_total=steps_total, seconds=loop_seconds(), trace_seconds=tracer.trace_seconds,
+                       mode=mode, output=output)
+
+
+def _probs_to_logits(p):
+    """float32 logits log(p) - log1p(-p) of bernoulli probabilities (float64 math; 0 -> -inf, 1 -> +inf)."""
+    p64 = p.astype(np.float64)
+    with np.errstate(divide="ignore"):
+        return (np.log(p64) - np.log1p(-p64)).astype(np.float32)
