@@ -75,14 +75,14 @@ class Program:
     output_levels: int            # trailing group size of the output (1 if the output is rank 4)
     final_activation: str         # "sigmoid", "softmax", or "" when the output is raw values
     logits_buffer: int            # input of the final sigmoid/softmax, else output_buffer
-    trace: object = None          # the traced tf.function: (image, *conditions) -> (output, consts)
+    trace: object = None          # the traced tf.function: (image, *conditions) -> consts
     cond_specs: tuple = ()
 
     def evaluate_consts(self, n, conditions=()):
         """Runs the traced model once (zeros image) and returns the constant slots as numpy arrays."""
         h, w, c = self.image_shape
         image = tf.zeros((n, h, w, c), tf.float32)
-        _, consts = self.trace(image, *conditions)
+        consts = self.trace(image, *conditions)
         return [np.asarray(v) for v in consts]
 
 
@@ -601,7 +601,10 @@ def lower(model, image_shape=None, condition_specs=None):
         lowerer.run(graph)
         found["lowerer"] = lowerer
         found["output"] = out
-        return out, list(lowerer.const_tensors)
+        # Only the constants are returned: TF prunes the image-dependent computation from the
+        # function, so evaluating them costs no forward pass (stateful ops, such as a layer that
+        # assigns kernel*mask to its variable, still run).
+        return list(lowerer.const_tensors)
 
     fn = tf.function(traced, autograph=False)
     spec = tf.TensorSpec((None,) + image_shape, tf.float32)

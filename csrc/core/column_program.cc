@@ -40,16 +40,41 @@ inline float apply_act(ActFn fn, float x, float alpha) {
   return x;
 }
 
-inline float apply_binary(BinaryFn fn, float a, float b) {
+// Applies f over n channels; the dispatch on the activation happens once per call, not per element,
+// so each loop is a plain vectorisable loop.
+template <typename F>
+inline void map_channels(const float* a, float* y, int64_t n, F f) {
+  for (int64_t k = 0; k < n; ++k) y[k] = f(a[k]);
+}
+
+void apply_act_row(ActFn fn, float alpha, const float* a, float* y, int64_t n) {
   switch (fn) {
-    case BinaryFn::kAdd: return a + b;
-    case BinaryFn::kSub: return a - b;
-    case BinaryFn::kMul: return a * b;
-    case BinaryFn::kDiv: return a / b;
-    case BinaryFn::kMax: return std::max(a, b);
-    case BinaryFn::kMin: return std::min(a, b);
+    case ActFn::kRelu: map_channels(a, y, n, [](float x) { return x > 0.0f ? x : 0.0f; }); return;
+    case ActFn::kLeakyRelu: map_channels(a, y, n, [alpha](float x) { return x > 0.0f ? x : alpha * x; }); return;
+    case ActFn::kNeg: map_channels(a, y, n, [](float x) { return -x; }); return;
+    case ActFn::kSquare: map_channels(a, y, n, [](float x) { return x * x; }); return;
+    default: map_channels(a, y, n, [fn, alpha](float x) { return apply_act(fn, x, alpha); }); return;
   }
-  return a;
+}
+
+template <typename F>
+inline void zip_channels(const float* a, int64_t as, const float* b, int64_t bs, float* y, int64_t n, F f) {
+  if (as == 1 && bs == 1) {
+    for (int64_t k = 0; k < n; ++k) y[k] = f(a[k], b[k]);
+  } else {
+    for (int64_t k = 0; k < n; ++k) y[k] = f(a[k * as], b[k * bs]);
+  }
+}
+
+void apply_binary_row(BinaryFn fn, const float* a, int64_t as, const float* b, int64_t bs, float* y, int64_t n) {
+  switch (fn) {
+    case BinaryFn::kAdd: zip_channels(a, as, b, bs, y, n, [](float u, float v) { return u + v; }); return;
+    case BinaryFn::kSub: zip_channels(a, as, b, bs, y, n, [](float u, float v) { return u - v; }); return;
+    case BinaryFn::kMul: zip_channels(a, as, b, bs, y, n, [](float u, float v) { return u * v; }); return;
+    case BinaryFn::kDiv: zip_channels(a, as, b, bs, y, n, [](float u, float v) { return u / v; }); return;
+    case BinaryFn::kMax: zip_channels(a, as, b, bs, y, n, [](float u, float v) { return std::max(u, v); }); return;
+    case BinaryFn::kMin: zip_channels(a, as, b, bs, y, n, [](float u, float v) { return std::min(u, v); }); return;
+  }
 }
 
 }  // namespace
@@ -310,6 +335,8 @@ void ColumnProgram::run_steps(Slice& s, int64_t i, int64_t j, int min_phase) con
             const int64_t si = i + pc.oy, sj = j + pc.ox, len = pc.c1 - pc.c0;
             if (si < 0 || sj < 0 || sj >= w_) {
               std::memset(row + pc.col, 0, len * sizeof(float));
+            } else if (len == 1) {
+              row[pc.col] = s.px(*this, in, si, img, sj)[pc.c0];  // one-channel input (a first layer)
             } else {
               std::memcpy(row + pc.col, s.px(*this, in, si, img, sj) + pc.c0, len * sizeof(float));
             }
@@ -336,11 +363,10 @@ void ColumnProgram::run_steps(Slice& s, int64_t i, int64_t j, int min_phase) con
           }
           const int64_t astride = ca > 1 ? 1 : 0;
           float* y = s.px(*this, st.out, i, img, j);
-          if (st.const_first) {
-            for (int64_t ch = 0; ch < cout; ++ch) y[ch] = apply_binary(st.binary, b[ch * bstride], a[ch * astride]);
-          } else {
-            for (int64_t ch = 0; ch < cout; ++ch) y[ch] = apply_binary(st.binary, a[ch * astride], b[ch * bstride]);
-          }
+          if (st.const_first)
+            apply_binary_row(st.binary, b, bstride, a, astride, y, cout);
+          else
+            apply_binary_row(st.binary, a, astride, b, bstride, y, cout);
         }
         break;
       }
@@ -348,7 +374,7 @@ void ColumnProgram::run_steps(Slice& s, int64_t i, int64_t j, int min_phase) con
         for (int64_t img = 0; img < nb; ++img) {
           const float* a = s.px(*this, st.ins[0], i, img, j);
           float* y = s.px(*this, st.out, i, img, j);
-          for (int64_t ch = 0; ch < cout; ++ch) y[ch] = apply_act(st.act, a[ch], st.alpha);
+          apply_act_row(st.act, st.alpha, a, y, cout);
         }
         break;
       case StepKind::kConcat:
