@@ -2,12 +2,14 @@
 
 Public surface: MaskedConv2D (Keras layer), ops.masked_conv2d (TF custom op), reference
 (pure-TF implementations every fast path is tested against), check(model) (lowering and causality
-report), build_info().
+report), Sampler (cached incremental sampling), build_info().
 """
 
 from pixelcnn_fast._version import __version__
 from pixelcnn_fast._ext import build_info
 from pixelcnn_fast.layers import MaskedConv2D
 from pixelcnn_fast.lowering import LoweringError, NotCausalError, check
+from pixelcnn_fast.sampler import Sampler
 
-__all__ = ["__version__", "build_info", "MaskedConv2D", "check", "LoweringError", "NotCausalError"]
+__all__ = ["__version__", "build_info", "MaskedConv2D", "Sampler", "check", "LoweringError",
+           "NotCausalError"]

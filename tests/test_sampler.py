@@ -164,3 +164,15 @@ def test_cached_sampler_draws_the_naive_loops_images(name, size):
     assert_same_images(ref, cached, sm.levels)
     # The images must mostly agree exactly: a divergence is only legitimate at a boundary draw.
     assert (ref.levels == levels).mean() > 0.5
+
+
+def test_progress_reports_rows_without_changing_the_images(capsys):
+    import pixelcnn_fast
+
+    sm = seed_models.keras_io(height=5, width=6)
+    sampler = pixelcnn_fast.Sampler(sm.model)
+    quiet = sampler.sample(2, seed=9)
+    loud = sampler.sample(2, seed=9, progress=True)
+    assert np.array_equal(quiet, loud)
+    err = capsys.readouterr().err
+    assert "row 5/5" in err and "pixels/s" in err

@@ -477,7 +477,7 @@ void ColumnProgram::teacher_forced(const float* image, int64_t n, float* head_ou
 }
 
 void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t image_offset, int32_t* levels,
-                           float* margins, const Parallel& par) const {
+                           float* margins, const Parallel& par, const std::function<void(int64_t)>& on_row) const {
   if (head_.buffer < 0) throw std::invalid_argument("sample: no head set");
   prepare();
   int max_phase = 0;
@@ -515,6 +515,7 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
         }
         if (max_phase >= c_) run_steps(s, i, j, c_);  // steps that read the last channel at this pixel
       }
+      if (on_row && b0 == 0) on_row(i + 1);
     }
   });
 }

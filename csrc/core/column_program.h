@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -98,8 +99,9 @@ class ColumnProgram {
   void teacher_forced(const float* image, int64_t n, float* head_out, const Parallel& par) const;
   // Draws n images: levels (n, H, W, C) int32. image_offset numbers the images for the random numbers.
   // margins (optional, n*H*W*C): distance of each draw's uniform to the nearest CDF boundary.
+  // on_row (optional) is called by the thread of the first images after each row: rows done so far.
   void sample(int64_t n, uint64_t seed, float temperature, int64_t image_offset, int32_t* levels,
-              float* margins, const Parallel& par) const;
+              float* margins, const Parallel& par, const std::function<void(int64_t)>& on_row = nullptr) const;
 
   int64_t head_channels() const { return buffer_channels_.at(head_.buffer); }
   // Floats of ring cache per image (all buffers), for reports.

@@ -433,7 +433,7 @@ void bind_column_program(py::module_& m) {
         return out;
       }, py::arg("image"), "Head values at every position with the given image fed in (the cached path).")
       .def("sample", [](const pcf::ColumnProgram& p, int64_t n, uint64_t seed, float temperature,
-                        int64_t image_offset, int h, int w, int c) {
+                        int64_t image_offset, int h, int w, int c, const py::object& on_row) {
         if (n < 1) throw py::value_error("sample: n must be >= 1, got " + std::to_string(n));
         if (!(temperature > 0.0f) || !std::isfinite(temperature))
           throw py::value_error("sample: temperature must be a positive finite number, got " +
@@ -444,13 +444,22 @@ void bind_column_program(py::module_& m) {
                                     static_cast<py::ssize_t>(w), static_cast<py::ssize_t>(c)});
         int32_t* lv = levels.mutable_data();
         float* mg = margins.mutable_data();
+        std::function<void(int64_t)> callback;
+        if (!on_row.is_none()) {
+          // Called from a worker thread once per row: take the GIL only for the Python call.
+          callback = [&on_row](int64_t rows) {
+            py::gil_scoped_acquire acquire;
+            on_row(rows);
+          };
+        }
         {
           py::gil_scoped_release release;
-          p.sample(n, seed, temperature, image_offset, lv, mg, *pool());
+          p.sample(n, seed, temperature, image_offset, lv, mg, *pool(), callback);
         }
         return py::make_tuple(levels, margins);
       }, py::arg("n"), py::arg("seed"), py::arg("temperature"), py::arg("image_offset"), py::arg("height"),
-         py::arg("width"), py::arg("channels"), "(levels int32, margins float32), each (n, H, W, C).")
+         py::arg("width"), py::arg("channels"), py::arg("on_row") = py::none(),
+         "(levels int32, margins float32), each (n, H, W, C); on_row(rows_done) after each row.")
       .def("cache_floats_per_image", &pcf::ColumnProgram::cache_floats_per_image)
       .def("macs_per_position", &pcf::ColumnProgram::macs_per_position);
 }
