@@ -26,7 +26,7 @@ TF_REQUIREMENT = re.search(r'TF_REQUIREMENT = "([^"]+)"',
                            open(os.path.join(HERE, "pixelcnn_fast", "_version.py")).read()).group(1)
 
 CORE_SOURCES = ["csrc/core/tapset.cc", "csrc/core/gather_plan.cc", "csrc/core/masked_conv.cc",
-                "csrc/core/column_program.cc", "csrc/core/kernels.cc",
+                "csrc/core/column_program.cc", "csrc/core/program_spec.cc", "csrc/core/kernels.cc",
                 "csrc/core/threadpool.cc"]
 # Microkernel builds and their flags; kernels.cc picks one at run time with cpuid.
 ISA_SOURCES = {

@@ -1,0 +1,558 @@
+// Core (framework-free C++17): parser, writer and builder of the column-program text format
+// (program_spec.h documents the format).
+#include "program_spec.h"
+
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+#include <utility>
+
+namespace pcf {
+
+namespace {
+
+constexpr const char* kMagic = "pixelcnn_fast.column_program";
+constexpr int kVersion = 1;
+
+// Names shared with the pybind builder's strings (core_module.cc) and the Python lowering's step attrs.
+template <typename E>
+using NameTable = std::vector<std::pair<const char*, E>>;
+const NameTable<BinaryFn> kBinary = {{"add", BinaryFn::kAdd}, {"sub", BinaryFn::kSub}, {"mul", BinaryFn::kMul},
+                                     {"div", BinaryFn::kDiv}, {"max", BinaryFn::kMax}, {"min", BinaryFn::kMin}};
+const NameTable<ActFn> kAct = {{"relu", ActFn::kRelu},         {"relu6", ActFn::kRelu6},
+                               {"elu", ActFn::kElu},           {"selu", ActFn::kSelu},
+                               {"tanh", ActFn::kTanh},         {"sigmoid", ActFn::kSigmoid},
+                               {"softplus", ActFn::kSoftplus}, {"softsign", ActFn::kSoftsign},
+                               {"leaky_relu", ActFn::kLeakyRelu}, {"neg", ActFn::kNeg},
+                               {"exp", ActFn::kExp},           {"square", ActFn::kSquare},
+                               {"abs", ActFn::kAbs},           {"erf", ActFn::kErf}};
+const NameTable<ReduceFn> kReduce = {
+    {"sum", ReduceFn::kSum}, {"mean", ReduceFn::kMean}, {"max", ReduceFn::kMax}, {"min", ReduceFn::kMin}};
+const NameTable<DrawHead> kHead = {
+    {"bernoulli", DrawHead::kBernoulli}, {"logits", DrawHead::kLogits}, {"probs", DrawHead::kProbs}};
+const NameTable<StepKind> kKinds = {{"conv", StepKind::kConv},       {"binary", StepKind::kBinary},
+                                    {"act", StepKind::kAct},         {"concat", StepKind::kConcat},
+                                    {"gather", StepKind::kGather},   {"softmax", StepKind::kSoftmax},
+                                    {"reduce", StepKind::kReduce}};
+
+template <typename E>
+const char* name_of(const NameTable<E>& t, E e) {
+  for (const auto& [n, v] : t)
+    if (v == e) return n;
+  return "?";
+}
+
+std::string fmt_float(float v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(v));  // 9 digits: exact for float32
+  return buf;
+}
+
+std::string encode_name(const std::string& s) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char ch : s) {
+    if (ch <= ' ' || ch >= 0x7f || ch == '%') {
+      out += '%';
+      out += hex[ch >> 4];
+      out += hex[ch & 15];
+    } else {
+      out += static_cast<char>(ch);
+    }
+  }
+  return out;
+}
+
+std::string operand_text(const SpecOperand& o) { return (o.is_input ? "i" : "b") + std::to_string(o.index); }
+
+// One statement being parsed: its line number and key=value tokens, each consumed at most once, so that
+// an error can name the line and the token and a leftover token is reported as unknown.
+class Statement {
+ public:
+  Statement(int line, std::string keyword, std::vector<std::string> tokens)
+      : line_(line), keyword_(std::move(keyword)) {
+    for (const std::string& t : tokens) {
+      const size_t eq = t.find('=');
+      if (eq == std::string::npos || eq == 0) fail(t, "expected key=value");
+      std::string key = t.substr(0, eq);
+      if (kv_.count(key)) fail(t, "key '" + key + "' given twice");
+      kv_[key] = {t, t.substr(eq + 1)};
+    }
+  }
+
+  [[noreturn]] void fail(const std::string& token, const std::string& what) const {
+    throw std::invalid_argument("program spec line " + std::to_string(line_) + ", token '" + token + "': " + what);
+  }
+  int line() const { return line_; }
+  const std::string& keyword() const { return keyword_; }
+
+  bool has(const std::string& key) const { return kv_.count(key) != 0; }
+  // The token and value of a required key.
+  std::pair<std::string, std::string> take(const std::string& key) {
+    auto it = kv_.find(key);
+    if (it == kv_.end()) fail(keyword_, "'" + keyword_ + "' needs " + key + "=");
+    auto r = it->second;
+    kv_.erase(it);
+    return r;
+  }
+  int64_t take_int(const std::string& key, int64_t lo, int64_t hi) {
+    auto [tok, v] = take(key);
+    return to_int(tok, v, lo, hi);
+  }
+  float take_float(const std::string& key) {
+    auto [tok, v] = take(key);
+    errno = 0;
+    char* end = nullptr;
+    const float f = std::strtof(v.c_str(), &end);
+    if (v.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(f)) fail(tok, "expected a finite number");
+    return f;
+  }
+  std::vector<int64_t> take_ints(const std::string& key, int64_t lo, int64_t hi) {
+    auto [tok, v] = take(key);
+    std::vector<int64_t> out;
+    size_t start = 0;
+    while (true) {
+      const size_t comma = v.find(',', start);
+      out.push_back(to_int(tok, v.substr(start, comma - start), lo, hi));
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+    return out;
+  }
+  SpecOperand to_operand(const std::string& tok, const std::string& v) const {
+    if (v.size() < 2 || (v[0] != 'b' && v[0] != 'i'))
+      fail(tok, "an operand is b<buffer> or i<input>, got '" + v + "'");
+    SpecOperand o;
+    o.is_input = v[0] == 'i';
+    o.index = static_cast<int>(to_int(tok, v.substr(1), 0, 1 << 30));
+    return o;
+  }
+  std::vector<SpecOperand> take_operands(const std::string& key) {
+    auto [tok, v] = take(key);
+    std::vector<SpecOperand> out;
+    size_t start = 0;
+    while (true) {
+      const size_t comma = v.find(',', start);
+      out.push_back(to_operand(tok, v.substr(start, comma - start)));
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+    return out;
+  }
+  template <typename E>
+  E take_enum(const std::string& key, const NameTable<E>& table) {
+    auto [tok, v] = take(key);
+    std::string names;
+    for (const auto& [n, e] : table) {
+      if (v == n) return e;
+      names += (names.empty() ? "" : ", ") + std::string(n);
+    }
+    fail(tok, "unknown " + key + " '" + v + "' (expected one of " + names + ")");
+  }
+  std::string take_name() {
+    if (!has("name")) return "";
+    auto [tok, v] = take("name");
+    std::string out;
+    for (size_t k = 0; k < v.size(); ++k) {
+      if (v[k] != '%') {
+        out += v[k];
+        continue;
+      }
+      const std::string hx = v.substr(k + 1, 2);
+      if (hx.size() != 2 || !std::isxdigit(static_cast<unsigned char>(hx[0])) ||
+          !std::isxdigit(static_cast<unsigned char>(hx[1])))
+        fail(tok, "bad %XX escape '%" + hx + "'");
+      const long c = std::strtol(hx.c_str(), nullptr, 16);
+      out += static_cast<char>(c);
+      k += 2;
+    }
+    return out;
+  }
+  // Every key must have been consumed.
+  void finish() const {
+    if (!kv_.empty()) fail(kv_.begin()->second.first, "unknown key for '" + keyword_ + "'");
+  }
+
+ private:
+  int64_t to_int(const std::string& tok, const std::string& v, int64_t lo, int64_t hi) const {
+    errno = 0;
+    char* end = nullptr;
+    const long long x = std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || errno == ERANGE) fail(tok, "expected an integer, got '" + v + "'");
+    if (x < lo || x > hi)
+      fail(tok, std::to_string(x) + " is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return x;
+  }
+
+  int line_;
+  std::string keyword_;
+  std::map<std::string, std::pair<std::string, std::string>> kv_;  // key -> (token, value)
+};
+
+std::vector<std::string> split_blanks(const std::string& line) {
+  std::vector<std::string> out;
+  std::istringstream is(line);
+  std::string t;
+  while (is >> t) out.push_back(t);
+  return out;
+}
+
+constexpr int64_t kMaxDim = int64_t(1) << 30;
+
+}  // namespace
+
+ProgramSpec parse_program_spec(const std::string& text) {
+  // Statements with their line numbers, comments and blank lines dropped.
+  std::vector<std::pair<int, std::vector<std::string>>> stmts;
+  {
+    std::istringstream is(text);
+    std::string line;
+    int no = 0;
+    while (std::getline(is, line)) {
+      ++no;
+      auto toks = split_blanks(line);
+      if (toks.empty() || toks[0][0] == '#') continue;
+      stmts.push_back({no, std::move(toks)});
+    }
+  }
+  if (stmts.empty()) throw std::invalid_argument("program spec is empty (expected '" + std::string(kMagic) + " 1')");
+  {
+    const auto& [no, toks] = stmts.front();
+    const std::string head = toks[0];
+    if (head != kMagic)
+      throw std::invalid_argument("program spec line " + std::to_string(no) + ", token '" + head +
+                                  "': expected '" + kMagic + " " + std::to_string(kVersion) + "' first");
+    if (toks.size() != 2 || toks[1] != std::to_string(kVersion))
+      throw std::invalid_argument("program spec line " + std::to_string(no) + ", token '" +
+                                  (toks.size() > 1 ? toks[1] : head) + "': unsupported version (this build reads " +
+                                  std::to_string(kVersion) + ")");
+  }
+  ProgramSpec spec;
+  bool have_image = false, have_buffers = false, have_head = false, ended = false;
+  int head_line = 0;
+  std::vector<int> input_lines;
+  for (size_t s = 1; s < stmts.size(); ++s) {
+    const int no = stmts[s].first;
+    const std::vector<std::string>& toks = stmts[s].second;
+    Statement st(no, toks[0], std::vector<std::string>(toks.begin() + 1, toks.end()));
+    const std::string& kw = toks[0];
+    if (ended) st.fail(kw, "statement after 'end'");
+    if (kw == "end") {
+      st.finish();
+      ended = true;
+      continue;
+    }
+    if (kw == "image") {
+      if (have_image) st.fail(kw, "'image' given twice");
+      spec.height = static_cast<int>(st.take_int("height", 1, kMaxDim));
+      spec.width = static_cast<int>(st.take_int("width", 1, kMaxDim));
+      spec.channels = static_cast<int>(st.take_int("channels", 1, 1 << 16));
+      st.finish();
+      have_image = true;
+      continue;
+    }
+    if (!have_image) st.fail(kw, "'image' must come right after the version line");
+    if (kw == "buffers") {
+      if (have_buffers) st.fail(kw, "'buffers' given twice");
+      spec.buffer_channels = st.take_ints("channels", 1, kMaxDim);
+      if (spec.buffer_channels[0] != spec.channels)
+        st.fail("channels=" + std::to_string(spec.buffer_channels[0]),
+                "buffer 0 is the image and must have " + std::to_string(spec.channels) + " channels");
+      st.finish();
+      have_buffers = true;
+      continue;
+    }
+    if (!have_buffers) st.fail(kw, "'buffers' must come right after 'image'");
+    if (kw == "input") {
+      if (!spec.steps.empty()) st.fail(kw, "inputs must be declared before the steps");
+      const int64_t idx = st.take_int("index", 0, kMaxDim);
+      if (idx != static_cast<int64_t>(spec.inputs.size()))
+        st.fail("index=" + std::to_string(idx), "inputs must be declared in order; expected index=" +
+                                                    std::to_string(spec.inputs.size()));
+      SpecInput in;
+      auto [ktok, kind] = st.take("kind");
+      if (kind == "kernel") {
+        in.is_kernel = true;
+        auto shape = st.take_ints("shape", 1, kMaxDim);
+        if (shape.size() != 4) st.fail("shape=...", "a kernel shape is kh,kw,cin,cout");
+        for (int d = 0; d < 4; ++d) in.shape[d] = shape[d];
+      } else if (kind != "const") {
+        st.fail(ktok, "unknown input kind '" + kind + "' (expected const or kernel)");
+      }
+      st.finish();
+      spec.inputs.push_back(in);
+      input_lines.push_back(no);
+      continue;
+    }
+    if (kw == "head") {
+      if (have_head) st.fail(kw, "'head' given twice");
+      spec.head.kind = st.take_enum("kind", kHead);
+      spec.head.buffer = static_cast<int>(st.take_int("buffer", 0, kMaxDim));
+      spec.head.levels = static_cast<int>(st.take_int("levels", 1, kMaxDim));
+      spec.head.value_scale = st.take_float("scale");
+      spec.head.value_offset = st.take_float("offset");
+      st.finish();
+      have_head = true;
+      head_line = no;
+      continue;
+    }
+    SpecStep step;
+    bool known = false;
+    for (const auto& [n, k] : kKinds)
+      if (kw == n) {
+        step.kind = k;
+        known = true;
+      }
+    if (!known) st.fail(kw, "unknown statement (expected input, a step kind, head or end)");
+    if (have_head) st.fail(kw, "steps must come before 'head'");
+    step.line = no;
+    const int nb = static_cast<int>(spec.buffer_channels.size());
+    const int ni = static_cast<int>(spec.inputs.size());
+    step.out = static_cast<int>(st.take_int("out", 1, nb - 1));  // buffer 0 is the image: never written
+    auto buffer = [&](const char* key) { return static_cast<int>(st.take_int(key, 0, nb - 1)); };
+    auto check_operand = [&](const SpecOperand& o, bool want_kernel) {
+      const std::string t = operand_text(o);
+      if (!o.is_input && o.index >= nb) st.fail(t, "buffer " + std::to_string(o.index) + " does not exist");
+      if (o.is_input) {
+        if (o.index >= ni) st.fail(t, "input " + std::to_string(o.index) + " is not declared");
+        if (spec.inputs[o.index].is_kernel != want_kernel)
+          st.fail(t, "input " + std::to_string(o.index) + " is declared as a " +
+                         (spec.inputs[o.index].is_kernel ? "kernel" : "const") + ", used as a " +
+                         (want_kernel ? "kernel" : "const"));
+      }
+    };
+    switch (step.kind) {
+      case StepKind::kConv: {
+        step.in = buffer("in");
+        step.kernel = static_cast<int>(st.take_int("kernel", 0, kMaxDim));
+        check_operand({true, step.kernel}, true);
+        step.dh = static_cast<int>(st.take_int("dh", 1, 1 << 16));
+        step.dw = static_cast<int>(st.take_int("dw", 1, 1 << 16));
+        auto [ptok, pad] = st.take("padding");
+        if (pad != "same" && pad != "valid") st.fail(ptok, "padding is same or valid");
+        step.same_padding = pad == "same";
+        const SpecInput& k = spec.inputs[step.kernel];
+        if (k.shape[2] != spec.buffer_channels[step.in] || k.shape[3] != spec.buffer_channels[step.out])
+          st.fail("kernel=" + std::to_string(step.kernel),
+                  "kernel shape (" + std::to_string(k.shape[0]) + ", " + std::to_string(k.shape[1]) + ", " +
+                      std::to_string(k.shape[2]) + ", " + std::to_string(k.shape[3]) + ") does not map buffer " +
+                      std::to_string(step.in) + " (" + std::to_string(spec.buffer_channels[step.in]) +
+                      " channels) to buffer " + std::to_string(step.out) + " (" +
+                      std::to_string(spec.buffer_channels[step.out]) + " channels)");
+        break;
+      }
+      case StepKind::kBinary: {
+        step.binary = st.take_enum("fn", kBinary);
+        auto [atok, a] = st.take("a");
+        auto [btok, b] = st.take("b");
+        step.operands = {st.to_operand(atok, a), st.to_operand(btok, b)};
+        for (const auto& o : step.operands) check_operand(o, false);
+        if (step.operands[0].is_input && step.operands[1].is_input)
+          st.fail(btok, "a binary step reads at least one buffer");
+        break;
+      }
+      case StepKind::kAct:
+        step.in = buffer("in");
+        step.act = st.take_enum("fn", kAct);
+        step.alpha = st.take_float("alpha");
+        break;
+      case StepKind::kConcat:
+        step.operands = st.take_operands("parts");
+        for (const auto& o : step.operands) check_operand(o, false);
+        break;
+      case StepKind::kGather:
+        step.in = buffer("in");
+        for (int64_t c : st.take_ints("channels", 0, kMaxDim)) step.channels.push_back(static_cast<int32_t>(c));
+        break;
+      case StepKind::kSoftmax:
+        step.in = buffer("in");
+        step.group = static_cast<int>(st.take_int("group", 1, kMaxDim));
+        step.log = st.take_int("log", 0, 1) != 0;
+        break;
+      case StepKind::kReduce:
+        step.in = buffer("in");
+        step.reduce = st.take_enum("fn", kReduce);
+        break;
+    }
+    step.phase = static_cast<int>(st.take_int("phase", 0, spec.channels));
+    step.name = st.take_name();
+    st.finish();
+    spec.steps.push_back(std::move(step));
+  }
+  const int last = stmts.back().first;
+  auto missing = [&](const std::string& what) {
+    throw std::invalid_argument("program spec line " + std::to_string(last) + ", token '" + stmts.back().second[0] +
+                                "': " + what);
+  };
+  if (!have_image) missing("no 'image' statement");
+  if (!have_buffers) missing("no 'buffers' statement");
+  if (!have_head) missing("no 'head' statement");
+  if (!ended) missing("the spec does not end with 'end' (truncated?)");
+  if (spec.head.buffer >= static_cast<int>(spec.buffer_channels.size()))
+    throw std::invalid_argument("program spec line " + std::to_string(head_line) + ", token 'buffer=" +
+                                std::to_string(spec.head.buffer) + "': buffer does not exist");
+  // An input no step reads is almost certainly a writer bug (consts misaligned with the spec).
+  std::vector<bool> used(spec.inputs.size(), false);
+  for (const SpecStep& st : spec.steps) {
+    if (st.kernel >= 0) used[st.kernel] = true;
+    for (const SpecOperand& o : st.operands)
+      if (o.is_input) used[o.index] = true;
+  }
+  for (size_t k = 0; k < used.size(); ++k)
+    if (!used[k])
+      throw std::invalid_argument("program spec line " + std::to_string(input_lines[k]) + ", token 'index=" +
+                                  std::to_string(k) + "': input " + std::to_string(k) + " is read by no step");
+  return spec;
+}
+
+std::string format_program_spec(const ProgramSpec& spec) {
+  std::ostringstream os;
+  os << kMagic << ' ' << kVersion << '\n';
+  os << "image height=" << spec.height << " width=" << spec.width << " channels=" << spec.channels << '\n';
+  os << "buffers channels=";
+  for (size_t b = 0; b < spec.buffer_channels.size(); ++b) os << (b ? "," : "") << spec.buffer_channels[b];
+  os << '\n';
+  for (size_t k = 0; k < spec.inputs.size(); ++k) {
+    const SpecInput& in = spec.inputs[k];
+    os << "input index=" << k << " kind=" << (in.is_kernel ? "kernel" : "const");
+    if (in.is_kernel)
+      os << " shape=" << in.shape[0] << ',' << in.shape[1] << ',' << in.shape[2] << ',' << in.shape[3];
+    os << '\n';
+  }
+  for (const SpecStep& st : spec.steps) {
+    os << name_of(kKinds, st.kind) << " out=" << st.out;
+    switch (st.kind) {
+      case StepKind::kConv:
+        os << " in=" << st.in << " kernel=" << st.kernel << " dh=" << st.dh << " dw=" << st.dw
+           << " padding=" << (st.same_padding ? "same" : "valid");
+        break;
+      case StepKind::kBinary:
+        os << " fn=" << name_of(kBinary, st.binary) << " a=" << operand_text(st.operands.at(0))
+           << " b=" << operand_text(st.operands.at(1));
+        break;
+      case StepKind::kAct:
+        os << " in=" << st.in << " fn=" << name_of(kAct, st.act) << " alpha=" << fmt_float(st.alpha);
+        break;
+      case StepKind::kConcat:
+        os << " parts=";
+        for (size_t k = 0; k < st.operands.size(); ++k) os << (k ? "," : "") << operand_text(st.operands[k]);
+        break;
+      case StepKind::kGather:
+        os << " in=" << st.in << " channels=";
+        for (size_t k = 0; k < st.channels.size(); ++k) os << (k ? "," : "") << st.channels[k];
+        break;
+      case StepKind::kSoftmax:
+        os << " in=" << st.in << " group=" << st.group << " log=" << (st.log ? 1 : 0);
+        break;
+      case StepKind::kReduce:
+        os << " in=" << st.in << " fn=" << name_of(kReduce, st.reduce);
+        break;
+    }
+    os << " phase=" << st.phase;
+    if (!st.name.empty()) os << " name=" << encode_name(st.name);
+    os << '\n';
+  }
+  os << "head kind=" << name_of(kHead, spec.head.kind) << " buffer=" << spec.head.buffer
+     << " levels=" << spec.head.levels << " scale=" << fmt_float(spec.head.value_scale)
+     << " offset=" << fmt_float(spec.head.value_offset) << '\n';
+  os << "end\n";
+  return os.str();
+}
+
+ColumnProgram build_from_spec(const ProgramSpec& spec, const std::vector<ConstTensor>& consts, int64_t batch) {
+  if (consts.size() != spec.inputs.size())
+    throw std::invalid_argument("the program spec declares " + std::to_string(spec.inputs.size()) +
+                                " input arrays, got " + std::to_string(consts.size()));
+  auto shape_text = [](const ConstTensor& t) {
+    return "(" + std::to_string(t.n) + ", " + std::to_string(t.h) + ", " + std::to_string(t.w) + ", " +
+           std::to_string(t.c) + ")";
+  };
+  ColumnProgram prog(spec.height, spec.width, spec.channels, spec.buffer_channels);
+  // Input index -> constant index in the program (-1 for kernels, which add_conv reads directly).
+  std::vector<int> const_of(consts.size(), -1);
+  for (size_t k = 0; k < consts.size(); ++k) {
+    const ConstTensor& t = consts[k];
+    const SpecInput& in = spec.inputs[k];
+    const std::string where = "input " + std::to_string(k);
+    if (static_cast<int64_t>(t.data.size()) != t.n * t.h * t.w * t.c)
+      throw std::invalid_argument(where + ": " + std::to_string(t.data.size()) + " floats for shape " + shape_text(t));
+    if (in.is_kernel) {
+      if (t.n != in.shape[0] || t.h != in.shape[1] || t.w != in.shape[2] || t.c != in.shape[3])
+        throw std::invalid_argument(where + " (a conv kernel): expected shape (" + std::to_string(in.shape[0]) +
+                                    ", " + std::to_string(in.shape[1]) + ", " + std::to_string(in.shape[2]) +
+                                    ", " + std::to_string(in.shape[3]) + "), got " + shape_text(t));
+      continue;
+    }
+    if (batch > 0 && t.n != 1 && t.n != batch)
+      throw std::invalid_argument(where + " (a constant): first dimension must be 1 or the batch " +
+                                  std::to_string(batch) + ", got shape " + shape_text(t));
+    try {
+      const_of[k] = prog.add_const(t);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(where + " (a constant): " + e.what());
+    }
+  }
+  for (const SpecStep& st : spec.steps) {
+    try {
+      switch (st.kind) {
+        case StepKind::kConv: {
+          const ConstTensor& k = consts[st.kernel];
+          prog.add_conv(st.out, st.in, k.data.data(), static_cast<int>(k.n), static_cast<int>(k.h), st.dh, st.dw,
+                        st.same_padding, st.phase, st.name);
+          break;
+        }
+        case StepKind::kBinary: {
+          const SpecOperand &a = st.operands.at(0), &b = st.operands.at(1);
+          if (!a.is_input && !b.is_input)
+            prog.add_binary(st.out, {a.index, b.index}, st.binary, -1, false, st.phase, st.name);
+          else if (a.is_input)
+            prog.add_binary(st.out, {b.index}, st.binary, const_of[a.index], true, st.phase, st.name);
+          else
+            prog.add_binary(st.out, {a.index}, st.binary, const_of[b.index], false, st.phase, st.name);
+          break;
+        }
+        case StepKind::kAct:
+          prog.add_act(st.out, st.in, st.act, st.alpha, st.phase, st.name);
+          break;
+        case StepKind::kConcat: {
+          std::vector<int> ins;
+          std::vector<std::pair<bool, int>> parts;
+          for (const SpecOperand& o : st.operands) {
+            if (o.is_input) {
+              parts.push_back({true, const_of[o.index]});
+            } else {
+              parts.push_back({false, static_cast<int>(ins.size())});
+              ins.push_back(o.index);
+            }
+          }
+          prog.add_concat(st.out, std::move(ins), std::move(parts), st.phase, st.name);
+          break;
+        }
+        case StepKind::kGather:
+          prog.add_gather(st.out, st.in, st.channels, st.phase, st.name);
+          break;
+        case StepKind::kSoftmax:
+          prog.add_softmax(st.out, st.in, st.group, st.log, st.phase, st.name);
+          break;
+        case StepKind::kReduce:
+          prog.add_reduce(st.out, st.in, st.reduce, st.phase, st.name);
+          break;
+      }
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument("program spec line " + std::to_string(st.line) + ": " + e.what());
+    }
+  }
+  prog.set_head(spec.head);
+  return prog;
+}
+
+ColumnProgram build_from_spec(const std::string& spec, const std::vector<ConstTensor>& consts, int64_t batch) {
+  return build_from_spec(parse_program_spec(spec), consts, batch);
+}
+
+}  // namespace pcf

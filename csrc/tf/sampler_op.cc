@@ -1,0 +1,179 @@
+// TF adapter: the cached incremental sampler as TF ops, a thin wrapper over csrc/core/program_spec (text
+// program -> ColumnProgram) and ColumnProgram::sample run on TF's intra-op pool.
+//
+// PixelcnnFastSample: the program is a string attr (fixed per graph node), its arrays are float inputs
+// (so kernels, biases and label embeddings are graph tensors that follow the model's variables inside a
+// tf.function or a Keras callback). The program is rebuilt from spec + arrays on every call: building
+// packs the conv weights once (O(weights)), small against sampling (O(n x H x W x weights)), and a
+// per-call program needs no locking when one kernel instance runs concurrently (ColumnProgram::prepare
+// mutates). The spec is parsed once, in the constructor, so a malformed spec fails when the node is built.
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/framework/tensor.h"
+
+#include "../core/program_spec.h"
+#include "tf_parallel.h"
+
+namespace tensorflow {
+namespace {
+
+using shape_inference::DimensionHandle;
+using shape_inference::InferenceContext;
+using shape_inference::ShapeHandle;
+
+// Parses the spec attr into *spec, turning the core's std::invalid_argument into InvalidArgument.
+Status ParseSpec(const std::string& text, pcf::ProgramSpec* spec) {
+  try {
+    *spec = pcf::parse_program_spec(text);
+  } catch (const std::invalid_argument& e) {
+    return errors::InvalidArgument("pixelcnn_fast sample: bad spec attr: ", e.what());
+  }
+  return OkStatus();
+}
+
+Status RequireScalar(const Tensor& t, const char* what) {
+  if (t.dims() != 0)
+    return errors::InvalidArgument("pixelcnn_fast sample: ", what, " must be a scalar, got shape ",
+                                   t.shape().DebugString());
+  return OkStatus();
+}
+
+class SampleOp : public OpKernel {
+ public:
+  explicit SampleOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    std::string text;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("spec", &text));
+    OP_REQUIRES_OK(ctx, ParseSpec(text, &spec_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    OpInputList consts;
+    OP_REQUIRES_OK(ctx, ctx->input_list("consts", &consts));
+    const Tensor& n_t = ctx->input(consts.size());
+    const Tensor& seed_t = ctx->input(consts.size() + 1);
+    const Tensor& temp_t = ctx->input(consts.size() + 2);
+    OP_REQUIRES_OK(ctx, RequireScalar(n_t, "n"));
+    OP_REQUIRES_OK(ctx, RequireScalar(seed_t, "seed"));
+    OP_REQUIRES_OK(ctx, RequireScalar(temp_t, "temperature"));
+    const int64_t n = n_t.scalar<int64_t>()();
+    const uint64_t seed = static_cast<uint64_t>(seed_t.scalar<int64_t>()());  // the bits of a uint64 seed
+    const float temperature = temp_t.scalar<float>()();
+    OP_REQUIRES(ctx, n >= 1, errors::InvalidArgument("pixelcnn_fast sample: n must be >= 1, got ", n));
+    OP_REQUIRES(ctx, temperature > 0.0f && std::isfinite(temperature),
+                errors::InvalidArgument("pixelcnn_fast sample: temperature must be a positive finite number, got ",
+                                        temperature));
+    OP_REQUIRES(ctx, consts.size() == static_cast<int>(spec_.inputs.size()),
+                errors::InvalidArgument("pixelcnn_fast sample: the spec declares ", spec_.inputs.size(),
+                                        " const arrays, got ", consts.size()));
+    std::vector<pcf::ConstTensor> arrays(consts.size());
+    for (int k = 0; k < consts.size(); ++k) {
+      const Tensor& t = consts[k];
+      OP_REQUIRES(ctx, t.dims() == 4,
+                  errors::InvalidArgument("pixelcnn_fast sample: consts[", k, "] (",
+                                          spec_.inputs[k].is_kernel ? "a conv kernel (kh, kw, cin, cout)"
+                                                                    : "a constant (n|1, H|1, W|1, C)",
+                                          ") must have rank 4, got shape ", t.shape().DebugString()));
+      pcf::ConstTensor& a = arrays[k];
+      a.n = t.dim_size(0);
+      a.h = t.dim_size(1);
+      a.w = t.dim_size(2);
+      a.c = t.dim_size(3);
+      auto flat = t.flat<float>();
+      a.data.assign(flat.data(), flat.data() + flat.size());
+    }
+    pcf::ColumnProgram prog(1, 1, 1, {1});
+    try {
+      prog = pcf::build_from_spec(spec_, arrays, n);
+    } catch (const std::invalid_argument& e) {
+      ctx->CtxFailure(errors::InvalidArgument("pixelcnn_fast sample: consts do not fit the spec: ", e.what()));
+      return;
+    }
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({n, spec_.height, spec_.width, spec_.channels}), &out));
+    try {
+      prog.sample(n, seed, temperature, 0, out->flat<int32>().data(), nullptr, pcf_tf::TfParallel(ctx));
+    } catch (const std::exception& e) {
+      ctx->CtxFailure(errors::Internal("pixelcnn_fast sample: ", e.what()));
+    }
+  }
+
+ private:
+  pcf::ProgramSpec spec_;
+};
+
+// Parses a spec and writes it back canonically: lets Python check a spec without arrays (and tests check
+// that the Python writer and the C++ parser agree on every field).
+class ProgramSpecCanonicalOp : public OpKernel {
+ public:
+  explicit ProgramSpecCanonicalOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& in = ctx->input(0);
+    OP_REQUIRES(ctx, in.dims() == 0,
+                errors::InvalidArgument("pixelcnn_fast program_spec_canonical: spec must be a scalar string, got "
+                                        "shape ", in.shape().DebugString()));
+    pcf::ProgramSpec spec;
+    OP_REQUIRES_OK(ctx, ParseSpec(std::string(in.scalar<tstring>()()), &spec));
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &out));
+    out->scalar<tstring>()() = pcf::format_program_spec(spec);
+  }
+};
+
+}  // namespace
+
+REGISTER_OP("PixelcnnFastSample")
+    .Attr("spec: string")
+    .Attr("N: int >= 0")
+    .Input("consts: N * float")
+    .Input("n: int64")
+    .Input("seed: int64")
+    .Input("temperature: float")
+    .Output("levels: int32")
+    .SetIsStateful()  // fixed seed => deterministic, but sampling must never be constant-folded or CSE'd away
+    .SetShapeFn([](InferenceContext* c) {
+      std::string text;
+      TF_RETURN_IF_ERROR(c->GetAttr("spec", &text));
+      pcf::ProgramSpec spec;
+      TF_RETURN_IF_ERROR(ParseSpec(text, &spec));
+      int num;
+      TF_RETURN_IF_ERROR(c->GetAttr("N", &num));
+      if (num != static_cast<int>(spec.inputs.size()))
+        return errors::InvalidArgument("pixelcnn_fast sample: the spec declares ", spec.inputs.size(),
+                                       " const arrays, got ", num);
+      ShapeHandle unused;
+      for (int k = 0; k < num; ++k) TF_RETURN_IF_ERROR(c->WithRank(c->input(k), 4, &unused));
+      for (int k = num; k < num + 3; ++k) TF_RETURN_IF_ERROR(c->WithRank(c->input(k), 0, &unused));
+      DimensionHandle nd = c->UnknownDim();
+      if (const Tensor* t = c->input_tensor(num)) {
+        const int64_t n = t->scalar<int64_t>()();
+        if (n < 1) return errors::InvalidArgument("pixelcnn_fast sample: n must be >= 1, got ", n);
+        nd = c->MakeDim(n);
+      }
+      c->set_output(0, c->MakeShape({nd, c->MakeDim(spec.height), c->MakeDim(spec.width),
+                                     c->MakeDim(spec.channels)}));
+      return OkStatus();
+    })
+    .Doc("Draws n images (levels int32 (n, H, W, C)) from a column program (spec, see csrc/core/program_spec.h) "
+         "with the cached incremental executor; seed is read as uint64 bits.");
+
+REGISTER_OP("PixelcnnFastProgramSpecCanonical")
+    .Input("spec: string")
+    .Output("canonical: string")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->Scalar());
+      return OkStatus();
+    })
+    .Doc("Parses a column-program spec and returns its canonical text (errors name the line and token).");
+
+REGISTER_KERNEL_BUILDER(Name("PixelcnnFastSample")
+                            .Device(DEVICE_CPU),
+                        SampleOp);
+REGISTER_KERNEL_BUILDER(Name("PixelcnnFastProgramSpecCanonical").Device(DEVICE_CPU), ProgramSpecCanonicalOp);
+
+}  // namespace tensorflow
