@@ -167,45 +167,10 @@ class Sampler:
         return out
 
     def _executor(self, n, conditions):
-        p = self.program
-        consts = p.evaluate_consts(n, conditions)
-        keys = analyse_causality(p, consts)  # raises NotCausalError naming the layer
-        exe = core().ColumnProgram(*p.image_shape, [int(c) for c in p.buffer_channels])
-        slot = {}
-
-        def const_index(i):
-            if i not in slot:
-                slot[i] = exe.add_const(_const_4d(consts[i]))
-            return slot[i]
-
-        for st in p.steps:
-            phase, name = _phase(keys[st.out]), f"{st.layer} ({st.op_type} {st.op_name})"
-            if st.kind == "conv":
-                kernel = np.ascontiguousarray(conv_kernel_4d(st, consts[st.consts[0]]), np.float32)
-                exe.add_conv(st.out, st.ins[0], kernel, st.attrs["dh"], st.attrs["dw"],
-                             st.attrs["padding"] == "SAME", phase, name)
-            elif st.kind == "binary":
-                if len(st.ins) == 2:
-                    exe.add_binary(st.out, st.ins, st.attrs["fn"], -1, False, phase, name)
-                else:
-                    exe.add_binary(st.out, st.ins, st.attrs["fn"], const_index(st.consts[0]),
-                                   st.attrs["const_first"], phase, name)
-            elif st.kind == "act":
-                exe.add_act(st.out, st.ins[0], st.attrs["fn"], st.attrs.get("alpha", 0.2), phase, name)
-            elif st.kind == "concat":
-                parts = [(False, i) if kind == "buf" else (True, const_index(st.consts[i]))
-                         for kind, i in st.attrs["order"]]
-                exe.add_concat(st.out, st.ins, parts, phase, name)
-            elif st.kind == "gather":
-                exe.add_gather(st.out, st.ins[0], st.attrs["channels"], phase, name)
-            elif st.kind == "softmax":
-                exe.add_softmax(st.out, st.ins[0], st.attrs["group"], st.attrs["log"], phase, name)
-            elif st.kind == "reduce":
-                exe.add_reduce(st.out, st.ins[0], st.attrs["fn"], phase, name)
-            else:  # pragma: no cover - lowering emits only the kinds above
-                raise AssertionError(st.kind)
-        exe.set_head(self.kind, p.logits_buffer, self.head_levels, self.value_scale, self.value_offset)
-        return exe
+        """The C++ program for one call: constants evaluated now, written as a spec, built in C++."""
+        consts = self.program.evaluate_consts(n, conditions)
+        spec, arrays = program_spec(self, consts)
+        return core().ColumnProgram.from_spec(spec, arrays, n)
 
     # ------------------------------------------------------------------------------------------
     def sample(self, n, seed=0, temperature=1.0, conditions=None, progress=False, return_margins=False):
@@ -234,3 +199,95 @@ class Sampler:
         image = np.ascontiguousarray(image, np.float32)
         conds = self._check_conditions(image.shape[0], conditions)
         return self._executor(image.shape[0], conds).teacher_forced(image)
+
+
+# ----------------------------------------------------------------------------- program spec
+# The one writer of a lowered program for the C++ executor (csrc/core/program_spec.h, version 1):
+# the pybind module and the TF op both build from this text plus the arrays it lists.
+SPEC_MAGIC = "pixelcnn_fast.column_program 1"
+
+
+def _f32(x):
+    # "%.9g" of the float32 value: exact for float32 and byte-identical to the C++ writer's output.
+    return "%.9g" % float(np.float32(x))
+
+
+def _encode_name(name):
+    out = []
+    for b in name.encode("utf-8"):
+        out.append("%%%02X" % b if b <= 0x20 or b >= 0x7F or b == 0x25 else chr(b))
+    return "".join(out)
+
+
+def _walk(sampler, consts):
+    """(spec text, recipes): recipes[k] says how op input k is made from the constant slots:
+    ("const", slot) a broadcast constant as rank 4; ("kernel", slot, step) a conv's kernel as
+    (kh, kw, cin, cout). Mirrors Sampler._executor step for step (same phases, names, head)."""
+    p = sampler.program
+    keys = analyse_causality(p, consts)  # raises NotCausalError naming the layer
+    recipes, index = [], {}
+
+    def use(kind, slot, step=None):
+        key = (kind, slot) if kind == "const" else (kind, slot, id(step))
+        if key not in index:
+            index[key] = len(recipes)
+            recipes.append((kind, slot, step))
+        return index[key]
+
+    lines = []
+    for st in p.steps:
+        phase, name = _phase(keys[st.out]), f"{st.layer} ({st.op_type} {st.op_name})"
+        if st.kind == "conv":
+            k = use("kernel", st.consts[0], st)
+            args = (f"in={st.ins[0]} kernel={k} dh={st.attrs['dh']} dw={st.attrs['dw']} "
+                    f"padding={'same' if st.attrs['padding'] == 'SAME' else 'valid'}")
+        elif st.kind == "binary":
+            if len(st.ins) == 2:
+                a, b = f"b{st.ins[0]}", f"b{st.ins[1]}"
+            else:
+                c = f"i{use('const', st.consts[0])}"
+                a, b = (c, f"b{st.ins[0]}") if st.attrs["const_first"] else (f"b{st.ins[0]}", c)
+            args = f"fn={st.attrs['fn']} a={a} b={b}"
+        elif st.kind == "act":
+            args = f"in={st.ins[0]} fn={st.attrs['fn']} alpha={_f32(st.attrs.get('alpha', 0.2))}"
+        elif st.kind == "concat":
+            parts = [f"b{st.ins[i]}" if kind == "buf" else f"i{use('const', st.consts[i])}"
+                     for kind, i in st.attrs["order"]]
+            args = "parts=" + ",".join(parts)
+        elif st.kind == "gather":
+            args = f"in={st.ins[0]} channels=" + ",".join(str(int(c)) for c in st.attrs["channels"])
+        elif st.kind == "softmax":
+            args = f"in={st.ins[0]} group={st.attrs['group']} log={int(bool(st.attrs['log']))}"
+        elif st.kind == "reduce":
+            args = f"in={st.ins[0]} fn={st.attrs['fn']}"
+        else:  # pragma: no cover - lowering emits only the kinds above
+            raise AssertionError(st.kind)
+        lines.append(f"{st.kind} out={st.out} {args} phase={phase} name={_encode_name(name)}")
+    h, w, c = p.image_shape
+    head = (f"head kind={sampler.kind} buffer={p.logits_buffer} levels={sampler.head_levels} "
+            f"scale={_f32(sampler.value_scale)} offset={_f32(sampler.value_offset)}")
+    inputs = []
+    for k, (kind, slot, step) in enumerate(recipes):
+        if kind == "const":
+            inputs.append(f"input index={k} kind=const")
+        else:
+            shape = conv_kernel_4d(step, consts[slot]).shape
+            inputs.append(f"input index={k} kind=kernel shape=" + ",".join(str(int(d)) for d in shape))
+    text = "\n".join([SPEC_MAGIC, f"image height={h} width={w} channels={c}",
+                      "buffers channels=" + ",".join(str(int(b)) for b in p.buffer_channels),
+                      *inputs, *lines, head, "end"]) + "\n"
+    return text, recipes
+
+
+def _array_np(recipe, consts):
+    kind, slot, step = recipe
+    if kind == "const":
+        return _const_4d(consts[slot])
+    return np.ascontiguousarray(conv_kernel_4d(step, consts[slot]), np.float32)
+
+
+def program_spec(sampler, consts):
+    """(spec text, arrays) for the op: consts are the program's constant slots as numpy arrays
+    (`sampler.program.evaluate_consts(n, conditions)`); arrays[k] is op input k, float32 rank 4."""
+    text, recipes = _walk(sampler, consts)
+    return text, [_array_np(r, consts) for r in recipes]

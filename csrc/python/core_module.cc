@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../core/column_program.h"
+#include "../core/program_spec.h"
 #include "../core/kernels.h"
 #include "../core/masked_conv.h"
 #include "../core/philox.h"
@@ -321,106 +322,28 @@ py::object rng_draw_levels(const py::object& values_obj, const std::string& head
 // ---- column program (the cached sampler's executor): a builder the Python lowering fills in ----
 namespace {
 
-template <typename E>
-E enum_arg(const std::map<std::string, E>& names, const std::string& v, const char* what) {
-  auto it = names.find(v);
-  if (it == names.end()) {
-    std::string known;
-    for (const auto& kv : names) known += (known.empty() ? "" : ", ") + kv.first;
-    throw py::value_error(std::string(what) + " must be one of " + known + ", got '" + v + "'");
-  }
-  return it->second;
-}
-
-const std::map<std::string, pcf::BinaryFn> kBinaryNames = {
-    {"add", pcf::BinaryFn::kAdd}, {"sub", pcf::BinaryFn::kSub}, {"mul", pcf::BinaryFn::kMul},
-    {"div", pcf::BinaryFn::kDiv}, {"max", pcf::BinaryFn::kMax}, {"min", pcf::BinaryFn::kMin}};
-const std::map<std::string, pcf::ActFn> kActNames = {
-    {"relu", pcf::ActFn::kRelu}, {"relu6", pcf::ActFn::kRelu6}, {"elu", pcf::ActFn::kElu},
-    {"selu", pcf::ActFn::kSelu}, {"tanh", pcf::ActFn::kTanh}, {"sigmoid", pcf::ActFn::kSigmoid},
-    {"softplus", pcf::ActFn::kSoftplus}, {"softsign", pcf::ActFn::kSoftsign},
-    {"leaky_relu", pcf::ActFn::kLeakyRelu}, {"neg", pcf::ActFn::kNeg}, {"exp", pcf::ActFn::kExp},
-    {"square", pcf::ActFn::kSquare}, {"abs", pcf::ActFn::kAbs}, {"erf", pcf::ActFn::kErf}};
-const std::map<std::string, pcf::ReduceFn> kReduceNames = {
-    {"sum", pcf::ReduceFn::kSum}, {"mean", pcf::ReduceFn::kMean}, {"max", pcf::ReduceFn::kMax},
-    {"min", pcf::ReduceFn::kMin}};
-const std::map<std::string, pcf::DrawHead> kHeadNames = {
-    {"bernoulli", pcf::DrawHead::kBernoulli}, {"logits", pcf::DrawHead::kLogits}, {"probs", pcf::DrawHead::kProbs}};
-
-// Converts std::invalid_argument from the core into ValueError (pybind maps it anyway; explicit here).
-template <typename Fn>
-auto guarded(Fn fn) {
-  try {
-    return fn();
-  } catch (const std::invalid_argument& e) {
-    throw py::value_error(e.what());
-  }
-}
-
 void bind_column_program(py::module_& m) {
   py::class_<pcf::ColumnProgram>(m, "ColumnProgram",
                                  "A lowered model's column program and its cached incremental executor.")
-      .def(py::init([](int h, int w, int c, std::vector<int64_t> channels) {
-             return guarded([&] { return new pcf::ColumnProgram(h, w, c, std::move(channels)); });
-           }),
-           py::arg("height"), py::arg("width"), py::arg("channels"), py::arg("buffer_channels"))
-      .def("add_const", [](pcf::ColumnProgram& p, const py::object& arr) {
-        const float* d = checked_input(arr, "ColumnProgram.add_const", "value", 4);
-        py::array a = py::reinterpret_borrow<py::array>(arr);
-        pcf::ConstTensor t;
-        t.n = a.shape(0); t.h = a.shape(1); t.w = a.shape(2); t.c = a.shape(3);
-        t.data.assign(d, d + a.size());
-        return guarded([&] { return p.add_const(std::move(t)); });
-      }, py::arg("value"))
-      .def("add_conv", [](pcf::ColumnProgram& p, int out, int in, const py::object& kernel, int dh, int dw,
-                          bool same, int phase, const std::string& name) {
-        const float* k = checked_input(kernel, "ColumnProgram.add_conv", "kernel", 4);
-        py::array a = py::reinterpret_borrow<py::array>(kernel);
-        guarded([&] {
-          p.add_conv(out, in, k, static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)), dh, dw, same, phase,
-                     name);
-          return 0;
-        });
-      }, py::arg("out"), py::arg("input"), py::arg("kernel"), py::arg("dh"), py::arg("dw"), py::arg("same"),
-         py::arg("phase"), py::arg("name"))
-      .def("add_binary", [](pcf::ColumnProgram& p, int out, std::vector<int> ins, const std::string& fn,
-                            int const_index, bool const_first, int phase, const std::string& name) {
-        auto f = enum_arg(kBinaryNames, fn, "fn");
-        guarded([&] { p.add_binary(out, std::move(ins), f, const_index, const_first, phase, name); return 0; });
-      }, py::arg("out"), py::arg("inputs"), py::arg("fn"), py::arg("const_index"), py::arg("const_first"),
-         py::arg("phase"), py::arg("name"))
-      .def("add_act", [](pcf::ColumnProgram& p, int out, int in, const std::string& fn, float alpha, int phase,
-                         const std::string& name) {
-        auto f = enum_arg(kActNames, fn, "fn");
-        guarded([&] { p.add_act(out, in, f, alpha, phase, name); return 0; });
-      }, py::arg("out"), py::arg("input"), py::arg("fn"), py::arg("alpha"), py::arg("phase"), py::arg("name"))
-      .def("add_concat", [](pcf::ColumnProgram& p, int out, std::vector<int> ins,
-                            std::vector<std::pair<bool, int>> parts, int phase, const std::string& name) {
-        guarded([&] { p.add_concat(out, std::move(ins), std::move(parts), phase, name); return 0; });
-      }, py::arg("out"), py::arg("inputs"), py::arg("parts"), py::arg("phase"), py::arg("name"))
-      .def("add_gather", [](pcf::ColumnProgram& p, int out, int in, std::vector<int32_t> channels, int phase,
-                            const std::string& name) {
-        guarded([&] { p.add_gather(out, in, std::move(channels), phase, name); return 0; });
-      }, py::arg("out"), py::arg("input"), py::arg("channels"), py::arg("phase"), py::arg("name"))
-      .def("add_softmax", [](pcf::ColumnProgram& p, int out, int in, int group, bool log, int phase,
-                             const std::string& name) {
-        guarded([&] { p.add_softmax(out, in, group, log, phase, name); return 0; });
-      }, py::arg("out"), py::arg("input"), py::arg("group"), py::arg("log"), py::arg("phase"), py::arg("name"))
-      .def("add_reduce", [](pcf::ColumnProgram& p, int out, int in, const std::string& fn, int phase,
-                            const std::string& name) {
-        auto f = enum_arg(kReduceNames, fn, "fn");
-        guarded([&] { p.add_reduce(out, in, f, phase, name); return 0; });
-      }, py::arg("out"), py::arg("input"), py::arg("fn"), py::arg("phase"), py::arg("name"))
-      .def("set_head", [](pcf::ColumnProgram& p, const std::string& kind, int buffer, int levels, float scale,
-                          float offset) {
-        pcf::HeadSpec h;
-        h.kind = enum_arg(kHeadNames, kind, "head");
-        h.buffer = buffer;
-        h.levels = levels;
-        h.value_scale = scale;
-        h.value_offset = offset;
-        guarded([&] { p.set_head(h); return 0; });
-      }, py::arg("kind"), py::arg("buffer"), py::arg("levels"), py::arg("value_scale"), py::arg("value_offset"))
+      .def_static("from_spec", [](const std::string& spec, const std::vector<py::object>& arrays, int64_t batch) {
+        // The arrays the spec lists (kernels and broadcast constants), rank 4 float32 C-contiguous.
+        std::vector<pcf::ConstTensor> consts;
+        for (size_t k = 0; k < arrays.size(); ++k) {
+          const std::string name = "arrays[" + std::to_string(k) + "]";
+          const float* d = checked_input(arrays[k], "ColumnProgram.from_spec", name.c_str(), 4);
+          py::array a = py::reinterpret_borrow<py::array>(arrays[k]);
+          pcf::ConstTensor t;
+          t.n = a.shape(0); t.h = a.shape(1); t.w = a.shape(2); t.c = a.shape(3);
+          t.data.assign(d, d + a.size());
+          consts.push_back(std::move(t));
+        }
+        try {
+          return new pcf::ColumnProgram(pcf::build_from_spec(spec, consts, batch));
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+      }, py::arg("spec"), py::arg("arrays"), py::arg("batch") = 0,
+         "Builds a program from its text spec (csrc/core/program_spec.h) and the arrays it lists.")
       .def("teacher_forced", [](const pcf::ColumnProgram& p, const py::object& image) {
         const float* x = checked_input(image, "ColumnProgram.teacher_forced", "image", 4);
         py::array a = py::reinterpret_borrow<py::array>(image);

@@ -11,6 +11,7 @@
 
 #include "../core/masked_conv.h"
 #include "../core/tapset.h"
+#include "tf_parallel.h"
 
 namespace tensorflow {
 namespace {
@@ -20,17 +21,7 @@ using shape_inference::InferenceContext;
 using shape_inference::ShapeHandle;
 
 
-class TfParallel final : public pcf::Parallel {
- public:
-  explicit TfParallel(OpKernelContext* ctx) : workers_(ctx->device()->tensorflow_cpu_worker_threads()) {}
-  int num_threads() const override { return workers_->num_threads; }
-  void for_each(int64_t n, int64_t cost, const pcf::RangeFn& fn) const override {
-    workers_->workers->ParallelFor(n, cost, [&fn](int64_t b, int64_t e) { fn(b, e); });
-  }
-
- private:
-  const DeviceBase::CpuWorkerThreads* workers_;
-};
+using pcf_tf::TfParallel;
 
 // Attributes shared by the three ops.
 struct MaskAttrs {
