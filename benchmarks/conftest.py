@@ -295,3 +295,34 @@ def record_flops(benchmark, gemm_peak_gflops):
 
     record.quiet = quiet
     return record
+
+
+# --------------------------------------------------------------------------- contention only
+
+@pytest.fixture
+def record_contention(benchmark):
+    """``record_flops`` without the FLOP bookkeeping, for timings that are not a FLOP rate.
+
+    The naive sampling loops (bench_sampler.py) are timed by their own clock (the loop
+    time NaiveResult reports, tracing excluded), not by pytest-benchmark's mean, so
+    ``record_flops``' gflops would be computed from the wrong time. ``quiet()`` waits
+    for a quiet CPU and restarts the window, exactly as ``record_flops.quiet``;
+    ``record(**extra)`` stores ``extra`` plus ``foreign_cpu_pct`` / ``steal_pct`` since
+    then in ``benchmark.extra_info``.
+    """
+    snap = [_cpu_snapshot()]
+
+    def quiet():
+        waited, ok = wait_for_quiet()
+        benchmark.extra_info["quiet_wait_s"] = waited
+        benchmark.extra_info["quiet_before"] = ok
+        snap[0] = _cpu_snapshot()
+
+    def record(**extra):
+        info = benchmark.extra_info
+        info.update(extra)
+        info.update(_contention_since(snap[0]))
+        return info
+
+    record.quiet = quiet
+    return record
