@@ -448,21 +448,26 @@ void for_each_slice(int64_t n, const Parallel& par, int64_t cost, Fn fn) {
 
 }  // namespace
 
+ColumnProgram::Slice ColumnProgram::make_slice(int64_t b0, int64_t b1) const {
+  Slice s;
+  s.img0 = b0;
+  s.nb = b1 - b0;
+  s.ring.resize(buffer_channels_.size());
+  for (size_t b = 0; b < buffer_channels_.size(); ++b)
+    s.ring[b].assign(ring_rows_[b] * s.nb * w_ * buffer_channels_[b], 0.0f);
+  int64_t kmax = 0;
+  for (const ProgramStep& st : steps_)
+    if (st.kind == StepKind::kConv) kmax = std::max(kmax, st.plan.kcol);
+  s.col.assign(s.nb * kmax + 16, 0.0f);  // one position's im2col rows for the slice's images
+  return s;
+}
+
 void ColumnProgram::teacher_forced(const float* image, int64_t n, float* head_out, const Parallel& par) const {
   if (head_.buffer < 0) throw std::invalid_argument("teacher_forced: no head set");
   prepare();
   const int64_t hc = buffer_channels_[head_.buffer];
   for_each_slice(n, par, int64_t(h_) * w_ * (macs_per_position() + 1), [&](int64_t b0, int64_t b1) {
-    Slice s;
-    s.img0 = b0;
-    s.nb = b1 - b0;
-    s.ring.resize(buffer_channels_.size());
-    for (size_t b = 0; b < buffer_channels_.size(); ++b)
-      s.ring[b].assign(ring_rows_[b] * s.nb * w_ * buffer_channels_[b], 0.0f);
-    int64_t kmax = 0;
-    for (const ProgramStep& st : steps_)
-      if (st.kind == StepKind::kConv) kmax = std::max(kmax, st.plan.kcol);
-    s.col.assign(s.nb * kmax + 16, 0.0f);
+    Slice s = make_slice(b0, b1);
     for (int64_t i = 0; i < h_; ++i) {
       for (int64_t j = 0; j < w_; ++j) {
         for (int64_t img = 0; img < s.nb; ++img)
@@ -484,16 +489,7 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
   for (const ProgramStep& st : steps_) max_phase = std::max(max_phase, st.phase);
   const int L = head_.levels;
   for_each_slice(n, par, int64_t(h_) * w_ * (macs_per_position() + 1), [&](int64_t b0, int64_t b1) {
-    Slice s;
-    s.img0 = b0;
-    s.nb = b1 - b0;
-    s.ring.resize(buffer_channels_.size());
-    for (size_t b = 0; b < buffer_channels_.size(); ++b)
-      s.ring[b].assign(ring_rows_[b] * s.nb * w_ * buffer_channels_[b], 0.0f);
-    int64_t kmax = 0;
-    for (const ProgramStep& st : steps_)
-      if (st.kind == StepKind::kConv) kmax = std::max(kmax, st.plan.kcol);
-    s.col.assign(s.nb * kmax + 16, 0.0f);
+    Slice s = make_slice(b0, b1);
     for (int64_t i = 0; i < h_; ++i) {
       for (int64_t j = 0; j < w_; ++j) {
         const uint32_t position = static_cast<uint32_t>(i * w_ + j);

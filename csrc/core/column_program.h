@@ -112,6 +112,7 @@ class ColumnProgram {
  private:
   struct Slice;  // per-thread ring caches of a contiguous range of images
   void prepare() const;
+  Slice make_slice(int64_t b0, int64_t b1) const;  // ring caches for images [b0, b1)
   void run_steps(Slice& s, int64_t i, int64_t j, int min_phase) const;
   void check_buffer(int b, const char* what, const std::string& name) const;
 
