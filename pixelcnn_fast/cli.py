@@ -1,0 +1,395 @@
+"""Python front end: the `pixelcnn-fast` command line (sample, check, bench, train).
+
+Every failure a user can cause (a missing or corrupt model file, a bad --n / --temperature / --seed, an
+unwritable --out, a non-causal or unsupported model) ends as ONE line on stderr, `pixelcnn-fast
+<command>: error: ...`, and a non-zero exit; no traceback. Cheap argument checks run before TensorFlow
+work starts (loading a model, lowering it), so a typo costs no waiting.
+"""
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+
+PROG = "pixelcnn-fast"
+_TRACEBACK_ENV = "PIXELCNN_FAST_TRACEBACK"
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def _one_line(exc, limit=400):
+    """An exception's message on one line (TF/Keras messages span many lines), shortened to `limit`."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (argparse's message plus a --help pointer) and exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# ----------------------------------------------------------------------------------- shared helpers
+
+def bundled_model_path():
+    """Path of the bundled model (pixelcnn_fast/assets/pixelcnn_mnist.keras), whether or not it exists."""
+    from pixelcnn_fast.train import BUNDLED_NAME
+
+    try:
+        from importlib.resources import files
+
+        return os.fspath(files("pixelcnn_fast").joinpath("assets", BUNDLED_NAME))
+    except (ImportError, TypeError, ModuleNotFoundError):
+        # A loader without filesystem paths (a zipped package): fall back on the package directory.
+        return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", BUNDLED_NAME)
+
+
+def _model_path(path):
+    if path is not None:
+        return path
+    bundled = bundled_model_path()
+    if not os.path.isfile(bundled):
+        raise CliError(f"the bundled model is not installed ({bundled} does not exist): pass --model "
+                       f"PATH.keras, or train one with '{PROG} train --out {bundled}'")
+    return bundled
+
+
+def load_model(path):
+    """keras.models.load_model(path, compile=False) with this package's layers registered; CliError
+    "cannot load model 'path': <reason>" for a missing, unreadable or corrupt file."""
+    import zipfile
+
+    where = f"cannot load model '{path}'"
+    if not os.path.exists(path):
+        raise CliError(f"{where}: no such file")
+    if os.path.isdir(path):
+        raise CliError(f"{where}: it is a directory, not a .keras file")
+    if not os.access(path, os.R_OK):
+        raise CliError(f"{where}: permission denied")
+    # Keras reports a .keras file that is not a zip archive as "File not found", which misleads: say
+    # what is wrong (a truncated download fails here too: the zip directory sits at the end).
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        raise CliError(f"{where}: not a .keras (zip) archive: the file is corrupt or truncated")
+    import keras
+
+    import pixelcnn_fast  # noqa: F401  registers MaskedConv2D for deserialisation
+    import pixelcnn_fast.models  # noqa: F401  registers ResidualBlock (the bundled architecture)
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises ValueError, OSError, KeyError, zipfile errors ... for bad files
+        raise CliError(f"{where}: {_one_line(exc)}") from exc
+
+
+def _check_count(n):
+    if n < 1:
+        raise CliError(f"--n must be a positive integer (images to draw), got {n}")
+
+
+def _check_seed(seed):
+    if not 0 <= seed < 2 ** 64:
+        raise CliError(f"--seed must be an integer in [0, 2**64), got {seed}")
+
+
+def _check_temperature(t):
+    if not (math.isfinite(t) and t > 0):
+        raise CliError(f"--temperature must be a positive finite number, got {t:g}")
+
+
+def _check_writable(out):
+    """Refuses an --out that cannot be written, BEFORE sampling (minutes of work must not be lost)."""
+    directory = os.path.dirname(os.path.abspath(out))
+    if os.path.isdir(out):
+        raise CliError(f"cannot write --out '{out}': it is a directory")
+    if not os.path.isdir(directory):
+        raise CliError(f"cannot write --out '{out}': directory '{directory}' does not exist")
+    try:
+        # Create-and-remove a file rather than os.access: access() says yes to root on a read-only mount
+        # and ignores ACLs; an actual create is the test that matches the later write.
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".pixelcnn-fast-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CliError(f"cannot write --out '{out}': directory '{directory}' is not writable "
+                       f"({exc.strerror or exc})") from exc
+    if os.path.exists(out) and not os.access(out, os.W_OK):
+        raise CliError(f"cannot write --out '{out}': the existing file is not writable")
+
+
+def _value_map(text):
+    """--value-map: a name in Sampler's VALUE_MAPS, or 'SCALE,OFFSET' (input = level * SCALE + OFFSET)."""
+    if text is None:
+        return None
+    from pixelcnn_fast.sampler import VALUE_MAPS
+
+    if text in VALUE_MAPS:
+        return text
+    parts = text.split(",")
+    try:
+        if len(parts) == 2:
+            scale, offset = (float(p) for p in parts)
+            if math.isfinite(scale) and math.isfinite(offset):
+                return scale, offset
+    except ValueError:
+        pass
+    raise CliError(f"--value-map must be one of {', '.join(sorted(VALUE_MAPS))} or SCALE,OFFSET "
+                   f"(two numbers), got {text!r}")
+
+
+def _make_sampler(model, args):
+    from pixelcnn_fast.sampler import Sampler
+
+    kwargs = {"head": args.head, "value_map": _value_map(args.value_map), "backend": args.backend}
+    if args.output is not None:
+        kwargs["output"] = args.output
+    try:
+        return Sampler(model, **kwargs)
+    except ValueError as exc:  # NotCausalError and LoweringError are ValueErrors too
+        msg = _one_line(exc)
+        if "head" in msg or "value_map" in msg or "output=" in msg:
+            msg += " (command line: --head, --value-map, --output)"
+        raise CliError(msg) from exc
+
+
+def _describe(model, sampler):
+    h, w, c = sampler.program.image_shape
+    return f"model '{model.name}' ({h}x{w}x{c}, {sampler.head} head, {sampler.levels} levels)"
+
+
+# ----------------------------------------------------------------------------------- subcommands
+
+def cmd_sample(args):
+    from pixelcnn_fast.png import grid_shape, image_grid, write_png
+
+    _check_count(args.n)
+    _check_seed(args.seed)
+    _check_temperature(args.temperature)
+    _check_writable(args.out)
+    _value_map(args.value_map)  # refuse a malformed --value-map before loading the model
+    path = _model_path(args.model)
+    model = load_model(path)
+    sampler = _make_sampler(model, args)
+    channels = sampler.program.image_shape[2]
+    if channels not in (1, 3):
+        raise CliError(f"{_describe(model, sampler)}: a PNG grid needs 1 (grey) or 3 (RGB) image channels, "
+                       f"the model has {channels}")
+    start = time.perf_counter()
+    levels = sampler.sample(args.n, seed=args.seed, temperature=args.temperature,
+                            progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    write_png(args.out, image_grid(levels, sampler.levels))
+    rows, cols = grid_shape(args.n)
+    print(f"wrote {args.n} sample{'s' if args.n != 1 else ''} ({rows}x{cols} grid) to {args.out} "
+          f"(sampling took {seconds:.3f} s)")
+    return 0
+
+
+def cmd_check(args):
+    from pixelcnn_fast.lowering import LoweringError, NotCausalError, check
+
+    path = _model_path(args.model)
+    model = load_model(path)
+    try:
+        report = check(model)
+    except NotCausalError as exc:
+        raise CliError(f"model '{path}' is not causal: {_one_line(exc)}") from exc
+    except LoweringError as exc:
+        raise CliError(f"model '{path}' cannot be lowered for sampling: {_one_line(exc)}") from exc
+    print(report)
+    return 0
+
+
+def _naive_rows_step_costs(model, sampler, args, output, image, rows, steps):
+    """Seconds per step of the naive `rows` loop at each row in `rows`, timed over `steps` columns with
+    the loop's own per-step work (pixelcnn_fast.naive: its trace for r+1 rows, warmed once as the loop
+    does, the image crop as a constant, one forward, the draw). Reaching a deep row through the real loop
+    would take minutes; benchmarks/bench_sampler.py times rows the same way."""
+    import numpy as np
+    import tensorflow as tf
+
+    from pixelcnn_fast import naive
+    from pixelcnn_fast import rng as prng
+
+    h, w, c = sampler.program.image_shape
+    tracer = naive._Tracer(model, args.n, (h, w, c), [], sampler.head, sampler.levels)
+    uniforms = prng.uniform_grid(args.seed, args.n, h, w, c)
+    t32 = np.float32(1.0)
+    draw_head = "bernoulli" if sampler.head == "bernoulli" else output
+    cols = [int(j) for j in np.linspace(0, w - 1, min(steps, w)).round()]
+    costs, use_call = [], None
+    for r in rows:
+        fn, use_call = naive._trace_rows(tracer, r + 1, use_call)
+        fn(tf.constant(image[:, :r + 1]), tf.constant(0), tf.constant(0))  # warm, untimed
+        start = time.perf_counter()
+        for j in cols:
+            ij = (tf.constant(r, tf.int32), tf.constant(j, tf.int32))
+            values = fn(tf.constant(image[:, :r + 1]), *ij).numpy()[:, 0, :]
+            if sampler.head == "bernoulli" and output == "probs":
+                values = naive._probs_to_logits(values)
+            lv, _ = prng.draw_levels(np.ascontiguousarray(values, np.float32), draw_head, t32,
+                                     np.ascontiguousarray(uniforms[:, r, j, 0]), return_margin=True)
+            image[:, r, j, 0] = lv * sampler.value_scale + sampler.value_offset
+        costs.append((time.perf_counter() - start) / len(cols))
+    return costs
+
+
+def cmd_bench(args):
+    import numpy as np
+
+    from pixelcnn_fast import naive
+
+    _check_count(args.n)
+    _check_seed(args.seed)
+    if args.steps < 1:
+        raise CliError(f"--steps must be a positive integer, got {args.steps}")
+    path = _model_path(args.model)
+    model = load_model(path)
+    sampler = _make_sampler(model, args)
+    h, w, c = sampler.program.image_shape
+    print(f"{_describe(model, sampler)} from {path}; batch {args.n}, seed {args.seed}, "
+          f"{os.cpu_count()} CPU core(s)", flush=True)
+
+    # Cached sampler: one untimed call (first-call costs: constants, building the C++ program's caches),
+    # then the best of --repeats full-image calls.
+    levels = sampler.sample(args.n, seed=args.seed)
+    best = math.inf
+    for _ in range(max(1, args.repeats)):
+        start = time.perf_counter()
+        sampler.sample(args.n, seed=args.seed)
+        best = min(best, time.perf_counter() - start)
+    print(f"cached sampler: {best * 1e3:.1f} ms for the full {h}x{w} image (best of {max(1, args.repeats)})",
+          flush=True)
+
+    # The naive `rows` loop: row 0 through the real loop (its draws must equal the cached sampler's; its
+    # trace time is excluded, as a long run amortises it), deeper rows timed step by step. Its cost per
+    # step grows with the row, so row 0 alone would underestimate it several-fold: the cost is
+    # interpolated between the timed rows and summed over every row.
+    vm = _value_map(args.value_map) or "identity"
+    if not isinstance(vm, str):  # a SCALE,OFFSET pair; a name goes through naive's own float32 table
+        vm = (lambda scale, offset: lambda k: k * scale + offset)(*vm)
+    first = naive.sample(model, args.n, mode="rows", head=sampler.head, levels=sampler.levels,
+                         value_map=vm, seed=args.seed, output=args.output or "auto", max_steps=w * c)
+    deeper = sorted({int(round(r)) for r in np.linspace(0, h - 1, 4)[1:]} - {0})
+    image = levels.astype(np.float32) * sampler.value_scale + sampler.value_offset  # realistic content
+    costs = [first.seconds / first.steps_run] + _naive_rows_step_costs(model, sampler, args, first.output, image,
+                                                                       deeper, args.steps)
+    timed_rows = [0] + deeper
+    estimate = float(w * c * np.interp(np.arange(h), timed_rows, costs).sum())
+    print(f"naive rows loop: {', '.join(f'row {r} {t * 1e3:.1f}' for r, t in zip(timed_rows, costs))} ms "
+          f"per step (row 0: the real loop, {first.steps_run} steps; the others: {min(args.steps, w)} steps "
+          f"each); EXTRAPOLATED to all {first.steps_total} steps, interpolated over the rows: {estimate:.1f} s",
+          flush=True)
+    reached = first.levels >= 0
+    same = int(np.count_nonzero(first.levels[reached] == levels[reached]))
+    print(f"ratio: {estimate / best:,.0f}x faster than the naive rows loop (extrapolated, not a full naive "
+          f"run; the same machine and process)")
+    print(f"same draws as the naive loop on row 0: {same} of {int(reached.sum())} (a difference is possible "
+          f"only within float rounding of a CDF boundary)")
+    return 0
+
+
+def cmd_train(argv):
+    from pixelcnn_fast import train
+
+    train.main(argv)
+    return 0
+
+
+# ----------------------------------------------------------------------------------- parser
+
+def _add_sampler_flags(p):
+    p.add_argument("--model", metavar="PATH.keras", default=None,
+                   help="a saved Keras model (default: the bundled MNIST model)")
+    p.add_argument("--backend", default="cpu", help="sampler backend (default: cpu)")
+    p.add_argument("--head", choices=["bernoulli", "categorical"], default=None,
+                   help="for a model without a final sigmoid/softmax: how its output is drawn")
+    p.add_argument("--value-map", default=None, metavar="MAP",
+                   help="categorical heads: how a sampled level goes back into the model input: identity, "
+                        "level/N, level/(N-1), level/255 or SCALE,OFFSET")
+    p.add_argument("--output", choices=["logits", "probs"], default=None,
+                   help="for a model without a final sigmoid/softmax: what its values are (default: logits)")
+
+
+def build_parser():
+    parser = _Parser(prog=PROG, description="Fast PixelCNN sampling: draw digits to a PNG, check a model's "
+                                            "causality, time the cached sampler, train the bundled model.")
+    from pixelcnn_fast._version import __version__
+
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("sample", help="draw images and write them as a PNG grid",
+                       description="Draw images with the cached sampler and write them as a near-square PNG "
+                                   "grid (grey padding; level 0 black, the top level white).")
+    _add_sampler_flags(p)
+    p.add_argument("--n", type=int, default=16, help="number of images (default: 16)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--temperature", type=float, default=1.0, help="> 0; divides the logits (default: 1.0)")
+    p.add_argument("--out", default="samples.png", help="PNG file to write (default: samples.png)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("check", help="lower a model and check its causality",
+                       description="Lower a saved model for the cached sampler and check that it is causal: no "
+                                   "prediction sees its own or a later pixel. Exit status 1 names the offending layer.")
+    p.add_argument("model", nargs="?", default=None, metavar="PATH.keras",
+                   help="a saved Keras model (default: the bundled MNIST model)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("bench", help="quick speed ratio: cached sampler vs the naive rows loop",
+                       description="Time the cached sampler on the full image against the naive 'rows' "
+                                   "loop (pixelcnn_fast.naive): row 0 by the real loop, three deeper rows "
+                                   "over --steps steps each, the cost per step interpolated over the rows "
+                                   "and extrapolated to the full image (said so in the output). Under a "
+                                   "minute for the bundled model at batch 16.")
+    _add_sampler_flags(p)
+    p.add_argument("--n", type=int, default=16, help="batch size (default: 16)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--steps", type=int, default=8,
+                   help="naive steps timed at each deeper row (default: 8)")
+    p.add_argument("--repeats", type=int, default=3, help="cached sampler timings, best taken (default: 3)")
+    p.set_defaults(func=cmd_bench)
+
+    # Listed for --help only: main() hands `train ...` to pixelcnn_fast.train.main, which owns its flags.
+    sub.add_parser("train", add_help=False, help="train the keras.io PixelCNN on binarized MNIST "
+                                                 f"('{PROG} train --help' for its flags)")
+    return parser
+
+
+def _fail(command, message):
+    print(f"{PROG}{' ' + command if command else ''}: error: {message}", file=sys.stderr)
+    return 1
+
+
+def main(argv=None):
+    """Entry point of the `pixelcnn-fast` script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv and not argv[0].startswith("-") else None
+    try:
+        if command == "train":
+            return cmd_train(argv[1:])
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return 2
+        return args.func(args)
+    except CliError as exc:
+        return _fail(command, str(exc))
+    except KeyboardInterrupt:
+        return _fail(command, "interrupted")
+    except (ValueError, OSError) as exc:  # our own checks deeper down (naive, png, train) raise these
+        return _fail(command, _one_line(exc))
+    except Exception as exc:
+        if os.environ.get(_TRACEBACK_ENV):
+            raise
+        return _fail(command, f"unexpected {type(exc).__name__}: {_one_line(exc)} (set {_TRACEBACK_ENV}=1 "
+                              f"for the traceback)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
