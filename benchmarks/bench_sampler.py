@@ -27,12 +27,10 @@ timed over a counted number of steps and extrapolated; extra_info and the report
     trace) is excluded, as it is a one-off per sampling run, not a per-step cost.
   * rows: step (i, j) runs the model on the first i+1 rows, so its cost grows with the row (the
     conv work is proportional to i+1, plus a fixed per-call overhead; measured, c(r) is concave in r
-    at small batches, where TF's two threads are not yet saturated). naive.sample always starts at row 0, so deeper rows cannot be reached with max_steps
-    in a reasonable time; instead, ROWS_SPREAD rows r spread over the image (0, 9, 18, 27) are each
-    timed over k steps with exactly the loop's per-step work -- the loop's own trace for r+1 rows
-    (naive._Tracer / naive._trace_rows, warmed once as the loop does), the image crop as a constant,
-    the call, the copy to the host, the probs->logits conversion and the Philox draw (naive.py's
-    evaluate() + draw). The cost per step c(r) is interpolated linearly between the timed rows and
+    at small batches, where TF's two threads are not yet saturated). Reaching deep rows through the
+    full loop would take minutes; instead, ROWS_SPREAD rows r spread over the image (0, 9, 18, 27)
+    are each timed over k of the loop's own steps (naive.rows_seconds_estimate: naive.sample with
+    positions at that row, starting from realistic image content, tracing excluded). The cost per step c(r) is interpolated linearly between the timed rows and
     summed over all 28 rows x 28 columns: full-image time = 28 * sum_{r=0..27} c_interp(r)
     ("extrapolated from len(ROWS_SPREAD)*k of 784 steps, integrated over the rows"). For a concave
     c(r) the chords lie below the curve, so the estimate errs low: the naive loop looks faster than
@@ -70,7 +68,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 _TESTS = str(Path(__file__).resolve().parent.parent / "tests")
 if _TESTS not in sys.path:
@@ -80,7 +77,6 @@ from fixtures import seed_models  # noqa: E402
 from sampling_checks import assert_same_images  # noqa: E402
 
 from pixelcnn_fast import lowering, naive  # noqa: E402
-from pixelcnn_fast import rng as prng  # noqa: E402
 from pixelcnn_fast.sampler import Sampler  # noqa: E402
 
 H, W, C = 28, 28, 1
@@ -215,63 +211,41 @@ def bench_naive_rows(benchmark, record_contention, ck, n):
     levels, margins = cached_reference(ck, n)
     agree = _same_images(check, levels, margins, "naive rows, row 0 (batch %d)" % n)
 
-    # The loop's own forwards for r+1 rows (naive.py: _Tracer, _trace_rows), warmed once as it does.
-    tracer = naive._Tracer(model, n, (H, W, C), [], "bernoulli", 2)
-    fns, use_call = {}, None
-    image = (levels.astype(np.float32)).copy()  # realistic content; the cost is data-independent
-    uniforms = prng.uniform_grid(SEED, n, H, W, C)
-    t32 = np.float32(1.0)
-    for r in ROWS_SPREAD:
-        fns[r], use_call = naive._trace_rows(tracer, r + 1, use_call)
-        fns[r](tf.constant(image[:, :r + 1]), tf.constant(0), tf.constant(0))
-
-    def step(r, j):
-        """naive.sample's evaluate(i, j) + draw for mode='rows', output='probs' (sigmoid head)."""
-        ij = (tf.constant(r, tf.int32), tf.constant(j, tf.int32))
-        crop = tf.constant(image[:, :r + 1])
-        values = fns[r](crop, *ij).numpy()[:, 0, :]
-        values = naive._probs_to_logits(values)
-        lv, _ = prng.draw_levels(np.ascontiguousarray(values, np.float32), "bernoulli", t32,
-                                 np.ascontiguousarray(uniforms[:, r, j, 0]), return_margin=True)
-        image[:, r, j, 0] = lv
-
-    deepest = ROWS_SPREAD[-1]
-    t0 = time.perf_counter()
-    step(deepest, 0)
-    c_deep = time.perf_counter() - t0
+    # The loop's own steps at rows spread over the image (naive.rows_seconds_estimate: positions at
+    # each row, from realistic content), the cost interpolated over the rows. k columns per row,
+    # sized by one probe of the deepest row so a round takes about NAIVE_SECONDS.
+    image = levels.astype(np.float32).copy()
+    probe = naive.sample(model, n, mode="rows", head="bernoulli", levels=2, seed=SEED,
+                         positions=[(ROWS_SPREAD[-1], 0)], image=image)
+    c_deep = probe.seconds / probe.steps_run
     k = max(ROWS_MIN_K, min(ROWS_MAX_K, int(math.ceil(NAIVE_SECONDS / len(ROWS_SPREAD) / max(c_deep, 1e-6)))))
-    cols = [int(j) for j in np.linspace(0, W - 1, k).round()]
-    per_round = []
+    per_round, est = [], []
 
     def run():
-        cost = []
-        for r in ROWS_SPREAD:
-            t0 = time.perf_counter()
-            for j in cols:
-                step(r, j)
-            cost.append((time.perf_counter() - t0) / len(cols))
+        e, cost = naive.rows_seconds_estimate(model, n, rows=ROWS_SPREAD, steps_per_row=k, image=image,
+                                              head="bernoulli", levels=2, seed=SEED)
         per_round.append(cost)
+        est.append(e)
 
     record_contention.quiet()
     benchmark.pedantic(run, rounds=NAIVE_ROUNDS, warmup_rounds=0, iterations=1)
-    est = [float(W * C * np.interp(np.arange(H), ROWS_SPREAD, cost).sum()) for cost in per_round]
     c_rows = np.mean(per_round, axis=0)
     # Affinity of c(r) in r: the middle rows against the line through the end rows.
     line = np.interp(ROWS_SPREAD, [ROWS_SPREAD[0], ROWS_SPREAD[-1]], [c_rows[0], c_rows[-1]])
-    steps = len(ROWS_SPREAD) * len(cols)
+    steps = len(ROWS_SPREAD) * min(k, W)
     record_contention(
         timed="extrapolated from %d of %d steps (%d at each of rows %s), integrated over the rows"
-              % (steps, STEPS_TOTAL, len(cols), ", ".join(map(str, ROWS_SPREAD))),
+              % (steps, STEPS_TOTAL, min(k, W), ", ".join(map(str, ROWS_SPREAD))),
         extrapolation="cost per step c(r) timed at rows %s with the loop's own per-step work, interpolated "
                       "linearly in r and summed: %d x sum_{r=0..%d} c(r) per round"
                       % (list(ROWS_SPREAD), W * C, H - 1),
-        steps_timed=steps, rows_spread=list(ROWS_SPREAD), steps_per_row=len(cols),
+        steps_timed=steps, rows_spread=list(ROWS_SPREAD), steps_per_row=min(k, W),
         est_full_s=float(np.mean(est)), est_full_s_median=float(np.median(est)), est_full_s_rounds=est,
         per_step_s_by_row={str(r): float(c) for r, c in zip(ROWS_SPREAD, c_rows)},
         rows_affine_dev_pct=float(100 * np.max(np.abs(c_rows - line) / line)),
         rows_check_real_loop_row0_per_step_s=check.seconds / check.steps_run,
         rows_check_timed_row0_per_step_s=float(c_rows[0]),
-        trace_s=tracer.trace_seconds + check.trace_seconds, draws_agree_with_cached=agree)
+        trace_s=check.trace_seconds, draws_agree_with_cached=agree)
 
 
 # --------------------------------------------------------------------------- the benchmarks

@@ -1,6 +1,5 @@
 """Python front end: argument checks shared by the fast op and the reference (one place, one wording)."""
 
-import tensorflow as tf
 
 from pixelcnn_fast.masks import check_mask_args
 

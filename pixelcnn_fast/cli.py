@@ -204,40 +204,6 @@ def cmd_check(args):
     return 0
 
 
-def _naive_rows_step_costs(model, sampler, args, output, image, rows, steps):
-    """Seconds per step of the naive `rows` loop at each row in `rows`, timed over `steps` columns with
-    the loop's own per-step work (pixelcnn_fast.naive: its trace for r+1 rows, warmed once as the loop
-    does, the image crop as a constant, one forward, the draw). Reaching a deep row through the real loop
-    would take minutes; benchmarks/bench_sampler.py times rows the same way."""
-    import numpy as np
-    import tensorflow as tf
-
-    from pixelcnn_fast import naive
-    from pixelcnn_fast import rng as prng
-
-    h, w, c = sampler.program.image_shape
-    tracer = naive._Tracer(model, args.n, (h, w, c), [], sampler.head, sampler.levels)
-    uniforms = prng.uniform_grid(args.seed, args.n, h, w, c)
-    t32 = np.float32(1.0)
-    draw_head = "bernoulli" if sampler.head == "bernoulli" else output
-    cols = [int(j) for j in np.linspace(0, w - 1, min(steps, w)).round()]
-    costs, use_call = [], None
-    for r in rows:
-        fn, use_call = naive._trace_rows(tracer, r + 1, use_call)
-        fn(tf.constant(image[:, :r + 1]), tf.constant(0), tf.constant(0))  # warm, untimed
-        start = time.perf_counter()
-        for j in cols:
-            ij = (tf.constant(r, tf.int32), tf.constant(j, tf.int32))
-            values = fn(tf.constant(image[:, :r + 1]), *ij).numpy()[:, 0, :]
-            if sampler.head == "bernoulli" and output == "probs":
-                values = naive._probs_to_logits(values)
-            lv, _ = prng.draw_levels(np.ascontiguousarray(values, np.float32), draw_head, t32,
-                                     np.ascontiguousarray(uniforms[:, r, j, 0]), return_margin=True)
-            image[:, r, j, 0] = lv * sampler.value_scale + sampler.value_offset
-        costs.append((time.perf_counter() - start) / len(cols))
-    return costs
-
-
 def cmd_bench(args):
     import numpy as np
 
@@ -276,8 +242,12 @@ def cmd_bench(args):
                          value_map=vm, seed=args.seed, output=args.output or "auto", max_steps=w * c)
     deeper = sorted({int(round(r)) for r in np.linspace(0, h - 1, 4)[1:]} - {0})
     image = levels.astype(np.float32) * sampler.value_scale + sampler.value_offset  # realistic content
-    costs = [first.seconds / first.steps_run] + _naive_rows_step_costs(model, sampler, args, first.output, image,
-                                                                       deeper, args.steps)
+    # Deeper rows through the loop's own steps at those rows (naive.rows_seconds_estimate), from row 0's
+    # measured cost and theirs, interpolated over every row.
+    _, deep_costs = naive.rows_seconds_estimate(
+        model, args.n, rows=deeper, steps_per_row=args.steps, image=image, head=sampler.head,
+        levels=sampler.levels, value_map=vm, seed=args.seed, output=first.output)
+    costs = [first.seconds / first.steps_run] + deep_costs
     timed_rows = [0] + deeper
     estimate = float(w * c * np.interp(np.arange(h), timed_rows, costs).sum())
     print(f"naive rows loop: {', '.join(f'row {r} {t * 1e3:.1f}' for r, t in zip(timed_rows, costs))} ms "

@@ -362,7 +362,8 @@ def _rows_error(tracer, rows, exc):
 # --------------------------------------------------------------------------- the loop
 
 def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=0, temperature=1.0,
-           conditions=None, image_shape=None, output="auto", max_steps=None, progress=False):
+           conditions=None, image_shape=None, output="auto", max_steps=None, progress=False,
+           positions=None, image=None):
     """Samples n images by re-running the model on the whole (or row-cropped) image once per pixel and channel.
 
     mode:        "predict": model.predict(image, verbose=0) on the full image each step (the seeds' loop);
@@ -439,7 +440,21 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
     draw_head = "bernoulli" if head == "bernoulli" else output
 
     uniforms = _rng.uniform_grid(seed, n, h, w, c)  # one per (image, position, channel), counter-based
-    image = np.zeros((n, h, w, c), np.float32)
+    if image is None:
+        image = np.zeros((n, h, w, c), np.float32)
+    else:
+        image = np.array(image, np.float32)  # a copy: the loop writes its draws into it
+        if image.shape != (n, h, w, c):
+            raise ValueError(f"{_WHERE}: image must have shape {(n, h, w, c)}, got {image.shape}")
+    if positions is None:
+        positions = [(i, j) for i in range(h) for j in range(w)]
+    else:
+        positions = [(int(i), int(j)) for i, j in positions]
+        bad = [(i, j) for i, j in positions if not (0 <= i < h and 0 <= j < w)]
+        if bad:
+            raise ValueError(f"{_WHERE}: positions must lie in the {h}x{w} image, got {bad[0]}")
+        steps_total = len(positions) * c
+        limit = steps_total if max_steps is None else min(max_steps, steps_total)
     out_levels = np.full((n, h, w, c), -1, np.int32)
     out_margins = np.full((n, h, w, c), np.nan, np.float32)
 
@@ -481,28 +496,27 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
 
     steps = 0
     start = time.perf_counter()
-    for i in range(h):
-        for j in range(w):
-            for ch in range(c):
-                if steps >= limit:
-                    break
-                values = evaluate(i, j)[:, ch, :]
-                if output == "probs" and (np.any(values < 0) or np.any(values > 1)):
-                    bad = values[(values < 0) | (values > 1)][0]
-                    raise ValueError(f"{_WHERE}: output='probs' but the model output at row {i}, column {j}, "
-                                     f"channel {ch} holds {float(bad)!r}, outside [0, 1]; pass "
-                                     f"output='logits' if the model emits logits")
-                if head == "bernoulli" and output == "probs":
-                    values = _probs_to_logits(values)
-                lv, margin = _rng.draw_levels(np.ascontiguousarray(values, np.float32), draw_head, t32,
-                                              np.ascontiguousarray(uniforms[:, i, j, ch]), return_margin=True)
-                out_levels[:, i, j, ch] = lv
-                out_margins[:, i, j, ch] = margin
-                image[:, i, j, ch] = table[lv]
-                steps += 1
-        if progress:
+    for i, j in positions:  # one pixel at a time, its channels in order
+        for ch in range(c):
+            if steps >= limit:
+                break
+            values = evaluate(i, j)[:, ch, :]
+            if output == "probs" and (np.any(values < 0) or np.any(values > 1)):
+                bad = values[(values < 0) | (values > 1)][0]
+                raise ValueError(f"{_WHERE}: output='probs' but the model output at row {i}, column {j}, "
+                                 f"channel {ch} holds {float(bad)!r}, outside [0, 1]; pass "
+                                 f"output='logits' if the model emits logits")
+            if head == "bernoulli" and output == "probs":
+                values = _probs_to_logits(values)
+            lv, margin = _rng.draw_levels(np.ascontiguousarray(values, np.float32), draw_head, t32,
+                                          np.ascontiguousarray(uniforms[:, i, j, ch]), return_margin=True)
+            out_levels[:, i, j, ch] = lv
+            out_margins[:, i, j, ch] = margin
+            image[:, i, j, ch] = table[lv]
+            steps += 1
+        if progress and j == w - 1:
             pixels = n * (steps // c)
-            print(f"naive sample ({mode}): {steps // (w * c)}/{h} rows done, {pixels} pixels "
+            print(f"naive sample ({mode}): {i + 1}/{h} rows done, {pixels} pixels "
                   f"({n} images), {pixels / max(loop_seconds(), 1e-9):.1f} pixels/s", file=sys.stderr,
                   flush=True)
         if steps >= limit:
@@ -517,3 +531,21 @@ def _probs_to_logits(p):
     p64 = p.astype(np.float64)
     with np.errstate(divide="ignore"):
         return (np.log(p64) - np.log1p(-p64)).astype(np.float32)
+
+
+def rows_seconds_estimate(model, n, *, rows, steps_per_row, image=None, **kwargs):
+    """Estimated seconds of a full `rows` loop: its cost per step grows with the row (the crop), so the
+    loop's own steps are timed at a few `rows` (steps_per_row columns each, from `image`, default
+    zeros), the cost interpolated linearly between them and summed over every row and channel.
+    Returns (estimate, [seconds per step at each row]). kwargs go to sample() (head, levels, ...).
+    Running the loop down to a deep row would take minutes; the benchmarks and the CLI use this."""
+    shape = kwargs.pop("image_shape", None)
+    h, w, c = _resolve_image_shape(model, shape)
+    columns = [int(j) for j in np.linspace(0, w - 1, min(steps_per_row, w)).round()]
+    costs = []
+    for r in rows:
+        res = sample(model, n, mode="rows", image_shape=shape, positions=[(r, j) for j in columns],
+                     image=image, **kwargs)
+        costs.append(res.seconds / res.steps_run)
+    estimate = float(w * c * np.interp(np.arange(h), list(rows), costs).sum())
+    return estimate, costs

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from pixelcnn_fast._ext import tf_ops
-from pixelcnn_fast.sampler import SPEC_MAGIC, _walk, program_spec  # noqa: F401 (re-exported)
+from pixelcnn_fast.sampler import _walk, program_spec  # noqa: F401 (program_spec re-exported)
 
 __all__ = ["program_spec", "sample_op", "canonical_spec"]
 

@@ -366,3 +366,33 @@ def test_conditions_are_checked():
         naive.sample(sm.model, 2, head="bernoulli")
     with pytest.raises(ValueError, match=r"conditions\[0\] must have shape \(n, \.\.\.\) with n = 2.*\(3, 10\)"):
         naive.sample(sm.model, 2, head="bernoulli", conditions=labels_for(sm, 3))
+
+
+def test_positions_from_a_given_image_repeat_the_full_loops_draws():
+    # Visiting a few pixels from the full loop's own final image must draw exactly what the loop drew
+    # there: the same uniforms, the same model inputs before each pixel (causality).
+    sm = built("keras_io", height=5, width=6)
+    full = run(sm, 2, "rows", seed=4)
+    at = [(3, 1), (3, 2), (4, 5)]
+    part = naive.sample(sm.model, 2, mode="rows", head=sm.head, levels=sm.levels, value_map=sm.value_map,
+                        seed=4, positions=at, image=full.images)
+    assert part.steps_run == part.steps_total == len(at)
+    for i, j in at:
+        np.testing.assert_array_equal(part.levels[:, i, j], full.levels[:, i, j])
+    untouched = np.ones(part.levels.shape, bool)
+    for i, j in at:
+        untouched[:, i, j] = False
+    assert (part.levels[untouched] == -1).all()
+    with pytest.raises(ValueError, match=r"positions must lie in the 5x6 image, got \(5, 0\)"):
+        naive.sample(sm.model, 1, mode="rows", head=sm.head, positions=[(5, 0)])
+    with pytest.raises(ValueError, match=r"image must have shape \(1, 5, 6, 1\)"):
+        naive.sample(sm.model, 1, mode="rows", head=sm.head, image=np.zeros((1, 5, 5, 1)))
+
+
+def test_rows_seconds_estimate_times_the_loops_own_steps():
+    sm = built("keras_io", height=5, width=6)
+    estimate, costs = naive.rows_seconds_estimate(sm.model, 2, rows=(0, 4), steps_per_row=2, head=sm.head,
+                                                  levels=sm.levels, seed=1)
+    assert len(costs) == 2 and all(c > 0 for c in costs)
+    # 6 columns x (5 rows interpolated between the two timed rows).
+    assert estimate == pytest.approx(6 * np.interp(np.arange(5), [0, 4], costs).sum())
