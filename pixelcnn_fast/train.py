@@ -48,7 +48,10 @@ def train(out_path, epochs=25, batch_size=128, filters=128, blocks=5, learning_r
     seconds = time.perf_counter() - start
     nats, bits = heldout_nll(model, held_out)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)) or ".", exist_ok=True)
-    model.save(out_path)
+    # Saved without the optimizer's state (two more copies of every weight): it is a model to sample.
+    shipped = keras_io_pixelcnn(filters=filters, blocks=blocks, implementation=implementation)
+    shipped.set_weights(model.get_weights())
+    shipped.save(out_path)
     record = {
         "architecture": f"keras.io PixelCNN on MaskedConv2D: {filters} filters, {blocks} residual blocks, "
                         f"{model.count_params()} parameters",
