@@ -11,7 +11,7 @@ from pixelcnn_fast._ext import build_info
 from pixelcnn_fast.layers import MaskedConv2D
 from pixelcnn_fast.lowering import LoweringError, NotCausalError, check
 from pixelcnn_fast.sampler import Sampler
-from pixelcnn_fast.convert import convert
+from pixelcnn_fast.conversion import convert
 from pixelcnn_fast import models  # noqa: F401  registers ResidualBlock, so saved keras.io-style models load
 
 __all__ = ["__version__", "build_info", "MaskedConv2D", "Sampler", "check", "convert", "LoweringError",

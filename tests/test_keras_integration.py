@@ -15,7 +15,7 @@ import pytest
 
 from fixtures import seed_models
 from pixelcnn_fast import MaskedConv2D
-from pixelcnn_fast.convert import convert, find_mask
+from pixelcnn_fast.conversion import convert, find_mask
 from pixelcnn_fast.masks import make_mask
 from pixelcnn_fast.models import keras_io_pixelcnn
 from pixelcnn_fast.png import grid_shape, read_png
@@ -223,7 +223,7 @@ def test_convert_sequential_nested_and_shared_layers():
 
 def test_convert_verifies_its_result(monkeypatch):
     # The safety net: a misread layer (here: relu carried over as tanh) is caught, not returned.
-    from pixelcnn_fast import convert as convert_module
+    from pixelcnn_fast import conversion as convert_module
 
     monkeypatch.setitem(convert_module._ACTIVATIONS, "relu", "tanh")
     sm = seed_models.keras_io(filters=8, blocks=0)
