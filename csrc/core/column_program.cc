@@ -17,6 +17,17 @@ std::invalid_argument step_error(const std::string& name, const std::string& wha
   return std::invalid_argument("step '" + name + "': " + what);
 }
 
+// The fields every step has; each add_* fills in its own.
+ProgramStep new_step(StepKind kind, int out, std::vector<int> ins, int phase, const std::string& name) {
+  ProgramStep st;
+  st.kind = kind;
+  st.out = out;
+  st.ins = std::move(ins);
+  st.phase = phase;
+  st.name = name;
+  return st;
+}
+
 inline float apply_act(ActFn fn, float x, float alpha) {
   switch (fn) {
     case ActFn::kRelu: return x > 0.0f ? x : 0.0f;
@@ -128,12 +139,7 @@ void ColumnProgram::add_conv(int out, int in, const float* kernel, int kh, int k
   if (!same_padding && (kh != 1 || kw != 1))
     throw step_error(name, "padding 'valid' with a " + std::to_string(kh) + "x" + std::to_string(kw) +
                                " kernel changes the image size");
-  ProgramStep st;
-  st.kind = StepKind::kConv;
-  st.out = out;
-  st.ins = {in};
-  st.phase = phase;
-  st.name = name;
+  ProgramStep st = new_step(StepKind::kConv, out, {in}, phase, name);
   st.taps = TapSet::from_kernel(kernel, kh, kw, cin, cout);
   const int64_t pad_top = same_padding ? (int64_t(kh - 1) * dh) / 2 : 0;
   const int64_t pad_left = same_padding ? (int64_t(kw - 1) * dw) / 2 : 0;
@@ -180,15 +186,10 @@ void ColumnProgram::add_binary(int out, std::vector<int> ins, BinaryFn fn, int c
   if (const_index >= 0 && consts_[const_index].c != 1 && consts_[const_index].c != buffer_channels_[out])
     throw step_error(name, "constant has " + std::to_string(consts_[const_index].c) + " channels, output " +
                                std::to_string(buffer_channels_[out]));
-  ProgramStep st;
-  st.kind = StepKind::kBinary;
-  st.out = out;
-  st.ins = std::move(ins);
+  ProgramStep st = new_step(StepKind::kBinary, out, std::move(ins), phase, name);
   st.binary = fn;
   st.const_index = const_index;
   st.const_first = const_first;
-  st.phase = phase;
-  st.name = name;
   steps_.push_back(std::move(st));
 }
 
@@ -196,14 +197,9 @@ void ColumnProgram::add_act(int out, int in, ActFn fn, float alpha, int phase, c
   check_buffer(out, "output", name);
   check_buffer(in, "input", name);
   if (buffer_channels_[in] != buffer_channels_[out]) throw step_error(name, "activation changes the channel count");
-  ProgramStep st;
-  st.kind = StepKind::kAct;
-  st.out = out;
-  st.ins = {in};
+  ProgramStep st = new_step(StepKind::kAct, out, {in}, phase, name);
   st.act = fn;
   st.alpha = alpha;
-  st.phase = phase;
-  st.name = name;
   steps_.push_back(std::move(st));
 }
 
@@ -224,13 +220,8 @@ void ColumnProgram::add_concat(int out, std::vector<int> ins, std::vector<std::p
   if (total != buffer_channels_[out])
     throw step_error(name, "concatenated channels " + std::to_string(total) + " != output " +
                                std::to_string(buffer_channels_[out]));
-  ProgramStep st;
-  st.kind = StepKind::kConcat;
-  st.out = out;
-  st.ins = std::move(ins);
+  ProgramStep st = new_step(StepKind::kConcat, out, std::move(ins), phase, name);
   st.parts = std::move(parts);
-  st.phase = phase;
-  st.name = name;
   steps_.push_back(std::move(st));
 }
 
@@ -242,13 +233,8 @@ void ColumnProgram::add_gather(int out, int in, std::vector<int32_t> channels, i
                                std::to_string(buffer_channels_[out]));
   for (int32_t ch : channels)
     if (ch < 0 || ch >= buffer_channels_[in]) throw step_error(name, "gathered channel out of range");
-  ProgramStep st;
-  st.kind = StepKind::kGather;
-  st.out = out;
-  st.ins = {in};
+  ProgramStep st = new_step(StepKind::kGather, out, {in}, phase, name);
   st.channels = std::move(channels);
-  st.phase = phase;
-  st.name = name;
   steps_.push_back(std::move(st));
 }
 
@@ -258,14 +244,9 @@ void ColumnProgram::add_softmax(int out, int in, int group, bool log, int phase,
   if (group < 1 || buffer_channels_[in] % group != 0 || buffer_channels_[in] != buffer_channels_[out])
     throw step_error(name, "softmax groups of " + std::to_string(group) + " do not tile " +
                                std::to_string(buffer_channels_[in]) + " channels");
-  ProgramStep st;
-  st.kind = StepKind::kSoftmax;
-  st.out = out;
-  st.ins = {in};
+  ProgramStep st = new_step(StepKind::kSoftmax, out, {in}, phase, name);
   st.group = group;
   st.log = log;
-  st.phase = phase;
-  st.name = name;
   steps_.push_back(std::move(st));
 }
 
@@ -273,13 +254,8 @@ void ColumnProgram::add_reduce(int out, int in, ReduceFn fn, int phase, const st
   check_buffer(out, "output", name);
   check_buffer(in, "input", name);
   if (buffer_channels_[out] != 1) throw step_error(name, "a channel reduction writes one channel");
-  ProgramStep st;
-  st.kind = StepKind::kReduce;
-  st.out = out;
-  st.ins = {in};
+  ProgramStep st = new_step(StepKind::kReduce, out, {in}, phase, name);
   st.reduce = fn;
-  st.phase = phase;
-  st.name = name;
   steps_.push_back(std::move(st));
 }
 
