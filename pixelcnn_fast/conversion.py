@@ -12,9 +12,14 @@ Supported: functional and Sequential models (nested ones too) whose masked convo
     through one inner Conv2D (keras.io's PixelConvLayer) or a kernel variable (multiply-in-call);
   * a plain keras.layers.Conv2D whose kernel holds a non-trivial mask's zeros (a masking constraint);
   * MaskedConv2D already (re-created from its config).
+  * a sub-layer of a custom layer that also does other work (keras.io's subclassed ResidualBlock,
+    whose `self.pixel_conv` is a PixelConvLayer): the custom layer is re-created from its
+    get_config() (Keras 3 records the constructor's arguments), the masked sub-layer's attribute is
+    pointed at a MaskedConv2D, and every other variable of the layer is copied. Its call() is not
+    touched: it calls `self.pixel_conv(x)` as before, now a MaskedConv2D.
 Refused, with a ValueError naming the layer and what to change: subclassed models, and masked
-convolutions inside a layer that also does other work (keras.io's subclassed ResidualBlock): their
-call() cannot be rewritten without guessing. The model must lower: an op the lowering does not know
+convolutions that are not a sub-layer of their own (conv code inline in a custom layer's call()):
+that call() cannot be rewritten without guessing. The model must lower: an op the lowering does not know
 on the image's path is refused with its LoweringError (naming op, layer and class).
 """
 
@@ -153,9 +158,10 @@ def _signature(decision):
     return mask_type, groups, kernel.shape, bias is None, act, step.attrs["dh"], step.attrs["dw"]
 
 
-def _decide(plan, consts):
-    """None to keep the layer; (masked entry, chain) to replace it by a MaskedConv2D; raises for a
-    masked convolution buried in a layer that does more."""
+def _decide(plan, consts, sub_plans):
+    """None to keep the layer; (masked entry, chain) to replace it by a MaskedConv2D; an _Inner to
+    keep its class and replace masked sub-layers; raises for a masked convolution computed inline
+    in a layer's call()."""
     layer = plan.layer
     if isinstance(layer, MaskedConv2D):
         return None
@@ -169,7 +175,80 @@ def _decide(plan, consts):
         return plan.masked[0], simple
     if not nontrivial:
         return None  # only 1x1 convolutions inside, whose "mask B" zeroes nothing: keep it
-    step, chain, mask_type, groups, _ = nontrivial[0]
+    units = []
+    for entry in plan.masked:
+        step, chain, mask_type, groups, real = entry
+        unit = _masked_unit(layer, entry, sub_plans, consts)
+        if unit is None:
+            if real:
+                _refuse_inline(layer, entry, consts)
+            continue  # a 1x1 "mask B" conv inline in call(): nothing masked, nothing to replace
+        path, simple = unit
+        if not real and _is_keras_builtin(_follow(layer, path)):
+            continue  # a standard 1x1 Conv2D sub-layer, whose "mask B" zeroes nothing: keep it
+        units.append((path, entry, simple))
+    return _Inner(units)
+
+
+class _Inner:
+    """Decision for a custom layer that keeps its class: replace these sub-layers (attribute paths
+    from the layer) by MaskedConv2D."""
+
+    def __init__(self, units):
+        self.units = units  # [(path, masked entry, simple chain)]
+
+    def signature(self):
+        return tuple((path, _signature((entry, simple))) for path, entry, simple in self.units)
+
+
+def _attr_hop(parent, child):
+    """How `parent` holds `child`: an attribute name, or (name, index) for a list of layers."""
+    for name, value in vars(parent).items():
+        if name.startswith("_"):
+            continue  # Keras's own bookkeeping (_layers, _tracker): the user's attribute names it
+        if value is child:
+            return name
+        if isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                if v is child:
+                    return (name, i)
+    return None
+
+
+def _follow(layer, path):
+    for hop in path:
+        if layer is None:
+            return None
+        if isinstance(hop, tuple):
+            seq = getattr(layer, hop[0], None)
+            layer = seq[hop[1]] if isinstance(seq, (list, tuple)) and hop[1] < len(seq) else None
+        else:
+            layer = getattr(layer, hop, None)
+    return layer
+
+
+def _masked_unit(owner, entry, sub_plans, consts):
+    """(attribute path from owner, simple chain) of the outermost sub-layer of `owner` that is this
+    masked convolution and nothing else; None when there is none (conv code inline in a call())."""
+    step, chain = entry[0], entry[1]
+    o = next((i for i, (l, _) in enumerate(chain) if l is owner), None)
+    if o is None:
+        return None
+    path = []
+    for i in range(o + 1, len(chain)):
+        hop = _attr_hop(chain[i - 1][0], chain[i][0])
+        if hop is None:
+            return None
+        path.append(hop)
+        sub = sub_plans.get((id(chain[i][0]), chain[i][1]))
+        simple = _chain(sub, consts) if sub is not None else None
+        if simple is not None and simple[0] is step and len(sub.masked) == 1:
+            return tuple(path), simple
+    return None
+
+
+def _refuse_inline(layer, entry, consts):
+    step, chain, mask_type, groups, _ = entry
     kernel = conv_kernel_4d(step, consts[step.consts[0]])
     # Name the masked layer the user wrote: the innermost custom layer around the conv.
     custom = [i for i, (l, _) in enumerate(chain) if not _is_keras_builtin(l)]
@@ -177,14 +256,14 @@ def _decide(plan, consts):
     path = "/".join(l.name for l, _ in chain[:(custom[-1] if custom else len(chain) - 1) + 1])
     kh, kw, _, cout = kernel.shape
     raise ValueError(
-        f"convert: layer '{layer.name}' ({type(layer).__name__}) contains a masked convolution "
-        f"inside a subclassed layer ('{path}' ({type(inner).__name__}), {kh}x{kw} mask {mask_type}"
-        f"{f', color_groups={groups}' if groups != 1 else ''}) and does more than that convolution, "
-        f"so its call() cannot be rebuilt without guessing. Change: build it with "
-        f"pixelcnn_fast.MaskedConv2D in its __init__ (MaskedConv2D({cout}, ({kh}, {kw}), "
-        f"mask_type='{mask_type}', color_groups={groups}, ...) in place of '{inner.name}') and copy "
-        f"the weights with set_weights([kernel * mask, bias]); convert() then keeps "
-        f"'{layer.name}' as it is.")
+        f"convert: layer '{layer.name}' ({type(layer).__name__}) computes a masked convolution "
+        f"inline in its call() ('{path}' ({type(inner).__name__}), {kh}x{kw} mask {mask_type}"
+        f"{f', color_groups={groups}' if groups != 1 else ''}), not through a sub-layer that is "
+        f"that convolution and nothing else, so it cannot be replaced without rewriting call(). "
+        f"Change: build it with pixelcnn_fast.MaskedConv2D in its __init__ (MaskedConv2D({cout}, "
+        f"({kh}, {kw}), mask_type='{mask_type}', color_groups={groups}, ...), called in place of "
+        f"the masked convolution) and copy the weights with set_weights([kernel * mask, bias]); "
+        f"convert() then keeps '{layer.name}' as it is.")
 
 
 def _refuse_subclassed(model):
@@ -218,8 +297,10 @@ def convert(model, implementation="fast", verify=True):
 
     Args:
       model: a functional or Sequential Keras model (declared inputs). Subclassed models are
-        refused (ValueError saying what to change); so are masked convolutions inside a layer
-        that does more than conv + bias + activation.
+        refused (ValueError saying what to change); so are masked convolutions computed inline in
+        a custom layer's call(). A custom layer holding a masked conv as a sub-layer (keras.io's
+        ResidualBlock) keeps its class, with that sub-layer replaced (a warning says so: its
+        __init__ still builds the old sub-layer, which matters to model.save()).
       implementation: the MaskedConv2D implementation, "fast" or "reference".
       verify: run both models on random inputs and raise RuntimeError if the outputs differ by
         more than float32 summation-order rounding allows (1e-4 of the output scale; a misread
@@ -244,56 +325,46 @@ def convert(model, implementation="fast", verify=True):
     # The effective kernels as the model computes them now (after assign / multiply / constraint).
     consts = program.evaluate_consts(1, conditions)
 
-    # One plan per layer call (a shared layer is called more than once).
-    plans = {}
+    # One plan per layer call (a shared layer is called more than once): for the layers clone_model
+    # hands to the clone function, and for every layer inside them (sub-layer replacement).
+    plans, sub_plans = {}, {}
     for step in program.steps:
         chain = _resolve(model, step.op_name)
         owner, scope = _owner(chain)
         if owner is None:
             continue
-        plan = plans.setdefault((id(owner), scope), _Plan(owner))
-        plan.steps.append((step, chain))
-        if step.kind != "conv" or step.attrs.get("matmul") or isinstance(chain[-1][0], MaskedConv2D):
-            continue
-        found = find_mask(conv_kernel_4d(step, consts[step.consts[0]]))
-        if found is not None:
-            plan.masked.append((step, chain) + found)
+        inside = chain[next(i for i, (l, _) in enumerate(chain) if l is owner):]
+        touched = [plans.setdefault((id(owner), scope), _Plan(owner))]
+        touched += [sub_plans.setdefault((id(l), sc), _Plan(l)) for l, sc in inside]
+        found = None
+        if step.kind == "conv" and not step.attrs.get("matmul") and not isinstance(chain[-1][0], MaskedConv2D):
+            found = find_mask(conv_kernel_4d(step, consts[step.consts[0]]))
+        for plan in touched:
+            plan.steps.append((step, chain))
+            if found is not None:
+                plan.masked.append((step, chain) + found)
 
     replacements = {}
     for plan in plans.values():
-        decision = _decide(plan, consts)
-        if decision is None:
+        decision = _decide(plan, consts, sub_plans)
+        if decision is None or (isinstance(decision, _Inner) and not decision.units):
             continue
         key = id(plan.layer)
         # Every call of a shared layer must read the same way (same variables, same code).
-        if key in replacements and _signature(replacements[key]) != _signature(decision):
+        sig = decision.signature() if isinstance(decision, _Inner) else _signature(decision)
+        if key in replacements and replacements[key][0] != sig:
             raise ValueError(f"convert: layer '{plan.layer.name}' ({type(plan.layer).__name__}) "
                              "computes a different masked convolution at each of its calls")
-        replacements.setdefault(key, decision)
+        replacements.setdefault(key, (sig, decision))
 
     pairs = []  # (old layer, new layer, weights to set or None to copy)
 
     def clone(layer):
-        if id(layer) in replacements:
-            (_, _, mask_type, groups, _), (step, kernel, bias, act) = replacements[id(layer)]
-            config = {}
-            inner = [l for l in layer._flatten_layers(include_self=False, recursive=True)
-                     if isinstance(l, keras.layers.Conv2D)]
-            base = layer if isinstance(layer, keras.layers.Conv2D) else (inner[0] if len(inner) == 1 else None)
-            if base is not None:
-                # The wrapped conv's training configuration travels along (initializers,
-                # regularizers, constraints); the structure comes from what the graph computes.
-                c = base.get_config()
-                config = {k: c[k] for k in ("kernel_initializer", "bias_initializer",
-                                            "kernel_regularizer", "bias_regularizer",
-                                            "activity_regularizer", "kernel_constraint",
-                                            "bias_constraint") if k in c}
-            new = MaskedConv2D(
-                int(kernel.shape[-1]), tuple(int(d) for d in kernel.shape[:2]), mask_type=mask_type,
-                color_groups=groups, dilation_rate=(step.attrs["dh"], step.attrs["dw"]),
-                padding=step.attrs["padding"].lower(), activation=act, use_bias=bias is not None,
-                implementation=implementation, name=layer.name, dtype=layer.dtype_policy, **config)
-            weights = [np.asarray(kernel, np.float32)] + ([np.asarray(bias, np.float32)] if bias is not None else [])
+        decision = replacements.get(id(layer), (None, None))[1]
+        if isinstance(decision, _Inner):
+            return _clone_with_masked_sublayers(layer, decision, implementation, pairs)
+        if decision is not None:
+            new, weights = _masked_conv2d(layer, decision, implementation)
             pairs.append((layer, new, weights))
             return new
         if isinstance(layer, MaskedConv2D):
@@ -315,11 +386,122 @@ def convert(model, implementation="fast", verify=True):
 
     converted = keras.models.clone_model(model, clone_function=clone, recursive=True)
     for old, new, weights in pairs:
-        new.set_weights(old.get_weights() if weights is None else weights)
+        if isinstance(weights, _KeepOthers):
+            weights.copy(old, new)
+        else:
+            new.set_weights(old.get_weights() if weights is None else weights)
 
     if verify:
         _verify(model, converted)
     return converted
+
+
+def _masked_conv2d(layer, decision, implementation):
+    """(MaskedConv2D computing what `layer` computes, its weights)."""
+    (_, _, mask_type, groups, _), (step, kernel, bias, act) = decision
+    config = {}
+    inner = [l for l in layer._flatten_layers(include_self=False, recursive=True)
+             if isinstance(l, keras.layers.Conv2D)]
+    base = layer if isinstance(layer, keras.layers.Conv2D) else (inner[0] if len(inner) == 1 else None)
+    if base is not None:
+        # The wrapped conv's training configuration travels along (initializers,
+        # regularizers, constraints); the structure comes from what the graph computes.
+        c = base.get_config()
+        config = {k: c[k] for k in ("kernel_initializer", "bias_initializer",
+                                    "kernel_regularizer", "bias_regularizer",
+                                    "activity_regularizer", "kernel_constraint",
+                                    "bias_constraint") if k in c}
+    new = MaskedConv2D(
+        int(kernel.shape[-1]), tuple(int(d) for d in kernel.shape[:2]), mask_type=mask_type,
+        color_groups=groups, dilation_rate=(step.attrs["dh"], step.attrs["dw"]),
+        padding=step.attrs["padding"].lower(), activation=act, use_bias=bias is not None,
+        implementation=implementation, name=layer.name, dtype=layer.dtype_policy, **config)
+    weights = [np.asarray(kernel, np.float32)] + ([np.asarray(bias, np.float32)] if bias is not None else [])
+    return new, weights
+
+
+def _swap(parent, hop, new):
+    """Points `parent`'s attribute (or list slot) `hop` at `new`, and Keras's tracking with it."""
+    old = getattr(parent, hop) if isinstance(hop, str) else getattr(parent, hop[0])[hop[1]]
+    tracker = getattr(parent, "_tracker", None)
+    locked = getattr(tracker, "locked", False)
+    if tracker is not None:
+        tracker.unlock()  # a built layer's tracker refuses new sub-layers; this one replaces one
+        tracker.untrack(old)
+    try:
+        if isinstance(hop, str):
+            object.__delattr__(parent, hop)
+            setattr(parent, hop, new)
+        else:
+            getattr(parent, hop[0])[hop[1]] = new
+            if tracker is not None:
+                tracker.track(new)
+    finally:
+        if tracker is not None and locked:
+            tracker.lock()
+
+
+def _clone_with_masked_sublayers(layer, decision, implementation, pairs):
+    """A new instance of `layer`'s own class (from its config), whose masked sub-layers are
+    MaskedConv2D; their weights and every other variable are set after clone_model built it."""
+    paths = ", ".join(".".join(h if isinstance(h, str) else f"{h[0]}[{h[1]}]" for h in path)
+                      for path, _, _ in decision.units)
+    try:
+        new = layer.__class__.from_config(layer.get_config())
+    except Exception as exc:
+        raise ValueError(
+            f"convert: layer '{layer.name}' ({type(layer).__name__}) holds masked convolutions "
+            f"({paths}) that convert would replace by MaskedConv2D, but it cannot be re-created "
+            f"from get_config() ({type(exc).__name__}: {exc}). Change: give it a get_config() "
+            f"returning its constructor's arguments, or build it with pixelcnn_fast.MaskedConv2D "
+            f"in its __init__") from None
+    if any(_follow(new, path) is None for path, _, _ in decision.units) and not new.built:
+        new.build_from_config(layer.get_build_config() or {})  # sub-layers created in build()
+    olds, news = [], []
+    for path, entry, simple in decision.units:
+        old_unit, parent = _follow(layer, path), _follow(new, path[:-1])
+        if _follow(new, path) is None or type(_follow(new, path)) is not type(old_unit):
+            raise ValueError(f"convert: layer '{layer.name}' ({type(layer).__name__}) re-created "
+                             f"from get_config() has no {type(old_unit).__name__} at '{paths}'")
+        unit, weights = _masked_conv2d(old_unit, (entry, simple), implementation)
+        _swap(parent, path[-1], unit)
+        pairs.append((old_unit, unit, weights))
+        olds.append(old_unit)
+        news.append(unit)
+    pairs.append((layer, new, _KeepOthers(olds, news)))
+    warnings.warn(
+        f"convert: layer '{layer.name}' ({type(layer).__name__}) keeps its class and calls "
+        f"MaskedConv2D as {paths}; its __init__ still builds {type(olds[0]).__name__}, so a "
+        f"model.save() of the converted model reloads with the old sub-layer. To save it, create "
+        f"pixelcnn_fast.MaskedConv2D in {type(layer).__name__}.__init__ (or save_weights()).")
+    return new
+
+
+class _KeepOthers:
+    """Copies every variable of a re-created custom layer except those of the replaced sub-layers
+    (set on their own): layer by layer, in tracking order, checked by type and shape."""
+
+    def __init__(self, old_units, new_units):
+        self.old_units, self.new_units = old_units, new_units
+
+    @staticmethod
+    def _outside(root, units):
+        skip = {id(l) for u in units for l in u._flatten_layers(include_self=True, recursive=True)}
+        return [l for l in root._flatten_layers(include_self=True, recursive=True) if id(l) not in skip]
+
+    def copy(self, old, new):
+        a, b = self._outside(old, self.old_units), self._outside(new, self.new_units)
+        if [type(l) for l in a] != [type(l) for l in b]:
+            raise ValueError(f"convert: layer '{old.name}' ({type(old).__name__}) re-created from "
+                             "get_config() does not have the original's sub-layers")
+        for la, lb in zip(a, b):
+            va = list(la._trainable_variables) + list(la._non_trainable_variables)
+            vb = list(lb._trainable_variables) + list(lb._non_trainable_variables)
+            if [tuple(v.shape) for v in va] != [tuple(v.shape) for v in vb]:
+                raise ValueError(f"convert: layer '{old.name}/{la.name}' re-created from get_config() "
+                                 "has variables of other shapes than the original's")
+            for x, y in zip(va, vb):
+                y.assign(x)
 
 
 def _verify(model, converted, batch=2, seed=0):

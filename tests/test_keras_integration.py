@@ -152,12 +152,62 @@ def test_convert_plain_conv2d_holding_a_mask_and_keeps_other_layers():
     assert _max_diff(model, converted, x) <= IDENTICAL
 
 
-def test_convert_refuses_subclassed_layer_naming_what_to_change():
-    sm = seed_models.keras_io(filters=8, blocks=1)
+@pytest.mark.parametrize("fixture", ["keras_io", "categorical4"])
+def test_convert_keras_io_with_subclassed_residual_block_identical_outputs(fixture):
+    # keras.io's own form (seed 002) and the book's (seed 000): the subclassed ResidualBlock keeps
+    # its class and call(); its `pixel_conv` attribute becomes a MaskedConv2D with the effective
+    # kernel, its 1x1 Conv2Ds are copies with the same weights.
+    sm = getattr(seed_models, fixture)(filters=8, blocks=2)
+    x = seed_models.example_inputs(sm, 3, np.random.default_rng(7))
+    with pytest.warns(UserWarning, match=r"keeps its class and calls MaskedConv2D as pixel_conv"):
+        converted = convert(sm.model)
+    old_blocks = [l for l in sm.model.layers if isinstance(l, seed_models.ResidualBlock)]
+    new_blocks = [l for l in converted.layers if isinstance(l, seed_models.ResidualBlock)]
+    assert len(new_blocks) == len(old_blocks) == 2
+    for o, n in zip(old_blocks, new_blocks):
+        assert n is not o and isinstance(n.pixel_conv, MaskedConv2D)
+        assert (n.pixel_conv.mask_type, n.pixel_conv.kernel_size) == ("B", (3, 3))
+        assert n.pixel_conv.activation is keras.activations.relu
+        np.testing.assert_array_equal(n.pixel_conv.kernel.numpy(), o.pixel_conv.conv.kernel.numpy())
+        for name in ("conv1", "conv2"):
+            a, b = getattr(o, name), getattr(n, name)
+            assert type(b) is keras.layers.Conv2D and b is not a
+            for va, vb in zip(a.weights, b.weights):
+                np.testing.assert_array_equal(va.numpy(), vb.numpy())
+        # Tracking follows the swap: the block's weights are its three convs' (no stale layer).
+        assert len(n.weights) == 6 and not any(isinstance(l, seed_models.PixelConvLayer)
+                                               for l in n._flatten_layers(recursive=True))
+    assert _max_diff(sm.model, converted, x) <= IDENTICAL
+    with pytest.warns(UserWarning):
+        assert _max_diff(sm.model, convert(sm.model, implementation="reference"), x) == 0.0
+    # Training the converted model leaves the original's variables alone.
+    converted.layers[2].conv1.kernel.assign(converted.layers[2].conv1.kernel * 0)
+    assert np.abs(old_blocks[0].conv1.kernel.numpy()).max() > 0
+
+
+class _InlineMaskedBlock(keras.layers.Layer):
+    """A residual block computing its masked conv inline (a kernel variable, no sub-layer)."""
+
+    def build(self, input_shape):
+        c = input_shape[-1]
+        self.kernel = self.add_weight(shape=(3, 3, c, c), initializer="glorot_uniform")
+        self.mask = make_mask(3, 3, c, c, "B")
+
+    def call(self, x):
+        import tensorflow as tf
+        return x + tf.nn.relu(tf.nn.conv2d(x, self.kernel * self.mask, 1, "SAME"))
+
+
+def test_convert_refuses_inline_masked_conv_naming_what_to_change():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 1))
+    y = seed_models.NotebookMaskedConv2D(4, 5, "A")(inputs)
+    y = _InlineMaskedBlock(name="inline_block")(y)
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(y))
     with pytest.raises(ValueError) as err:
-        convert(sm.model)
+        convert(model)
     msg = str(err.value)
-    assert "layer 'residual_block' (ResidualBlock) contains a masked convolution" in msg
+    assert "layer 'inline_block' (_InlineMaskedBlock) computes a masked convolution inline" in msg
     assert "pixelcnn_fast.MaskedConv2D in its __init__" in msg and "mask_type='B'" in msg
     assert "set_weights" in msg
 
