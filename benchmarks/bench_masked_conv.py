@@ -1,15 +1,16 @@
 # Benchmarks: masked 2-D convolution — our C++ op vs tf.nn.conv2d on the masked kernel vs the dense sub-conv decomposition.
 """Masked-convolution speed, measured as ratios in one run (DESIGN.md, "How speed is shown").
 
-Run (from the repository root, ~2 minutes on 2 cores):
+Run alone (from the repository root, ~4 minutes on 2 cores), or with the other suites through
+benchmarks/run.py (README, "Benchmarks"):
 
-    /work/venv/bin/pytest benchmarks/bench_masked_conv.py --benchmark-json=benchmarks/results.json && /work/venv/bin/python benchmarks/report.py benchmarks/results.json
+    .venv/bin/python -m pytest benchmarks/bench_masked_conv.py --benchmark-json=benchmarks/results.json && .venv/bin/python benchmarks/report.py benchmarks/results.json
 
-Shapes (batch 128, 28x28, padding "same", colour groups 1, the training shapes of
-the seed models):
-  * keras.io PixelCNN: 7x7 mask A 1->128 (input layer), 3x3 mask B 128->64
-    (the residual block's PixelConvLayer)
-  * the 256-level notebook model: 7x7 mask A 1->64, 3x3 mask B 64->64
+Shapes: the masked layers of every seed model, at that model's image size and training batch
+(SHAPES below): keras.io (7x7 A 1->128, 3x3 B 128->64; 28x28, batch 128), the 256-level
+notebook (7x7 A 1->64, 3x3 B 64->64; 28x28, batch 128), the book (7x7 A 1->128, 3x3 B 64->64;
+16x16, batch 128) and the CIFAR blog's RGB model (colour groups 3: 7x7 A 3->768, 3x3 B 384->384,
+1x1 B 768->384; 32x32, batch 16). Padding "same".
 
 Passes:
   * ``fwd``      y = conv(x, kernel)
@@ -26,6 +27,7 @@ constants, so nothing can be constant-folded):
   c. ``tf_subconv_decomp``  dense sub-convolutions over the live taps only: a
      (kh//2) x kw conv on the rows above + a 1 x (kw//2) conv on the pixels to the
      left in the centre row (1 x (kw//2 + 1), centre included, for mask B).
+     Colour groups 1 only (a groups-3 centre tap is itself masked by channel blocks).
 
 Before anything is timed every variant's outputs (and, for fwd+bwd, both
 gradients) are compared with the reference (pixelcnn_fast.reference.masked_conv2d,
@@ -35,7 +37,8 @@ gradients must be exactly 0 at dead taps: a fast wrong path never posts a number
 FLOP convention (extra_info):
   * ``flops_dense`` = 2*N*H*W*kh*kw*cin*cout per conv pass (x3 for fwd+bwd: forward,
     backprop-input, backprop-filter); ``flops_live`` the same with only the live
-    taps (7x7 A: 24 of 49, 3x3 B: 5 of 9). Border taps that fall in the "same"
+    taps (7x7 A: 24 of 49, 3x3 B: 5 of 9) and, for colour groups 3, the live channel blocks
+    of the centre tap (live_weight_fraction). Border taps that fall in the "same"
     padding are counted, as every conv FLOP count does.
   * ``gflops`` counts the work the variant actually performs: live FLOPs for
     ``ours`` and for the decomposition (they skip dead taps), dense FLOPs for
@@ -80,13 +83,32 @@ class Shape:
     cin: int
     cout: int
     mask_type: str
+    groups: int = 1
+    n: int = N
+    h: int = H
+    w: int = W
+    model: str = ""
 
 
+# The masked layers of every seed model (tests/fixtures/seed_models.py at full size; the 1x1 convs
+# of the grey models are unmasked, so only their 7x7 A and 3x3 B layers appear), at each model's
+# training batch and image size. The book's 28x28 SimplePixelCnn (seed 001) has the keras.io
+# 7x7 A 1->128 and the notebook's 3x3 B 64->64 shapes, so it adds no row. The RGB blog model (seed
+# 004) trains at batch 16 on 32x32x3; its other 1x1 colour-group convs (768->3072, 3072->3072,
+# 3072->768, one each in the head) are the 768->384 row's kind of layer, 4-25x bigger.
 SHAPES = (
-    Shape("kerasio_7x7A", "keras.io 7x7 A 1->128", 7, 7, 1, 128, "A"),
-    Shape("kerasio_3x3B", "keras.io 3x3 B 128->64", 3, 3, 128, 64, "B"),
-    Shape("nb256_7x7A", "256-level notebook 7x7 A 1->64", 7, 7, 1, 64, "A"),
-    Shape("nb256_3x3B", "256-level notebook 3x3 B 64->64", 3, 3, 64, 64, "B"),
+    Shape("kerasio_7x7A", "keras.io 7x7 A 1->128", 7, 7, 1, 128, "A", model="002 keras.io"),
+    Shape("kerasio_3x3B", "keras.io 3x3 B 128->64", 3, 3, 128, 64, "B", model="002 keras.io"),
+    Shape("nb256_7x7A", "256-level notebook 7x7 A 1->64", 7, 7, 1, 64, "A", model="003 notebook"),
+    Shape("nb256_3x3B", "256-level notebook 3x3 B 64->64", 3, 3, 64, 64, "B", model="003 notebook"),
+    Shape("book16_7x7A", "book 16x16 7x7 A 1->128", 7, 7, 1, 128, "A", h=16, w=16, model="000 book"),
+    Shape("book16_3x3B", "book 16x16 3x3 B 64->64", 3, 3, 64, 64, "B", h=16, w=16, model="000 book"),
+    Shape("rgb_7x7A", "RGB blog 32x32 7x7 A groups 3, 3->768", 7, 7, 3, 768, "A", groups=3, n=16, h=32, w=32,
+          model="004 CIFAR blog"),
+    Shape("rgb_3x3B", "RGB blog 32x32 3x3 B groups 3, 384->384", 3, 3, 384, 384, "B", groups=3, n=16, h=32,
+          w=32, model="004 CIFAR blog"),
+    Shape("rgb_1x1B", "RGB blog 32x32 1x1 B groups 3, 768->384", 1, 1, 768, 384, "B", groups=3, n=16, h=32,
+          w=32, model="004 CIFAR blog"),
 )
 PASSES = ("fwd", "fwd+bwd")
 VARIANTS = ("ours", "tf_conv2d_masked", "tf_subconv_decomp")
@@ -111,10 +133,25 @@ def causal_mask_2d(kh, kw, mask_type):
     return mask
 
 
-def masked_conv_dense(x, kernel, mask_type):
+def causal_mask_4d(shape):
+    """(kh, kw, cin, cout) 0/1 mask. Colour groups 3 (the PixelCNN paper's RGB rule): channels in
+    three contiguous blocks; at the centre tap input block i feeds output block j when i < j (A) or
+    i <= j (B); every other live tap connects all channels. Independent of pixelcnn_fast.masks."""
+    mask = np.broadcast_to(causal_mask_2d(shape.kh, shape.kw, "A")[:, :, None, None],
+                           (shape.kh, shape.kw, shape.cin, shape.cout)).copy()
+    ch, cw = shape.kh // 2, shape.kw // 2
+    if shape.groups == 1:
+        mask[ch, cw] = 1.0 if shape.mask_type == "B" else 0.0
+        return mask
+    gi = np.arange(shape.cin) // (shape.cin // 3)
+    go = np.arange(shape.cout) // (shape.cout // 3)
+    live = gi[:, None] < go[None, :] if shape.mask_type == "A" else gi[:, None] <= go[None, :]
+    mask[ch, cw] = live.astype(np.float32)
+    return mask
+
+
+def masked_conv_dense(x, kernel, mask):
     """Baseline b: tf.nn.conv2d on kernel * mask (mask a constant of the traced graph)."""
-    kh, kw = kernel.shape[0], kernel.shape[1]
-    mask = tf.constant(causal_mask_2d(kh, kw, mask_type)[:, :, None, None])
     return tf.nn.conv2d(x, kernel * mask, strides=1, padding="SAME")
 
 
@@ -159,37 +196,34 @@ def _ours():
 
 
 def _reference():
-    """(conv fn, name): the package's pure-TF reference, else baseline b."""
-    try:
-        from pixelcnn_fast.reference import masked_conv2d as ref
-    except ModuleNotFoundError as e:
-        # Only a missing module falls back; a reference that exists but fails to
-        # import is a bug to see, not to paper over.
-        if e.name not in ("pixelcnn_fast", "pixelcnn_fast.reference"):
-            raise
-        return masked_conv_dense, "tf.nn.conv2d(kernel*mask) (pixelcnn_fast.reference missing)"
-    return ref, "pixelcnn_fast.reference.masked_conv2d"
+    """(conv fn(x, kernel, shape), name): the package's pure-TF reference."""
+    from pixelcnn_fast.reference import masked_conv2d as ref
+
+    return (lambda x, k, shape: ref(x, k, shape.mask_type, color_groups=shape.groups),
+            "pixelcnn_fast.reference.masked_conv2d")
 
 
-def conv_for(variant):
+def conv_for(variant, shape):
+    """conv(x, kernel) for one variant at one shape (mask type and groups baked in)."""
     if variant == "ours":
         op = _ours()
-        return lambda x, k, m: op(x, k, m)
+        return lambda x, k: op(x, k, shape.mask_type, color_groups=shape.groups)
     if variant == "tf_conv2d_masked":
-        return masked_conv_dense
+        mask = tf.constant(causal_mask_4d(shape))
+        return lambda x, k: masked_conv_dense(x, k, mask)
     if variant == "tf_subconv_decomp":
-        return subconv_decomposition
+        return lambda x, k: subconv_decomposition(x, k, shape.mask_type)
     raise ValueError("unknown variant %r" % (variant,))
 
 
-def make_pass(conv, mask_type, pass_):
-    """A tf.function(x, kernel, w_out) for one pass; mask_type is baked in (a Python string)."""
+def make_pass(conv, pass_):
+    """A tf.function(x, kernel, w_out) for one pass."""
     if pass_ == "fwd":
 
         @tf.function
         def fwd(x, kernel, w_out):
             del w_out  # same signature for both passes
-            return (conv(x, kernel, mask_type),)
+            return (conv(x, kernel),)
 
         return fwd
 
@@ -198,7 +232,7 @@ def make_pass(conv, mask_type, pass_):
         with tf.GradientTape() as tape:
             tape.watch(x)
             tape.watch(kernel)
-            y = conv(x, kernel, mask_type)
+            y = conv(x, kernel)
         # d sum(y * w_out) / d(x, kernel) == VJP of y with cotangent w_out.
         dx, dk = tape.gradient(y, [x, kernel], output_gradients=w_out)
         return y, dx, dk  # y returned so the forward conv cannot be pruned
@@ -211,11 +245,11 @@ def make_pass(conv, mask_type, pass_):
 @functools.lru_cache(maxsize=None)
 def inputs_for(shape):
     rng = np.random.default_rng(1234)
-    x = rng.standard_normal((N, H, W, shape.cin), dtype=np.float32)
+    x = rng.standard_normal((shape.n, shape.h, shape.w, shape.cin), dtype=np.float32)
     # He-like scale keeps y's magnitude O(1) whatever the fan-in.
     k = rng.standard_normal((shape.kh, shape.kw, shape.cin, shape.cout), dtype=np.float32)
     k *= np.float32(math.sqrt(2.0 / (shape.kh * shape.kw * shape.cin)))
-    w_out = rng.standard_normal((N, H, W, shape.cout), dtype=np.float32)
+    w_out = rng.standard_normal((shape.n, shape.h, shape.w, shape.cout), dtype=np.float32)
     return tf.constant(x), tf.constant(k), tf.constant(w_out)
 
 
@@ -224,12 +258,11 @@ def reference_for(shape, pass_):
     """Reference outputs (numpy) for (shape, pass), checked once against tf.nn.conv2d(kernel*mask)."""
     ref, ref_name = _reference()
     args = inputs_for(shape)
-    want = [t.numpy() for t in make_pass(ref, shape.mask_type, pass_)(*args)]
-    if ref is not masked_conv_dense:
-        # The package's reference must itself be the masked dense conv, or every
-        # comparison below would be against the wrong thing.
-        dense = [t.numpy() for t in make_pass(masked_conv_dense, shape.mask_type, pass_)(*args)]
-        assert_same(dense, want, "reference vs tf.nn.conv2d(kernel*mask)", shape)
+    want = [t.numpy() for t in make_pass(lambda x, k: ref(x, k, shape), pass_)(*args)]
+    # The package's reference must itself be the masked dense conv (with this file's own mask), or
+    # every comparison below would be against the wrong thing.
+    dense = [t.numpy() for t in make_pass(conv_for("tf_conv2d_masked", shape), pass_)(*args)]
+    assert_same(dense, want, "reference vs tf.nn.conv2d(kernel*mask)", shape)
     return want, ref_name
 
 
@@ -244,17 +277,20 @@ def assert_same(got, want, what, shape):
             g, r, rtol=RTOL, atol=ATOL_REL * scale, err_msg="%s: %s (%s)" % (what, name, shape.label)
         )
     if len(got) == 3:
-        # Gradient at dead taps must be exactly zero: the mask's zeros are the contract.
-        dead = causal_mask_2d(shape.kh, shape.kw, shape.mask_type) == 0
+        # Gradient at dead taps (and dead centre-tap channel blocks) must be exactly zero: the
+        # mask's zeros are the contract.
+        dead = causal_mask_4d(shape) == 0
         bad = np.abs(got[2][dead]).max() if dead.any() else 0.0
         assert bad == 0.0, "%s: dkernel at dead taps is %g, must be exactly 0 (%s)" % (what, bad, shape.label)
 
 
 def flop_counts(shape, pass_):
-    taps_live = int(causal_mask_2d(shape.kh, shape.kw, shape.mask_type).sum())
-    per_tap = 2 * N * H * W * shape.cin * shape.cout
+    """(dense FLOPs, live FLOPs, live taps): live counts each live (tap, cin, cout) weight."""
+    mask = causal_mask_4d(shape)
+    per_weight = 2 * shape.n * shape.h * shape.w
     passes = 3 if pass_ == "fwd+bwd" else 1  # fwd, backprop-input, backprop-filter
-    return passes * per_tap * shape.kh * shape.kw, passes * per_tap * taps_live, taps_live
+    taps_live = int((mask.reshape(shape.kh * shape.kw, -1).max(axis=1) > 0).sum())
+    return passes * per_weight * mask.size, passes * per_weight * int(mask.sum()), taps_live
 
 
 def choose_rounds(fn, args):
@@ -267,19 +303,22 @@ def choose_rounds(fn, args):
 
 # --------------------------------------------------------------------------- the benchmarks
 
-# Variants innermost so a group's rows are measured back to back.
+# Variants innermost so a group's rows are measured back to back. The sub-conv decomposition is
+# spatial only: a colour-group mask's centre tap has no dense sub-conv form (it is itself masked
+# by channel blocks), so groups-3 shapes compare ours with tf.nn.conv2d only.
 CASES = [
     pytest.param(s, p, v, id="%s-%s-%s" % (s.id, p.replace("+", ""), v))
     for s in SHAPES
     for p in PASSES
     for v in VARIANTS
+    if not (v == "tf_subconv_decomp" and s.groups != 1)
 ]
 
 
 @pytest.mark.parametrize("shape,pass_,variant", CASES)
 def test_masked_conv(benchmark, record_flops, shape, pass_, variant):
     benchmark.group = "%s | %s" % (shape.label, pass_)
-    fn = make_pass(conv_for(variant), shape.mask_type, pass_)
+    fn = make_pass(conv_for(variant, shape), pass_)
     args = inputs_for(shape)
 
     # Correctness first (this call also traces the tf.function).
@@ -299,13 +338,16 @@ def test_masked_conv(benchmark, record_flops, shape, pass_, variant):
         variant=variant,
         shape_id=shape.id,
         shape=shape.label,
+        model=shape.model,
         **{"pass": pass_},
-        batch=N,
-        hw=[H, W],
+        batch=shape.n,
+        hw=[shape.h, shape.w],
         kernel=[shape.kh, shape.kw, shape.cin, shape.cout],
         mask_type=shape.mask_type,
+        color_groups=shape.groups,
         taps_live=taps_live,
         taps_total=shape.kh * shape.kw,
+        live_weight_fraction=round(flops_live / flops_dense, 4),
         checked_against=ref_name,
     )
 
@@ -319,5 +361,5 @@ def test_subconv_decomposition_equals_masked_conv(kh, kw, mask_type):
     x = tf.constant(rng.standard_normal((1, 9, 11, 3), dtype=np.float32))
     k = tf.constant(rng.standard_normal((kh, kw, 3, 4), dtype=np.float32))
     got = subconv_decomposition(x, k, mask_type).numpy()
-    want = masked_conv_dense(x, k, mask_type).numpy()
+    want = masked_conv_dense(x, k, causal_mask_2d(kh, kw, mask_type)[:, :, None, None]).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -37,7 +37,8 @@ VARIANT_LABEL = {
     "tf_conv2d_masked": "tf.nn.conv2d(kernel*mask)",
     "tf_subconv_decomp": "dense sub-conv decomposition",
 }
-SHAPE_ORDER = ("kerasio_7x7A", "kerasio_3x3B", "nb256_7x7A", "nb256_3x3B")
+SHAPE_ORDER = ("kerasio_7x7A", "kerasio_3x3B", "nb256_7x7A", "nb256_3x3B", "book16_7x7A", "book16_3x3B",
+               "rgb_7x7A", "rgb_3x3B", "rgb_1x1B")
 PASS_ORDER = ("fwd", "fwd+bwd")
 
 # The issue's goals: ours vs tf.nn.conv2d on the masked kernel, forward+backward,
@@ -71,7 +72,7 @@ def load(path):
     rows = []
     for b in data.get("benchmarks", []):
         ei = b.get("extra_info", {})
-        if "variant" not in ei:  # a benchmark from another suite: not ours to report
+        if "variant" not in ei or ei.get("suite") == "training":  # another suite's row
             continue
         st = b["stats"]
         rows.append(dict(
@@ -90,6 +91,8 @@ def load(path):
             taps="%s/%s" % (ei.get("taps_live", "?"), ei.get("taps_total", "?")),
             foreign=ei.get("foreign_cpu_pct"),
             steal=ei.get("steal_pct"),
+            batch=ei.get("batch", "?"),
+            model=ei.get("model") or "keras.io / notebook",
         ))
     return data, peak, rows
 
@@ -176,19 +179,14 @@ def goal_lines(rows):
     return lines, all_met
 
 
-def build(path):
-    data, peak, rows = load(path)
-    srows = load_sampler(data, peak)
-    conv = bool(rows) or not srows  # a sampler-only JSON has no conv section (and no conv goals)
+def header(path, data, peak, title):
     mi = data.get("machine_info", {})
     pf = mi.get("pixelcnn_fast", {}) or {}
     ci = data.get("commit_info", {}) or {}
     cpu = (mi.get("cpu", {}) or {}).get("brand_raw", mi.get("processor", "?"))
-    title = "Masked convolution benchmarks" if not srows else (
-        "Sampler benchmarks" if not rows else "Masked convolution and sampler benchmarks")
     md = ["# %s" % title, ""]
-    md.append("Source: `%s` (%s). Machine: %s, %s CPUs; TF %s; oneDNN: %s." % (
-        os.path.relpath(path), data.get("datetime", "?"), cpu, pf.get("cpu_count", "?"),
+    md.append("Source: `%s` (%s). Machine: %s, %s CPUs; Python %s; TF %s; oneDNN: %s." % (
+        os.path.relpath(path), data.get("datetime", "?"), cpu, pf.get("cpu_count", "?"), pf.get("python", "?"),
         pf.get("tensorflow", "?"), pf.get("TF_ENABLE_ONEDNN_OPTS", "?")))
     if ci.get("id"):
         md.append("Commit %s%s." % (ci["id"][:12], " (dirty tree)" if ci.get("dirty") else ""))
@@ -203,16 +201,16 @@ def build(path):
             md.append("**The peak was measured on a contended machine** (%s): it is probably low." % gc)
     else:
         md.append("No GEMM peak in this JSON: % of peak is not available.")
-    if not conv:
-        sampler_md, all_met = sampler_section(srows, peak)
-        return "\n".join(md + [""] + sampler_md), all_met
-    md += ["",
-           "Speedup = tf.nn.conv2d(kernel*mask)'s time / the row's time, same group, same run. "
-           "GFLOP/s counts the work a variant performs: live taps for ours and the decomposition, "
-           "all taps for tf.nn.conv2d (it multiplies the zeros); fwd+bwd counts 3 conv passes. "
-           "sd % = standard deviation / mean over the rounds. CPU used by others = CPU time of other processes "
-           "plus hypervisor steal while the row ran, percent of wall time x cores (should be ~0).", ""]
+    return md
 
+
+def conv_section(rows, peak):
+    md = ["## Masked convolution (bench_masked_conv.py)", "",
+          "Speedup = tf.nn.conv2d(kernel*mask)'s time / the row's time, same group, same run. "
+          "GFLOP/s counts the work a variant performs: live taps (and live colour-group channel blocks) for ours "
+          "and the decomposition, all taps for tf.nn.conv2d (it multiplies the zeros); fwd+bwd counts 3 conv "
+          "passes. sd % = standard deviation / mean over the rounds. CPU used by others = CPU time of other "
+          "processes plus hypervisor steal while the row ran, percent of wall time x cores (should be ~0).", ""]
     rows.sort(key=order_key)
     groups = []
     for r in rows:
@@ -220,14 +218,10 @@ def build(path):
             groups.append((r["group"], []))
         groups[-1][1].append(r)
     for name, grp in groups:
-        md.append("## %s (taps %s)" % (name, grp[0]["taps"]))
+        md.append("### %s (taps %s; batch %s, %s)" % (name, grp[0]["taps"], grp[0]["batch"], grp[0]["model"]))
         md.append("")
         md += group_table(grp, peak)
         md.append("")
-
-    goals, all_met = goal_lines(rows)
-    md += ["## Goals (keras.io shapes, forward+backward)", ""] + goals + [""]
-
     notes = []
     contended = [r for r in rows if (others(r) or 0.0) > CONTENDED_PCT]
     if contended:
@@ -244,14 +238,47 @@ def build(path):
         if g and pk and g > pk:
             notes.append("- %s / %s: %.1f GFLOP/s is above the measured GEMM peak (%.1f): the peak "
                          "measurement was low this run, or the FLOP count is wrong" % (r["group"], r["variant"], g, pk))
-    if not rows:
-        notes.append("- no masked-conv benchmarks in this JSON")
     if notes:
-        md += ["## Warnings", ""] + notes + [""]
+        md += ["### Masked convolution warnings", ""] + notes + [""]
+    return md
+
+
+def build(path, plot_path=None):
+    data, peak, rows = load(path)
+    srows = load_sampler(data, peak)
+    trows = load_training(data, peak)
+    parts = [name for name, present in (("Masked convolution", rows), ("sampler", srows), ("training", trows))
+             if present]
+    md = header(path, data, peak, "Benchmarks: " + ", ".join(parts) if parts else "Benchmarks (empty JSON)")
+    md.append("")
+    all_met = True
+    goals = []
+    if rows:
+        md += conv_section(rows, peak)
+        lines, met = goal_lines(rows)
+        goals += ["Masked convolution (issue 3; keras.io shapes, forward+backward, vs tf.nn.conv2d on the masked "
+                  "kernel):"] + lines
+        all_met &= met
+    elif not srows and not trows:
+        lines, met = goal_lines(rows)
+        goals += lines
+        all_met &= met
     if srows:
-        sampler_md, sampler_met = sampler_section(srows, peak)
+        sampler_md, met = sampler_section(srows, peak)
         md += sampler_md
-        all_met = all_met and sampler_met
+        all_met &= met
+        goals += ["", "Cached sampler (issue 4; keras.io 28x28):"] + sampler_goal_lines(srows, peak)[0]
+        if plot_path:
+            made = plot(srows, plot_path)
+            if made:
+                md += ["![sampler speedup vs batch and per-layer share](%s)" % os.path.basename(plot_path), ""]
+    if trows:
+        md += training_section(trows, peak)
+        goals += ["", "Training step (issue 5 asks for the time, no ratio goal): " + training_summary(trows)]
+    goals += ["", "GPU (issue 7: CUDA masked conv >= 1.3x / 1.5x vs cuDNN, CUDA sampler >= 500x at batch 64, "
+                  "batch 64 in < 10 ms on an H100): **NOT MEASURED** — not in this CPU run (see the GPU report "
+                  "when one was lent)."]
+    md += ["## Goals: every ratio goal, as measured in this run", ""] + goals + [""]
     return "\n".join(md), all_met
 
 
@@ -287,6 +314,7 @@ def load_sampler(data, peak):
         sd = (sum((x - mean) ** 2 for x in est) / (len(est) - 1)) ** 0.5 if len(est) > 1 else 0.0
         rows.append(dict(
             group=b.get("group") or "batch %s" % ei.get("batch"),
+            model_id=ei.get("model_id", "keras_io"), model_label=ei.get("model_label", "keras.io 28x28"),
             batch=ei.get("batch"), impl=ei.get("impl"), timed=ei.get("timed", "?"),
             steps_timed=ei.get("steps_timed"), steps_total=ei.get("steps_total"),
             mean=ei["est_full_s"], median=ei.get("est_full_s_median", ei["est_full_s"]), sd=sd,
@@ -303,8 +331,8 @@ def sampler_gflops(r):
     return r["flops_live"] / r["mean"] / 1e9 if r["flops_live"] else None
 
 
-def _sampler_pair(srows, batch, impl):
-    grp = [r for r in srows if r["batch"] == batch]
+def _sampler_pair(srows, batch, impl, model_id="keras_io"):
+    grp = [r for r in srows if r["batch"] == batch and r["model_id"] == model_id]
     return (next((r for r in grp if r["impl"] == "cached"), None),
             next((r for r in grp if r["impl"] == impl), None))
 
@@ -376,38 +404,43 @@ def sampler_goal_lines(srows, peak):
 
 
 def sampler_section(srows, peak):
-    srows = sorted(srows, key=lambda r: (r["batch"], SAMPLER_IMPL_ORDER.index(r["impl"])
-                                         if r["impl"] in SAMPLER_IMPL_ORDER else 99))
+    model_ids = []
+    for r in srows:
+        if r["model_id"] not in model_ids:
+            model_ids.append(r["model_id"])
+    srows = sorted(srows, key=lambda r: (model_ids.index(r["model_id"]), r["batch"],
+                                         SAMPLER_IMPL_ORDER.index(r["impl"]) if r["impl"] in SAMPLER_IMPL_ORDER else 99))
     md = ["## Sampler: cached vs naive loops (bench_sampler.py)", ""]
     b, impl, floor = SAMPLER_FLOOR
     cached, naive = _sampler_pair(srows, b, impl)
     if cached and naive and naive["mean"] / cached["mean"] < floor:
         md += ["> **ISSUE NOT DONE: at batch %d the cached sampler is only %.0fx faster than the naive %s loop "
                "(below %.0fx).**" % (b, naive["mean"] / cached["mean"], impl, floor), ""]
-    cref = next((r for r in srows if r["impl"] == "cached"), None)
-    md += ["Model: %s, %s x %s. \"full image ms\" is one sample call drawing every pixel of n images: measured "
+    md += ["\"full image ms\" is one sample call drawing every pixel (and channel) of n images: measured "
            "for the cached sampler (pytest-benchmark rounds), **extrapolated for the naive loops** as the "
-           "\"timed\" column says (graph / predict: K timed steps x 784 / K, the loop's own clock, tracing "
+           "\"timed\" column says (graph / predict: K timed steps x H*W*C / K, the loop's own clock, tracing "
            "excluded; rows: the cost per step timed at rows spread over the image, interpolated linearly over the "
-           "rows and summed). Cached speedup = the row's time / the cached sampler's time, same batch, same run. "
-           "GFLOP/s (cached only): 2 x live multiply-adds per position (exe.macs_per_position(), dead masked taps "
-           "not counted, border taps counted) x H x W x n / time; %% of peak against the GEMM peak of this run. "
-           "Cache MB = exe.cache_floats_per_image() x 4 bytes x n (the ring caches' peak memory)."
-           % ((cref or srows[0])["ei"].get("model", "?"), (cref or srows[0])["hw"][0], (cref or srows[0])["hw"][1]),
-           ""]
-    if cref:
-        md += ["Correctness checked before timing: teacher forcing == one forward pass (max relative error %.1e); "
-               "cached == naive rows loop on a small case (%.0f%% of draws identical, any difference only at a CDF "
-               "boundary); every naive run's reached draws agree with the cached sample of the same seed."
-               % (cref["ei"].get("teacher_forced_rel_err", float("nan")),
-                  100 * cref["ei"].get("small_case_agree", float("nan"))), ""]
-    groups = []
-    for r in srows:
-        if not groups or groups[-1][0] != r["batch"]:
-            groups.append((r["batch"], []))
-        groups[-1][1].append(r)
-    for batch, grp in groups:
-        md += ["### %s" % grp[0]["group"], ""] + sampler_table(grp, peak) + [""]
+           "rows and summed). Cached speedup = the row's time / the cached sampler's time, same model and batch, "
+           "same run. GFLOP/s (cached only): 2 x live multiply-adds per position (exe.macs_per_position(), dead "
+           "masked taps not counted, border taps counted) x H x W x n / time; % of peak against the GEMM peak of "
+           "this run. Cache MB = exe.cache_floats_per_image() x 4 bytes x n (the ring caches' peak memory).", ""]
+    all_groups = []
+    for model_id in model_ids:
+        mrows = [r for r in srows if r["model_id"] == model_id]
+        cref = next((r for r in mrows if r["impl"] == "cached"), None)
+        md += ["### Model: %s — %s" % (mrows[0]["model_label"], (cref or mrows[0])["ei"].get("model", "?")), ""]
+        if cref:
+            md += ["Correctness checked before timing: teacher forcing == one forward pass (max relative error "
+                   "%.1e); cached == naive rows loop on a small case (%.0f%% of draws identical, any difference only "
+                   "at a CDF boundary); every naive run's reached draws agree with the cached sample of the same "
+                   "seed." % (cref["ei"].get("teacher_forced_rel_err", float("nan")),
+                              100 * cref["ei"].get("small_case_agree", float("nan"))), ""]
+        for r in mrows:
+            if not all_groups or all_groups[-1][0] != (model_id, r["batch"]):
+                all_groups.append(((model_id, r["batch"]), []))
+            all_groups[-1][1].append(r)
+    for (model_id, batch), grp in all_groups:
+        md += ["#### %s" % grp[0]["group"], ""] + sampler_table(grp, peak) + [""]
         c = next((r for r in grp if r["impl"] == "cached"), None)
         rw = next((r for r in grp if r["impl"] == "rows"), None)
         if c and c["setup_s"] is not None:
@@ -420,6 +453,7 @@ def sampler_section(srows, peak):
                                      1e3 * ei.get("rows_check_real_loop_row0_per_step_s", float("nan")),
                                      1e3 * ei.get("rows_check_timed_row0_per_step_s", float("nan"))))
         md.append("")
+    md += profile_section(srows)
     goals, all_met = sampler_goal_lines(srows, peak)
     md += ["## Sampler goals (keras.io 28x28)", ""] + goals + [""]
     notes = []
@@ -435,19 +469,242 @@ def sampler_section(srows, peak):
     return md, all_met
 
 
+# --------------------------------------------------------------------------- per-layer share (Sampler.profile)
+
+PROFILE_TOP = 12
+
+
+def profile_section(srows):
+    """Where a cached sample call's time goes, per layer, for each model at the largest batch <= 16."""
+    md = []
+    for model_id in dict.fromkeys(r["model_id"] for r in srows):
+        cands = [r for r in srows if r["model_id"] == model_id and r["impl"] == "cached"
+                 and r["ei"].get("profile_by_layer_s")]
+        if not cands:
+            continue
+        r = max((c for c in cands if c["batch"] <= 16), key=lambda c: c["batch"], default=cands[0])
+        layers = r["ei"]["profile_by_layer_s"]
+        kinds = r["ei"].get("profile_by_kind_s", {})
+        total = sum(layers.values()) or 1.0
+        top = sorted(layers.items(), key=lambda kv: -kv[1])
+        md += ["### Where the cached sampler's time goes: %s, batch %d (Sampler.profile)" % (r["model_label"], r["batch"]),
+               "",
+               "Thread-seconds per layer of one sample call (%.1f ms in all; the profiled call reads the clock around "
+               "every step, so it is a share, not a timing). By kind: %s." % (
+                   1e3 * total, ", ".join("%s %.0f%%" % (k, 100 * v / total)
+                                          for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))),
+               "", "| layer | ms | share |", "|---|---:|---:|"]
+        for name, sec in top[:PROFILE_TOP]:
+            md.append("| `%s` | %.2f | %.1f%% |" % (name, 1e3 * sec, 100 * sec / total))
+        rest = sum(sec for _, sec in top[PROFILE_TOP:])
+        if rest:
+            md.append("| %d other layers | %.2f | %.1f%% |" % (len(top) - PROFILE_TOP, 1e3 * rest, 100 * rest / total))
+        md.append("")
+    return md
+
+
+# --------------------------------------------------------------------------- training (bench_training.py)
+
+TRAIN_LABEL = {"maskedconv2d": "pixelcnn_fast.MaskedConv2D (fast op)",
+               "pixelconvlayer": "keras.io PixelConvLayer (assign kernel*mask, tf.nn.conv2d)"}
+
+
+def load_training(data, peak):
+    rows = []
+    for b in data.get("benchmarks", []):
+        ei = b.get("extra_info", {})
+        if ei.get("suite") != "training":
+            continue
+        st = b["stats"]
+        rows.append(dict(variant=ei.get("variant"), mean=st["mean"], median=st["median"], stddev=st["stddev"],
+                         rounds=st["rounds"], gflops=ei.get("gflops"), peak=ei.get("gemm_peak_gflops", peak),
+                         counted=ei.get("flops_counted"), ei=ei, group=b.get("group"),
+                         foreign=ei.get("foreign_cpu_pct"), steal=ei.get("steal_pct")))
+    return rows
+
+
+def training_summary(trows):
+    fast = next((r for r in trows if r["variant"] == "maskedconv2d"), None)
+    base = next((r for r in trows if r["variant"] == "pixelconvlayer"), None)
+    if not (fast and base):
+        return "**NOT MEASURED** (a variant is missing from this run)"
+    return ("MaskedConv2D %.0f ms per step vs PixelConvLayer %.0f ms: **%.2fx** (median %.2fx)"
+            % (1e3 * fast["mean"], 1e3 * base["mean"], base["mean"] / fast["mean"], base["median"] / fast["median"]))
+
+
+def training_section(trows, peak):
+    base = next((r for r in trows if r["variant"] == "pixelconvlayer"), None)
+    ei = trows[0]["ei"]
+    md = ["## Training step (bench_training.py)", "",
+          "%s, batch %s, 28x28, `model.train_on_batch` (forward + backward + Adam). Both models took the same step "
+          "from the same weights before timing (loss relative difference %.1e, updated weights %.1e of their "
+          "scale). GFLOP/s: the convs' 3 passes, live taps for MaskedConv2D, all taps for PixelConvLayer."
+          % (ei.get("model", "?"), ei.get("batch", "?"), ei.get("same_step_loss_rel_diff", float("nan")),
+             ei.get("same_step_weights_rel_diff", float("nan"))), "",
+          "| variant | ms per step (mean) | median ms | sd % | rounds | steps/s | speedup vs PixelConvLayer | GFLOP/s "
+          "| % of peak | CPU used by others % |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(trows, key=lambda r: r["variant"] != "maskedconv2d"):
+        pk = r["peak"] or peak
+        md.append("| %s | %.1f | %.1f | %.0f | %d | %.2f | %s | %s | %s | %s |" % (
+            TRAIN_LABEL.get(r["variant"], r["variant"]), 1e3 * r["mean"], 1e3 * r["median"],
+            100 * r["stddev"] / r["mean"], r["rounds"], 1.0 / r["mean"],
+            (fmt(base["mean"] / r["mean"], ".2f") + "x") if base else "—", fmt(r["gflops"], ".1f"),
+            fmt(100 * r["gflops"] / pk if (r["gflops"] and pk) else None, ".1f"), fmt(others(r), ".0f")))
+    md.append("")
+    return md
+
+
+# --------------------------------------------------------------------------- plot
+
+# Fast PixelCNN++ (Ramachandran et al. 2017), its figure: speedup of its cached generation over the naive
+# one on a K40 GPU, at batch 1 and 256. Drawn for the shape of the curve, not as a like-for-like baseline.
+FAST_PIXELCNNPP = ((1, 2.0), (256, 183.0))
+
+
+def plot(srows, path):
+    """Left: cached speedup vs batch (one line per model and naive loop). Right: per-layer share of
+    the cached sampler (keras.io, batch 16 or the largest below). Returns False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("report.py: matplotlib not installed: no plot written", file=sys.stderr)
+        return False
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1.1, 1]})
+    styles = {"rows": "-o", "graph": "-s", "predict": "-^"}
+    colors = {}
+    for model_id in dict.fromkeys(r["model_id"] for r in srows):
+        label = next(r["model_label"] for r in srows if r["model_id"] == model_id)
+        for impl in ("rows", "graph", "predict"):
+            pts = []
+            for batch in sorted({r["batch"] for r in srows if r["model_id"] == model_id}):
+                cached, naive = _sampler_pair(srows, batch, impl, model_id)
+                if cached and naive:
+                    pts.append((batch, naive["mean"] / cached["mean"]))
+            if pts:
+                line, = ax.plot(*zip(*pts), styles[impl], color=colors.get(model_id), label="%s vs naive %s" % (label, impl))
+                colors.setdefault(model_id, line.get_color())
+    ax.plot(*zip(*FAST_PIXELCNNPP), "x--", color="grey", label="Fast PixelCNN++ paper (K40 GPU, its naive loop)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch (images sampled at once)")
+    ax.set_ylabel("speedup of the cached sampler (x)")
+    ax.set_title("Cached sampler vs naive repredict loops (CPU, same run)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    cands = [r for r in srows if r["impl"] == "cached" and r["ei"].get("profile_by_layer_s")]
+    keras = [r for r in cands if r["model_id"] == "keras_io"] or cands
+    if keras:
+        r = max((c for c in keras if c["batch"] <= 16), key=lambda c: c["batch"], default=keras[0])
+        layers = sorted(r["ei"]["profile_by_layer_s"].items(), key=lambda kv: -kv[1])
+        total = sum(v for _, v in layers) or 1.0
+        top = layers[:14]
+        names = [n if len(n) <= 42 else "..." + n[-39:] for n, _ in top][::-1]
+        bx.barh(names, [100 * v / total for _, v in top][::-1], color="tab:blue")
+        bx.set_xlabel("share of the cached sample call (%)")
+        bx.set_title("Where the time goes: %s, batch %d" % (r["model_label"], r["batch"]), fontsize=10)
+        bx.tick_params(axis="y", labelsize=7)
+    else:
+        bx.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# --------------------------------------------------------------------------- README table
+
+README_BEGIN = "<!-- benchmarks:begin (written by benchmarks/report.py --readme) -->"
+README_END = "<!-- benchmarks:end -->"
+
+
+def readme_table(path):
+    """The README's speed section: a compact ratio table from the same JSON."""
+    data, peak, rows = load(path)
+    srows = load_sampler(data, peak)
+    trows = load_training(data, peak)
+    mi = data.get("machine_info", {})
+    pf = mi.get("pixelcnn_fast", {}) or {}
+    cpu = (mi.get("cpu", {}) or {}).get("brand_raw", mi.get("processor", "?"))
+    ci = (data.get("commit_info", {}) or {}).get("id", "?")[:7]
+    md = [README_BEGIN, "",
+          "From one run of `python benchmarks/run.py` on %s (%s CPUs), %s, commit %s; Python %s, TF %s, "
+          "float32 GEMM peak measured in the same run %.1f GFLOP/s. Full report: "
+          "[benchmarks/REPORT.md](benchmarks/REPORT.md)." % (
+              cpu, pf.get("cpu_count", "?"), (data.get("datetime") or "?")[:10], ci, pf.get("python", "?"),
+              pf.get("tensorflow", "?"), peak or float("nan")), ""]
+    if rows:
+        md += ["| masked conv, forward+backward | batch | ours ms | tf.nn.conv2d(kernel*mask) ms | speedup | ours % of peak |",
+               "|---|---:|---:|---:|---:|---:|"]
+        for r in sorted([r for r in rows if r["pass_"] == "fwd+bwd" and r["variant"] == "ours"], key=order_key):
+            base = next((b for b in rows if b["group"] == r["group"] and b["variant"] == BASELINE), None)
+            g = gflops(r)
+            pk = r["peak"] or peak
+            md.append("| %s | %s | %.1f | %s | %s | %s |" % (
+                r["group"].split(" | ")[0], r["batch"], 1e3 * r["mean"], fmt(base["mean"] * 1e3 if base else None, ".1f"),
+                (fmt(base["mean"] / r["mean"], ".2f") + "x") if base else "—",
+                fmt(100 * g / pk if (g and pk) else None, ".0f")))
+        md.append("")
+    if srows:
+        md += ["| sampler | batch | cached ms | vs naive rows | vs naive graph | vs naive predict | cached % of peak |",
+               "|---|---:|---:|---:|---:|---:|---:|"]
+        for model_id in dict.fromkeys(r["model_id"] for r in srows):
+            for batch in sorted({r["batch"] for r in srows if r["model_id"] == model_id}):
+                cached = _sampler_pair(srows, batch, "rows", model_id)[0]
+                if not cached:
+                    continue
+                cells = []
+                for impl in ("rows", "graph", "predict"):
+                    naive = _sampler_pair(srows, batch, impl, model_id)[1]
+                    cells.append((fmt(naive["mean"] / cached["mean"], ",.0f") + "x") if naive else "—")
+                g = sampler_gflops(cached)
+                pk = cached["peak"] or peak
+                md.append("| %s | %d | %.1f | %s | %s | %s | %s |" % (
+                    cached["model_label"], batch, 1e3 * cached["mean"], *cells,
+                    fmt(100 * g / pk if (g and pk) else None, ".0f")))
+        md += ["", "Naive times are extrapolated from counted steps (REPORT.md says how for each row)."]
+        md.append("")
+    if trows:
+        md += ["Training step, keras.io model, batch 128: " + training_summary(trows) + ".", ""]
+    md.append(README_END)
+    return "\n".join(md)
+
+
+def update_readme(readme, table):
+    with open(readme) as f:
+        text = f.read()
+    if README_BEGIN not in text or README_END not in text:
+        sys.exit("report.py: %s has no %s ... %s section to replace" % (readme, README_BEGIN, README_END))
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    with open(readme, "w") as f:
+        f.write(head + table + tail)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("json", nargs="?", help="pytest-benchmark JSON (default: newest under .benchmarks/)")
     ap.add_argument("markdown", nargs="?", default=os.path.join(HERE, "REPORT.md"),
                     help="markdown output (default: benchmarks/REPORT.md)")
+    ap.add_argument("--plot", default=None,
+                    help="PNG of sampler speedup vs batch + per-layer share (default: next to the markdown, "
+                         "sampler_speedup.png, when the JSON has sampler rows)")
+    ap.add_argument("--readme", default=None, help="rewrite this README's benchmarks section from the JSON")
     ap.add_argument("--check", action="store_true", help="exit 1 unless every goal is met")
     args = ap.parse_args(argv)
     path = args.json or newest_json()
-    text, all_met = build(path)
+    plot_path = args.plot or os.path.join(os.path.dirname(os.path.abspath(args.markdown)), "sampler_speedup.png")
+    text, all_met = build(path, plot_path)
     print(text)
     with open(args.markdown, "w") as f:
         f.write(text + "\n")
     print("\n(written to %s)" % os.path.relpath(args.markdown), file=sys.stderr)
+    if args.readme:
+        update_readme(args.readme, readme_table(path))
+        print("(README section rewritten: %s)" % os.path.relpath(args.readme), file=sys.stderr)
     return 0 if (all_met or not args.check) else 1
 
 

@@ -193,6 +193,16 @@ class Sampler:
             on_row.close()
         return (levels, margins) if return_margins else levels
 
+    def profile(self, n, seed=0, temperature=1.0, conditions=None):
+        """Where one sample call's time goes: [(step name, kind, seconds)] for each program step (its
+        layer's name), plus "(draws)"; seconds are summed over threads. For reports, not for speed:
+        it reads the clock twice per step and position."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"Sampler.profile: n must be an int >= 1, got {n!r}")
+        exe = self._executor(int(n), self._check_conditions(int(n), conditions))
+        h, w, c = self.program.image_shape
+        return exe.sample_profile(int(n), int(seed), float(temperature), h, w, c)
+
     def teacher_forced(self, image, conditions=None):
         """The head's values (logits, or probabilities for output='probs') at every position computed
         through the cached path with `image` fed in: equals one full forward pass of the model."""

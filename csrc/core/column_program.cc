@@ -2,6 +2,8 @@
 #include "column_program.h"
 
 #include <algorithm>
+#include <chrono>
+#include <mutex>
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -293,11 +295,44 @@ int64_t ColumnProgram::macs_per_position() const {
   return total;
 }
 
-void ColumnProgram::run_steps(Slice& s, int64_t i, int64_t j, int min_phase) const {
+const char* ColumnProgram::step_kind(int k) const {
+  switch (steps_.at(k).kind) {
+    case StepKind::kConv: return "conv";
+    case StepKind::kBinary: return "binary";
+    case StepKind::kAct: return "act";
+    case StepKind::kConcat: return "concat";
+    case StepKind::kGather: return "gather";
+    case StepKind::kSoftmax: return "softmax";
+    case StepKind::kReduce: return "reduce";
+  }
+  return "?";
+}
+
+namespace {
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+void ColumnProgram::run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int64_t* ns) const {
+  for (size_t k = 0; k < steps_.size(); ++k) {
+    const ProgramStep& st = steps_[k];
+    if (st.phase < min_phase) continue;
+    if (ns == nullptr) {
+      run_step(s, st, i, j);
+    } else {
+      const int64_t t0 = now_ns();
+      run_step(s, st, i, j);
+      ns[k] += now_ns() - t0;
+    }
+  }
+}
+
+void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j) const {
   const Kernels& kern = active_kernels();
   const int64_t nb = s.nb;
-  for (const ProgramStep& st : steps_) {
-    if (st.phase < min_phase) continue;
+  {
     const int64_t cout = buffer_channels_[st.out];
     switch (st.kind) {
       case StepKind::kConv: {
@@ -458,21 +493,28 @@ void ColumnProgram::teacher_forced(const float* image, int64_t n, float* head_ou
 }
 
 void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t image_offset, int32_t* levels,
-                           float* margins, const Parallel& par, const std::function<void(int64_t)>& on_row) const {
+                           float* margins, const Parallel& par, const std::function<void(int64_t)>& on_row,
+                           double* step_seconds) const {
   if (head_.buffer < 0) throw std::invalid_argument("sample: no head set");
   prepare();
   int max_phase = 0;
   for (const ProgramStep& st : steps_) max_phase = std::max(max_phase, st.phase);
   const int L = head_.levels;
+  const size_t nsteps = steps_.size();
+  std::mutex profile_mutex;
+  if (step_seconds != nullptr) std::fill(step_seconds, step_seconds + nsteps + 1, 0.0);
   for_each_slice(n, par, int64_t(h_) * w_ * (macs_per_position() + 1), [&](int64_t b0, int64_t b1) {
     Slice s = make_slice(b0, b1);
+    std::vector<int64_t> ns(step_seconds != nullptr ? nsteps + 1 : 0, 0);  // last: the draws
+    int64_t* prof = step_seconds != nullptr ? ns.data() : nullptr;
     for (int64_t i = 0; i < h_; ++i) {
       for (int64_t j = 0; j < w_; ++j) {
         const uint32_t position = static_cast<uint32_t>(i * w_ + j);
         // The image at this position is unknown until drawn: zero it (the slot held an older row).
         for (int64_t img = 0; img < s.nb; ++img) std::memset(s.px(*this, 0, i, img, j), 0, c_ * sizeof(float));
         for (int c = 0; c < c_; ++c) {
-          run_steps(s, i, j, c);  // pass c: everything that may depend on channels drawn so far
+          run_steps(s, i, j, c, prof);  // pass c: everything that may depend on channels drawn so far
+          const int64_t t_draw = prof != nullptr ? now_ns() : 0;
           for (int64_t img = 0; img < s.nb; ++img) {
             const float* values = s.px(*this, head_.buffer, i, img, j) + int64_t(c) * L;
             const int64_t global = image_offset + b0 + img;
@@ -484,10 +526,15 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
             if (margins != nullptr) margins[at] = margin;
             s.px(*this, 0, i, img, j)[c] = static_cast<float>(level) * head_.value_scale + head_.value_offset;
           }
+          if (prof != nullptr) prof[nsteps] += now_ns() - t_draw;
         }
-        if (max_phase >= c_) run_steps(s, i, j, c_);  // steps that read the last channel at this pixel
+        if (max_phase >= c_) run_steps(s, i, j, c_, prof);  // steps that read the last channel at this pixel
       }
       if (on_row && b0 == 0) on_row(i + 1);
+    }
+    if (prof != nullptr) {
+      std::lock_guard<std::mutex> lock(profile_mutex);
+      for (size_t k = 0; k <= nsteps; ++k) step_seconds[k] += 1e-9 * static_cast<double>(ns[k]);
     }
   });
 }

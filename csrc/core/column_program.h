@@ -100,8 +100,15 @@ class ColumnProgram {
   // Draws n images: levels (n, H, W, C) int32. image_offset numbers the images for the random numbers.
   // margins (optional, n*H*W*C): distance of each draw's uniform to the nearest CDF boundary.
   // on_row (optional) is called by the thread of the first images after each row: rows done so far.
+  // step_seconds (optional, num_steps() + 1 entries, zeroed here): thread-seconds spent in each step,
+  // the last entry in the draws; a profile for reports (two clock reads per step and position).
   void sample(int64_t n, uint64_t seed, float temperature, int64_t image_offset, int32_t* levels,
-              float* margins, const Parallel& par, const std::function<void(int64_t)>& on_row = nullptr) const;
+              float* margins, const Parallel& par, const std::function<void(int64_t)>& on_row = nullptr,
+              double* step_seconds = nullptr) const;
+
+  int num_steps() const { return static_cast<int>(steps_.size()); }
+  const std::string& step_name(int k) const { return steps_.at(k).name; }
+  const char* step_kind(int k) const;
 
   int64_t head_channels() const { return buffer_channels_.at(head_.buffer); }
   // Floats of ring cache per image (all buffers), for reports.
@@ -113,7 +120,9 @@ class ColumnProgram {
   struct Slice;  // per-thread ring caches of a contiguous range of images
   void prepare() const;
   Slice make_slice(int64_t b0, int64_t b1) const;  // ring caches for images [b0, b1)
-  void run_steps(Slice& s, int64_t i, int64_t j, int min_phase) const;
+  // Steps of phase >= min_phase at (i, j); ns (optional, one entry per step) accumulates their times.
+  void run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int64_t* ns = nullptr) const;
+  void run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j) const;
   void check_buffer(int b, const char* what, const std::string& name) const;
 
   int h_, w_, c_;
