@@ -213,9 +213,9 @@ std::string masked_conv2d_backprop_filter(const TapSet& ts, const ConvGeometry& 
   const int64_t max_splits = std::max<int64_t>(1, (pixels + kMinPixelsPerSplit - 1) / kMinPixelsPerSplit);
   const int64_t splits = std::min(max_splits, std::max<int64_t>(1, (4 * int64_t(sms) + tiles - 1) / tiles));
   const int64_t pixels_per_split = (pixels + splits - 1) / splits;
-  if (ci_tiles > 65535 || o_tiles * splits > INT32_MAX)
-    return "masked conv filter gradient: too many channels for one launch (cin " + std::to_string(ts.cin) +
-           ", cout " + std::to_string(ts.cout) + ")";
+  if (ci_tiles > 65535 || o_tiles * splits > INT32_MAX || T > 65535)
+    return "masked conv filter gradient: too large for one launch (" + std::to_string(T) + " live taps, cin " +
+           std::to_string(ts.cin) + ", cout " + std::to_string(ts.cout) + ")";
 
   const int64_t per_split = int64_t(T) * ts.cin * ts.cout;
   StreamBuffer partial(stream);
