@@ -333,8 +333,12 @@ def test_cuda_argument_errors(gpu, core):
         cuda.masked_conv2d_forward(cupy.zeros((1, 5, 10, 3), cupy.float32)[:, :, ::2], k, "A")
     with pytest.raises(ValueError, match=r"out must have shape \(1, 5, 5, 6\), got \(1, 5, 5, 5\)"):
         cuda.masked_conv2d_forward(x, k, "A", out=cupy.zeros((1, 5, 5, 5), cupy.float32))
-    with pytest.raises(ValueError, match=r"dy must have shape \(1, 5, 5, 6\)"):
-        cuda.masked_conv2d_backprop_filter(x, cupy.zeros((1, 5, 5, 5), cupy.float32), (3, 3), "A")
+    with pytest.raises(ValueError, match=r"dy must have shape \(1, 5, 5, 6\) \(batch and output size of the "
+                                         r"forward pass on x\), got \(1, 5, 4, 6\)"):
+        cuda.masked_conv2d_backprop_filter(x, cupy.zeros((1, 5, 4, 6), cupy.float32), (3, 3), "A")
+    with pytest.raises(ValueError, match=r"dy must have shape \(1, 5, 5, 6\) \(the forward output for input_hw "
+                                         r"and this kernel\), got \(1, 4, 5, 6\)"):
+        cuda.masked_conv2d_backprop_input(cupy.zeros((1, 4, 5, 6), cupy.float32), k, (5, 5), "A")
     # The semantic arguments go through the core's shared checker: the same messages as the CPU module.
     xh, kh = np.zeros((1, 5, 5, 3), np.float32), np.zeros((3, 3, 3, 6), np.float32)
     for kwargs in (dict(mask_type="C"), dict(mask_type="A", color_groups=2), dict(mask_type="B", padding="full"),
