@@ -136,28 +136,38 @@ PCF_HOST_DEVICE inline float backprop_input_element(const LiveTapTables& taps, c
 
 // Partial sums of the filter gradient for tap t, input channels ci0 .. ci0 + CI_TILE - 1 (those < cin)
 // and output channel o, over the output pixels m = first, first + step, ... < end (m flattens b, i, j):
-// acc[c] += x[source of m through t, ci0 + c] * dy[m, o]. The GPU splits the pixels over threads and
-// blocks and adds the partials in a fixed order; the host adds them over one range.
+// acc[c] += x[source of m through t, ci0 + c] * dy[m, o]. The GPU gives each of a block's pixel lanes its
+// own `first` and step kFilterPixelLanes, splits the pixels over blocks, and adds the partials in a fixed
+// order; the host driver uses the same lanes over one range.
 template <int CI_TILE>
 PCF_HOST_DEVICE inline void backprop_filter_partial(const LiveTapTables& taps, const ConvDims& d, const float* x,
                                                     const float* dy, int t, int64_t ci0, int64_t o, int64_t first,
                                                     int64_t end, int64_t step, float* acc) {
+  if (first >= end) return;
   const int64_t oy = tap_offset(taps.ky[t], d.dh, d.pad_top), ox = tap_offset(taps.kx[t], d.dw, d.pad_left);
-  const int64_t per_image = d.ho * d.wo;
   const int64_t nci = d.cin - ci0 < CI_TILE ? d.cin - ci0 : CI_TILE;
+  // (b, i, j) of m, advanced by `step` without a 64-bit division per pixel.
+  const int64_t per_image = d.ho * d.wo;
+  int64_t b = first / per_image, i = (first % per_image) / d.wo, j = first % d.wo;
   for (int64_t m = first; m < end; m += step) {
-    const int64_t b = m / per_image, i = (m % per_image) / d.wo, j = m % d.wo;
     const int64_t si = i + oy, sj = j + ox;
-    if (!in_range(si, d.h) || !in_range(sj, d.w)) continue;
-    const float g = dy[m * d.cout + o];
-    const float* xs = x + ((b * d.h + si) * d.w + sj) * d.cin + ci0;
-    if (nci == CI_TILE) {
+    if (in_range(si, d.h) && in_range(sj, d.w)) {
+      const float g = dy[m * d.cout + o];
+      const float* xs = x + ((b * d.h + si) * d.w + sj) * d.cin + ci0;
+      // Constant indices only (a fully unrolled loop with a guard): acc stays in GPU registers.
 #if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
-      for (int c = 0; c < CI_TILE; ++c) acc[c] += xs[c] * g;
-    } else {
-      for (int c = 0; c < nci; ++c) acc[c] += xs[c] * g;
+      for (int c = 0; c < CI_TILE; ++c)
+        if (c < nci) acc[c] += xs[c] * g;
+    }
+    j += step;
+    while (j >= d.wo) {
+      j -= d.wo;
+      if (++i == d.ho) {
+        i = 0;
+        ++b;
+      }
     }
   }
 }
@@ -165,6 +175,8 @@ PCF_HOST_DEVICE inline void backprop_filter_partial(const LiveTapTables& taps, c
 // Input channels per filter-gradient work item (registers per GPU thread): x is read once per pixel for
 // this many channels, dy once for all of them.
 constexpr int kFilterCiTile = 8;
+// Pixel lanes per filter-gradient block: lane l sums pixels l, l + kFilterPixelLanes, ...
+constexpr int kFilterPixelLanes = 8;
 
 // The per-element algorithm run on the host over every element, for the tests (see the top of this file);
 // the signatures are those of masked_conv.h.

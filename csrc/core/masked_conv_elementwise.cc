@@ -50,10 +50,15 @@ void masked_conv2d_backprop_filter_elementwise(const TapSet& ts, const ConvGeome
       if (ci0 >= taps.ci_hi[t] || ci0 + kFilterCiTile <= taps.ci_lo[t]) continue;
       float* out = dkernel + (int64_t(taps.ky[t]) * d.kw + taps.kx[t]) * d.cin * d.cout;
       for (int64_t o = 0; o < d.cout; ++o) {
-        float acc[kFilterCiTile] = {};
-        backprop_filter_partial<kFilterCiTile>(taps, d, x, dy, t, ci0, o, 0, pixels, 1, acc);
-        for (int64_t c = 0; c < kFilterCiTile && ci0 + c < d.cin; ++c)
-          if (ts.live(t, ci0 + c, o)) out[(ci0 + c) * d.cout + o] = acc[c];
+        // The GPU block's pixel lanes, added in lane order as its shared-memory reduction does.
+        float lanes[kFilterPixelLanes][kFilterCiTile] = {};
+        for (int l = 0; l < kFilterPixelLanes; ++l)
+          backprop_filter_partial<kFilterCiTile>(taps, d, x, dy, t, ci0, o, l, pixels, kFilterPixelLanes, lanes[l]);
+        for (int64_t c = 0; c < kFilterCiTile && ci0 + c < d.cin; ++c) {
+          float sum = 0.0f;
+          for (int l = 0; l < kFilterPixelLanes; ++l) sum += lanes[l][c];
+          if (ts.live(t, ci0 + c, o)) out[(ci0 + c) * d.cout + o] = sum;
+        }
       }
     }
   });

@@ -21,9 +21,9 @@ namespace {
 constexpr int kThreads = 256;
 // Grid-stride loops cover any size; this cap keeps the grid within limits for huge tensors.
 constexpr int64_t kMaxBlocks = int64_t(1) << 20;
-// Filter gradient: a block is kFilterOLanes output channels x kFilterPixelLanes pixel lanes.
+// Filter gradient: a block is kFilterOLanes output channels x kFilterPixelLanes pixel lanes
+// (masked_conv_element.h).
 constexpr int kFilterOLanes = 32;
-constexpr int kFilterPixelLanes = 8;
 // A filter-gradient block handles at least this many pixels, so splitting the pixels over blocks (for
 // parallelism when there are few (tap, channel) tiles) never makes the partial sums dominate.
 constexpr int64_t kMinPixelsPerSplit = 2048;
