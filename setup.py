@@ -153,8 +153,11 @@ ext_modules = [
               language="c++"),
     Extension("pixelcnn_fast._tf_ops", sorted(glob.glob("csrc/tf/*.cc")), language="c++"),
 ]
-# The CUDA binding (GPU backend) is built when its source exists and nvcc compiled csrc/cuda.
-if os.path.exists(os.path.join(HERE, "csrc", "python", "cuda_module.cc")):
+# The CUDA binding (GPU backend) is built when its source exists and nvcc compiles csrc/cuda. Decided here,
+# not in build_extension: an in-place or editable build copies every listed extension and fails on a
+# skipped one.
+if os.path.exists(os.path.join(HERE, "csrc", "python", "cuda_module.cc")) and \
+        glob.glob(os.path.join(HERE, "csrc", "cuda", "*.cu")) and find_nvcc() is not None:
     ext_modules.append(Extension("pixelcnn_fast._cuda", ["csrc/python/cuda_module.cc"],
                                  include_dirs=[pybind11.get_include()], language="c++"))
 
