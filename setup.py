@@ -26,8 +26,8 @@ TF_REQUIREMENT = re.search(r'TF_REQUIREMENT = "([^"]+)"',
                            open(os.path.join(HERE, "pixelcnn_fast", "_version.py")).read()).group(1)
 
 CORE_SOURCES = ["csrc/core/tapset.cc", "csrc/core/gather_plan.cc", "csrc/core/masked_conv.cc",
-                "csrc/core/column_program.cc", "csrc/core/program_spec.cc", "csrc/core/kernels.cc",
-                "csrc/core/threadpool.cc"]
+                "csrc/core/masked_conv_elementwise.cc", "csrc/core/column_program.cc", "csrc/core/program_spec.cc",
+                "csrc/core/kernels.cc", "csrc/core/threadpool.cc"]
 # Microkernel builds and their flags; kernels.cc picks one at run time with cpuid.
 ISA_SOURCES = {
     "csrc/core/isa_avx512.cc": ["-mavx512f", "-mavx2", "-mfma"],
@@ -92,7 +92,10 @@ class BuildExt(build_ext):
         sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         nvcc = find_nvcc()
         if not sources or nvcc is None:
-            self.cuda_status = "not built: " + ("no csrc/cuda sources" if not sources else "nvcc not found")
+            why = ("no csrc/cuda sources" if not sources else
+                   "disabled by PIXELCNN_FAST_CUDA=0" if os.environ.get("PIXELCNN_FAST_CUDA", "1") == "0" else
+                   "nvcc not found")
+            self.cuda_status = "not built: " + why
             return []
         import subprocess
 
@@ -103,7 +106,7 @@ class BuildExt(build_ext):
         objs = []
         for src in sources:
             obj = os.path.join(self.build_temp, os.path.basename(src) + ".o")
-            subprocess.check_call([nvcc, "-std=c++17", "-O3", "-Xcompiler", "-fPIC", "-c", src, "-o", obj] + gencode)
+            subprocess.check_call([nvcc, "-std=c++17", "-O3", "-Xcompiler", "-fPIC,-Wall", "-c", src, "-o", obj] + gencode)
             objs.append(obj)
         self.cuda_archs = [f"sm_{a}" for a in CUDA_ARCHS]
         self.cuda_status = "built"
@@ -150,8 +153,11 @@ ext_modules = [
               language="c++"),
     Extension("pixelcnn_fast._tf_ops", sorted(glob.glob("csrc/tf/*.cc")), language="c++"),
 ]
-# The CUDA binding (GPU backend) is built when its source exists and nvcc compiled csrc/cuda.
-if os.path.exists(os.path.join(HERE, "csrc", "python", "cuda_module.cc")):
+# The CUDA binding (GPU backend) is built when its source exists and nvcc compiles csrc/cuda. Decided here,
+# not in build_extension: an in-place or editable build copies every listed extension and fails on a
+# skipped one.
+if os.path.exists(os.path.join(HERE, "csrc", "python", "cuda_module.cc")) and \
+        glob.glob(os.path.join(HERE, "csrc", "cuda", "*.cu")) and find_nvcc() is not None:
     ext_modules.append(Extension("pixelcnn_fast._cuda", ["csrc/python/cuda_module.cc"],
                                  include_dirs=[pybind11.get_include()], language="c++"))
 

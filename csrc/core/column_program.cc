@@ -9,6 +9,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "conv_index.h"
 #include "kernels.h"
 
 namespace pcf {
@@ -143,13 +144,12 @@ void ColumnProgram::add_conv(int out, int in, const float* kernel, int kh, int k
                                " kernel changes the image size");
   ProgramStep st = new_step(StepKind::kConv, out, {in}, phase, name);
   st.taps = TapSet::from_kernel(kernel, kh, kw, cin, cout);
-  const int64_t pad_top = same_padding ? (int64_t(kh - 1) * dh) / 2 : 0;
-  const int64_t pad_left = same_padding ? (int64_t(kw - 1) * dw) / 2 : 0;
+  const int64_t pad_top = pad_before(kh, dh, same_padding), pad_left = pad_before(kw, dw, same_padding);
   const TapSet& ts = st.taps;
   detail::build_pieces_and_segments(ts, cout, ts.lo, ts.hi,
                                     [&](int t, int64_t* oy, int64_t* ox) {
-                                      *oy = int64_t(ts.ky[t]) * dh - pad_top;
-                                      *ox = int64_t(ts.kx[t]) * dw - pad_left;
+                                      *oy = tap_offset(ts.ky[t], dh, pad_top);
+                                      *ox = tap_offset(ts.kx[t], dw, pad_left);
                                     },
                                     &st.plan);
   // The cache holds only positions already visited: a live tap after the current position in raster

@@ -7,6 +7,7 @@
 #include <sstream>
 #include <vector>
 
+#include "conv_index.h"
 #include "gather_plan.h"
 #include "kernels.h"
 
@@ -23,24 +24,16 @@ std::string make_geometry(int64_t n, int64_t h, int64_t w, int kh, int kw, int d
   g->kw = kw;
   g->dh = dh;
   g->dw = dw;
-  const int64_t ext_h = int64_t(kh - 1) * dh + 1, ext_w = int64_t(kw - 1) * dw + 1;
-  if (p == "same") {
-    // TF's convention: the total padding (extent - 1) split with the smaller half on top/left, which
-    // for odd kernels puts the centre tap at offset 0.
-    g->ho = h;
-    g->wo = w;
-    g->pad_top = (ext_h - 1) / 2;
-    g->pad_left = (ext_w - 1) / 2;
-  } else {
-    g->ho = h - ext_h + 1;
-    g->wo = w - ext_w + 1;
-    g->pad_top = g->pad_left = 0;
-    if (g->ho < 1 || g->wo < 1) {
-      std::ostringstream err;
-      err << "padding='valid' needs an input at least as large as the dilated kernel extent (" << ext_h << ", "
-          << ext_w << "), got input spatial size (" << h << ", " << w << ")";
-      return err.str();
-    }
+  const bool same = p == "same";
+  g->ho = conv_output_size(h, kh, dh, same);
+  g->wo = conv_output_size(w, kw, dw, same);
+  g->pad_top = pad_before(kh, dh, same);
+  g->pad_left = pad_before(kw, dw, same);
+  if (!same && (g->ho < 1 || g->wo < 1)) {
+    std::ostringstream err;
+    err << "padding='valid' needs an input at least as large as the dilated kernel extent (" << dilated_extent(kh, dh)
+        << ", " << dilated_extent(kw, dw) << "), got input spatial size (" << h << ", " << w << ")";
+    return err.str();
   }
   return "";
 }
@@ -130,8 +123,8 @@ GatherPlan make_plan(const TapSet& ts, const ConvGeometry& g, int sign, const st
   plan.cd = sign > 0 ? ts.cout : ts.cin;
   build_pieces_and_segments(ts, plan.cd, rlo, rhi,
                             [&](int t, int64_t* oy, int64_t* ox) {
-                              *oy = sign * (int64_t(ts.ky[t]) * g.dh - g.pad_top);
-                              *ox = sign * (int64_t(ts.kx[t]) * g.dw - g.pad_left);
+                              *oy = sign * tap_offset(ts.ky[t], g.dh, g.pad_top);
+                              *ox = sign * tap_offset(ts.kx[t], g.dw, g.pad_left);
                             },
                             &plan);
   return plan;
@@ -159,18 +152,8 @@ void masked_conv2d_backprop_input(const TapSet& ts, const ConvGeometry& g, const
   // The transposed problem: dx[q, ci] = sum_t sum_o dy[q - offset_t, o] * W[t, ci, o]. Its source
   // channel ranges per (tap, ci) are the hull of the outputs o that read ci through t (for colour groups
   // the centre tap gives a suffix of the output blocks).
-  const int T = ts.num_taps();
-  std::vector<int32_t> rlo(int64_t(T) * ts.cin, INT32_MAX), rhi(int64_t(T) * ts.cin, 0);
-  for (int t = 0; t < T; ++t)
-    for (int64_t o = 0; o < ts.cout; ++o)
-      for (int32_t ci = ts.lo[t * ts.cout + o]; ci < ts.hi[t * ts.cout + o]; ++ci) {
-        int32_t& l = rlo[t * ts.cin + ci];
-        int32_t& h = rhi[t * ts.cin + ci];
-        l = std::min<int32_t>(l, static_cast<int32_t>(o));
-        h = std::max<int32_t>(h, static_cast<int32_t>(o + 1));
-      }
-  for (auto& l : rlo)
-    if (l == INT32_MAX) l = 0;
+  std::vector<int32_t> rlo, rhi;
+  ts.transposed_ranges(&rlo, &rhi);
   GatherPlan plan = make_plan(ts, g, -1, rlo, rhi);
   pack_segments(active_kernels(),
                 [&](int t, int32_t o, int64_t ci) { return ts.live(t, ci, o) ? kernel_at(ts, kernel, t, ci, o) : 0.0f; },

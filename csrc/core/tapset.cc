@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <climits>
 #include <sstream>
 
 namespace pcf {
@@ -11,6 +12,22 @@ int64_t TapSet::live_macs_per_pixel() const {
   int64_t total = 0;
   for (size_t i = 0; i < lo.size(); ++i) total += std::max<int64_t>(0, hi[i] - lo[i]);
   return total;
+}
+
+void TapSet::transposed_ranges(std::vector<int32_t>* rlo, std::vector<int32_t>* rhi) const {
+  const int T = num_taps();
+  rlo->assign(int64_t(T) * cin, INT32_MAX);
+  rhi->assign(int64_t(T) * cin, 0);
+  for (int t = 0; t < T; ++t)
+    for (int64_t o = 0; o < cout; ++o)
+      for (int32_t ci = lo[t * cout + o]; ci < hi[t * cout + o]; ++ci) {
+        int32_t& l = (*rlo)[t * cin + ci];
+        int32_t& h = (*rhi)[t * cin + ci];
+        l = std::min<int32_t>(l, static_cast<int32_t>(o));
+        h = std::max<int32_t>(h, static_cast<int32_t>(o + 1));
+      }
+  for (auto& l : *rlo)
+    if (l == INT32_MAX) l = 0;
 }
 
 void TapSet::add_tap(int y, int x, const std::vector<int32_t>& tap_lo, const std::vector<int32_t>& tap_hi) {

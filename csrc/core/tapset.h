@@ -28,6 +28,11 @@ struct TapSet {
   }
   // Appends tap (y, x) with its per-output ranges when any output reads through it.
   void add_tap(int y, int x, const std::vector<int32_t>& tap_lo, const std::vector<int32_t>& tap_hi);
+  // The transposed ranges, for the input gradient: for tap t and input channel ci, [(*rlo)[t * cin + ci],
+  // (*rhi)[t * cin + ci]) is the hull of the output channels that read ci through t ([0, 0) when none).
+  // Exact for masks (a suffix of the outputs); for a kernel's non-zeros every entry the hull adds is a
+  // zero of that kernel, so multiplying by it changes nothing.
+  void transposed_ranges(std::vector<int32_t>* rlo, std::vector<int32_t>* rhi) const;
   // Multiply-adds per output pixel over live (tap, cin, cout) triples.
   int64_t live_macs_per_pixel() const;
   // The same count for the dense kernel (kh * kw * cin * cout).

@@ -18,13 +18,24 @@
 #include "../core/program_spec.h"
 #include "../core/kernels.h"
 #include "../core/masked_conv.h"
+#include "../core/masked_conv_element.h"
 #include "../core/philox.h"
 #include "../core/tapset.h"
 #include "../core/threadpool.h"
+#include "conv_args.h"
 
 namespace py = pybind11;
 
 namespace {
+
+using pcf_binding::make_problem;
+using pcf_binding::pair_arg;
+using pcf_binding::Problem;
+using pcf_binding::shape_str;
+
+// The signature shared by the core's masked conv functions (blocked fast path and per-element version).
+using ConvFn = void (*)(const pcf::TapSet&, const pcf::ConvGeometry&, const float*, const float*, float*,
+                        const pcf::Parallel&);
 
 std::unique_ptr<pcf::ThreadPool>& pool() {
   static std::unique_ptr<pcf::ThreadPool> p =
@@ -37,14 +48,6 @@ std::string shape_str(const py::array& a) {
   s << "(";
   for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
   s << (a.ndim() == 1 ? ",)" : ")");
-  return s.str();
-}
-
-std::string shape_str(const std::vector<py::ssize_t>& v) {
-  std::ostringstream s;
-  s << "(";
-  for (size_t i = 0; i < v.size(); ++i) s << (i ? ", " : "") << v[i];
-  s << (v.size() == 1 ? ",)" : ")");
   return s.str();
 }
 
@@ -78,52 +81,7 @@ py::array_t<float> output(const py::object& out, const char* fn, const std::vect
   return a;
 }
 
-std::pair<int, int> pair_arg(const py::object& v, const char* fn, const char* name) {
-  if (py::isinstance<py::int_>(v)) {
-    const int d = v.cast<int>();
-    return {d, d};
-  }
-  auto t = v.cast<std::vector<int>>();
-  if (t.size() != 2)
-    throw py::value_error(std::string(fn) + ": " + name + " must be an int or a pair of ints, got " +
-                          std::string(py::str(v)));
-  return {t[0], t[1]};
-}
-
-struct Problem {
-  pcf::TapSet taps;
-  pcf::ConvGeometry geom;
-};
-
-// Validates the semantic arguments through the core's shared checker and builds tap set + geometry.
-// mask_type None (only where the kernel is given) reads the tap set from the kernel's non-zeros
-// (DESIGN.md: the kernel's zeros are the mask), for kernels masked by any mechanism.
-Problem make_problem(const char* fn, int64_t n, int64_t h, int64_t w, int64_t cin, int kh, int kw, int64_t kernel_cin,
-                     int64_t cout, const py::object& mask_type_obj, int color_groups, const py::object& dilation,
-                     const std::string& padding, const float* kernel = nullptr) {
-  auto [dh, dw] = pair_arg(dilation, fn, "dilation");
-  const bool from_kernel = mask_type_obj.is_none();
-  if (from_kernel && kernel == nullptr)
-    throw py::value_error(std::string(fn) + ": mask_type must be 'A' or 'B' here, got None");
-  if (from_kernel && color_groups != 1)
-    throw py::value_error(std::string(fn) + ": color_groups must be 1 with mask_type=None (the kernel's zeros "
-                          "already give the channel structure), got " + std::to_string(color_groups));
-  if (!from_kernel && !py::isinstance<py::str>(mask_type_obj))
-    throw py::type_error(std::string(fn) + ": mask_type must be 'A', 'B' or None, got " +
-                         std::string(py::repr(mask_type_obj)));
-  const std::string mask_type = from_kernel ? "B" : mask_type_obj.cast<std::string>();
-  // With mask_type=None the centre need not be defined, but 'same' padding still needs odd sizes to
-  // match TF's placement; the shared checker keeps one rule for both.
-  std::string err = pcf::check_mask_args(kh, kw, cin, kernel_cin, cout, mask_type, color_groups, dh, dw, padding);
-  if (!err.empty()) throw py::value_error(std::string(fn) + ": " + err);
-  Problem p;
-  err = pcf::make_geometry(n, h, w, kh, kw, dh, dw, padding, &p.geom);
-  if (!err.empty()) throw py::value_error(std::string(fn) + ": " + err);
-  p.taps = from_kernel ? pcf::TapSet::from_kernel(kernel, kh, kw, cin, cout)
-                       : pcf::TapSet::from_mask(kh, kw, cin, cout, pcf::parse_mask_type(mask_type), color_groups);
-  return p;
-}
-
+template <ConvFn kRun>
 py::array_t<float> forward(const py::object& x_obj, const py::object& k_obj, const py::object& mask_type,
                            int color_groups, const py::object& dilation, const std::string& padding,
                            const py::object& out) {
@@ -138,11 +96,12 @@ py::array_t<float> forward(const py::object& x_obj, const py::object& k_obj, con
   float* yp = y.mutable_data();
   {
     py::gil_scoped_release release;
-    pcf::masked_conv2d_forward(p.taps, p.geom, x, k, yp, *pool());
+    kRun(p.taps, p.geom, x, k, yp, *pool());
   }
   return y;
 }
 
+template <ConvFn kRun>
 py::array_t<float> backprop_input(const py::object& dy_obj, const py::object& k_obj, const py::object& input_hw,
                                   const py::object& mask_type, int color_groups, const py::object& dilation,
                                   const std::string& padding, const py::object& out) {
@@ -166,11 +125,12 @@ py::array_t<float> backprop_input(const py::object& dy_obj, const py::object& k_
   float* dxp = dx.mutable_data();
   {
     py::gil_scoped_release release;
-    pcf::masked_conv2d_backprop_input(p.taps, p.geom, dy, k, dxp, *pool());
+    kRun(p.taps, p.geom, dy, k, dxp, *pool());
   }
   return dx;
 }
 
+template <ConvFn kRun>
 py::array_t<float> backprop_filter(const py::object& x_obj, const py::object& dy_obj, const py::object& kernel_hw,
                                    const py::object& mask_type, int color_groups, const py::object& dilation,
                                    const std::string& padding, const py::object& out) {
@@ -191,7 +151,7 @@ py::array_t<float> backprop_filter(const py::object& x_obj, const py::object& dy
   float* dkp = dk.mutable_data();
   {
     py::gil_scoped_release release;
-    pcf::masked_conv2d_backprop_filter(p.taps, p.geom, x, dy, dkp, *pool());
+    kRun(p.taps, p.geom, x, dy, dkp, *pool());
   }
   return dk;
 }
@@ -409,17 +369,32 @@ void bind_column_program(py::module_& m) {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "pixelcnn_fast C++ core (CPU): masked convolution over live taps on NumPy float32 arrays.";
-  m.def("masked_conv2d_forward", &forward, py::arg("x"), py::arg("kernel"), py::arg("mask_type"),
+  m.def("masked_conv2d_forward", &forward<pcf::masked_conv2d_forward>, py::arg("x"), py::arg("kernel"), py::arg("mask_type"),
         py::arg("color_groups") = 1, py::arg("dilation") = py::make_tuple(1, 1), py::arg("padding") = "same",
         py::arg("out") = py::none(), "y = masked conv of x (N,H,W,Cin) with kernel (kh,kw,Cin,Cout), live taps only. mask_type None: the "
         "live taps and channel ranges are read from the kernel's non-zeros.");
-  m.def("masked_conv2d_backprop_input", &backprop_input, py::arg("dy"), py::arg("kernel"), py::arg("input_hw"),
+  m.def("masked_conv2d_backprop_input", &backprop_input<pcf::masked_conv2d_backprop_input>, py::arg("dy"), py::arg("kernel"), py::arg("input_hw"),
         py::arg("mask_type"), py::arg("color_groups") = 1, py::arg("dilation") = py::make_tuple(1, 1),
         py::arg("padding") = "same", py::arg("out") = py::none(), "Gradient of the masked conv w.r.t. its input.");
-  m.def("masked_conv2d_backprop_filter", &backprop_filter, py::arg("x"), py::arg("dy"), py::arg("kernel_hw"),
+  m.def("masked_conv2d_backprop_filter", &backprop_filter<pcf::masked_conv2d_backprop_filter>, py::arg("x"), py::arg("dy"), py::arg("kernel_hw"),
         py::arg("mask_type"), py::arg("color_groups") = 1, py::arg("dilation") = py::make_tuple(1, 1),
         py::arg("padding") = "same", py::arg("out") = py::none(),
         "Gradient w.r.t. the kernel; entries of dead taps are exactly 0.");
+  // The CUDA kernels' per-element arithmetic (core/masked_conv_element.h) on the host: the CPU tests check
+  // the GPU's index math and channel ranges with these. Slow; not a backend.
+  m.def("masked_conv2d_forward_elementwise", &forward<pcf::masked_conv2d_forward_elementwise>, py::arg("x"),
+        py::arg("kernel"), py::arg("mask_type"), py::arg("color_groups") = 1,
+        py::arg("dilation") = py::make_tuple(1, 1), py::arg("padding") = "same", py::arg("out") = py::none(),
+        "masked_conv2d_forward computed one element at a time as a CUDA thread does (tests only).");
+  m.def("masked_conv2d_backprop_input_elementwise", &backprop_input<pcf::masked_conv2d_backprop_input_elementwise>,
+        py::arg("dy"), py::arg("kernel"), py::arg("input_hw"), py::arg("mask_type"), py::arg("color_groups") = 1,
+        py::arg("dilation") = py::make_tuple(1, 1), py::arg("padding") = "same", py::arg("out") = py::none(),
+        "masked_conv2d_backprop_input computed one element at a time as a CUDA thread does (tests only).");
+  m.def("masked_conv2d_backprop_filter_elementwise",
+        &backprop_filter<pcf::masked_conv2d_backprop_filter_elementwise>, py::arg("x"), py::arg("dy"),
+        py::arg("kernel_hw"), py::arg("mask_type"), py::arg("color_groups") = 1,
+        py::arg("dilation") = py::make_tuple(1, 1), py::arg("padding") = "same", py::arg("out") = py::none(),
+        "masked_conv2d_backprop_filter computed as the CUDA kernels' partial sums do (tests only).");
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
     pool() = std::make_unique<pcf::ThreadPool>(n);
