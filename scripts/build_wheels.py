@@ -130,6 +130,7 @@ def build_sdist(out, log):
 
 
 def unpack(sdist, into):
+    shutil.rmtree(into, ignore_errors=True)  # a --work folder from an earlier run
     with tarfile.open(sdist) as tar:
         kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
         tar.extractall(into, **kwargs)
@@ -164,16 +165,18 @@ def build_variant(variant, sdist, work, out, log):
         name = f"{CPU_NAME}-cu{nvcc_major(find_nvcc())}"
         env["PIXELCNN_FAST_CUDA"] = "1"
     set_name(src, name)
-    raw = os.path.join(work, f"raw-{variant}")
+    raw, repaired = os.path.join(work, f"raw-{variant}"), os.path.join(work, f"repaired-{variant}")
+    for folder in (raw, repaired):
+        shutil.rmtree(folder, ignore_errors=True)
     build_s = run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", raw, src],
                   log, env=env)
     (raw_wheel,) = glob.glob(os.path.join(raw, "*.whl"))
-    before = set(glob.glob(os.path.join(out, "*.whl")))
-    cmd = [sys.executable, "-m", "auditwheel", "repair", "-w", out]
+    cmd = [sys.executable, "-m", "auditwheel", "repair", "-w", repaired]
     for lib in EXCLUDE:
         cmd += ["--exclude", lib]
     repair_s = run(cmd + [raw_wheel], log, env=env)
-    (wheel,) = set(glob.glob(os.path.join(out, "*.whl"))) - before
+    (wheel,) = glob.glob(os.path.join(repaired, "*.whl"))
+    wheel = shutil.move(wheel, os.path.join(out, os.path.basename(wheel)))  # replaces one of an earlier run
     info = {"variant": variant, "distribution": name, "wheel": wheel, "size_bytes": os.path.getsize(wheel),
             "unrepaired_size_bytes": os.path.getsize(raw_wheel), "build_s": round(build_s, 1),
             "repair_s": round(repair_s, 1), "platform_tag": wheel[:-4].split("-")[-1],
