@@ -49,6 +49,15 @@ def find_nvcc():
     return shutil.which("nvcc")
 
 
+def _nvcc_release():
+    """'13.0' from `nvcc --version` (the cudart linked statically comes from the same toolkit)."""
+    import subprocess
+
+    out = subprocess.run([find_nvcc(), "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"release ([0-9.]+)", out)
+    return m.group(1) if m else "unknown"
+
+
 class BuildExt(build_ext):
     def finalize_options(self):
         super().finalize_options()
@@ -113,12 +122,19 @@ class BuildExt(build_ext):
         return objs
 
     def _write_build_info(self):
+        cuda_module = bool(self.cuda_objects) and any(e.name.endswith("_cuda") for e in self.extensions)
         info = {
             "version": VERSION,
+            # pixelcnn-fast (CPU) or pixelcnn-fast-cu13 (CUDA): scripts/build_wheels.py sets it per variant.
+            "distribution": self.distribution.get_name(),
             "tensorflow": self.tf_version,
+            "backends": ["cpu", "tf_ops"] + (["cuda"] if cuda_module else []),
             "cpu_isas": ["avx512", "avx2", "generic"],
             "cuda": self.cuda_status,
             "cuda_archs": self.cuda_archs,
+            # The last arch is also embedded as PTX, so newer GPUs JIT-compile it.
+            "cuda_ptx": [f"compute_{CUDA_ARCHS[-1]}"] if self.cuda_archs else [],
+            "nvcc": _nvcc_release() if self.cuda_archs else None,
             "compiler": self.compiler.compiler_type if self.compiler else "unknown",
         }
         text = ('"""Build record written by setup.py: what was compiled, against what."""\n'
