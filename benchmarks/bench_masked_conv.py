@@ -4,7 +4,7 @@
 Run alone (from the repository root, ~4 minutes on 2 cores), or with the other suites through
 benchmarks/run.py (README, "Benchmarks"):
 
-    .venv/bin/python -m pytest benchmarks/bench_masked_conv.py --benchmark-json=benchmarks/results.json && .venv/bin/python benchmarks/report.py benchmarks/results.json
+    .venv/bin/python -m pytest benchmarks/bench_masked_conv.py --benchmark-json=/tmp/conv.json && .venv/bin/python benchmarks/report.py /tmp/conv.json /tmp/CONV.md
 
 Shapes: the masked layers of every seed model, at that model's image size and training batch
 (SHAPES below): keras.io (7x7 A 1->128, 3x3 B 128->64; 28x28, batch 128), the 256-level

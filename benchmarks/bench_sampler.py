@@ -4,7 +4,7 @@
 Run alone (from the repository root, ~8 minutes on 2 cores), or with the other suites through
 benchmarks/run.py (README, "Benchmarks"):
 
-    .venv/bin/python -m pytest benchmarks/bench_sampler.py --benchmark-json=benchmarks/results_sampler.json && .venv/bin/python benchmarks/report.py benchmarks/results_sampler.json benchmarks/REPORT_sampler.md
+    .venv/bin/python -m pytest benchmarks/bench_sampler.py --benchmark-json=/tmp/sampler.json && .venv/bin/python benchmarks/report.py /tmp/sampler.json /tmp/SAMPLER.md
 
 Models (env PIXELCNN_BENCH_SAMPLER_MODELS, default "keras_io,rgb"), random weights:
   * keras_io: the keras.io PixelCNN at its real size (tests/fixtures/seed_models.keras_io(full=True):

@@ -537,10 +537,10 @@ def training_section(trows, peak):
     ei = trows[0]["ei"]
     md = ["## Training step (bench_training.py)", "",
           "%s, batch %s, 28x28, `model.train_on_batch` (forward + backward + Adam). Both models took the same step "
-          "from the same weights before timing (loss relative difference %.1e, updated weights %.1e of their "
+          "from the same weights before timing (loss relative difference %.1e, weight updates %.1e of their "
           "scale). GFLOP/s: the convs' 3 passes, live taps for MaskedConv2D, all taps for PixelConvLayer."
           % (ei.get("model", "?"), ei.get("batch", "?"), ei.get("same_step_loss_rel_diff", float("nan")),
-             ei.get("same_step_weights_rel_diff", float("nan"))), "",
+             ei.get("same_step_update_rel_diff", float("nan"))), "",
           "| variant | ms per step (mean) | median ms | sd % | rounds | steps/s | speedup vs PixelConvLayer | GFLOP/s "
           "| % of peak | CPU used by others % |",
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
