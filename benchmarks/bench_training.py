@@ -21,8 +21,8 @@ on a CPU-only machine for either model). Steps/s = 1 / mean time.
 
 Correctness before timing: both models start from the same weights (keras_io's, read after one
 forward pass so its kernels are masked, set into fast_keras_io); one SGD step on the same batch must
-give the same loss (relative 1e-5) and the same update of every (effective) weight (max |diff| <= 1e-3
-of each variable's update scale; float32 gradient sums in another order). SGD, not Adam, for the check: Adam's first update is
+give the same loss (relative 1e-5) and the same update of every (effective) weight (max |diff| <= 1e-2
+of each variable's update scale; float32 gradient sums in another order, with cancellation). SGD, not Adam, for the check: Adam's first update is
 ~lr * sign(g), which turns rounding in a near-zero gradient into a +-lr difference.
 
 FLOPs (extra_info): 3 conv passes per conv layer (forward, gradient w.r.t. input, gradient w.r.t.
@@ -109,13 +109,14 @@ def models():
     # keras.io's layer lets its dead taps move (the conv reads the variable) and re-masks them on the
     # next call: compare the kernels the models compute with, after that call.
     ref(x[:1])
-    # Each variable's update (lr x its gradient) must agree to 1e-3 of the update's scale: float32
-    # gradient sums over 100,352 pixels in another order; a wrong mask or gradient is off by O(1).
+    # Each variable's update (lr x its gradient) must agree to 1e-2 of the update's scale: float32
+    # gradient sums over 100,352 pixels in another order, with cancellation (observed up to 8e-4, in a
+    # bias); a wrong mask, a dropped tap or a wrong gradient is off by O(1).
     worst = 0.0
     for a, b, w0 in zip(ref.get_weights(), fast.get_weights(), start):
         scale = max(float(np.abs(a - w0).max()), 1e-12)
         worst = max(worst, float(np.abs((a - w0) - (b - w0)).max()) / scale)
-    assert worst <= 1e-3, "one step from the same weights: updates differ by %.2e of their scale" % worst
+    assert worst <= 1e-2, "one step from the same weights: updates differ by %.2e of their scale" % worst
     _compiled(ref)  # the timed step: the example's Adam
     _compiled(fast)
     dense, _ = _conv_flops(ref)

@@ -176,3 +176,22 @@ def test_progress_reports_rows_without_changing_the_images(capsys):
     assert np.array_equal(quiet, loud)
     err = capsys.readouterr().err
     assert "row 5/5" in err and "pixels/s" in err
+
+
+def test_built_program_is_reused_only_while_the_weights_are_the_same():
+    # Sampler keeps its last C++ build and reuses it when n and every constant are identical; a weight
+    # change (training, set_weights) must be seen by the very next call.
+    sm = seed_models.keras_io(height=6, width=5, filters=8, blocks=1, seed=3)
+    sampler = Sampler(sm.model)
+    first = sampler.sample(3, seed=11)
+    exe = sampler._executor(3, [])
+    assert sampler._executor(3, []) is exe                  # same weights, same n: reused
+    assert sampler._executor(2, []) is not exe              # another n: rebuilt
+    np.testing.assert_array_equal(sampler.sample(3, seed=11), first)
+    weights = sm.model.get_weights()
+    sm.model.set_weights([w * 1.5 + 0.3 for w in weights])
+    changed = sampler.sample(3, seed=11)
+    np.testing.assert_array_equal(changed, Sampler(sm.model).sample(3, seed=11))
+    assert not np.array_equal(changed, first)
+    sm.model.set_weights(weights)
+    np.testing.assert_array_equal(sampler.sample(3, seed=11), first)
