@@ -50,7 +50,7 @@ FLOP convention (extra_info):
 Each (shape, pass) is one ``benchmark.group``; its variants run back to back so a
 table compares them under the same machine conditions. Rounds are chosen per
 benchmark from a timed call so each takes ~BENCH_SECONDS (env
-PIXELCNN_BENCH_SECONDS, default 3.0), within [MIN_ROUNDS, MAX_ROUNDS].
+PIXELCNN_BENCH_SECONDS, default 2.0), within [MIN_ROUNDS, MAX_ROUNDS].
 """
 
 import functools
@@ -65,7 +65,7 @@ import tensorflow as tf
 
 N, H, W = 128, 28, 28  # the seeds' training batch and image size
 
-BENCH_SECONDS = float(os.environ.get("PIXELCNN_BENCH_SECONDS", "3.0"))
+BENCH_SECONDS = float(os.environ.get("PIXELCNN_BENCH_SECONDS", "2.0"))
 MIN_ROUNDS, MAX_ROUNDS, WARMUP_ROUNDS = 5, 40, 2
 
 # float32 convs summing up to N*H*W = 100352 products (the filter gradient) in an
