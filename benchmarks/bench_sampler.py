@@ -64,7 +64,9 @@ extrapolated for naive), pixels/s (n*H*W / that time), for cached the achieved G
 convention -- 2 * exe.macs_per_position() * H*W * n / time, exe = sampler._executor(n, []); live
 multiply-adds of every conv at one position (dead masked taps not counted, border taps in the
 "same" padding counted), 2 FLOPs per MAC, softmax/activations/draws not counted -- its % of the
-float32 GEMM peak measured in the same run (conftest.py), the peak cache memory
+float32 GEMM peak measured in the same run (conftest.py); the same with every executed multiply-add
+(exe.executed_macs_per_position(): an RGB model's steps run once per colour channel drawn, up to 3x
+per position), the peak cache memory
 exe.cache_floats_per_image() * 4 * n bytes, and what each sample call spends outside the C++ loop
 (constants + causality + program build, setup_s). The report computes cached-vs-each-naive ratios.
 """
@@ -232,7 +234,8 @@ def bench_cached(benchmark, record_flops, ck, n):
     info = record_flops(flops_dense, flops_live, "live",
                         timed="full image, %d rounds" % rounds, steps_timed=ck.steps_total,
                         profile_by_layer_s=by_layer, profile_by_kind_s=by_kind,
-                        macs_per_position=int(macs), cache_bytes=int(exe.cache_floats_per_image()) * 4 * n,
+                        macs_per_position=int(macs),
+                        macs_executed_per_position=int(exe.executed_macs_per_position()), cache_bytes=int(exe.cache_floats_per_image()) * 4 * n,
                         setup_s=round(setup_s, 5),
                         teacher_forced_rel_err=ck.teacher_forced_rel_err,
                         small_case_agree=ck.small_case_agree)

@@ -195,3 +195,14 @@ def test_built_program_is_reused_only_while_the_weights_are_the_same():
     assert not np.array_equal(changed, first)
     sm.model.set_weights(weights)
     np.testing.assert_array_equal(sampler.sample(3, seed=11), first)
+
+
+def test_executed_macs_count_the_colour_passes():
+    # A grey model runs each step once per position; a colour-group model reruns a step for every
+    # colour channel drawn that it depends on (its phase), so it executes more, at most C + 1 times.
+    grey = Sampler(seed_models.keras_io(height=5, width=6, filters=8, blocks=1).model)._executor(1, [])
+    assert grey.executed_macs_per_position() == grey.macs_per_position()
+    sm = seed_models.rgb_3x256(height=5, width=6, hidden_dim=2, out_dim=4, n_layers=1)
+    rgb = Sampler(sm.model, head="categorical", levels=256, value_map="level/255",
+                  image_shape=sm.image_shape)._executor(1, [])
+    assert rgb.macs_per_position() < rgb.executed_macs_per_position() <= 4 * rgb.macs_per_position()

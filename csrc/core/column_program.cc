@@ -315,6 +315,20 @@ int64_t now_ns() {
 }
 }  // namespace
 
+int64_t ColumnProgram::executed_macs_per_position() const {
+  int max_phase = 0;
+  for (const ProgramStep& st : steps_) max_phase = std::max(max_phase, st.phase);
+  int64_t total = 0;
+  for (const ProgramStep& st : steps_) {
+    if (st.kind != StepKind::kConv) continue;
+    // The passes of sample(): c = 0..C-1 run steps of phase >= c; pass C runs when max_phase >= C.
+    int64_t runs = std::min(st.phase, c_ - 1) + 1;
+    if (max_phase >= c_ && st.phase >= c_) ++runs;
+    total += runs * st.taps.live_macs_per_pixel();
+  }
+  return total;
+}
+
 void ColumnProgram::run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int64_t* ns) const {
   for (size_t k = 0; k < steps_.size(); ++k) {
     const ProgramStep& st = steps_[k];

@@ -115,6 +115,10 @@ class ColumnProgram {
   int64_t cache_floats_per_image() const;
   // Multiply-adds per position per image over live taps (convs only), for GFLOP/s reports.
   int64_t macs_per_position() const;
+  // The same, counting every time a step runs: with colour channels a step of phase p runs in the passes
+  // c = 0..min(p, C-1) (and once more after the last channel when p >= C), so an RGB model executes up
+  // to 3x macs_per_position(); a grey model with every step at phase 0 executes it exactly.
+  int64_t executed_macs_per_position() const;
 
  private:
   struct Slice;  // per-thread ring caches of a contiguous range of images

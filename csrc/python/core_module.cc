@@ -362,7 +362,8 @@ void bind_column_program(py::module_& m) {
          "Samples n images and returns [(step name, kind, thread-seconds)] per program step plus the draws: "
          "where the cached sampler's time goes (two clock reads per step and position).")
       .def("cache_floats_per_image", &pcf::ColumnProgram::cache_floats_per_image)
-      .def("macs_per_position", &pcf::ColumnProgram::macs_per_position);
+      .def("macs_per_position", &pcf::ColumnProgram::macs_per_position)
+      .def("executed_macs_per_position", &pcf::ColumnProgram::executed_macs_per_position);
 }
 
 }  // namespace
