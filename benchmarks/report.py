@@ -585,7 +585,7 @@ def plot(srows, path):
     except ImportError:
         print("report.py: matplotlib not installed: no plot written", file=sys.stderr)
         return False
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1.1, 1]})
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [1.1, 1]})
     styles = {"rows": "-o", "graph": "-s", "predict": "-^"}
     colors = {}
     for model_id in dict.fromkeys(r["model_id"] for r in srows):
@@ -614,7 +614,7 @@ def plot(srows, path):
         layers = sorted(r["ei"]["profile_by_layer_s"].items(), key=lambda kv: -kv[1])
         total = sum(v for _, v in layers) or 1.0
         top = layers[:14]
-        names = [n if len(n) <= 42 else "..." + n[-39:] for n, _ in top][::-1]
+        names = [n if len(n) <= 48 else "..." + n[-45:] for n, _ in top][::-1]
         bx.barh(names, [100 * v / total for _, v in top][::-1], color="tab:blue")
         bx.set_xlabel("share of the cached sample call (%)")
         bx.set_title("Where the time goes: %s, batch %d" % (r["model_label"], r["batch"]), fontsize=10)
