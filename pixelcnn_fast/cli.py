@@ -275,7 +275,8 @@ def cmd_train(argv):
 def _add_sampler_flags(p):
     p.add_argument("--model", metavar="PATH.keras", default=None,
                    help="a saved Keras model (default: the bundled MNIST model)")
-    p.add_argument("--backend", default="cpu", help="sampler backend (default: cpu)")
+    p.add_argument("--backend", default="cpu", choices=["cpu", "cuda"],
+                   help="sampler backend: cpu, or cuda (the GPU kernel; needs a CUDA build and CuPy) (default: cpu)")
     p.add_argument("--head", choices=["bernoulli", "categorical"], default=None,
                    help="for a model without a final sigmoid/softmax: how its output is drawn")
     p.add_argument("--value-map", default=None, metavar="MAP",

@@ -1,14 +1,16 @@
 """Python front end: the CUDA backend (pixelcnn_fast._cuda) on CuPy arrays, with clear errors when it cannot run.
 
-The functions mirror pixelcnn_fast._core's (NumPy) masked conv: same arguments, same checks and messages,
-plus `stream` (an int cudaStream_t; by default CuPy's current stream on the arrays' device). They return
-CuPy arrays (or `out`) without waiting for the GPU. CuPy is imported only when the backend is used.
+The masked-conv functions mirror pixelcnn_fast._core's (NumPy) ones: same arguments, same checks and messages,
+plus `stream` (an int cudaStream_t; by default CuPy's current stream on the arrays' device). `ColumnProgram` is
+the cached sampler on the GPU (one kernel per sample call); `Sampler(model, backend="cuda")` uses it. All return
+CuPy arrays (or `out`) without waiting for the GPU. CuPy is imported only when the backend is used; nothing here
+needs TensorFlow.
 """
 
 from pixelcnn_fast._ext import build_info
 
 __all__ = ["unavailable_reason", "masked_conv2d_forward", "masked_conv2d_backprop_input",
-           "masked_conv2d_backprop_filter"]
+           "masked_conv2d_backprop_filter", "ColumnProgram"]
 
 
 def _load():
@@ -65,3 +67,51 @@ def masked_conv2d_backprop_filter(x, dy, kernel_hw, mask_type, color_groups=1, d
     """Gradient w.r.t. the kernel (kh, kw, Cin, Cout); dead entries exactly 0; deterministic."""
     return _backend().masked_conv2d_backprop_filter(x, dy, kernel_hw, mask_type, color_groups, dilation, padding,
                                                     out, stream)
+
+
+class ColumnProgram:
+    """A column program (the text spec and arrays of pixelcnn_fast.sampler.program_spec) on the current GPU.
+
+    The tables (kernels over live taps, constants) are uploaded once; each `sample` call is one kernel launch
+    in which every block draws whole images position by position (csrc/cuda/column_program.cu). For a seed
+    it draws the same images as the CPU executor up to draws within float rounding of a CDF boundary
+    (`margins` says how close each draw was).
+
+    Args:
+      spec: the program's text (csrc/core/program_spec.h).
+      arrays: the float32 NumPy arrays the spec lists.
+      n: the batch the program's per-image constants (e.g. condition embeddings) were evaluated for; 0 when
+        it has none.
+    """
+
+    def __init__(self, spec, arrays, n=0):
+        self._program = _backend().ColumnProgram.from_spec(spec, list(arrays), int(n))
+
+    @property
+    def image_shape(self):
+        return self._program.image_shape
+
+    @property
+    def head_channels(self):
+        return self._program.head_channels
+
+    def macs_per_position(self):
+        return self._program.macs_per_position()
+
+    def executed_macs_per_position(self):
+        return self._program.executed_macs_per_position()
+
+    def auto_launch(self, n):
+        """(images_per_block, threads) chosen for n images when sample() is not told."""
+        return self._program.auto_launch(int(n))
+
+    def sample(self, n, seed, temperature=1.0, image_offset=0, levels=None, margins=None, stream=None,
+               images_per_block=0, threads=0):
+        """(levels int32, margins float32) CuPy arrays (n, H, W, C), returned without waiting for the GPU."""
+        return self._program.sample(int(n), int(seed), float(temperature), int(image_offset), levels, margins,
+                                    stream, int(images_per_block), int(threads))
+
+    def teacher_forced(self, image, out=None, stream=None, images_per_block=0, threads=0):
+        """Head values (n, H, W, head channels) at every position with `image` (CuPy float32 (n, H, W, C))
+        fed in through the cached path: equals one full forward pass of the model."""
+        return self._program.teacher_forced(image, out, stream, int(images_per_block), int(threads))

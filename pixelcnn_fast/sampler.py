@@ -75,13 +75,22 @@ class Sampler:
         categorical has no safe default (a wrong one silently ruins every image), so it is required.
       output: for a model without a final sigmoid/softmax: "logits" (default) or "probs".
       image_shape: (H, W, C), needed for models without declared inputs.
-      backend: "cpu" (the GPU backend comes with csrc/cuda).
+      backend: "cpu" (the C++ executor on this machine's cores) or "cuda" (one kernel per sample call on
+        the current GPU, csrc/cuda/column_program.cu; needs a CUDA build and CuPy). Both return NumPy arrays
+        and draw the same images for a seed up to draws within float rounding of a CDF boundary.
     """
 
     def __init__(self, model, head=None, levels=None, value_map=None, backend="cpu", image_shape=None,
                  output="logits"):
-        if backend != "cpu":
-            raise ValueError(f"Sampler: backend must be 'cpu' (this build has no GPU backend), got {backend!r}")
+        if backend not in ("cpu", "cuda"):
+            raise ValueError(f"Sampler: backend must be 'cpu' or 'cuda', got {backend!r}")
+        if backend == "cuda":
+            from pixelcnn_fast import cuda
+
+            why = cuda.unavailable_reason()
+            if why is not None:
+                raise RuntimeError(f"Sampler: backend='cuda' cannot run here: {why}")
+        self.backend = backend
         self.model = model
         self.program = lower(model, image_shape)
         p = self.program
@@ -179,7 +188,19 @@ class Sampler:
         spec, arrays = program_spec(self, consts)
         exe = core().ColumnProgram.from_spec(spec, arrays, n)
         self._last_build = (n, consts, exe)
+        self._last_cuda = None
+        self._last_spec = (spec, arrays)
         return exe
+
+    def _cuda_program(self, n, conditions):
+        """The GPU program for the same build as _executor's (uploaded once per build)."""
+        self._executor(n, conditions)
+        if getattr(self, "_last_cuda", None) is None:
+            from pixelcnn_fast import cuda
+
+            spec, arrays = self._last_spec
+            self._last_cuda = cuda.ColumnProgram(spec, arrays, n)
+        return self._last_cuda
 
     # ------------------------------------------------------------------------------------------
     def sample(self, n, seed=0, temperature=1.0, conditions=None, progress=False, return_margins=False):
@@ -194,6 +215,13 @@ class Sampler:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 64:
             raise ValueError(f"Sampler.sample: seed must be an int in [0, 2**64), got {seed!r}")
         conds = self._check_conditions(int(n), conditions)
+        if self.backend == "cuda":
+            if progress:
+                raise ValueError("Sampler.sample: progress=True needs backend='cpu' (the GPU draws every row "
+                                 "in one kernel, with no host step per row to report)")
+            levels, margins = self._cuda_program(int(n), conds).sample(int(n), int(seed), t)
+            levels, margins = levels.get(), margins.get()
+            return (levels, margins) if return_margins else levels
         exe = self._executor(int(n), conds)
         h, w, c = self.program.image_shape
         on_row = _ProgressBar(h, w, int(n)) if progress else None
@@ -208,6 +236,8 @@ class Sampler:
         it reads the clock twice per step and position."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"Sampler.profile: n must be an int >= 1, got {n!r}")
+        if self.backend != "cpu":
+            raise ValueError("Sampler.profile: per-step times come from the CPU executor; use backend='cpu'")
         exe = self._executor(int(n), self._check_conditions(int(n), conditions))
         h, w, c = self.program.image_shape
         return exe.sample_profile(int(n), int(seed), float(temperature), h, w, c)
@@ -216,7 +246,13 @@ class Sampler:
         """The head's values (logits, or probabilities for output='probs') at every position computed
         through the cached path with `image` fed in: equals one full forward pass of the model."""
         image = np.ascontiguousarray(image, np.float32)
+        if image.ndim != 4:
+            raise ValueError(f"Sampler.teacher_forced: image must be (n, H, W, C), got shape {image.shape}")
         conds = self._check_conditions(image.shape[0], conditions)
+        if self.backend == "cuda":
+            import cupy
+
+            return self._cuda_program(image.shape[0], conds).teacher_forced(cupy.asarray(image)).get()
         return self._executor(image.shape[0], conds).teacher_forced(image)
 
 

@@ -163,6 +163,10 @@ void ColumnProgram::add_conv(int out, int in, const float* kernel, int kh, int k
       throw step_error(name, msg.str());
     }
   }
+  st.live_kernel.resize(size_t(ts.num_taps()) * cin * cout);
+  for (int t = 0; t < ts.num_taps(); ++t)
+    std::memcpy(st.live_kernel.data() + size_t(t) * cin * cout,
+                kernel + (int64_t(ts.ky[t]) * ts.kw + ts.kx[t]) * cin * cout, size_t(cin * cout) * sizeof(float));
   detail::pack_segments(active_kernels(),
                         [&](int t, int32_t ci, int64_t o) {
                           return kernel[((int64_t(ts.ky[t]) * ts.kw + ts.kx[t]) * cin + ci) * cout + o];

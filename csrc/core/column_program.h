@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "flat_program.h"
 #include "gather_plan.h"
 #include "parallel.h"
 #include "philox.h"
@@ -49,6 +50,7 @@ struct ProgramStep {
   // kConv
   TapSet taps;
   detail::GatherPlan plan;
+  std::vector<float> live_kernel;  // [live tap][cin][cout]: the weights the GPU executor reads (flatten())
   // kBinary (const_index >= 0: the second operand is that constant)
   BinaryFn binary = BinaryFn::kAdd;
   int const_index = -1;
@@ -106,6 +108,9 @@ class ColumnProgram {
               float* margins, const Parallel& par, const std::function<void(int64_t)>& on_row = nullptr,
               double* step_seconds = nullptr) const;
 
+  int height() const { return h_; }
+  int width() const { return w_; }
+  int channels() const { return c_; }
   int num_steps() const { return static_cast<int>(steps_.size()); }
   const std::string& step_name(int k) const { return steps_.at(k).name; }
   const char* step_kind(int k) const;
@@ -119,6 +124,9 @@ class ColumnProgram {
   // c = 0..min(p, C-1) (and once more after the last channel when p >= C), so an RGB model executes up
   // to 3x macs_per_position(); a grey model with every step at phase 0 executes it exactly.
   int64_t executed_macs_per_position() const;
+
+  // The program as flat tables for the GPU executor and its host emulation (flat_program.h).
+  FlatProgram flatten() const;
 
  private:
   struct Slice;  // per-thread ring caches of a contiguous range of images

@@ -23,6 +23,7 @@
 #include "../core/tapset.h"
 #include "../core/threadpool.h"
 #include "conv_args.h"
+#include "program_args.h"
 
 namespace py = pybind11;
 
@@ -282,31 +283,26 @@ py::object rng_draw_levels(const py::object& values_obj, const std::string& head
 // ---- column program (the cached sampler's executor): a builder the Python lowering fills in ----
 namespace {
 
+// An image fed to a program must be (n >= 1, H, W, C) of that program.
+void check_image_shape(const pcf::ColumnProgram& p, const py::array& a, const char* fn) {
+  if (a.shape(0) < 1 || a.shape(1) != p.height() || a.shape(2) != p.width() || a.shape(3) != p.channels())
+    throw py::value_error(std::string(fn) + ": image must have shape (n >= 1, " + std::to_string(p.height()) +
+                          ", " + std::to_string(p.width()) + ", " + std::to_string(p.channels()) + "), got (" +
+                          std::to_string(a.shape(0)) + ", " + std::to_string(a.shape(1)) + ", " +
+                          std::to_string(a.shape(2)) + ", " + std::to_string(a.shape(3)) + ")");
+}
+
 void bind_column_program(py::module_& m) {
   py::class_<pcf::ColumnProgram>(m, "ColumnProgram",
                                  "A lowered model's column program and its cached incremental executor.")
       .def_static("from_spec", [](const std::string& spec, const std::vector<py::object>& arrays, int64_t batch) {
-        // The arrays the spec lists (kernels and broadcast constants), rank 4 float32 C-contiguous.
-        std::vector<pcf::ConstTensor> consts;
-        for (size_t k = 0; k < arrays.size(); ++k) {
-          const std::string name = "arrays[" + std::to_string(k) + "]";
-          const float* d = checked_input(arrays[k], "ColumnProgram.from_spec", name.c_str(), 4);
-          py::array a = py::reinterpret_borrow<py::array>(arrays[k]);
-          pcf::ConstTensor t;
-          t.n = a.shape(0); t.h = a.shape(1); t.w = a.shape(2); t.c = a.shape(3);
-          t.data.assign(d, d + a.size());
-          consts.push_back(std::move(t));
-        }
-        try {
-          return new pcf::ColumnProgram(pcf::build_from_spec(spec, consts, batch));
-        } catch (const std::invalid_argument& e) {
-          throw py::value_error(e.what());
-        }
+        return new pcf::ColumnProgram(pcf_binding::program_from_spec(spec, arrays, batch, "ColumnProgram.from_spec"));
       }, py::arg("spec"), py::arg("arrays"), py::arg("batch") = 0,
          "Builds a program from its text spec (csrc/core/program_spec.h) and the arrays it lists.")
       .def("teacher_forced", [](const pcf::ColumnProgram& p, const py::object& image) {
         const float* x = checked_input(image, "ColumnProgram.teacher_forced", "image", 4);
         py::array a = py::reinterpret_borrow<py::array>(image);
+        check_image_shape(p, a, "ColumnProgram.teacher_forced");
         py::array_t<float> out({a.shape(0), a.shape(1), a.shape(2), static_cast<py::ssize_t>(p.head_channels())});
         float* o = out.mutable_data();
         {
@@ -361,6 +357,47 @@ void bind_column_program(py::module_& m) {
          py::arg("channels"),
          "Samples n images and returns [(step name, kind, thread-seconds)] per program step plus the draws: "
          "where the cached sampler's time goes (two clock reads per step and position).")
+      // The CUDA executor's loops (core/flat_program.h) run on the host: tests check the GPU's arithmetic
+      // with these on machines without one. Slow; not a backend.
+      .def("sample_emulated", [](const pcf::ColumnProgram& p, int64_t n, uint64_t seed, float temperature,
+                                 int64_t image_offset, int images_per_block) {
+        if (!(temperature > 0.0f) || !std::isfinite(temperature))
+          throw py::value_error("sample_emulated: temperature must be a positive finite number, got " +
+                                std::to_string(temperature));
+        if (n < 1) throw py::value_error("sample_emulated: n must be >= 1, got " + std::to_string(n));
+        pcf::FlatProgram f = p.flatten();
+        const std::vector<py::ssize_t> shape = {static_cast<py::ssize_t>(n), f.h, f.w, f.c};
+        py::array_t<int32_t> levels(shape);
+        py::array_t<float> margins(shape);
+        int32_t* lv = levels.mutable_data();
+        float* mg = margins.mutable_data();
+        try {
+          py::gil_scoped_release release;
+          f.sample_emulated(n, seed, temperature, image_offset, images_per_block, lv, mg);
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+        return py::make_tuple(levels, margins);
+      }, py::arg("n"), py::arg("seed"), py::arg("temperature"), py::arg("image_offset") = 0,
+         py::arg("images_per_block") = 1,
+         "(levels, margins) drawn by the CUDA sampler's loops run on the host, images_per_block images per "
+         "emulated block (tests only).")
+      .def("teacher_forced_emulated", [](const pcf::ColumnProgram& p, const py::object& image, int images_per_block) {
+        const float* x = checked_input(image, "ColumnProgram.teacher_forced_emulated", "image", 4);
+        py::array a = py::reinterpret_borrow<py::array>(image);
+        check_image_shape(p, a, "ColumnProgram.teacher_forced_emulated");
+        pcf::FlatProgram f = p.flatten();
+        py::array_t<float> out({a.shape(0), a.shape(1), a.shape(2), static_cast<py::ssize_t>(p.head_channels())});
+        float* o = out.mutable_data();
+        try {
+          py::gil_scoped_release release;
+          f.teacher_forced_emulated(x, a.shape(0), images_per_block, o);
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+        return out;
+      }, py::arg("image"), py::arg("images_per_block") = 1,
+         "Head values with `image` fed in, by the CUDA executor's loops run on the host (tests only).")
       .def("cache_floats_per_image", &pcf::ColumnProgram::cache_floats_per_image)
       .def("macs_per_position", &pcf::ColumnProgram::macs_per_position)
       .def("executed_macs_per_position", &pcf::ColumnProgram::executed_macs_per_position);

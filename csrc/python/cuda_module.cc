@@ -9,14 +9,18 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "../core/masked_conv.h"
 #include "../core/tapset.h"
+#include "../cuda/column_program_cuda.h"
 #include "../cuda/masked_conv_cuda.h"
 #include "conv_args.h"
+#include "program_args.h"
 
 namespace py = pybind11;
 
@@ -58,7 +62,7 @@ std::string type_name(const py::handle& obj) {
 // A float32 device array read from __cuda_array_interface__ (versions 0-3).
 struct DeviceArray {
   py::object owner;               // keeps the exporting object alive
-  float* data = nullptr;
+  float* data = nullptr;           // the address (reinterpret for int32 arrays)
   std::vector<py::ssize_t> shape;
   int64_t size = 0;
   int device = -1;                // -1: empty array, no memory to place
@@ -66,7 +70,8 @@ struct DeviceArray {
   uintptr_t stream = 0;
 };
 
-DeviceArray device_array(const py::object& obj, const char* fn, const char* name, int rank, bool writable) {
+DeviceArray device_array(const py::object& obj, const char* fn, const char* name, int rank, bool writable,
+                         const char* typestr_wanted = "<f4", const char* dtype_name = "float32") {
   const std::string where = std::string(fn) + ": " + name;
   if (!py::hasattr(obj, "__cuda_array_interface__"))
     throw py::type_error(where + ": expected a CuPy (device) array, got " + type_name(obj) +
@@ -83,8 +88,9 @@ DeviceArray device_array(const py::object& obj, const char* fn, const char* name
     throw py::type_error(where + ": __cuda_array_interface__ version " + std::to_string(version) +
                          " is not supported (0 to 3 are)");
   const std::string typestr = py::str(iface["typestr"]);
-  if (typestr != "<f4")
-    throw py::type_error(where + " must have dtype float32 (typestr '<f4'), got typestr '" + typestr + "'");
+  if (typestr != typestr_wanted)
+    throw py::type_error(where + " must have dtype " + dtype_name + " (typestr '" + typestr_wanted + "'), got typestr '" +
+                         typestr + "'");
   DeviceArray a;
   a.owner = obj;
   for (const auto& d : iface["shape"].cast<py::tuple>()) a.shape.push_back(d.cast<py::ssize_t>());
@@ -224,16 +230,19 @@ void wait_for_producers(const std::vector<const DeviceArray*>& arrays, cudaStrea
 }
 
 // out= when given (checked like an input, plus shape and writeability), else a new cupy.empty on `device`.
-DeviceArray output(const py::object& out, const char* fn, const std::vector<py::ssize_t>& shape, int device) {
+DeviceArray output(const py::object& out, const char* fn, const std::vector<py::ssize_t>& shape, int device,
+                   const char* name = "out", const char* typestr = "<f4", const char* dtype_name = "float32") {
   py::object target = out;
   if (out.is_none())
-    target = on_cupy_device(device, [&shape](py::module_& cupy) { return cupy.attr("empty")(py::cast(shape), "float32"); });
-  DeviceArray a = device_array(target, fn, "out", static_cast<int>(shape.size()), true);
+    target = on_cupy_device(device, [&shape, dtype_name](py::module_& cupy) {
+      return cupy.attr("empty")(py::cast(shape), dtype_name);
+    });
+  DeviceArray a = device_array(target, fn, name, static_cast<int>(shape.size()), true, typestr, dtype_name);
   if (a.shape != shape)
-    throw py::value_error(std::string(fn) + ": out must have shape " + shape_str(shape) + ", got " +
+    throw py::value_error(std::string(fn) + ": " + name + " must have shape " + shape_str(shape) + ", got " +
                           shape_str(a.shape));
   if (device >= 0 && a.device >= 0 && a.device != device)
-    throw py::value_error(std::string(fn) + ": out must be on the inputs' device " + std::to_string(device) +
+    throw py::value_error(std::string(fn) + ": " + name + " must be on the inputs' device " + std::to_string(device) +
                           ", got device " + std::to_string(a.device));
   return a;
 }
@@ -343,10 +352,106 @@ py::object backprop_filter(const py::object& x_obj, const py::object& dy_obj, co
   return dk.owner;
 }
 
+// ---- the cached sampler on the device (csrc/cuda/column_program.cu) ----
+
+// A column program whose tables live on one device; built on the host from the spec, then uploaded once.
+struct CudaProgram {
+  std::unique_ptr<pcf::gpu::DeviceProgram> device;
+  int64_t head_channels = 0, macs = 0, executed_macs = 0;
+  const pcf::FlatProgram& host() const { return device->host(); }
+};
+
+CudaProgram* program_from_spec(const std::string& spec, const std::vector<py::object>& arrays, int64_t batch) {
+  const char* fn = "ColumnProgram.from_spec";
+  require_device(fn);
+  pcf::ColumnProgram program = pcf_binding::program_from_spec(spec, arrays, batch, fn);
+  auto out = std::make_unique<CudaProgram>();
+  out->head_channels = program.head_channels();
+  out->macs = program.macs_per_position();
+  out->executed_macs = program.executed_macs_per_position();
+  std::string err;
+  {
+    py::gil_scoped_release release;
+    err = pcf::gpu::DeviceProgram::create(program.flatten(), &out->device);
+  }
+  raise_if(err, fn);
+  return out.release();
+}
+
+void check_launch_shape(int images_per_block, int threads, const char* fn) {
+  if (images_per_block < 0)
+    throw py::value_error(std::string(fn) + ": images_per_block must be >= 1 (or 0: automatic), got " +
+                          std::to_string(images_per_block));
+  if (threads != 0 && (threads < 32 || threads > 256 || threads % 32 != 0))
+    throw py::value_error(std::string(fn) + ": threads must be a multiple of 32 in [32, 256] (or 0: automatic), got " +
+                          std::to_string(threads));
+}
+
+py::tuple program_sample(const CudaProgram& p, int64_t n, uint64_t seed, double temperature, int64_t image_offset,
+                         const py::object& levels_out, const py::object& margins_out, const py::object& stream_obj,
+                         int images_per_block, int threads) {
+  const char* fn = "ColumnProgram.sample";
+  if (n < 1) throw py::value_error(std::string(fn) + ": n must be >= 1, got " + std::to_string(n));
+  const float t = static_cast<float>(temperature);
+  if (!(t > 0.0f) || !std::isfinite(t))
+    throw py::value_error(std::string(fn) + ": temperature must be a positive finite number, got " +
+                          std::to_string(temperature));
+  if (image_offset < 0)
+    throw py::value_error(std::string(fn) + ": image_offset must be >= 0, got " + std::to_string(image_offset));
+  check_launch_shape(images_per_block, threads, fn);
+  const pcf::FlatProgram& h = p.host();
+  const std::string err0 = h.check_call(n, images_per_block == 0 ? 1 : images_per_block, fn);
+  if (!err0.empty()) throw py::value_error(err0);
+  const int device = p.device->device();
+  DeviceScope scope(device, fn);
+  const std::vector<py::ssize_t> shape = {static_cast<py::ssize_t>(n), h.h, h.w, h.c};
+  const DeviceArray levels = output(levels_out, fn, shape, device, "levels", "<i4", "int32");
+  const DeviceArray margins = output(margins_out, fn, shape, device, "margins");
+  const cudaStream_t stream = as_stream(stream_arg(stream_obj, device, fn));
+  std::string err;
+  {
+    py::gil_scoped_release release;
+    err = p.device->sample(n, seed, t, image_offset, reinterpret_cast<int32_t*>(levels.data), margins.data,
+                           images_per_block, threads, stream);
+  }
+  raise_if(err, fn);
+  return py::make_tuple(levels.owner, margins.owner);
+}
+
+py::object program_teacher_forced(const CudaProgram& p, const py::object& image_obj, const py::object& out,
+                                  const py::object& stream_obj, int images_per_block, int threads) {
+  const char* fn = "ColumnProgram.teacher_forced";
+  check_launch_shape(images_per_block, threads, fn);
+  const DeviceArray image = device_array(image_obj, fn, "image", 4, false);
+  const pcf::FlatProgram& h = p.host();
+  if (image.shape[0] < 1 || image.shape[1] != h.h || image.shape[2] != h.w || image.shape[3] != h.c)
+    throw py::value_error(std::string(fn) + ": image must have shape (n >= 1, " + std::to_string(h.h) + ", " +
+                          std::to_string(h.w) + ", " + std::to_string(h.c) + "), got " + shape_str(image.shape));
+  const int64_t n = image.shape[0];
+  const std::string err0 = h.check_call(n, images_per_block == 0 ? 1 : images_per_block, fn);
+  if (!err0.empty()) throw py::value_error(err0);
+  const int device = p.device->device();
+  if (image.device != device)
+    throw py::value_error(std::string(fn) + ": image is on device " + std::to_string(image.device) +
+                          ", the program on device " + std::to_string(device));
+  DeviceScope scope(device, fn);
+  const cudaStream_t stream = as_stream(stream_arg(stream_obj, device, fn));
+  wait_for_producers({&image}, stream, fn);
+  const DeviceArray head = output(out, fn, {image.shape[0], h.h, h.w, static_cast<py::ssize_t>(p.head_channels)},
+                                  device);
+  std::string err;
+  {
+    py::gil_scoped_release release;
+    err = p.device->teacher_forced(image.data, n, head.data, images_per_block, threads, stream);
+  }
+  raise_if(err, fn);
+  return head.owner;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
-  m.doc() = "pixelcnn_fast CUDA kernels: masked convolution over live taps on CuPy float32 arrays (NHWC).";
+  m.doc() = "pixelcnn_fast CUDA kernels: masked convolution over live taps and the cached sampler, on CuPy arrays (NHWC).";
   const char* stream_doc =
       " Runs on `stream` (an int cudaStream_t), by default CuPy's current stream on the arrays' device, after "
       "the streams the inputs' __cuda_array_interface__ declares; returns without waiting for the GPU.";
@@ -365,6 +470,32 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("padding") = "same", py::arg("out") = py::none(), py::arg("stream") = py::none(),
         (std::string("Gradient w.r.t. the kernel; entries of dead taps are exactly 0; deterministic.") + stream_doc)
             .c_str());
+  py::class_<CudaProgram>(m, "ColumnProgram",
+                          "A lowered model's column program on the GPU: the cached sampler as one kernel per call.")
+      .def_static("from_spec", &program_from_spec, py::arg("spec"), py::arg("arrays"), py::arg("batch") = 0,
+                  "Builds the program from its text spec and NumPy arrays (as _core.ColumnProgram.from_spec) "
+                  "and uploads its tables to the current device.")
+      .def("sample", &program_sample, py::arg("n"), py::arg("seed"), py::arg("temperature") = 1.0,
+           py::arg("image_offset") = 0, py::arg("levels") = py::none(), py::arg("margins") = py::none(),
+           py::arg("stream") = py::none(), py::arg("images_per_block") = 0, py::arg("threads") = 0,
+           (std::string("(levels int32, margins float32) CuPy arrays (n, H, W, C): the same images as the CPU "
+                        "executor for a seed, up to draws within rounding of a CDF boundary. images_per_block / "
+                        "threads: the launch shape (0: automatic).") + stream_doc).c_str())
+      .def("teacher_forced", &program_teacher_forced, py::arg("image"), py::arg("out") = py::none(),
+           py::arg("stream") = py::none(), py::arg("images_per_block") = 0, py::arg("threads") = 0,
+           (std::string("Head values (n, H, W, head channels) at every position with `image` (n, H, W, C) float32 "
+                        "fed in through the cached path.") + stream_doc).c_str())
+      .def_property_readonly("image_shape", [](const CudaProgram& p) {
+        return py::make_tuple(p.host().h, p.host().w, p.host().c);
+      })
+      .def_property_readonly("head_channels", [](const CudaProgram& p) { return p.head_channels; })
+      .def_property_readonly("device", [](const CudaProgram& p) { return p.device->device(); })
+      .def("macs_per_position", [](const CudaProgram& p) { return p.macs; })
+      .def("executed_macs_per_position", [](const CudaProgram& p) { return p.executed_macs; })
+      .def("auto_launch", [](const CudaProgram& p, int64_t n) {
+        const int ipb = p.device->auto_images_per_block(n);
+        return py::make_tuple(ipb, p.device->auto_threads(ipb));
+      }, py::arg("n"), "(images_per_block, threads) the automatic launch shape picks for n images.");
   m.def("device_problem", &device_problem,
         "'' when a CUDA device can be used, else why not (no driver, no device). Safe without a GPU.");
 }

@@ -1,0 +1,195 @@
+// Core (framework-free C++17): ColumnProgram -> FlatProgram tables, and the host emulation of the CUDA
+// executor's loops (tests only: the GPU's arithmetic checked on machines without one).
+#include "flat_program.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "column_program.h"
+
+namespace pcf {
+
+// flat_program.h names kinds and functions by the enums' values.
+static_assert(int(StepKind::kConv) == kFlatConv && int(StepKind::kBinary) == kFlatBinary &&
+              int(StepKind::kAct) == kFlatAct && int(StepKind::kConcat) == kFlatConcat &&
+              int(StepKind::kGather) == kFlatGather && int(StepKind::kSoftmax) == kFlatSoftmax &&
+              int(StepKind::kReduce) == kFlatReduce, "flat step kinds");
+static_assert(int(ActFn::kRelu) == 0 && int(ActFn::kLeakyRelu) == 8 && int(ActFn::kErf) == 13, "flat act fns");
+static_assert(int(BinaryFn::kAdd) == 0 && int(BinaryFn::kMax) == 4 && int(BinaryFn::kMin) == 5, "flat binary fns");
+static_assert(int(ReduceFn::kSum) == 0 && int(ReduceFn::kMean) == 1 && int(ReduceFn::kMax) == 2, "flat reduce fns");
+
+FlatProgram ColumnProgram::flatten() const {
+  if (head_.buffer < 0) throw std::invalid_argument("flatten: no head set");
+  prepare();
+  FlatProgram f;
+  f.h = h_;
+  f.w = w_;
+  f.c = c_;
+  f.head_kind = static_cast<int32_t>(head_.kind);
+  f.head_buffer = head_.buffer;
+  f.head_levels = head_.levels;
+  f.head_scale = head_.value_scale;
+  f.head_offset = head_.value_offset;
+  f.channels = buffer_channels_;
+  f.ring_rows.assign(ring_rows_.begin(), ring_rows_.end());
+  for (const ConstTensor& t : consts_) {
+    FlatConst fc{t.n, t.h, t.w, t.c, static_cast<int64_t>(f.fpool.size())};
+    f.fpool.insert(f.fpool.end(), t.data.begin(), t.data.end());
+    f.consts.push_back(fc);
+  }
+  for (const ProgramStep& st : steps_) {
+    FlatStep fs;
+    fs.kind = static_cast<int32_t>(st.kind);
+    fs.out = st.out;
+    fs.in0 = st.ins.empty() ? -1 : st.ins[0];
+    fs.in1 = st.ins.size() > 1 ? st.ins[1] : -1;
+    fs.phase = st.phase;
+    f.max_phase = std::max(f.max_phase, st.phase);
+    switch (st.kind) {
+      case StepKind::kConv: {
+        const TapSet& ts = st.taps;
+        const int64_t cout = buffer_channels_[st.out];
+        fs.ntaps = ts.num_taps();
+        fs.taps_off = static_cast<int64_t>(f.ipool.size());
+        for (const auto& pc : st.plan.pieces) {  // one piece per live tap, in tap order
+          f.ipool.push_back(static_cast<int32_t>(pc.oy));
+          f.ipool.push_back(static_cast<int32_t>(pc.ox));
+        }
+        fs.ranges_off = static_cast<int64_t>(f.ipool.size());
+        f.ipool.insert(f.ipool.end(), ts.lo.begin(), ts.lo.end());
+        f.ipool.insert(f.ipool.end(), ts.hi.begin(), ts.hi.end());
+        if (static_cast<int64_t>(ts.lo.size()) != fs.ntaps * cout ||
+            static_cast<int>(st.plan.pieces.size()) != fs.ntaps)
+          throw std::logic_error("flatten: step '" + st.name + "' has inconsistent tap tables");
+        fs.weights_off = static_cast<int64_t>(f.fpool.size());
+        f.fpool.insert(f.fpool.end(), st.live_kernel.begin(), st.live_kernel.end());
+        break;
+      }
+      case StepKind::kBinary:
+        fs.fn = static_cast<int32_t>(st.binary);
+        fs.const_index = st.const_index;
+        fs.const_first = st.const_first ? 1 : 0;
+        break;
+      case StepKind::kAct:
+        fs.fn = static_cast<int32_t>(st.act);
+        fs.alpha = st.alpha;
+        break;
+      case StepKind::kConcat:
+        fs.nparts = static_cast<int32_t>(st.parts.size());
+        fs.parts_off = static_cast<int64_t>(f.ipool.size());
+        for (auto [is_const, idx] : st.parts) {  // buffer parts as buffer ids, not indices into ins
+          f.ipool.push_back(is_const ? 1 : 0);
+          f.ipool.push_back(is_const ? idx : st.ins[idx]);
+        }
+        break;
+      case StepKind::kGather:
+        fs.channels_off = static_cast<int64_t>(f.ipool.size());
+        f.ipool.insert(f.ipool.end(), st.channels.begin(), st.channels.end());
+        break;
+      case StepKind::kSoftmax:
+        fs.group = st.group;
+        fs.log = st.log ? 1 : 0;
+        break;
+      case StepKind::kReduce:
+        fs.fn = static_cast<int32_t>(st.reduce);
+        break;
+    }
+    f.steps.push_back(fs);
+  }
+  return f;
+}
+
+int64_t FlatProgram::ring_layout(int64_t n, std::vector<int64_t>* ring_off) const {
+  ring_off->assign(channels.size(), 0);
+  int64_t total = 0;
+  for (size_t b = 0; b < channels.size(); ++b) {
+    (*ring_off)[b] = total;
+    total += int64_t(ring_rows[b]) * n * w * channels[b];
+  }
+  return total;
+}
+
+int64_t FlatProgram::max_const_batch() const {
+  int64_t n = 1;
+  for (const FlatConst& t : consts) n = std::max(n, t.n);
+  return n;
+}
+
+FlatView FlatProgram::host_view(float* ring, const int64_t* ring_off, int64_t n) const {
+  FlatView v;
+  v.h = h;
+  v.w = w;
+  v.c = c;
+  v.nsteps = static_cast<int32_t>(steps.size());
+  v.max_phase = max_phase;
+  v.head_kind = head_kind;
+  v.head_buffer = head_buffer;
+  v.head_levels = head_levels;
+  v.head_scale = head_scale;
+  v.head_offset = head_offset;
+  v.steps = steps.data();
+  v.ipool = ipool.data();
+  v.fpool = fpool.data();
+  v.consts = consts.data();
+  v.channels = channels.data();
+  v.ring_rows = ring_rows.data();
+  v.ring_off = ring_off;
+  v.ring = ring;
+  v.n = n;
+  return v;
+}
+
+namespace {
+
+// One host thread playing every thread of a block in turn: between two syncs the work items of a step are
+// independent, so running them in order computes what the block computes.
+struct SequentialThreads {
+  template <class F>
+  void for_each(int64_t count, F f) {
+    for (int64_t k = 0; k < count; ++k) f(k);
+  }
+  void sync() {}
+};
+
+}  // namespace
+
+std::string FlatProgram::check_call(int64_t n, int images_per_block, const char* fn) const {
+  if (n < 1) return std::string(fn) + ": n must be >= 1, got " + std::to_string(n);
+  if (images_per_block < 1)
+    return std::string(fn) + ": images_per_block must be >= 1, got " + std::to_string(images_per_block);
+  const int64_t nc = max_const_batch();
+  if (nc != 1 && nc != n)
+    return std::string(fn) + ": the program's per-image constants hold " + std::to_string(nc) +
+           " images, the call asks for " + std::to_string(n);
+  return "";
+}
+
+void FlatProgram::sample_emulated(int64_t n, uint64_t seed, float temperature, int64_t image_offset,
+                                  int images_per_block, int32_t* levels, float* margins) const {
+  const std::string err = check_call(n, images_per_block, "sample_emulated");
+  if (!err.empty()) throw std::invalid_argument(err);
+  std::vector<int64_t> ring_off;
+  std::vector<float> ring(static_cast<size_t>(ring_layout(n, &ring_off)), 0.0f);
+  const FlatView v = host_view(ring.data(), ring_off.data(), n);
+  SequentialThreads th;
+  for (int64_t b0 = 0; b0 < n; b0 += images_per_block)
+    flat::sample_images(v, th, b0, static_cast<int>(std::min<int64_t>(images_per_block, n - b0)), seed, temperature,
+                        image_offset, levels, margins);
+}
+
+void FlatProgram::teacher_forced_emulated(const float* image, int64_t n, int images_per_block,
+                                          float* head_out) const {
+  const std::string err = check_call(n, images_per_block, "teacher_forced_emulated");
+  if (!err.empty()) throw std::invalid_argument(err);
+  std::vector<int64_t> ring_off;
+  std::vector<float> ring(static_cast<size_t>(ring_layout(n, &ring_off)), 0.0f);
+  const FlatView v = host_view(ring.data(), ring_off.data(), n);
+  SequentialThreads th;
+  for (int64_t b0 = 0; b0 < n; b0 += images_per_block)
+    flat::teacher_forced_images(v, th, b0, static_cast<int>(std::min<int64_t>(images_per_block, n - b0)), image,
+                                head_out);
+}
+
+}  // namespace pcf
