@@ -141,6 +141,24 @@ def test_emulated_gpu_loops_draw_the_cpu_executors_images(name, rng):
         np.testing.assert_array_equal(np.isfinite(got_margins), True)
 
 
+def test_gpu_program_fuses_elementwise_chains_into_convs():
+    """keras.io's conv -> bias -> relu (-> residual add) chains become one GPU step each (the teacher-forcing
+    and sampling tests above show the fused program computes the same values)."""
+    program, _ = cpu_program("keras_io")
+    steps, fused, dropped = program.gpu_step_count()
+    spec = PROGRAMS["keras_io"][0]
+    kinds = [ln.split()[0] for ln in spec.splitlines()]
+    convs, total = kinds.count("conv"), sum(kinds.count(k) for k in ("conv", "binary", "act"))
+    assert steps + fused + dropped == total
+    assert dropped == 1, "the final sigmoid beside the logits head is read by nothing"
+    assert steps == convs, f"{steps} GPU steps for {convs} convs: some chain was not fused ({fused} fused)"
+    # The colour-group model: 4 convs with bias and relu/elu fused; its final softmax (the head reads the
+    # logits before it) dropped.
+    rgb, _ = cpu_program("dilated_rgb_groups")
+    steps, fused, dropped = rgb.gpu_step_count()
+    assert (steps, dropped) == (4, 1) and fused > 0
+
+
 def test_emulated_gpu_loops_refuse_bad_arguments():
     program, _ = cpu_program("keras_io")
     with pytest.raises(ValueError, match=r"sample_emulated: images_per_block must be >= 1, got 0"):

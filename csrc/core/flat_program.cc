@@ -39,7 +39,64 @@ FlatProgram ColumnProgram::flatten() const {
     f.fpool.insert(f.fpool.end(), t.data.begin(), t.data.end());
     f.consts.push_back(fc);
   }
-  for (const ProgramStep& st : steps_) {
+  // Epilogue fusion. A conv's output buffer read by exactly one step, an activation or a binary step at the
+  // same pixel with the same phase and channel count, whose other operand (a constant, or a buffer produced
+  // before the conv) is ready when the conv runs, is folded into the conv: the value goes through that step
+  // before it is written, and the step and its input buffer disappear from the GPU's step list. Repeated
+  // along the chain, keras.io's conv -> bias -> relu -> residual add becomes one step: fewer block-wide
+  // synchronisations and no round trip through memory per elementwise step. The arithmetic is unchanged.
+  const int nbuf = static_cast<int>(buffer_channels_.size());
+  std::vector<int> readers(nbuf, 0), writers(nbuf, 0), producer(nbuf, -1);
+  for (size_t k = 0; k < steps_.size(); ++k) {
+    const ProgramStep& st = steps_[k];
+    for (int b : st.ins) ++readers[b];
+    if (writers[st.out]++ == 0) producer[st.out] = static_cast<int>(k);
+  }
+  ++readers[head_.buffer];  // read by the draws
+  ++readers[0];             // the image: written by the draws
+  std::vector<int> reader_of(nbuf, -1);
+  for (size_t k = 0; k < steps_.size(); ++k)
+    for (int b : steps_[k].ins) reader_of[b] = static_cast<int>(k);
+  // Steps whose output nothing reads (a final sigmoid next to the logits head) are dropped.
+  std::vector<bool> live_buffer(nbuf, false), dead(steps_.size(), false);
+  live_buffer[head_.buffer] = true;
+  for (size_t k = steps_.size(); k-- > 0;) {
+    if (!live_buffer[steps_[k].out]) {
+      dead[k] = true;
+      continue;
+    }
+    for (int b : steps_[k].ins) live_buffer[b] = true;
+  }
+  std::vector<bool> fused(steps_.size(), false);
+  std::vector<std::vector<int>> chain(steps_.size());  // conv k -> the steps fused into it, in order
+  for (size_t k = 0; k < steps_.size(); ++k) {
+    const ProgramStep& conv = steps_[k];
+    if (conv.kind != StepKind::kConv || dead[k]) continue;
+    int b = conv.out;
+    while (readers[b] == 1 && writers[b] == 1 && reader_of[b] > static_cast<int>(k)) {
+      const int s = reader_of[b];
+      const ProgramStep& st = steps_[s];
+      if (st.phase != conv.phase || buffer_channels_[st.out] != buffer_channels_[b] || writers[st.out] != 1) break;
+      if (st.kind == StepKind::kBinary) {
+        if (st.ins.size() == 2) {
+          const int other = st.ins[0] == b ? st.ins[1] : st.ins[0];
+          if (other == b || producer[other] < 0 || producer[other] >= static_cast<int>(k)) break;
+        }
+      } else if (st.kind != StepKind::kAct) {
+        break;
+      }
+      fused[s] = true;
+      chain[k].push_back(s);
+      b = st.out;
+    }
+  }
+
+  for (size_t k = 0; k < steps_.size(); ++k) {
+    if (fused[k] || dead[k]) {
+      ++(fused[k] ? f.fused_steps : f.dropped_steps);
+      continue;
+    }
+    const ProgramStep& st = steps_[k];
     FlatStep fs;
     fs.kind = static_cast<int32_t>(st.kind);
     fs.out = st.out;
@@ -65,6 +122,31 @@ FlatProgram ColumnProgram::flatten() const {
           throw std::logic_error("flatten: step '" + st.name + "' has inconsistent tap tables");
         fs.weights_off = static_cast<int64_t>(f.fpool.size());
         f.fpool.insert(f.fpool.end(), st.live_kernel.begin(), st.live_kernel.end());
+        fs.epilogue_off = static_cast<int64_t>(f.epilogues.size());
+        int value = st.out;  // the buffer the chain's value stands for so far
+        for (int s : chain[k]) {
+          const ProgramStep& e = steps_[s];
+          FlatEpilogue ep;
+          if (e.kind == StepKind::kAct) {
+            ep.kind = kEpilogueAct;
+            ep.fn = static_cast<int32_t>(e.act);
+            ep.alpha = e.alpha;
+          } else if (e.const_index >= 0) {
+            ep.kind = kEpilogueConst;
+            ep.fn = static_cast<int32_t>(e.binary);
+            ep.operand = e.const_index;
+            ep.operand_first = e.const_first ? 1 : 0;
+          } else {
+            ep.kind = kEpilogueBuffer;
+            ep.fn = static_cast<int32_t>(e.binary);
+            ep.operand_first = e.ins[0] == value ? 0 : 1;
+            ep.operand = ep.operand_first ? e.ins[0] : e.ins[1];
+          }
+          f.epilogues.push_back(ep);
+          value = e.out;
+        }
+        fs.nepilogue = static_cast<int32_t>(chain[k].size());
+        fs.out = value;
         break;
       }
       case StepKind::kBinary:
@@ -133,6 +215,7 @@ FlatView FlatProgram::host_view(float* ring, const int64_t* ring_off, int64_t n)
   v.ipool = ipool.data();
   v.fpool = fpool.data();
   v.consts = consts.data();
+  v.epilogues = epilogues.data();
   v.channels = channels.data();
   v.ring_rows = ring_rows.data();
   v.ring_off = ring_off;

@@ -47,6 +47,18 @@ struct FlatStep {
   // concat: nparts (is_const, buffer or const index) pairs at ipool[parts_off]; gather: channels at ipool.
   int32_t nparts = 0;
   int64_t parts_off = 0, channels_off = 0;
+  // conv: elementwise steps fused into its output (bias, activation, residual add), applied in order to each
+  // value before it is written to `out` (the last fused step's buffer); see ColumnProgram::flatten.
+  int32_t nepilogue = 0;
+  int64_t epilogue_off = 0;  // into FlatView::epilogues
+};
+
+// One elementwise step applied to a conv's output value x at its own pixel: act(x), fn(x, operand) or
+// fn(operand, x), the operand a constant or a buffer already computed at this pixel (1 channel: broadcast).
+enum : int32_t { kEpilogueAct = 0, kEpilogueConst, kEpilogueBuffer };
+struct FlatEpilogue {
+  int32_t kind = kEpilogueAct, fn = 0, operand = -1, operand_first = 0;
+  float alpha = 0.2f;
 };
 
 struct FlatConst {
@@ -64,6 +76,7 @@ struct FlatView {
   const int32_t* ipool = nullptr;
   const float* fpool = nullptr;
   const FlatConst* consts = nullptr;
+  const FlatEpilogue* epilogues = nullptr;
   const int64_t* channels = nullptr;  // per buffer
   const int32_t* ring_rows = nullptr;
   const int64_t* ring_off = nullptr;
@@ -88,6 +101,9 @@ struct FlatProgram {
   std::vector<int32_t> ipool;
   std::vector<float> fpool;
   std::vector<FlatConst> consts;
+  std::vector<FlatEpilogue> epilogues;
+  int32_t fused_steps = 0;    // program steps folded into conv epilogues
+  int32_t dropped_steps = 0;  // program steps whose output nothing reads
   std::vector<int64_t> channels;
   std::vector<int32_t> ring_rows;
 
@@ -168,8 +184,25 @@ PCF_HOST_DEVICE inline void conv_item(const FlatView& v, const FlatStep& st, int
         if (m < count) acc[m] += src[m][ci] * wv;
     }
   }
-  for (int m = 0; m < kImagesPerItem; ++m)
-    if (m < count) v.px(st.out, i, img0 + m, j)[o] = acc[m];
+  for (int m = 0; m < kImagesPerItem; ++m) {
+    if (m >= count) continue;
+    float x = acc[m];
+    for (int32_t e = 0; e < st.nepilogue; ++e) {
+      const FlatEpilogue& ep = v.epilogues[st.epilogue_off + e];
+      if (ep.kind == kEpilogueAct) {
+        x = act(ep.fn, x, ep.alpha);
+        continue;
+      }
+      float u;
+      if (ep.kind == kEpilogueConst) {
+        u = v.const_px(ep.operand, img0 + m, i, j)[v.consts[ep.operand].c > 1 ? o : 0];
+      } else {
+        u = v.px(ep.operand, i, img0 + m, j)[v.channels[ep.operand] > 1 ? o : 0];
+      }
+      x = ep.operand_first ? binary(ep.fn, u, x) : binary(ep.fn, x, u);
+    }
+    v.px(st.out, i, img0 + m, j)[o] = x;
+  }
 }
 
 // Channel ch of image img at (i, j) for the one-value-per-output kinds (binary, act, concat, gather).

@@ -398,6 +398,11 @@ void bind_column_program(py::module_& m) {
         return out;
       }, py::arg("image"), py::arg("images_per_block") = 1,
          "Head values with `image` fed in, by the CUDA executor's loops run on the host (tests only).")
+      .def("gpu_step_count", [](const pcf::ColumnProgram& p) {
+        const pcf::FlatProgram f = p.flatten();
+        return py::make_tuple(static_cast<int>(f.steps.size()), f.fused_steps, f.dropped_steps);
+      }, "(steps the GPU executor runs per pass, program steps fused into conv epilogues, steps dropped because "
+         "nothing reads their output).")
       .def("cache_floats_per_image", &pcf::ColumnProgram::cache_floats_per_image)
       .def("macs_per_position", &pcf::ColumnProgram::macs_per_position)
       .def("executed_macs_per_position", &pcf::ColumnProgram::executed_macs_per_position);
