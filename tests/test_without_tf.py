@@ -84,6 +84,7 @@ print("OK", reason)
 def test_the_tf_names_load_lazily_and_register_the_keras_classes():
     # A fresh process with TensorFlow installed: a bare import does not load it; the first TF name loads
     # the layers and models, so a saved model with ResidualBlock / MaskedConv2D loads afterwards.
+    pytest.importorskip("tensorflow")
     code = '''
 import sys
 import pixelcnn_fast
