@@ -68,5 +68,5 @@ def __dir__():
 
 
 if _sys.modules.get("tensorflow") is not None:
-    # TensorFlow is loaded already: cost nothing to register the layers now, exactly as before.
+    # TensorFlow is loaded already: registering the layers now costs little and behaves exactly as before.
     _load_tf_parts("MaskedConv2D")
