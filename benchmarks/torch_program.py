@@ -376,7 +376,9 @@ def draw_levels(values, kind, temperature, u):
 
     values (M, L) float32 head values (bernoulli: L == 1, the logit); u (M,) float32 uniforms. Margins are each
     uniform's distance to the nearest CDF boundary around the drawn level."""
-    t = torch.tensor(float(np.float32(temperature)), dtype=values.dtype, device=values.device)
+    # Python floats, not device tensors: a scalar argument costs no host-to-device copy (and no stream sync) per
+    # step; the float32 temperature is exact as a Python float and the ops run in float32.
+    t = float(np.float32(temperature))
     if kind == "bernoulli":
         p = 1.0 / (1.0 + torch.exp(-values[:, 0] / t))
         margin = torch.where(torch.isnan(p), torch.zeros_like(p), (u - p).abs())
@@ -385,15 +387,15 @@ def draw_levels(values, kind, temperature, u):
         z = values / t
         m = z.amax(dim=1, keepdim=True)
         e = torch.where(z == m, torch.ones_like(z), torch.exp(z - m))
-    else:  # probs: p ** (1/T) (p itself at T == 1); all weights zero: divided by the max first
-        power = float(np.float32(temperature)) != 1.0
-        e = values ** (1.0 / t) if power else values.clone()
-        zero = ~(e.sum(dim=1) > 0)
-        if bool(zero.any()):
-            pmax = values.amax(dim=1, keepdim=True)
-            x = torch.where(values == pmax, torch.ones_like(values), values / pmax)
-            x = torch.where(pmax > 0, x, torch.ones_like(x))
-            e = torch.where(zero[:, None], x ** (1.0 / t) if power else x, e)
+    else:  # probs: p ** (1/T) (p itself at T == 1); rows whose weights all vanish: divided by their max first
+        power = t != 1.0
+        inv_t = float(np.float32(1.0) / np.float32(t))
+        e = values ** inv_t if power else values
+        zero = ~(e.sum(dim=1) > 0)  # computed for every row: no data-dependent branch (a host sync per step)
+        pmax = values.amax(dim=1, keepdim=True)
+        x = torch.where(values == pmax, torch.ones_like(values), values / pmax)
+        x = torch.where(pmax > 0, x, torch.ones_like(x))
+        e = torch.where(zero[:, None], x ** inv_t if power else x, e)
     s = e.sum(dim=1, keepdim=True)
     cdf = torch.cumsum(e / s, dim=1)
     levels_n = e.shape[1]
@@ -538,6 +540,8 @@ class TorchProgram:
                             for idx in range(len(ops))]
         self._ops = ops
         self.num_ops = len(ops)
+        self._gather_index = {id(st): torch.as_tensor(st.attrs["channels"], dtype=torch.long, device=self.device)
+                              for kind, st, _, _ in ops if kind == "gather"}
 
     # -- operands
     def _const(self, k, n, h, w):
@@ -587,8 +591,7 @@ class TorchProgram:
                     parts.append(t.expand(n, t.shape[1], h, w))
                 y = torch.cat(parts, dim=1)
             elif kind == "gather":
-                idx_t = torch.as_tensor(a["channels"], device=self.device)
-                y = buf[a["in"]].index_select(1, idx_t)
+                y = buf[a["in"]].index_select(1, self._gather_index[id(st)])
             elif kind == "softmax":
                 x = buf[a["in"]]
                 g = a["group"]

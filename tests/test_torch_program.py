@@ -281,3 +281,73 @@ def test_rows_estimate_interpolates_the_timed_rows(keras_io):
     h, w = 28, 28
     want = w * float(np.interp(np.arange(h), [0, 3], costs).sum())
     assert est == pytest.approx(want)
+
+
+# --------------------------------------------------------------------------- benchmarks/bench_cuda.py without a GPU
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    """One CPU dry run of the GPU harness (CPU stand-ins at tiny sizes): (exit status, results, report)."""
+    import json
+
+    import bench_cuda
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: bench_cuda.py measures it instead (run it directly)")
+    out = tmp_path_factory.mktemp("gpu_dry")
+    rc = bench_cuda.main(["--dry-run", "--out", str(out)])
+    with open(out / "results.json") as f:
+        res = json.load(f)
+    return rc, res, (out / "REPORT.md").read_text()
+
+
+def test_bench_cuda_dry_run_exercises_the_harness_and_says_no_gpu(dry_run):
+    rc, res, report = dry_run
+    assert rc == 0, res["errors"]
+    assert res["mode"] == "dry-run" and res["errors"] == []
+    assert "no GPU" in report and "DRY-RUN" in report
+    assert all(c["ok"] for s in res["conv"]["shapes"] for c in s["checks"])
+    assert {r["variant"] for s in res["conv"]["shapes"] for r in s["rows"]} == {"ours", "cudnn"}
+    smp = res["sampler"]
+    assert smp["baseline_correct"] and smp["cached_correct"] and all(c["ok"] for c in smp["checks"])
+    assert [b["n"] for b in smp["batches"]] == [1, 2]
+    for b in smp["batches"]:
+        assert {"cached", "full", "rows"} <= set(b) and "error" not in b
+        assert b["full"]["draws"]["ok"] and b["rows"]["draws"]["ok"]
+    # a dry run gives no verdict
+    assert report.count("**NOT MEASURED**") == 4 and "**MET**" not in report
+
+
+def test_bench_cuda_renders_verdicts_for_a_gpu_run(dry_run, tmp_path):
+    """The GPU branch of the report on the dry run's numbers relabelled as a GPU run (formatting only)."""
+    import copy
+    import json
+
+    import bench_cuda
+
+    res = copy.deepcopy(dry_run[1])
+    res.update(mode="gpu", settings_name="full")
+    res["env"]["device"] = "NVIDIA H100 80GB HBM3"
+    res["conv"]["ours"] = "pixelcnn_fast.cuda"
+    smp = res["sampler"]
+    smp["cached"].update(kind="cuda", label="CUDA sampler: pixelcnn_fast.cuda.ColumnProgram")
+    b64 = copy.deepcopy(smp["batches"][-1])
+    b64["n"] = 64
+    smp["batches"].append(b64)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(res))
+    assert bench_cuda.main(["--render", str(path)]) == 0
+    report = (tmp_path / "REPORT.md").read_text()
+    verdicts = [v for v, _ in bench_cuda.goals(res)]
+    assert len(verdicts) == 4 and "NOT MEASURED" not in verdicts
+    assert "| 64 | cached: CUDA sampler" in report and "ours (CUDA)" in report
+
+
+def test_bench_cuda_without_a_gpu_and_without_dry_run_exits_2(tmp_path):
+    import bench_cuda
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    assert bench_cuda.main(["--out", str(tmp_path), "--only", "ceilings"]) == 2
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "NO-GPU" in report and "no GPU" in report
