@@ -72,7 +72,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+    sys.path.append(HERE)  # torch_program, pcf_import (when imported as a module, e.g. by the tests)
 if ROOT not in sys.path:
     sys.path.append(ROOT)  # the checkout's pixelcnn_fast when it is not installed
 
@@ -121,7 +121,7 @@ def log(msg):
 def set_tf32(torch, on):
     """TF32 for cuBLAS matmuls and cuDNN convolutions, with the API this torch has (mixing the legacy
     allow_tf32 flags with the fp32_precision ones is an error in recent torch)."""
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+    if _new_tf32_api(torch):
         torch.backends.cuda.matmul.fp32_precision = "tf32" if on else "ieee"
         torch.backends.cudnn.conv.fp32_precision = "tf32" if on else "ieee"
     else:
@@ -129,8 +129,13 @@ def set_tf32(torch, on):
         torch.backends.cudnn.allow_tf32 = on
 
 
+def _new_tf32_api(torch):
+    return (hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(torch.backends.cudnn, "conv")
+            and hasattr(torch.backends.cudnn.conv, "fp32_precision"))
+
+
 def tf32_state(torch):
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+    if _new_tf32_api(torch):
         return {"matmul": torch.backends.cuda.matmul.fp32_precision, "cudnn_conv": torch.backends.cudnn.conv.fp32_precision}
     return {"matmul": "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee",
             "cudnn_conv": "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"}
@@ -662,6 +667,10 @@ def sampler(torch, clock, dev, st, args, ours_mod, ours_reason, has_api, core, p
     for n in st["batches"]:
         b = dict(n=n)
         out["batches"].append(b)
+        if time.perf_counter() > st.get("deadline", math.inf):
+            b["skipped"] = "over the time budget (--budget-s): not measured"
+            log("  batch %d skipped: over the time budget" % n)
+            continue
         try:
             ref = None
             if cached_ok:
@@ -762,7 +771,7 @@ def goals(res):
     if b is None or "cached" not in b or "full" not in b or cached_kind != "cuda":
         why = (smp.get("error") or (smp.get("cached") or {}).get("reason") or
                ("the cached sampler in this run is a CPU stand-in" if cached_kind == "core" else
-                (b or {}).get("error") or "not in this run"))
+                (b or {}).get("error") or (b or {}).get("skipped") or "not in this run"))
         lines.append(("NOT MEASURED", "batch %d: CUDA sampler >= %.0fx faster than the naive full-image loop: %s"
                       % (SAMPLER_GOAL_BATCH, SAMPLER_GOAL_RATIO, why)))
         lines.append(("NOT MEASURED", "batch %d of 28x28 in < %.0f ms on an H100: %s" % (SAMPLER_GOAL_BATCH, SAMPLER_GOAL_MS, why)))
@@ -881,6 +890,8 @@ def sampler_section(smp):
                 fmt(g, ",.1f") + ("" if key == "cached" else " (dense, 1 fwd)") if g else "—", fmt(pk, ".1f")))
         if b.get("error"):
             md.append("| %d | **FAILED** | %s | | | | | | | | | |" % (n, b["error"].replace("|", "/")[:300]))
+        if b.get("skipped"):
+            md.append("| %d | skipped | %s | | | | | | | | | |" % (n, b["skipped"]))
     md.append("")
     for b in smp.get("batches", []):
         r = b.get("rows")
@@ -964,6 +975,9 @@ def main(argv=None):
                     help="no GPU needed: CPU stand-ins at tiny sizes, to check the harness (numbers mean nothing)")
     ap.add_argument("--npz", default=NPZ_DEFAULT, help="exported program (scripts/export_program.py)")
     ap.add_argument("--only", default="ceilings,conv,sampler", help="comma-separated sections to run")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="stop starting new sampler batches after this many seconds (default 240, --quick 150); "
+                         "results.json is also rewritten after every section, so a killed run leaves its numbers")
     ap.add_argument("--render", metavar="RESULTS_JSON", help="only re-render REPORT.md (next to it) from a results file")
     args = ap.parse_args(argv)
 
@@ -987,9 +1001,12 @@ def main(argv=None):
     cuda = bool(torch.cuda.is_available())
     dry = args.dry_run or not cuda
     name = "dry-run" if dry else ("quick" if args.quick else "full")
-    st = SETTINGS[name]
+    st = dict(SETTINGS[name])
+    budget = args.budget_s if args.budget_s is not None else {"full": 240.0, "quick": 150.0}.get(name, 600.0)
+    st["deadline"] = start + budget
     sections = set(s.strip() for s in args.only.split(",") if s.strip())
-    res = dict(mode="gpu" if not dry else ("dry-run" if args.dry_run else "no-gpu"), settings_name=name, settings=st,
+    res = dict(mode="gpu" if not dry else ("dry-run" if args.dry_run else "no-gpu"), settings_name=name,
+               settings={k: v for k, v in st.items() if k != "deadline"}, budget_s=budget,
                argv=sys.argv[1:] if argv is None else list(argv), errors=[])
     if dry:
         res["note"] = ("no GPU: nothing here is a GPU measurement. CPU stand-ins at tiny sizes (torch CPU ops, the "
@@ -1011,6 +1028,13 @@ def main(argv=None):
     log("ours: %s; CUDA sampler API: %s" % ("available" if reason is None else "NOT AVAILABLE (%s)" % reason,
                                             "present" if has_api else "absent"))
 
+    def checkpoint():
+        res["elapsed_s"] = time.perf_counter() - start
+        try:
+            write(res, args.out)
+        except Exception as exc:  # pragma: no cover - an unwritable --out shows at the end too
+            log("could not write %s: %s" % (args.out, exc))
+
     peaks = None
     if "ceilings" in sections or "conv" in sections or "sampler" in sections:
         log("ceilings")
@@ -1020,6 +1044,7 @@ def main(argv=None):
             res["ceilings"] = {"error": "%s: %s" % (type(exc).__name__, exc), "traceback": traceback.format_exc()}
             res["errors"].append("ceilings: %s" % res["ceilings"]["error"])
             log(res["ceilings"]["traceback"])
+        checkpoint()
     if peaks is not None and "conv" in sections:
         log("masked conv")
         try:
@@ -1042,6 +1067,7 @@ def main(argv=None):
             res["conv"] = {"error": "%s: %s" % (type(exc).__name__, exc), "traceback": traceback.format_exc()}
             res["errors"].append("masked conv: %s" % res["conv"]["error"])
             log(res["conv"]["traceback"])
+        checkpoint()
     if peaks is not None and "sampler" in sections:
         log("sampler")
         try:
