@@ -196,7 +196,10 @@ def load_ours(cuda):
         mod = pcf_import.module("pixelcnn_fast.cuda")
     except Exception as exc:
         return None, "pixelcnn_fast.cuda cannot be imported: %s: %s" % (type(exc).__name__, exc), False, core
-    reason = mod.unavailable_reason() if cuda else "no CUDA device"
+    try:
+        reason = mod.unavailable_reason() if cuda else "no CUDA device"
+    except Exception as exc:  # e.g. the package was never built here (no _build_info)
+        reason = "pixelcnn_fast.cuda cannot tell whether it can run: %s: %s" % (type(exc).__name__, exc)
     return mod, reason, hasattr(mod, "ColumnProgram"), core
 
 

@@ -4,7 +4,7 @@ The GPU benchmark machine has no TensorFlow, but the parts bench_cuda.py needs (
 pixelcnn_fast._cuda and their front end pixelcnn_fast.cuda, which reads only _ext / _version / _build_info) do not
 need it. ``module("pixelcnn_fast.cuda")`` imports normally when it can and otherwise registers the package
 without running its __init__ (a bare package object whose __path__ is the package directory), then imports the
-submodule. Nothing is patched when TensorFlow is present.
+submodule. Nothing is patched when the package imports normally (TensorFlow present).
 """
 
 import importlib
@@ -29,17 +29,23 @@ def _bare_package():
     return pkg
 
 
+INIT_ERROR = None  # why the package __init__ could not run, when module() fell back on the bare package
+
+
 def module(name):
-    """Imports `name` (a pixelcnn_fast submodule), bypassing the package __init__ if TensorFlow is missing."""
+    """Imports `name` (a pixelcnn_fast submodule). When the package __init__ itself fails (TensorFlow or Keras
+    missing, or anything else it imports failing), the submodule is imported from the bare package instead; an
+    error of the submodule itself is raised as usual."""
+    global INIT_ERROR
     try:
         return importlib.import_module(name)
-    except ImportError as exc:
-        missing = getattr(exc, "name", "") or ""
-        if not (missing.split(".")[0] in ("tensorflow", "keras", "numba", "tf_keras") or
-                any(s in str(exc) for s in ("tensorflow", "keras", "numba"))):
-            raise
-    if sys.modules.get(PACKAGE) is None or not getattr(sys.modules[PACKAGE], "__bare__", False):
-        sys.modules.pop(PACKAGE, None)
+    except Exception as exc:
+        pkg = sys.modules.get(PACKAGE)
+        if pkg is not None and not getattr(pkg, "__bare__", False):
+            raise  # the package imported fine: the submodule's own error
+        if pkg is None:
+            INIT_ERROR = "%s: %s" % (type(exc).__name__, exc)
+    if sys.modules.get(PACKAGE) is None:
         _bare_package()
     return importlib.import_module(name)
 
@@ -49,4 +55,5 @@ def package_origin():
     pkg = sys.modules.get(PACKAGE)
     if pkg is None:
         return None
-    return {"path": list(getattr(pkg, "__path__", [])), "init_ran": not getattr(pkg, "__bare__", False)}
+    return {"path": list(getattr(pkg, "__path__", [])), "init_ran": not getattr(pkg, "__bare__", False),
+            "init_error": INIT_ERROR}
