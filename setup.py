@@ -2,7 +2,9 @@
 into the pybind11 module pixelcnn_fast._core and the TF op library pixelcnn_fast/_tf_ops.so, the latter
 against the TensorFlow in the build environment (tf.sysconfig flags). csrc/cuda/*.cu are compiled with
 nvcc when present and a toolkit is found (PIXELCNN_FAST_CUDA=0 turns that off; PIXELCNN_FAST_CUDA_ARCHS=90 or
-"80,90" builds only those archs instead of the default list, e.g. for a quick build on one GPU).
+"80,90" builds only those archs instead of the default list, e.g. for a quick build on one GPU). The TF ops'
+GPU kernels go into _tf_ops.so when TF is a CUDA build and a toolkit of TF's CUDA major is found
+(TfGpuKernels below; PIXELCNN_FAST_TF_GPU=0 turns that off, =1 forces it).
 
 Without TensorFlow (not importable, or PIXELCNN_FAST_TF=0) the TF op library is skipped and the core is
 compiled without TF's -D flags: _core and _cuda (NumPy/CuPy) only, recorded in _build_info.py.
@@ -80,16 +82,186 @@ def find_nvcc():
     return shutil.which("nvcc")
 
 
-def _nvcc_release():
+def _nvcc_release(nvcc=None):
     """'13.0' from `nvcc --version` (the cudart linked statically comes from the same toolkit)."""
     import subprocess
 
-    out = subprocess.run([find_nvcc(), "--version"], capture_output=True, text=True).stdout
+    out = subprocess.run([nvcc or find_nvcc(), "--version"], capture_output=True, text=True).stdout
     m = re.search(r"release ([0-9.]+)", out)
     return m.group(1) if m else "unknown"
 
 
-class BuildExt(build_ext):
+def cuda_gencode_flags():
+    """nvcc -gencode flags: a cubin per CUDA_ARCHS entry, and the last one also as PTX (newer GPUs JIT it)."""
+    flags = []
+    for a in CUDA_ARCHS:
+        flags += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+    return flags + ["-gencode", f"arch=compute_{CUDA_ARCHS[-1]},code=compute_{CUDA_ARCHS[-1]}"]
+
+
+# ------------------------------------------------------------------------------ TF GPU kernels
+# GPU kernels of the TF ops (csrc/tf/*_gpu.cc, under GOOGLE_CUDA) call these CUDA launchers; they are
+# compiled for _tf_ops.so with the toolkit chosen below. A new launcher for a TF GPU kernel is one line here.
+TF_GPU_SOURCES = ["csrc/cuda/masked_conv.cu"]
+
+
+def _toolkit_pieces(home):
+    """(nvcc, include dir, libcudart_static.a) of a CUDA toolkit folder, or None when one is missing."""
+    nvcc = os.path.join(home, "bin", "nvcc")
+    include = os.path.join(home, "include")
+    libs = [os.path.join(home, d, "libcudart_static.a") for d in ("lib64", "lib", os.path.join("targets",
+                                                                                             "x86_64-linux", "lib"))]
+    cudart = next((p for p in libs if os.path.exists(p)), None)
+    if not os.path.exists(nvcc) or not os.path.exists(os.path.join(include, "cuda_runtime_api.h")) or cudart is None:
+        return None
+    return nvcc, include, cudart
+
+
+def find_tf_gpu_toolkit(tf_cuda_version, allow_other_major):
+    """The CUDA toolkit for the TF GPU kernels: a dict (home, nvcc, include, cudart, release) or a reason str.
+
+    TensorFlow's GPU build runs a CUDA runtime of one major version (12 for TF 2.21). The kernels are built
+    with a toolkit of that major: NVIDIA's "Rules for version mixing" (CUDA driver/runtime API docs, since
+    11.0) call it unsafe to pass CUDA handles -- a stream is one -- between code compiled with different
+    major toolkits. PIXELCNN_FAST_TF_CUDA_HOME names the toolkit; otherwise CUDA_HOME, CUDA_PATH,
+    /usr/local/cuda, /usr/local/cuda-<major>* and nvcc on PATH are tried, the first of TF's major wins.
+    No CUDA 12 *compiler* is on PyPI (nvidia-cuda-nvcc-cu12 ships ptxas and libnvvm, no nvcc), so this is a
+    system toolkit. allow_other_major (PIXELCNN_FAST_TF_GPU=1) takes the first toolkit of any major.
+    """
+    major = tf_cuda_version.split(".")[0]
+    explicit = os.environ.get("PIXELCNN_FAST_TF_CUDA_HOME")
+    if explicit:
+        homes = [explicit]
+    else:
+        versioned = sorted(glob.glob(f"/usr/local/cuda-{major}*"), key=lambda h: [int(x) for x in
+                                                                                  re.findall(r"\d+", h)],
+                           reverse=True)
+        on_path = shutil.which("nvcc")
+        homes = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"] + versioned + \
+                ([os.path.dirname(os.path.dirname(os.path.realpath(on_path)))] if on_path else [])
+    found, seen = [], set()
+    for home in homes:
+        if not home or os.path.realpath(home) in seen:
+            continue
+        seen.add(os.path.realpath(home))
+        pieces = _toolkit_pieces(home)
+        if pieces is None:
+            continue
+        nvcc, include, cudart = pieces
+        found.append(dict(home=home, nvcc=nvcc, include=include, cudart=cudart, release=_nvcc_release(nvcc)))
+    for t in found:
+        if t["release"].split(".")[0] == major:
+            return t
+    if found and allow_other_major:
+        return found[0]
+    where = ", ".join(f"CUDA {t['release']} at {t['home']}" for t in found) or "none"
+    return (f"no CUDA {major} toolkit (nvcc, cuda_runtime_api.h, libcudart_static.a) found for TensorFlow's "
+            f"CUDA {tf_cuda_version}; toolkits found: {where}. Set PIXELCNN_FAST_TF_CUDA_HOME to a CUDA {major} "
+            f"toolkit (or PIXELCNN_FAST_TF_GPU=1 to build with another major, unsupported)")
+
+
+class TfGpuKernels:
+    """build_ext mixin: compiles TF_GPU_SOURCES for _tf_ops.so and links them with a static cudart.
+
+    PIXELCNN_FAST_TF_GPU: unset/auto (default) builds them when TF is a CUDA build and a toolkit of TF's CUDA
+    major is found; 0 never (nor does PIXELCNN_FAST_CUDA=0, unless PIXELCNN_FAST_TF_GPU=1); 1 always, with a
+    toolkit of any major, and stops the build when that is impossible. build_info()["tf_gpu_kernels"] says
+    "built (CUDA x.y)" or "not built: <why>".
+
+    cudart is linked statically (libcudart_static.a, whose symbols are hidden, and
+    -Wl,--exclude-libs to keep it so), not against libcudart.so.12: a DT_NEEDED on libcudart.so.12 would stop
+    _tf_ops.so from loading where TF's nvidia-cuda-runtime-cu12 package is absent (CPU-only installs,
+    CI), while the static runtime opens the driver (libcuda.so.1) only at its first call. It is what TF's
+    own tf_custom_op_library rule links (@local_config_cuda//cuda:cudart_static) and what tensorflow/addons
+    switched to (PR #539) after its ops failed to load. Our runtime instance and TF's share the device's
+    primary context (TF's StreamExecutor retains it, cuDevicePrimaryCtxRetain, and makes it current around
+    Compute) and TF's compute stream, a driver CUstream, is a valid cudaStream_t for any runtime. Not taken:
+    resolving the cuda* symbols against the cudart stub libtensorflow_framework.so.2 exports (it dlopens
+    TF's libcudart.so.12): TF-internal, and it would register our fatbin in whatever libcudart minor
+    version the user has.
+    """
+
+    def _tf_gpu_mode(self):
+        mode = os.environ.get("PIXELCNN_FAST_TF_GPU", "auto").strip().lower() or "auto"
+        if mode not in ("0", "1", "auto"):
+            sys.exit(f"PIXELCNN_FAST_TF_GPU must be 0, 1 or auto, got {mode!r}")
+        return mode
+
+    def _compile_tf_gpu(self, tf):
+        """Sets self.tf_gpu (the toolkit dict, or None), self.tf_gpu_objects and self.tf_gpu_status."""
+        self.tf_gpu, self.tf_gpu_objects = None, []
+        mode = self._tf_gpu_mode()
+        if tf is None:
+            self.tf_gpu_status = "not built: the TF ops are not built"
+            return
+        build = tf.sysconfig.get_build_info()
+        tf_cuda = build.get("cuda_version") if build.get("is_cuda_build") else None
+
+        def refuse(why):
+            if mode == "1":
+                sys.exit(f"PIXELCNN_FAST_TF_GPU=1 but the TF GPU kernels cannot be built: {why}")
+            self.tf_gpu_status = "not built: " + why
+
+        if mode == "0":
+            return refuse("disabled by PIXELCNN_FAST_TF_GPU=0")
+        if mode == "auto" and os.environ.get("PIXELCNN_FAST_CUDA", "1") == "0":
+            return refuse("disabled by PIXELCNN_FAST_CUDA=0")
+        if not tf_cuda:
+            return refuse(f"TensorFlow {tf.__version__} is not a CUDA build")
+        toolkit = find_tf_gpu_toolkit(tf_cuda, allow_other_major=mode == "1")
+        if isinstance(toolkit, str):
+            return refuse(toolkit)
+        import subprocess
+
+        abi0 = "-D_GLIBCXX_USE_CXX11_ABI=0" in self.tf_compile_defs
+        same_nvcc = self.cuda_objects and find_nvcc() and \
+            os.path.realpath(find_nvcc()) == os.path.realpath(toolkit["nvcc"])
+        objs = []
+        for src in TF_GPU_SOURCES:
+            shared = os.path.join(self.build_temp, os.path.basename(src) + ".o")
+            if same_nvcc and not abi0 and shared in self.cuda_objects:
+                # The _cuda module's object: same nvcc, same flags (TF's -D flags change nothing in a .cu
+                # while TF uses GCC's default C++11 ABI).
+                objs.append(shared)
+                continue
+            obj = os.path.join(self.build_temp, "tf_gpu", os.path.basename(src) + ".o")
+            os.makedirs(os.path.dirname(obj), exist_ok=True)
+            cmd = [toolkit["nvcc"], "-std=c++17", "-O3", "-Xcompiler", "-fPIC,-Wall", "-c", src, "-o", obj] + \
+                self.tf_compile_defs + cuda_gencode_flags()
+            try:
+                subprocess.check_call(cmd)
+            except subprocess.CalledProcessError:
+                if mode == "1":
+                    raise
+                print(f"pixelcnn_fast: warning: the TF GPU kernels are not built: nvcc {toolkit['release']} "
+                      f"failed on {src}")
+                return refuse(f"nvcc {toolkit['release']} ({toolkit['nvcc']}) failed on {src}")
+            objs.append(obj)
+        self.tf_gpu, self.tf_gpu_objects = toolkit, objs
+        note = "" if toolkit["release"].split(".")[0] == tf_cuda.split(".")[0] else \
+            f"; TF is CUDA {tf_cuda}: mixed major versions, PIXELCNN_FAST_TF_GPU=1"
+        self.tf_gpu_status = f"built (CUDA {toolkit['release']}{note})"
+
+    def _tf_gpu_link(self, ext):
+        """Adds the GPU kernels to the _tf_ops extension (GOOGLE_CUDA, launcher objects, static cudart)."""
+        if self.tf_gpu is None:
+            return
+        ext.extra_compile_args = list(ext.extra_compile_args) + ["-DGOOGLE_CUDA=1", "-isystem",
+                                                                 self.tf_gpu["include"]]
+        # The archive sits with the objects, before -l:libtensorflow_framework.so.2: the launchers' cuda*
+        # references must bind to it, not to the cudart stub the framework library exports.
+        ext.extra_objects = list(ext.extra_objects) + self.tf_gpu_objects + [self.tf_gpu["cudart"]]
+        ext.extra_link_args = list(ext.extra_link_args) + ["-Wl,--exclude-libs,libcudart_static.a", "-ldl",
+                                                           "-lrt", "-lpthread"]
+
+    def _tf_gpu_info(self):
+        built = self.tf_gpu is not None
+        return {"tf_gpu_kernels": self.tf_gpu_status,
+                "tf_gpu_cuda": self.tf_gpu["release"] if built else None,
+                "tf_gpu_archs": [f"sm_{a}" for a in CUDA_ARCHS] if built else []}
+
+
+class BuildExt(TfGpuKernels, build_ext):
     def finalize_options(self):
         super().finalize_options()
         if self.parallel is None:
@@ -140,6 +312,7 @@ class BuildExt(build_ext):
             self.core_objects = list(pool.map(lambda j: self._compile(*j), jobs))
         self.cuda_archs = []
         self.cuda_objects = self._compile_cuda()
+        self._compile_tf_gpu(tf)
         self._write_build_info()
         super().build_extensions()
 
@@ -154,14 +327,11 @@ class BuildExt(build_ext):
             return []
         import subprocess
 
-        gencode = []
-        for a in CUDA_ARCHS:
-            gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
-        gencode += ["-gencode", f"arch=compute_{CUDA_ARCHS[-1]},code=compute_{CUDA_ARCHS[-1]}"]
         objs = []
         for src in sources:
             obj = os.path.join(self.build_temp, os.path.basename(src) + ".o")
-            subprocess.check_call([nvcc, "-std=c++17", "-O3", "-Xcompiler", "-fPIC,-Wall", "-c", src, "-o", obj] + gencode)
+            subprocess.check_call([nvcc, "-std=c++17", "-O3", "-Xcompiler", "-fPIC,-Wall", "-c", src, "-o", obj] +
+                                  cuda_gencode_flags())
             objs.append(obj)
         self.cuda_archs = [f"sm_{a}" for a in CUDA_ARCHS]
         self.cuda_status = "built"
@@ -184,6 +354,9 @@ class BuildExt(build_ext):
             "nvcc": _nvcc_release() if self.cuda_archs else None,
             "compiler": self.compiler.compiler_type if self.compiler else "unknown",
         }
+        info.update(self._tf_gpu_info())
+        if self.tf_gpu is not None:
+            info["backends"].append("tf_gpu")
         text = ('"""Build record written by setup.py: what was compiled, against what."""\n'
                 f"BUILD_INFO = {info!r}\n")
         for root in {os.path.join(HERE, "pixelcnn_fast"), os.path.join(self.build_lib, "pixelcnn_fast")}:
@@ -211,6 +384,7 @@ class BuildExt(build_ext):
             ext.extra_compile_args += ["-isystem", self.tf_include]
             ext.extra_link_args = [f"-L{self.tf_lib}", "-l:libtensorflow_framework.so.2",
                                    "-Wl,-rpath,$ORIGIN/../tensorflow"]
+            self._tf_gpu_link(ext)
         super().build_extension(ext)
 
 

@@ -1,5 +1,7 @@
 // TF adapter: op registrations (shape functions) and CPU kernels for the masked conv, thin wrappers over
 // csrc/core that run it on TF's intra-op thread pool. Argument errors name the argument and the shapes.
+// The argument checks defined here (PrepareProblem, masked_conv_kernels.h) are the ones the GPU kernels
+// (masked_conv_ops_gpu.cc) run too.
 #include <cctype>
 #include <string>
 #include <vector>
@@ -11,6 +13,7 @@
 
 #include "../core/masked_conv.h"
 #include "../core/tapset.h"
+#include "masked_conv_kernels.h"
 #include "tf_parallel.h"
 
 namespace tensorflow {
@@ -20,36 +23,9 @@ using shape_inference::DimensionHandle;
 using shape_inference::InferenceContext;
 using shape_inference::ShapeHandle;
 
-
-using pcf_tf::TfParallel;
-
-// Attributes shared by the three ops.
-struct MaskAttrs {
-  std::string mask_type, padding;
-  int color_groups = 1, dh = 1, dw = 1;
-
-  explicit MaskAttrs(OpKernelConstruction* ctx) {
-    std::vector<int32> dil;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("mask_type", &mask_type));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("color_groups", &color_groups));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("dilations", &dil));
-    OP_REQUIRES(ctx, dil.size() == 2,
-                errors::InvalidArgument("dilations must have 2 entries (dh, dw), got ", dil.size()));
-    dh = dil[0];
-    dw = dil[1];
-  }
-
-  // Checks through the core's shared validator and builds the tap set and geometry.
-  Status problem(int64_t n, int64_t h, int64_t w, int64_t cin, int kh, int kw, int64_t kernel_cin, int64_t cout,
-                 pcf::TapSet* taps, pcf::ConvGeometry* g) const {
-    std::string err = pcf::check_mask_args(kh, kw, cin, kernel_cin, cout, mask_type, color_groups, dh, dw, padding);
-    if (err.empty()) err = pcf::make_geometry(n, h, w, kh, kw, dh, dw, padding, g);
-    if (!err.empty()) return errors::InvalidArgument("masked_conv2d: ", err);
-    *taps = pcf::TapSet::from_mask(kh, kw, cin, cout, pcf::parse_mask_type(mask_type), color_groups);
-    return OkStatus();
-  }
-};
+using pcf_tf::ConvProblem;
+using pcf_tf::MaskedConvOp;
+using pcf_tf::Pass;
 
 Status RequireRank(const Tensor& t, int rank, const char* name) {
   if (t.dims() != rank)
@@ -58,90 +34,101 @@ Status RequireRank(const Tensor& t, int rank, const char* name) {
   return OkStatus();
 }
 
-class MaskedConv2DOp : public OpKernel {
- public:
-  explicit MaskedConv2DOp(OpKernelConstruction* ctx) : OpKernel(ctx), attrs_(ctx) {}
-  void Compute(OpKernelContext* ctx) override {
-    const Tensor& x = ctx->input(0);
-    const Tensor& k = ctx->input(1);
-    OP_REQUIRES_OK(ctx, RequireRank(x, 4, "x (N, H, W, Cin)"));
-    OP_REQUIRES_OK(ctx, RequireRank(k, 4, "kernel (kh, kw, Cin, Cout)"));
-    pcf::TapSet taps;
-    pcf::ConvGeometry g;
-    OP_REQUIRES_OK(ctx, attrs_.problem(x.dim_size(0), x.dim_size(1), x.dim_size(2), x.dim_size(3), k.dim_size(0),
-                                       k.dim_size(1), k.dim_size(2), k.dim_size(3), &taps, &g));
-    Tensor* y = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({g.n, g.ho, g.wo, k.dim_size(3)}), &y));
-    pcf::masked_conv2d_forward(taps, g, x.flat<float>().data(), k.flat<float>().data(), y->flat<float>().data(),
-                               TfParallel(ctx));
+Status RequireShapeVector(const Tensor& t, const char* name) {
+  if (t.dims() != 1 || t.dim_size(0) != 4)
+    return errors::InvalidArgument("masked_conv2d: ", name, " must be a vector of 4, got shape ",
+                                   t.shape().DebugString());
+  return OkStatus();
+}
+
+// Checks through the core's shared validator and builds the tap set and geometry.
+Status MakeProblem(const pcf_tf::MaskAttrs& a, int64_t n, int64_t h, int64_t w, int64_t cin, int kh, int kw,
+                   int64_t kernel_cin, int64_t cout, ConvProblem* p) {
+  std::string err = pcf::check_mask_args(kh, kw, cin, kernel_cin, cout, a.mask_type, a.color_groups, a.dh, a.dw,
+                                         a.padding);
+  if (err.empty()) err = pcf::make_geometry(n, h, w, kh, kw, a.dh, a.dw, a.padding, &p->geom);
+  if (!err.empty()) return errors::InvalidArgument("masked_conv2d: ", err);
+  p->taps = pcf::TapSet::from_mask(kh, kw, cin, cout, pcf::parse_mask_type(a.mask_type), a.color_groups);
+  return OkStatus();
+}
+
+Status PrepareForward(OpKernelContext* ctx, const pcf_tf::MaskAttrs& attrs, ConvProblem* p) {
+  const Tensor& x = ctx->input(0);
+  const Tensor& k = ctx->input(1);
+  TF_RETURN_IF_ERROR(RequireRank(x, 4, "x (N, H, W, Cin)"));
+  TF_RETURN_IF_ERROR(RequireRank(k, 4, "kernel (kh, kw, Cin, Cout)"));
+  TF_RETURN_IF_ERROR(MakeProblem(attrs, x.dim_size(0), x.dim_size(1), x.dim_size(2), x.dim_size(3), k.dim_size(0),
+                                 k.dim_size(1), k.dim_size(2), k.dim_size(3), p));
+  const pcf::ConvGeometry& g = p->geom;
+  Tensor* y = nullptr;
+  TF_RETURN_IF_ERROR(ctx->allocate_output(0, TensorShape({g.n, g.ho, g.wo, k.dim_size(3)}), &y));
+  p->a = x.flat<float>().data();
+  p->b = k.flat<float>().data();
+  p->out = y->flat<float>().data();
+  return OkStatus();
+}
+
+Status PrepareBackpropInput(OpKernelContext* ctx, const pcf_tf::MaskAttrs& attrs, ConvProblem* p) {
+  const Tensor& input_shape = ctx->input(0);
+  const Tensor& k = ctx->input(1);
+  const Tensor& dy = ctx->input(2);
+  TF_RETURN_IF_ERROR(RequireShapeVector(input_shape, "input_shape"));
+  TF_RETURN_IF_ERROR(RequireRank(k, 4, "kernel (kh, kw, Cin, Cout)"));
+  TF_RETURN_IF_ERROR(RequireRank(dy, 4, "dy (N, Ho, Wo, Cout)"));
+  auto s = input_shape.vec<int32_t>();
+  TF_RETURN_IF_ERROR(MakeProblem(attrs, s(0), s(1), s(2), s(3), k.dim_size(0), k.dim_size(1), k.dim_size(2),
+                                 k.dim_size(3), p));
+  const pcf::ConvGeometry& g = p->geom;
+  if (!(dy.dim_size(0) == g.n && dy.dim_size(1) == g.ho && dy.dim_size(2) == g.wo && dy.dim_size(3) == k.dim_size(3)))
+    return errors::InvalidArgument("masked_conv2d: dy must have shape [", g.n, ",", g.ho, ",", g.wo, ",",
+                                   k.dim_size(3), "] for input shape [", s(0), ",", s(1), ",", s(2), ",", s(3),
+                                   "] and kernel ", k.shape().DebugString(), ", got ", dy.shape().DebugString());
+  Tensor* dx = nullptr;
+  TF_RETURN_IF_ERROR(ctx->allocate_output(0, TensorShape({s(0), s(1), s(2), s(3)}), &dx));
+  p->a = dy.flat<float>().data();
+  p->b = k.flat<float>().data();
+  p->out = dx->flat<float>().data();
+  return OkStatus();
+}
+
+Status PrepareBackpropFilter(OpKernelContext* ctx, const pcf_tf::MaskAttrs& attrs, ConvProblem* p) {
+  const Tensor& x = ctx->input(0);
+  const Tensor& kernel_shape = ctx->input(1);
+  const Tensor& dy = ctx->input(2);
+  TF_RETURN_IF_ERROR(RequireRank(x, 4, "x (N, H, W, Cin)"));
+  TF_RETURN_IF_ERROR(RequireRank(dy, 4, "dy (N, Ho, Wo, Cout)"));
+  TF_RETURN_IF_ERROR(RequireShapeVector(kernel_shape, "kernel_shape"));
+  auto ks = kernel_shape.vec<int32_t>();
+  TF_RETURN_IF_ERROR(MakeProblem(attrs, x.dim_size(0), x.dim_size(1), x.dim_size(2), x.dim_size(3), ks(0), ks(1),
+                                 ks(2), ks(3), p));
+  const pcf::ConvGeometry& g = p->geom;
+  if (!(dy.dim_size(0) == g.n && dy.dim_size(1) == g.ho && dy.dim_size(2) == g.wo && dy.dim_size(3) == ks(3)))
+    return errors::InvalidArgument("masked_conv2d: dy must have shape [", g.n, ",", g.ho, ",", g.wo, ",", ks(3),
+                                   "] for x ", x.shape().DebugString(), ", got ", dy.shape().DebugString());
+  Tensor* dk = nullptr;
+  TF_RETURN_IF_ERROR(ctx->allocate_output(0, TensorShape({ks(0), ks(1), ks(2), ks(3)}), &dk));
+  p->a = x.flat<float>().data();
+  p->b = dy.flat<float>().data();
+  p->out = dk->flat<float>().data();
+  return OkStatus();
+}
+
+// The CPU kernels: csrc/core on TF's intra-op thread pool.
+struct CpuDevice {
+  static void Run(OpKernelContext* ctx, Pass pass, const ConvProblem& p) {
+    const pcf_tf::TfParallel par(ctx);
+    switch (pass) {
+      case Pass::kForward:
+        pcf::masked_conv2d_forward(p.taps, p.geom, p.a, p.b, p.out, par);
+        break;
+      case Pass::kBackpropInput:
+        pcf::masked_conv2d_backprop_input(p.taps, p.geom, p.a, p.b, p.out, par);
+        break;
+      case Pass::kBackpropFilter:
+        pcf::masked_conv2d_backprop_filter(p.taps, p.geom, p.a, p.b, p.out, par);
+        break;
+    }
   }
-
- private:
-  MaskAttrs attrs_;
-};
-
-class MaskedConv2DBackpropInputOp : public OpKernel {
- public:
-  explicit MaskedConv2DBackpropInputOp(OpKernelConstruction* ctx) : OpKernel(ctx), attrs_(ctx) {}
-  void Compute(OpKernelContext* ctx) override {
-    const Tensor& input_shape = ctx->input(0);
-    const Tensor& k = ctx->input(1);
-    const Tensor& dy = ctx->input(2);
-    OP_REQUIRES(ctx, input_shape.dims() == 1 && input_shape.dim_size(0) == 4,
-                errors::InvalidArgument("masked_conv2d: input_shape must be a vector of 4, got shape ",
-                                        input_shape.shape().DebugString()));
-    OP_REQUIRES_OK(ctx, RequireRank(k, 4, "kernel (kh, kw, Cin, Cout)"));
-    OP_REQUIRES_OK(ctx, RequireRank(dy, 4, "dy (N, Ho, Wo, Cout)"));
-    auto s = input_shape.vec<int32>();
-    pcf::TapSet taps;
-    pcf::ConvGeometry g;
-    OP_REQUIRES_OK(ctx, attrs_.problem(s(0), s(1), s(2), s(3), k.dim_size(0), k.dim_size(1), k.dim_size(2),
-                                       k.dim_size(3), &taps, &g));
-    OP_REQUIRES(ctx,
-                dy.dim_size(0) == g.n && dy.dim_size(1) == g.ho && dy.dim_size(2) == g.wo &&
-                    dy.dim_size(3) == k.dim_size(3),
-                errors::InvalidArgument("masked_conv2d: dy must have shape [", g.n, ",", g.ho, ",", g.wo, ",",
-                                        k.dim_size(3), "] for input shape [", s(0), ",", s(1), ",", s(2), ",", s(3),
-                                        "] and kernel ", k.shape().DebugString(), ", got ", dy.shape().DebugString()));
-    Tensor* dx = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({s(0), s(1), s(2), s(3)}), &dx));
-    pcf::masked_conv2d_backprop_input(taps, g, dy.flat<float>().data(), k.flat<float>().data(),
-                                      dx->flat<float>().data(), TfParallel(ctx));
-  }
-
- private:
-  MaskAttrs attrs_;
-};
-
-class MaskedConv2DBackpropFilterOp : public OpKernel {
- public:
-  explicit MaskedConv2DBackpropFilterOp(OpKernelConstruction* ctx) : OpKernel(ctx), attrs_(ctx) {}
-  void Compute(OpKernelContext* ctx) override {
-    const Tensor& x = ctx->input(0);
-    const Tensor& kernel_shape = ctx->input(1);
-    const Tensor& dy = ctx->input(2);
-    OP_REQUIRES_OK(ctx, RequireRank(x, 4, "x (N, H, W, Cin)"));
-    OP_REQUIRES_OK(ctx, RequireRank(dy, 4, "dy (N, Ho, Wo, Cout)"));
-    OP_REQUIRES(ctx, kernel_shape.dims() == 1 && kernel_shape.dim_size(0) == 4,
-                errors::InvalidArgument("masked_conv2d: kernel_shape must be a vector of 4, got shape ",
-                                        kernel_shape.shape().DebugString()));
-    auto ks = kernel_shape.vec<int32>();
-    pcf::TapSet taps;
-    pcf::ConvGeometry g;
-    OP_REQUIRES_OK(ctx, attrs_.problem(x.dim_size(0), x.dim_size(1), x.dim_size(2), x.dim_size(3), ks(0), ks(1), ks(2),
-                                       ks(3), &taps, &g));
-    OP_REQUIRES(ctx,
-                dy.dim_size(0) == g.n && dy.dim_size(1) == g.ho && dy.dim_size(2) == g.wo && dy.dim_size(3) == ks(3),
-                errors::InvalidArgument("masked_conv2d: dy must have shape [", g.n, ",", g.ho, ",", g.wo, ",", ks(3),
-                                        "] for x ", x.shape().DebugString(), ", got ", dy.shape().DebugString()));
-    Tensor* dk = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({ks(0), ks(1), ks(2), ks(3)}), &dk));
-    pcf::masked_conv2d_backprop_filter(taps, g, x.flat<float>().data(), dy.flat<float>().data(),
-                                       dk->flat<float>().data(), TfParallel(ctx));
-  }
-
- private:
-  MaskAttrs attrs_;
 };
 
 // Output spatial size for one dimension, or unknown.
@@ -224,10 +211,66 @@ REGISTER_OP("PixelcnnFastMaskedConv2DBackpropFilter")
       return OkStatus();
     });
 
-REGISTER_KERNEL_BUILDER(Name("PixelcnnFastMaskedConv2D").Device(DEVICE_CPU), MaskedConv2DOp);
+REGISTER_KERNEL_BUILDER(Name("PixelcnnFastMaskedConv2D").Device(DEVICE_CPU), MaskedConvOp<Pass::kForward, CpuDevice>);
 REGISTER_KERNEL_BUILDER(Name("PixelcnnFastMaskedConv2DBackpropInput").Device(DEVICE_CPU).HostMemory("input_shape"),
-                        MaskedConv2DBackpropInputOp);
+                        MaskedConvOp<Pass::kBackpropInput, CpuDevice>);
 REGISTER_KERNEL_BUILDER(Name("PixelcnnFastMaskedConv2DBackpropFilter").Device(DEVICE_CPU).HostMemory("kernel_shape"),
-                        MaskedConv2DBackpropFilterOp);
+                        MaskedConvOp<Pass::kBackpropFilter, CpuDevice>);
 
 }  // namespace tensorflow
+
+namespace pcf_tf {
+
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+
+MaskAttrs::MaskAttrs(OpKernelConstruction* ctx) {
+  std::vector<int32_t> dil;
+  OP_REQUIRES_OK(ctx, ctx->GetAttr("mask_type", &mask_type));
+  OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding));
+  OP_REQUIRES_OK(ctx, ctx->GetAttr("color_groups", &color_groups));
+  OP_REQUIRES_OK(ctx, ctx->GetAttr("dilations", &dil));
+  OP_REQUIRES(ctx, dil.size() == 2,
+              tensorflow::errors::InvalidArgument("dilations must have 2 entries (dh, dw), got ", dil.size()));
+  dh = dil[0];
+  dw = dil[1];
+}
+
+bool PrepareProblem(OpKernelContext* ctx, const MaskAttrs& attrs, Pass pass, ConvProblem* p) {
+  absl::Status s;
+  switch (pass) {
+    case Pass::kForward:
+      s = tensorflow::PrepareForward(ctx, attrs, p);
+      break;
+    case Pass::kBackpropInput:
+      s = tensorflow::PrepareBackpropInput(ctx, attrs, p);
+      break;
+    case Pass::kBackpropFilter:
+      s = tensorflow::PrepareBackpropFilter(ctx, attrs, p);
+      break;
+  }
+  if (!s.ok()) ctx->CtxFailureWithWarning(__FILE__, __LINE__, s);  // what OP_REQUIRES_OK does
+  return s.ok();
+}
+
+std::string DescribeInputs(OpKernelContext* ctx, Pass pass) {
+  static const char* const kNames[3][3] = {
+      {"x", "kernel", nullptr}, {"input_shape", "kernel", "dy"}, {"x", "kernel_shape", "dy"}};
+  const char* const* names = kNames[static_cast<int>(pass)];
+  std::string out;
+  for (int i = 0; i < 3 && names[i] != nullptr && i < ctx->num_inputs(); ++i) {
+    const tensorflow::Tensor& t = ctx->input(i);
+    out += (i ? ", " : "") + std::string(names[i]) + " ";
+    if (t.dtype() == tensorflow::DT_INT32 && t.dims() == 1) {  // a shape vector (host memory): its values
+      auto v = t.vec<int32_t>();
+      out += "[";
+      for (int64_t j = 0; j < v.size(); ++j) out += (j ? "," : "") + std::to_string(v(j));
+      out += "]";
+    } else {
+      out += t.shape().DebugString();
+    }
+  }
+  return out;
+}
+
+}  // namespace pcf_tf
