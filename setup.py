@@ -102,7 +102,7 @@ def cuda_gencode_flags():
 # ------------------------------------------------------------------------------ TF GPU kernels
 # GPU kernels of the TF ops (csrc/tf/*_gpu.cc, under GOOGLE_CUDA) call these CUDA launchers; they are
 # compiled for _tf_ops.so with the toolkit chosen below. A new launcher for a TF GPU kernel is one line here.
-TF_GPU_SOURCES = ["csrc/cuda/masked_conv.cu"]
+TF_GPU_SOURCES = ["csrc/cuda/masked_conv.cu", "csrc/cuda/column_program.cu"]
 
 
 def _toolkit_pieces(home):

@@ -4,7 +4,7 @@ Everywhere: the GPU executor's loops and per-thread arithmetic run on the host (
 *_emulated`) and must draw the CPU executor's images for a seed and reproduce its teacher-forced head values,
 for every seed program (tests/fixtures/programs.npz), several images-per-block splits and odd sizes.
 GPU only (skipped, saying why, without a CUDA build, CuPy or a device; PIXELCNN_FAST_REQUIRE_GPU=1 turns
-those skips into failures): the kernel itself against the CPU executor, poisoned outputs, launch shapes,
+those skips into failures, tests/conftest.py): the kernel itself against the CPU executor, poisoned outputs, launch shapes,
 streams and bad input. Nothing here needs TensorFlow except the fixture's freshness check, so the GPU
 tests run on a GPU machine without it.
 """
@@ -27,6 +27,15 @@ NAMES = sorted(PROGRAMS)
 
 def core():
     return importlib.import_module("pixelcnn_fast._core")
+
+
+def require_module(name, why, skip):
+    """Imports `name` or skips saying why; on a GPU machine too that is no GPU problem (the lent GPU
+    machines have no TensorFlow)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        skip(f"{name} is not installed: {why}")
 
 
 def cpu_program(name):
@@ -83,10 +92,10 @@ def random_image(rng, name, n):
 
 # --------------------------------------------------------------------------- everywhere (CPU)
 
-def test_fixture_programs_are_current():
+def test_fixture_programs_are_current(skip_not_a_gpu_problem):
     """The committed programs.npz equals what the lowering writes today (else regenerate it:
     python tests/fixtures/make_programs.py)."""
-    pytest.importorskip("tensorflow", reason="regenerating the fixture needs TensorFlow")
+    require_module("tensorflow", "regenerating the fixture needs TensorFlow", skip_not_a_gpu_problem)
     import re
 
     fresh = make_programs.programs()
@@ -104,8 +113,8 @@ def test_fixture_programs_are_current():
             np.testing.assert_array_equal(a, b, err_msg=f"{name}: an array changed; regenerate the fixture")
 
 
-def test_boundary_tolerance_matches_rng():
-    pytest.importorskip("numba", reason="pixelcnn_fast.rng needs numba")
+def test_boundary_tolerance_matches_rng(skip_not_a_gpu_problem):
+    require_module("numba", "pixelcnn_fast.rng needs numba", skip_not_a_gpu_problem)
     from pixelcnn_fast import rng as prng
 
     for levels in (2, 4, 256):
@@ -182,14 +191,14 @@ def test_emulated_gpu_loops_refuse_bad_arguments():
         conditional.sample_emulated(2, 0, 1.0, 0, 1)
 
 
-def test_sampler_refuses_the_cuda_backend_where_it_cannot_run():
-    pytest.importorskip("tensorflow", reason="Sampler lowers a Keras model")
+def test_sampler_refuses_the_cuda_backend_where_it_cannot_run(skip_not_a_gpu_problem):
+    require_module("tensorflow", "Sampler lowers a Keras model", skip_not_a_gpu_problem)
     from pixelcnn_fast import Sampler, cuda
     from fixtures import seed_models
 
     reason = cuda.unavailable_reason()
     if reason is None:
-        pytest.skip("the GPU backend can run here: test_sampler_cuda_backend_matches_cpu covers it")
+        skip_not_a_gpu_problem("the GPU backend can run here: test_sampler_cuda_backend_matches_cpu covers it")
     with pytest.raises(RuntimeError, match=r"Sampler: backend='cuda' cannot run here: ") as e:
         Sampler(seed_models.keras_io().model, backend="cuda")
     assert str(e.value).endswith(reason)
@@ -200,12 +209,8 @@ def test_sampler_refuses_the_cuda_backend_where_it_cannot_run():
 @pytest.fixture
 def gpu():
     """(cupy, pixelcnn_fast._cuda) or a skip naming what is missing (a failure under
-    PIXELCNN_FAST_REQUIRE_GPU=1: on a GPU machine these tests must run)."""
-    def missing(why):
-        if os.environ.get("PIXELCNN_FAST_REQUIRE_GPU") == "1":
-            pytest.fail(f"PIXELCNN_FAST_REQUIRE_GPU=1 but {why}")
-        pytest.skip(why)
-
+    PIXELCNN_FAST_REQUIRE_GPU=1, tests/conftest.py: on a GPU machine these tests must run)."""
+    missing = pytest.skip
     status = build_info()["cuda"]
     if status != "built":
         missing(f"built without CUDA ({status})")
@@ -319,8 +324,8 @@ def test_cuda_sampler_refuses_bad_input(gpu):
         conditional.sample(2, 0)
 
 
-def test_sampler_cuda_backend_matches_cpu(gpu):
-    pytest.importorskip("tensorflow", reason="Sampler lowers a Keras model (the lent GPU machine has no TF)")
+def test_sampler_cuda_backend_matches_cpu(gpu, skip_not_a_gpu_problem):
+    require_module("tensorflow", "Sampler lowers a Keras model", skip_not_a_gpu_problem)
     from pixelcnn_fast import Sampler
     from fixtures import seed_models
 

@@ -6,6 +6,7 @@ is regenerated (PYTHONPATH=. python scripts/export_program.py) and committed."""
 
 import importlib.util
 import os
+import re
 
 import numpy as np
 import pytest
@@ -56,7 +57,11 @@ def test_file_is_small_and_complete():
 
 def test_committed_file_matches_a_fresh_export(committed, fresh):
     spec, arrays, image, logits = committed
-    assert spec == str(fresh["spec"][()]), f"the program spec changed: {REGENERATE}"
+    # Layer names carry Keras's per-process name counters (they change with the tests run before this one).
+    def unnamed(text):
+        return re.sub(r" name=\S*", "", text)
+
+    assert unnamed(spec) == unnamed(str(fresh["spec"][()])), f"the program spec changed: {REGENERATE}"
     count = sum(1 for k in fresh if k.startswith("array_"))
     assert len(arrays) == count, f"{len(arrays)} arrays committed, {count} exported now: {REGENERATE}"
     for k, a in enumerate(arrays):

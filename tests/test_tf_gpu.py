@@ -26,9 +26,12 @@ import tensorflow as tf
 from pixelcnn_fast import build_info, reference
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OPS = ["PixelcnnFastMaskedConv2D", "PixelcnnFastMaskedConv2DBackpropInput", "PixelcnnFastMaskedConv2DBackpropFilter"]
+OPS = ["PixelcnnFastMaskedConv2D", "PixelcnnFastMaskedConv2DBackpropInput", "PixelcnnFastMaskedConv2DBackpropFilter",
+       "PixelcnnFastSample"]
 HOST_MEMORY = {"PixelcnnFastMaskedConv2D": [], "PixelcnnFastMaskedConv2DBackpropInput": ["input_shape"],
-               "PixelcnnFastMaskedConv2DBackpropFilter": ["kernel_shape"]}
+               "PixelcnnFastMaskedConv2DBackpropFilter": ["kernel_shape"], "PixelcnnFastSample": []}
+# The GPU sampler builds its program on the host: every input stays there.
+GPU_HOST_MEMORY = dict(HOST_MEMORY, PixelcnnFastSample=["consts", "n", "seed", "temperature"])
 CUDA_SMS = [75, 80, 86, 89, 90]  # setup.py's CUDA_ARCHS; the last one also as PTX
 
 
@@ -97,7 +100,7 @@ def test_kernel_registry_lists_gpu_kernels_exactly_when_built(fast_ops):
         devices = _registered_devices(op)
         assert devices.get("CPU") == HOST_MEMORY[op], (op, devices)
         if _built():
-            assert devices.get("GPU") == HOST_MEMORY[op], (op, devices)
+            assert devices.get("GPU") == GPU_HOST_MEMORY[op], (op, devices)
         else:
             assert "GPU" not in devices, (op, devices, build_info()["tf_gpu_kernels"])
 
@@ -344,3 +347,24 @@ def test_gpu_layer_under_mixed_float16(rng, restore_policy, tf_gpu):
         hist = model.fit(x, x, batch_size=2, epochs=2, shuffle=False, verbose=0)
     assert np.all(np.isfinite(hist.history["loss"]))
     assert any(np.any(a != b) for a, b in zip(w0, model.get_weights()))
+
+
+def test_gpu_sample_op_draws_the_cpu_ops_images(tf_gpu):
+    # The TF sampler op's GPU kernel (csrc/tf/sampler_op_gpu.cc -> csrc/cuda/column_program.cu) against its
+    # CPU kernel: the same images for a seed up to draws within rounding of a CDF boundary (tolerated for
+    # at most one image of four, as tests/test_cuda_sampler.py does with margins).
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from fixtures import seed_models
+    from pixelcnn_fast import Sampler
+    from pixelcnn_fast.tf_sampler import sample_op
+
+    sampler = Sampler(seed_models.categorical4().model, value_map="level/(N-1)")
+    with tf.device("/CPU:0"):
+        cpu = sample_op(sampler, 4, seed=11).numpy()
+    with tf.device(tf_gpu):
+        levels = sample_op(sampler, 4, seed=11)
+    assert "GPU" in levels.device, levels.device
+    gpu = levels.numpy()
+    assert gpu.shape == cpu.shape and gpu.dtype == cpu.dtype
+    same = [np.array_equal(a, b) for a, b in zip(gpu, cpu)]
+    assert sum(same) >= 3, f"images equal per index: {same}"

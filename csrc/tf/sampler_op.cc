@@ -1,5 +1,6 @@
 // TF adapter: the cached incremental sampler as TF ops, a thin wrapper over csrc/core/program_spec (text
-// program -> ColumnProgram) and ColumnProgram::sample run on TF's intra-op pool.
+// program -> ColumnProgram) and ColumnProgram::sample run on TF's intra-op pool (the GPU kernel, with the
+// same checks from sampler_kernels.h, is sampler_op_gpu.cc).
 //
 // PixelcnnFastSample: the program is a string attr (fixed per graph node), its arrays are float inputs
 // (so kernels, biases and label embeddings are graph tensors that follow the model's variables inside a
@@ -18,6 +19,7 @@
 #include "tensorflow/core/framework/tensor.h"
 
 #include "../core/program_spec.h"
+#include "sampler_kernels.h"
 #include "tf_parallel.h"
 
 namespace tensorflow {
@@ -27,77 +29,20 @@ using shape_inference::DimensionHandle;
 using shape_inference::InferenceContext;
 using shape_inference::ShapeHandle;
 
-// Parses the spec attr into *spec, turning the core's std::invalid_argument into InvalidArgument.
-Status ParseSpec(const std::string& text, pcf::ProgramSpec* spec) {
-  try {
-    *spec = pcf::parse_program_spec(text);
-  } catch (const std::invalid_argument& e) {
-    return errors::InvalidArgument("pixelcnn_fast sample: bad spec attr: ", e.what());
-  }
-  return OkStatus();
-}
-
-Status RequireScalar(const Tensor& t, const char* what) {
-  if (t.dims() != 0)
-    return errors::InvalidArgument("pixelcnn_fast sample: ", what, " must be a scalar, got shape ",
-                                   t.shape().DebugString());
-  return OkStatus();
-}
-
 class SampleOp : public OpKernel {
  public:
   explicit SampleOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     std::string text;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("spec", &text));
-    OP_REQUIRES_OK(ctx, ParseSpec(text, &spec_));
+    OP_REQUIRES_OK(ctx, pcf_tf::ParseSpec(text, &spec_));
   }
 
   void Compute(OpKernelContext* ctx) override {
-    OpInputList consts;
-    OP_REQUIRES_OK(ctx, ctx->input_list("consts", &consts));
-    const Tensor& n_t = ctx->input(consts.size());
-    const Tensor& seed_t = ctx->input(consts.size() + 1);
-    const Tensor& temp_t = ctx->input(consts.size() + 2);
-    OP_REQUIRES_OK(ctx, RequireScalar(n_t, "n"));
-    OP_REQUIRES_OK(ctx, RequireScalar(seed_t, "seed"));
-    OP_REQUIRES_OK(ctx, RequireScalar(temp_t, "temperature"));
-    const int64_t n = n_t.scalar<int64_t>()();
-    const uint64_t seed = static_cast<uint64_t>(seed_t.scalar<int64_t>()());  // the bits of a uint64 seed
-    const float temperature = temp_t.scalar<float>()();
-    OP_REQUIRES(ctx, n >= 1, errors::InvalidArgument("pixelcnn_fast sample: n must be >= 1, got ", n));
-    OP_REQUIRES(ctx, temperature > 0.0f && std::isfinite(temperature),
-                errors::InvalidArgument("pixelcnn_fast sample: temperature must be a positive finite number, got ",
-                                        temperature));
-    OP_REQUIRES(ctx, consts.size() == static_cast<int>(spec_.inputs.size()),
-                errors::InvalidArgument("pixelcnn_fast sample: the spec declares ", spec_.inputs.size(),
-                                        " const arrays, got ", consts.size()));
-    std::vector<pcf::ConstTensor> arrays(consts.size());
-    for (int k = 0; k < consts.size(); ++k) {
-      const Tensor& t = consts[k];
-      OP_REQUIRES(ctx, t.dims() == 4,
-                  errors::InvalidArgument("pixelcnn_fast sample: consts[", k, "] (",
-                                          spec_.inputs[k].is_kernel ? "a conv kernel (kh, kw, cin, cout)"
-                                                                    : "a constant (n|1, H|1, W|1, C)",
-                                          ") must have rank 4, got shape ", t.shape().DebugString()));
-      pcf::ConstTensor& a = arrays[k];
-      a.n = t.dim_size(0);
-      a.h = t.dim_size(1);
-      a.w = t.dim_size(2);
-      a.c = t.dim_size(3);
-      auto flat = t.flat<float>();
-      a.data.assign(flat.data(), flat.data() + flat.size());
-    }
-    pcf::ColumnProgram prog(1, 1, 1, {1});
+    pcf_tf::SampleCall call;
+    OP_REQUIRES_OK(ctx, pcf_tf::PrepareSample(ctx, spec_, &call));
     try {
-      prog = pcf::build_from_spec(spec_, arrays, n);
-    } catch (const std::invalid_argument& e) {
-      ctx->CtxFailure(errors::InvalidArgument("pixelcnn_fast sample: consts do not fit the spec: ", e.what()));
-      return;
-    }
-    Tensor* out = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({n, spec_.height, spec_.width, spec_.channels}), &out));
-    try {
-      prog.sample(n, seed, temperature, 0, out->flat<int32>().data(), nullptr, pcf_tf::TfParallel(ctx));
+      call.program.sample(call.n, call.seed, call.temperature, 0, call.levels->flat<int32>().data(), nullptr,
+                          pcf_tf::TfParallel(ctx));
     } catch (const std::exception& e) {
       ctx->CtxFailure(errors::Internal("pixelcnn_fast sample: ", e.what()));
     }
@@ -118,7 +63,7 @@ class ProgramSpecCanonicalOp : public OpKernel {
                 errors::InvalidArgument("pixelcnn_fast program_spec_canonical: spec must be a scalar string, got "
                                         "shape ", in.shape().DebugString()));
     pcf::ProgramSpec spec;
-    OP_REQUIRES_OK(ctx, ParseSpec(std::string(in.scalar<tstring>()()), &spec));
+    OP_REQUIRES_OK(ctx, pcf_tf::ParseSpec(std::string(in.scalar<tstring>()()), &spec));
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &out));
     out->scalar<tstring>()() = pcf::format_program_spec(spec);
@@ -140,7 +85,7 @@ REGISTER_OP("PixelcnnFastSample")
       std::string text;
       TF_RETURN_IF_ERROR(c->GetAttr("spec", &text));
       pcf::ProgramSpec spec;
-      TF_RETURN_IF_ERROR(ParseSpec(text, &spec));
+      TF_RETURN_IF_ERROR(pcf_tf::ParseSpec(text, &spec));
       int num;
       TF_RETURN_IF_ERROR(c->GetAttr("N", &num));
       if (num != static_cast<int>(spec.inputs.size()))

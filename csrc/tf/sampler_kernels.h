@@ -1,0 +1,92 @@
+// TF adapter (shared by the sampler op's CPU and GPU kernels): parsing the spec attr and turning the op's
+// inputs into a built ColumnProgram plus the call's scalars, with the same checks and messages on both
+// devices. The consts, n, seed and temperature are host tensors on both (the GPU kernel registers them as
+// HostMemory): a program is built on the host and, on the GPU, uploaded.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+
+#include "../core/column_program.h"
+#include "../core/program_spec.h"
+
+namespace pcf_tf {
+
+// Parses the spec attr into *spec, turning the core's std::invalid_argument into InvalidArgument.
+inline tensorflow::Status ParseSpec(const std::string& text, pcf::ProgramSpec* spec) {
+  try {
+    *spec = pcf::parse_program_spec(text);
+  } catch (const std::invalid_argument& e) {
+    return tensorflow::errors::InvalidArgument("pixelcnn_fast sample: bad spec attr: ", e.what());
+  }
+  return tensorflow::OkStatus();
+}
+
+inline tensorflow::Status RequireScalar(const tensorflow::Tensor& t, const char* what) {
+  if (t.dims() != 0)
+    return tensorflow::errors::InvalidArgument("pixelcnn_fast sample: ", what, " must be a scalar, got shape ",
+                                               t.shape().DebugString());
+  return tensorflow::OkStatus();
+}
+
+struct SampleCall {
+  pcf::ColumnProgram program{1, 1, 1, {1}};
+  int64_t n = 0;
+  uint64_t seed = 0;
+  float temperature = 1.0f;
+  tensorflow::Tensor* levels = nullptr;  // allocated output (n, H, W, C) int32, on the kernel's device
+};
+
+// Checks the inputs, builds the program and allocates the output; an InvalidArgument naming what is wrong.
+inline tensorflow::Status PrepareSample(tensorflow::OpKernelContext* ctx, const pcf::ProgramSpec& spec,
+                                        SampleCall* call) {
+  using tensorflow::errors::InvalidArgument;
+  tensorflow::OpInputList consts;
+  TF_RETURN_IF_ERROR(ctx->input_list("consts", &consts));
+  const tensorflow::Tensor& n_t = ctx->input(consts.size());
+  const tensorflow::Tensor& seed_t = ctx->input(consts.size() + 1);
+  const tensorflow::Tensor& temp_t = ctx->input(consts.size() + 2);
+  TF_RETURN_IF_ERROR(RequireScalar(n_t, "n"));
+  TF_RETURN_IF_ERROR(RequireScalar(seed_t, "seed"));
+  TF_RETURN_IF_ERROR(RequireScalar(temp_t, "temperature"));
+  call->n = n_t.scalar<int64_t>()();
+  call->seed = static_cast<uint64_t>(seed_t.scalar<int64_t>()());  // the bits of a uint64 seed
+  call->temperature = temp_t.scalar<float>()();
+  if (call->n < 1) return InvalidArgument("pixelcnn_fast sample: n must be >= 1, got ", call->n);
+  if (!(call->temperature > 0.0f && std::isfinite(call->temperature)))
+    return InvalidArgument("pixelcnn_fast sample: temperature must be a positive finite number, got ",
+                           call->temperature);
+  if (consts.size() != static_cast<int>(spec.inputs.size()))
+    return InvalidArgument("pixelcnn_fast sample: the spec declares ", spec.inputs.size(), " const arrays, got ",
+                           consts.size());
+  std::vector<pcf::ConstTensor> arrays(consts.size());
+  for (int k = 0; k < consts.size(); ++k) {
+    const tensorflow::Tensor& t = consts[k];
+    if (t.dims() != 4)
+      return InvalidArgument("pixelcnn_fast sample: consts[", k, "] (",
+                             spec.inputs[k].is_kernel ? "a conv kernel (kh, kw, cin, cout)" : "a constant (n|1, H|1, W|1, C)",
+                             ") must have rank 4, got shape ", t.shape().DebugString());
+    pcf::ConstTensor& a = arrays[k];
+    a.n = t.dim_size(0);
+    a.h = t.dim_size(1);
+    a.w = t.dim_size(2);
+    a.c = t.dim_size(3);
+    auto flat = t.flat<float>();
+    a.data.assign(flat.data(), flat.data() + flat.size());
+  }
+  try {
+    call->program = pcf::build_from_spec(spec, arrays, call->n);
+  } catch (const std::invalid_argument& e) {
+    return InvalidArgument("pixelcnn_fast sample: consts do not fit the spec: ", e.what());
+  }
+  return ctx->allocate_output(0, tensorflow::TensorShape({call->n, spec.height, spec.width, spec.channels}),
+                              &call->levels);
+}
+
+}  // namespace pcf_tf
