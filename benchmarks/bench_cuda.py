@@ -7,8 +7,8 @@ shown": ratios measured in the same run, achieved rates against ceilings measure
     python benchmarks/bench_cuda.py --render DIR/results.json  # re-render the report from a results file
 
 Needs torch (with CUDA and cuDNN), CuPy and pixelcnn_fast's CUDA module (pixelcnn_fast._cuda, built in place
-with nvcc) on the GPU machine; not TensorFlow (pixelcnn_fast's TF-free parts are imported through
-benchmarks/pcf_import.py) and not pytest. Writes DIR/results.json (every number) and DIR/REPORT.md (default DIR:
+with nvcc) on the GPU machine; not TensorFlow (pixelcnn_fast imports its TF parts lazily, so _core, _cuda and
+pixelcnn_fast.cuda import without it) and not pytest. Writes DIR/results.json (every number) and DIR/REPORT.md (default DIR:
 benchmarks/gpu/). Exit status 0 when everything ran and every correctness check passed (goals may be NOT MET:
 that is a result, not an error), 1 when a check failed or a section broke, 2 when there is no GPU (nothing
 measured; --dry-run exits 0 after its CPU run).
@@ -72,11 +72,11 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 if HERE not in sys.path:
-    sys.path.append(HERE)  # torch_program, pcf_import (when imported as a module, e.g. by the tests)
+    sys.path.append(HERE)  # torch_program (when imported as a module, e.g. by the tests)
 if ROOT not in sys.path:
     sys.path.append(ROOT)  # the checkout's pixelcnn_fast when it is not installed
 
-import pcf_import  # noqa: E402
+import importlib  # noqa: E402
 import torch_program as tp  # noqa: E402
 
 NPZ_DEFAULT = os.path.join(HERE, "data", "keras_io_program.npz")
@@ -178,10 +178,10 @@ def environment(torch, cuda):
     except Exception as exc:  # CuPy missing or broken: our kernels cannot run, the baselines still can
         env["cupy"] = "unavailable: %s" % exc
     try:
-        env["pixelcnn_fast_build"] = pcf_import.module("pixelcnn_fast._ext").build_info()
+        env["pixelcnn_fast_build"] = importlib.import_module("pixelcnn_fast._ext").build_info()
     except Exception as exc:
         env["pixelcnn_fast_build"] = "unavailable: %s: %s" % (type(exc).__name__, exc)
-    env["pixelcnn_fast_import"] = pcf_import.package_origin()
+    env["pixelcnn_fast_import"] = os.path.dirname(importlib.import_module("pixelcnn_fast").__file__)
     return env
 
 
@@ -189,11 +189,11 @@ def load_ours(cuda):
     """(pixelcnn_fast.cuda or None, reason it cannot run or None, has the CUDA sampler API, _core or None)."""
     core = None
     try:
-        core = pcf_import.module("pixelcnn_fast._core")
+        core = importlib.import_module("pixelcnn_fast._core")
     except Exception:
         core = None
     try:
-        mod = pcf_import.module("pixelcnn_fast.cuda")
+        mod = importlib.import_module("pixelcnn_fast.cuda")
     except Exception as exc:
         return None, "pixelcnn_fast.cuda cannot be imported: %s: %s" % (type(exc).__name__, exc), False, core
     try:

@@ -8,6 +8,7 @@ as _core's sampler, up to draws within float rounding of a CDF boundary).
 PyTorch is not a dependency of this package: without it the module is skipped, saying so.
 """
 
+import importlib
 import os
 import sys
 
@@ -20,7 +21,6 @@ torch = pytest.importorskip("torch", reason="PyTorch is not installed: benchmark
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.join(ROOT, "benchmarks") not in sys.path:
     sys.path.append(os.path.join(ROOT, "benchmarks"))  # appended: benchmarks/run.py, report.py must shadow nothing
-import pcf_import  # noqa: E402
 import torch_program as tp  # noqa: E402
 
 NPZ = os.path.join(ROOT, "benchmarks", "data", "keras_io_program.npz")
@@ -31,7 +31,7 @@ TF_TOL = 1e-5  # tests/test_sampler.py: |got - want| <= 1e-5 * (max |want| + 1)
 def core():
     """pixelcnn_fast._core, also where TensorFlow is missing (a venv with torch only); a failure, never a skip."""
     try:
-        return pcf_import.module("pixelcnn_fast._core")
+        return importlib.import_module("pixelcnn_fast._core")
     except Exception as exc:
         pytest.fail(f"cannot import pixelcnn_fast._core: {type(exc).__name__}: {exc}", pytrace=False)
 
