@@ -199,7 +199,19 @@ int64_t FlatProgram::max_const_batch() const {
   return n;
 }
 
-FlatView FlatProgram::host_view(float* ring, const int64_t* ring_off, int64_t n) const {
+std::vector<FlatProgram::Table> FlatProgram::tables() const {
+  return {{steps.data(), steps.size() * sizeof(FlatStep)},
+          {ipool.data(), ipool.size() * sizeof(int32_t)},
+          {fpool.data(), fpool.size() * sizeof(float)},
+          {consts.data(), consts.size() * sizeof(FlatConst)},
+          {epilogues.data(), epilogues.size() * sizeof(FlatEpilogue)},
+          {channels.data(), channels.size() * sizeof(int64_t)},
+          {ring_rows.data(), ring_rows.size() * sizeof(int32_t)}};
+}
+
+FlatView FlatProgram::view_over(const std::vector<const void*>& t, float* ring, const int64_t* ring_off,
+                                int64_t n) const {
+  if (t.size() != 7) throw std::logic_error("FlatProgram::view_over: expected 7 tables");
   FlatView v;
   v.h = h;
   v.w = w;
@@ -211,17 +223,23 @@ FlatView FlatProgram::host_view(float* ring, const int64_t* ring_off, int64_t n)
   v.head_levels = head_levels;
   v.head_scale = head_scale;
   v.head_offset = head_offset;
-  v.steps = steps.data();
-  v.ipool = ipool.data();
-  v.fpool = fpool.data();
-  v.consts = consts.data();
-  v.epilogues = epilogues.data();
-  v.channels = channels.data();
-  v.ring_rows = ring_rows.data();
+  v.steps = static_cast<const FlatStep*>(t[0]);
+  v.ipool = static_cast<const int32_t*>(t[1]);
+  v.fpool = static_cast<const float*>(t[2]);
+  v.consts = static_cast<const FlatConst*>(t[3]);
+  v.epilogues = static_cast<const FlatEpilogue*>(t[4]);
+  v.channels = static_cast<const int64_t*>(t[5]);
+  v.ring_rows = static_cast<const int32_t*>(t[6]);
   v.ring_off = ring_off;
   v.ring = ring;
   v.n = n;
   return v;
+}
+
+FlatView FlatProgram::host_view(float* ring, const int64_t* ring_off, int64_t n) const {
+  std::vector<const void*> data;
+  for (const Table& t : tables()) data.push_back(t.data);
+  return view_over(data, ring, ring_off, n);
 }
 
 namespace {

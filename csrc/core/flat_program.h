@@ -18,6 +18,7 @@
 
 #include <math.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -112,7 +113,19 @@ struct FlatProgram {
   int64_t max_const_batch() const;  // the largest n of a constant (1 when none is per image)
   // Checks a call's arguments; "" when fine, else a message starting with fn.
   std::string check_call(int64_t n, int images_per_block, const char* fn) const;
-  // A view of the host tables over a ring laid out by ring_layout(n).
+  // Every table a FlatView points to, in one fixed order: (address, bytes). The device copy uploads exactly
+  // these and view_over() sets every view pointer from them, so a table added here reaches host and device
+  // alike (the host emulation, which uses the same path, fails on a missing one).
+  struct Table {
+    const void* data;
+    size_t bytes;
+  };
+  std::vector<Table> tables() const;
+  // A view whose tables are at table_data[k] (tables()' order: host addresses or their device copies), over a
+  // ring laid out by ring_layout(n).
+  FlatView view_over(const std::vector<const void*>& table_data, float* ring, const int64_t* ring_off,
+                     int64_t n) const;
+  // view_over the host tables themselves.
   FlatView host_view(float* ring, const int64_t* ring_off, int64_t n) const;
 
   // The CUDA kernels' loops run on the host, block after block, `images_per_block` images each: tests only.

@@ -63,23 +63,12 @@ std::string DeviceProgram::create(FlatProgram host, std::unique_ptr<DeviceProgra
   if (e != cudaSuccess) return cuda_error("querying the device", e);
   p->host_ = std::move(host);
   const FlatProgram& h = p->host_;
-  struct Part {
-    const void* src;
-    size_t bytes;
-    size_t at;
-  };
-  std::vector<Part> parts = {
-      {h.steps.data(), h.steps.size() * sizeof(FlatStep), 0},
-      {h.ipool.data(), h.ipool.size() * sizeof(int32_t), 0},
-      {h.fpool.data(), h.fpool.size() * sizeof(float), 0},
-      {h.consts.data(), h.consts.size() * sizeof(FlatConst), 0},
-      {h.channels.data(), h.channels.size() * sizeof(int64_t), 0},
-      {h.ring_rows.data(), h.ring_rows.size() * sizeof(int32_t), 0},
-  };
+  const std::vector<FlatProgram::Table> tables = h.tables();
+  std::vector<size_t> at;
   size_t total = 0;
-  for (Part& part : parts) {
-    part.at = total;
-    total += align16(part.bytes);
+  for (const FlatProgram::Table& t : tables) {
+    at.push_back(total);
+    total += align16(t.bytes);
   }
   e = cudaMalloc(&p->memory_, std::max<size_t>(total, 16));
   if (e != cudaSuccess) {
@@ -87,19 +76,15 @@ std::string DeviceProgram::create(FlatProgram host, std::unique_ptr<DeviceProgra
     return cuda_error("cudaMalloc of the program's tables (" + std::to_string(total) + " bytes)", e);
   }
   char* base = static_cast<char*>(p->memory_);
-  for (const Part& part : parts) {
-    if (part.bytes == 0) continue;
-    e = cudaMemcpy(base + part.at, part.src, part.bytes, cudaMemcpyHostToDevice);
-    if (e != cudaSuccess) return cuda_error("cudaMemcpy of the program's tables", e);
+  std::vector<const void*> device_tables;
+  for (size_t k = 0; k < tables.size(); ++k) {
+    if (tables[k].bytes > 0) {
+      e = cudaMemcpy(base + at[k], tables[k].data, tables[k].bytes, cudaMemcpyHostToDevice);
+      if (e != cudaSuccess) return cuda_error("cudaMemcpy of the program's tables", e);
+    }
+    device_tables.push_back(base + at[k]);
   }
-  FlatView& v = p->tables_;
-  v = h.host_view(nullptr, nullptr, 0);  // sizes and head; pointers replaced below
-  v.steps = reinterpret_cast<const FlatStep*>(base + parts[0].at);
-  v.ipool = reinterpret_cast<const int32_t*>(base + parts[1].at);
-  v.fpool = reinterpret_cast<const float*>(base + parts[2].at);
-  v.consts = reinterpret_cast<const FlatConst*>(base + parts[3].at);
-  v.channels = reinterpret_cast<const int64_t*>(base + parts[4].at);
-  v.ring_rows = reinterpret_cast<const int32_t*>(base + parts[5].at);
+  p->tables_ = h.view_over(device_tables, nullptr, nullptr, 0);  // the ring is set per call
   *out = std::move(p);
   return "";
 }
