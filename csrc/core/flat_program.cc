@@ -267,30 +267,38 @@ std::string FlatProgram::check_call(int64_t n, int images_per_block, const char*
   return "";
 }
 
-void FlatProgram::sample_emulated(int64_t n, uint64_t seed, float temperature, int64_t image_offset,
-                                  int images_per_block, int32_t* levels, float* margins) const {
-  const std::string err = check_call(n, images_per_block, "sample_emulated");
+namespace {
+
+// The emulated launch: checks, a zeroed ring for n images, then block(view, threads, img0, nb) for each block
+// of images_per_block images in turn, as the kernel's blocks would run them.
+template <class Block>
+void emulate_launch(const FlatProgram& p, int64_t n, int images_per_block, const char* fn, Block block) {
+  const std::string err = p.check_call(n, images_per_block, fn);
   if (!err.empty()) throw std::invalid_argument(err);
   std::vector<int64_t> ring_off;
-  std::vector<float> ring(static_cast<size_t>(ring_layout(n, &ring_off)), 0.0f);
-  const FlatView v = host_view(ring.data(), ring_off.data(), n);
+  std::vector<float> ring(static_cast<size_t>(p.ring_layout(n, &ring_off)), 0.0f);
+  const FlatView v = p.host_view(ring.data(), ring_off.data(), n);
   SequentialThreads th;
   for (int64_t b0 = 0; b0 < n; b0 += images_per_block)
-    flat::sample_images(v, th, b0, static_cast<int>(std::min<int64_t>(images_per_block, n - b0)), seed, temperature,
-                        image_offset, levels, margins);
+    block(v, th, b0, static_cast<int>(std::min<int64_t>(images_per_block, n - b0)));
+}
+
+}  // namespace
+
+void FlatProgram::sample_emulated(int64_t n, uint64_t seed, float temperature, int64_t image_offset,
+                                  int images_per_block, int32_t* levels, float* margins) const {
+  emulate_launch(*this, n, images_per_block, "sample_emulated",
+                 [&](const FlatView& v, SequentialThreads& th, int64_t img0, int nb) {
+                   flat::sample_images(v, th, img0, nb, seed, temperature, image_offset, levels, margins);
+                 });
 }
 
 void FlatProgram::teacher_forced_emulated(const float* image, int64_t n, int images_per_block,
                                           float* head_out) const {
-  const std::string err = check_call(n, images_per_block, "teacher_forced_emulated");
-  if (!err.empty()) throw std::invalid_argument(err);
-  std::vector<int64_t> ring_off;
-  std::vector<float> ring(static_cast<size_t>(ring_layout(n, &ring_off)), 0.0f);
-  const FlatView v = host_view(ring.data(), ring_off.data(), n);
-  SequentialThreads th;
-  for (int64_t b0 = 0; b0 < n; b0 += images_per_block)
-    flat::teacher_forced_images(v, th, b0, static_cast<int>(std::min<int64_t>(images_per_block, n - b0)), image,
-                                head_out);
+  emulate_launch(*this, n, images_per_block, "teacher_forced_emulated",
+                 [&](const FlatView& v, SequentialThreads& th, int64_t img0, int nb) {
+                   flat::teacher_forced_images(v, th, img0, nb, image, head_out);
+                 });
 }
 
 }  // namespace pcf

@@ -89,4 +89,18 @@ inline tensorflow::Status PrepareSample(tensorflow::OpKernelContext* ctx, const 
                               &call->levels);
 }
 
+// The sampler op's kernels on both devices: the spec attr parsed once, when the node is built, so a
+// malformed spec fails there.
+class SampleKernelBase : public tensorflow::OpKernel {
+ public:
+  explicit SampleKernelBase(tensorflow::OpKernelConstruction* ctx) : tensorflow::OpKernel(ctx) {
+    std::string text;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("spec", &text));
+    OP_REQUIRES_OK(ctx, ParseSpec(text, &spec_));
+  }
+
+ protected:
+  pcf::ProgramSpec spec_;
+};
+
 }  // namespace pcf_tf

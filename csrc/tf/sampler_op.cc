@@ -29,13 +29,9 @@ using shape_inference::DimensionHandle;
 using shape_inference::InferenceContext;
 using shape_inference::ShapeHandle;
 
-class SampleOp : public OpKernel {
+class SampleOp : public pcf_tf::SampleKernelBase {
  public:
-  explicit SampleOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    std::string text;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("spec", &text));
-    OP_REQUIRES_OK(ctx, pcf_tf::ParseSpec(text, &spec_));
-  }
+  explicit SampleOp(OpKernelConstruction* ctx) : SampleKernelBase(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
     pcf_tf::SampleCall call;
@@ -47,9 +43,6 @@ class SampleOp : public OpKernel {
       ctx->CtxFailure(errors::Internal("pixelcnn_fast sample: ", e.what()));
     }
   }
-
- private:
-  pcf::ProgramSpec spec_;
 };
 
 // Parses a spec and writes it back canonically: lets Python check a spec without arrays (and tests check

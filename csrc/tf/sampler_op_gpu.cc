@@ -25,13 +25,9 @@
 namespace tensorflow {
 namespace {
 
-class SampleGpuOp : public OpKernel {
+class SampleGpuOp : public pcf_tf::SampleKernelBase {
  public:
-  explicit SampleGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    std::string text;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("spec", &text));
-    OP_REQUIRES_OK(ctx, pcf_tf::ParseSpec(text, &spec_));
-  }
+  explicit SampleGpuOp(OpKernelConstruction* ctx) : SampleKernelBase(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
     pcf_tf::SampleCall call;
@@ -49,9 +45,6 @@ class SampleGpuOp : public OpKernel {
                 errors::Internal("pixelcnn_fast sample (GPU): ", err, " [n=", call.n, ", image (", spec_.height, ", ",
                                  spec_.width, ", ", spec_.channels, ")]"));
   }
-
- private:
-  pcf::ProgramSpec spec_;
 };
 
 }  // namespace
