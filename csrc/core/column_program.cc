@@ -31,29 +31,6 @@ ProgramStep new_step(StepKind kind, int out, std::vector<int> ins, int phase, co
   return st;
 }
 
-inline float apply_act(ActFn fn, float x, float alpha) {
-  switch (fn) {
-    case ActFn::kRelu: return x > 0.0f ? x : 0.0f;
-    case ActFn::kRelu6: return std::min(std::max(x, 0.0f), 6.0f);
-    case ActFn::kElu: return x > 0.0f ? x : std::expm1(x);
-    case ActFn::kSelu: {
-      const float scale = 1.0507009873554805f, a = 1.6732632423543772f;
-      return x > 0.0f ? scale * x : scale * a * std::expm1(x);
-    }
-    case ActFn::kTanh: return std::tanh(x);
-    case ActFn::kSigmoid: return 1.0f / (1.0f + std::exp(-x));
-    case ActFn::kSoftplus: return x > 20.0f ? x : std::log1p(std::exp(x));
-    case ActFn::kSoftsign: return x / (1.0f + std::fabs(x));
-    case ActFn::kLeakyRelu: return x > 0.0f ? x : alpha * x;
-    case ActFn::kNeg: return -x;
-    case ActFn::kExp: return std::exp(x);
-    case ActFn::kSquare: return x * x;
-    case ActFn::kAbs: return std::fabs(x);
-    case ActFn::kErf: return std::erf(x);
-  }
-  return x;
-}
-
 // Applies f over n channels; the dispatch on the activation happens once per call, not per element,
 // so each loop is a plain vectorisable loop.
 template <typename F>
@@ -67,7 +44,9 @@ void apply_act_row(ActFn fn, float alpha, const float* a, float* y, int64_t n) {
     case ActFn::kLeakyRelu: map_channels(a, y, n, [alpha](float x) { return x > 0.0f ? x : alpha * x; }); return;
     case ActFn::kNeg: map_channels(a, y, n, [](float x) { return -x; }); return;
     case ActFn::kSquare: map_channels(a, y, n, [](float x) { return x * x; }); return;
-    default: map_channels(a, y, n, [fn, alpha](float x) { return apply_act(fn, x, alpha); }); return;
+    default:  // the other activations: the scalar function the GPU executor uses too (flat_program.h)
+      map_channels(a, y, n, [fn, alpha](float x) { return flat::act(static_cast<int32_t>(fn), x, alpha); });
+      return;
   }
 }
 

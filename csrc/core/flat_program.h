@@ -138,6 +138,8 @@ namespace flat {
 
 // ---------------------------------------------------------------------------- one thread's arithmetic
 
+// One activation (ActFn's value): the GPU executor's, and the CPU executor's for all but the few it
+// vectorises in column_program.cc.
 PCF_HOST_DEVICE inline float act(int32_t fn, float x, float alpha) {
   switch (fn) {  // ActFn's order
     case 0: return x > 0.0f ? x : 0.0f;                            // relu
