@@ -226,6 +226,37 @@ def gemm_peak_gflops():
     return peak
 
 
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def platform_info():
+    """CPU model, our microkernel ISA in use, and whether TF's oneDNN is on in this process."""
+    info = {"cpu_model": _cpu_model()}
+    try:
+        from pixelcnn_fast import _core
+
+        info["pixelcnn_fast_isa"] = _core.isa()
+    except Exception as e:
+        info["pixelcnn_fast_isa"] = "unknown (%s)" % (e,)
+    try:
+        # TF's own switch (what TF_ENABLE_ONEDNN_OPTS and the CPU-dependent default decide); private
+        # API, hence the fallback.
+        from tensorflow.python.util import _pywrap_util_port
+
+        info["onednn_enabled"] = bool(_pywrap_util_port.IsMklEnabled())
+    except Exception:
+        info["onednn_enabled"] = None
+    return info
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Put the same-run peak (and what the convs ran on) into the JSON."""
     info = dict(_PEAK_INFO)
@@ -236,8 +267,10 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         info["tf_intra_op_threads_setting"] = tf.config.threading.get_intra_op_parallelism_threads()
     except Exception:
         pass
-    # oneDNN on/off changes tf.nn.conv2d's speed a lot; record which one ran.
+    # oneDNN on/off changes tf.nn.conv2d's speed a lot (and TF's default depends on the CPU): record
+    # the setting and whether oneDNN actually ran, the CPU model and which of our microkernels ran.
     info["TF_ENABLE_ONEDNN_OPTS"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "<unset: TF default>")
+    info.update(platform_info())
     info["python"] = platform.python_version()
     try:
         import pixelcnn_fast

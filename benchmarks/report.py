@@ -179,15 +179,21 @@ def goal_lines(rows):
     return lines, all_met
 
 
+def onednn_text(pf):
+    """'oneDNN on (TF_ENABLE_ONEDNN_OPTS=...)': tf.nn.conv2d is a different baseline with and without it."""
+    state = {True: "on", False: "off"}.get(pf.get("onednn_enabled"), "not recorded")
+    return "oneDNN %s (TF_ENABLE_ONEDNN_OPTS=%s)" % (state, pf.get("TF_ENABLE_ONEDNN_OPTS", "?"))
+
+
 def header(path, data, peak, title):
     mi = data.get("machine_info", {})
     pf = mi.get("pixelcnn_fast", {}) or {}
     ci = data.get("commit_info", {}) or {}
     cpu = (mi.get("cpu", {}) or {}).get("brand_raw", mi.get("processor", "?"))
     md = ["# %s" % title, ""]
-    md.append("Source: `%s` (%s). Machine: %s, %s CPUs; Python %s; TF %s; oneDNN: %s." % (
-        os.path.relpath(path), data.get("datetime", "?"), cpu, pf.get("cpu_count", "?"), pf.get("python", "?"),
-        pf.get("tensorflow", "?"), pf.get("TF_ENABLE_ONEDNN_OPTS", "?")))
+    md.append("Source: `%s` (%s). Machine: %s, %s CPUs; Python %s; TF %s; %s; our microkernels: %s." % (
+        os.path.relpath(path), data.get("datetime", "?"), pf.get("cpu_model") or cpu, pf.get("cpu_count", "?"),
+        pf.get("python", "?"), pf.get("tensorflow", "?"), onednn_text(pf), pf.get("pixelcnn_fast_isa", "?")))
     if ci.get("id"):
         md.append("Commit %s%s." % (ci["id"][:12], " (dirty tree)" if ci.get("dirty") else ""))
     md.append("")
@@ -643,11 +649,12 @@ def readme_table(path):
     cpu = (mi.get("cpu", {}) or {}).get("brand_raw", mi.get("processor", "?"))
     ci = (data.get("commit_info", {}) or {}).get("id", "?")[:7]
     md = [README_BEGIN, "",
-          "From one run of `python benchmarks/run.py` on %s (%s CPUs), %s, commit %s; Python %s, TF %s, "
-          "float32 GEMM peak measured in the same run %.1f GFLOP/s. Full report: "
+          "From one run of `python benchmarks/run.py` on %s (%s CPUs), %s, commit %s; Python %s, TF %s, %s, "
+          "our microkernels %s; float32 GEMM peak measured in the same run %.1f GFLOP/s. Full report: "
           "[benchmarks/REPORT.md](benchmarks/REPORT.md)." % (
-              cpu, pf.get("cpu_count", "?"), (data.get("datetime") or "?")[:10], ci, pf.get("python", "?"),
-              pf.get("tensorflow", "?"), peak or float("nan")), ""]
+              pf.get("cpu_model") or cpu, pf.get("cpu_count", "?"), (data.get("datetime") or "?")[:10], ci,
+              pf.get("python", "?"), pf.get("tensorflow", "?"), onednn_text(pf), pf.get("pixelcnn_fast_isa", "?"),
+              peak or float("nan")), ""]
     if rows:
         md += ["| masked conv, forward+backward | batch | ours ms | tf.nn.conv2d(kernel*mask) ms | speedup | ours % of peak |",
                "|---|---:|---:|---:|---:|---:|"]

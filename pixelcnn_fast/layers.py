@@ -61,7 +61,7 @@ class MaskedConv2D(keras.layers.Layer):
       padding: "same" or "valid".
       strides: must be 1 (accepted for Conv2D-compatible configs).
       implementation: "fast" (the compiled pixelcnn_fast.ops kernel) or "reference"
-        (pure TF, tf.nn.conv2d on kernel * mask).
+        (pure TF, tf.nn.convolution on kernel * mask).
       The remaining arguments are Conv2D's.
     """
 

@@ -189,3 +189,60 @@ def test_subclassed_model_needs_image_shape():
         check(model)
     report = check(model, image_shape=(5, 5, 1))
     assert report.causal and report.conv_steps == 2
+
+
+class _DilatedConv(layers.Layer):
+    """A masked dilated conv written the two ways TF graphs carry one: `tf.nn.conv2d(dilations=...)`
+    (one Conv2D op with a dilations attribute) or `tf.nn.convolution(dilations=...)` (SpaceToBatchND ->
+    Conv2D -> BatchToSpaceND, what Keras' Conv2D and our reference path emit). Which kernels TF runs for
+    them depends on oneDNN (TF_ENABLE_ONEDNN_OPTS); the traced graph and so the lowering must not."""
+
+    def __init__(self, filters, kernel_size, mask_type, dilation, form, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.k, self.mask_type, self.dilation, self.form = (
+            filters, kernel_size, mask_type, dilation, form)
+
+    def build(self, input_shape):
+        from pixelcnn_fast.masks import make_mask
+
+        shape = (self.k, self.k, int(input_shape[-1]), self.filters)
+        self.kernel = self.add_weight(shape=shape, initializer="glorot_uniform", name="kernel")
+        self.mask = make_mask(*shape, self.mask_type).astype(np.float32)
+
+    def call(self, x):
+        kernel = self.kernel * self.mask
+        if self.form == "conv2d":
+            return tf.nn.conv2d(x, kernel, 1, "SAME", dilations=[1, *self.dilation, 1])
+        return tf.nn.convolution(x, kernel, padding="SAME", dilations=list(self.dilation))
+
+
+@pytest.mark.parametrize("form,ops", [("conv2d", {"Conv2D"}),
+                                      ("convolution", {"SpaceToBatchND", "Conv2D", "BatchToSpaceND"})])
+def test_both_dilated_conv_forms_lower_and_teacher_force(form, ops, rng):
+    # The two graph forms of a dilated conv, checked present in the trace, each lowered to one dilated
+    # conv step whose cached executor reproduces the model (CI runs this file with oneDNN on and off).
+    from pixelcnn_fast.sampler import Sampler
+
+    h, w = 9, 11
+    inp = keras.Input((h, w, 1))
+    x = MaskedConv2D(8, 5, mask_type="A", activation="relu")(inp)
+    x = _DilatedConv(8, 3, "B", (2, 3), form, name="dilated_b")(x)
+    x = layers.Activation("relu")(x)
+    model = keras.Model(inp, layers.Conv2D(1, 1, activation="sigmoid")(x))
+    graph_ops = {op.type for op in tf.function(model).get_concrete_function(
+        tf.TensorSpec((None, h, w, 1), tf.float32)).graph.get_operations()}
+    assert ops <= graph_ops, f"{form}: expected {ops} in the traced graph, got {sorted(graph_ops)}"
+    if form == "conv2d":
+        assert "SpaceToBatchND" not in graph_ops
+    image = (rng.random((2, h, w, 1)) < 0.5).astype(np.float32)
+    program, consts, err = run_and_compare(model, [image], 2)
+    assert err <= 1e-6
+    convs = [s for s in program.steps if s.kind == "conv"]
+    assert [(s.attrs["dh"], s.attrs["dw"], s.attrs["padding"]) for s in convs] == [
+        (1, 1, "SAME"), (2, 3, "SAME"), (1, 1, "VALID")]
+    sampler = Sampler(model)
+    got = sampler.teacher_forced(image)
+    want = model(image).numpy().reshape(got.shape)
+    # got is the sigmoid head's logits: compare probabilities, float32 sums in another order.
+    assert np.abs(tf.sigmoid(got).numpy() - want).max() <= 1e-5
+    assert check(model).causal
