@@ -148,6 +148,11 @@ def test_cuda_wheel_contents(tmp_path):
     assert "cuda" in built["backends"] and built["cuda"] == "built", built
     assert built["cuda_archs"] == [f"sm_{s}" for s in CUDA_SMS], built
     assert built["distribution"] == info["distribution"] and info["distribution"].startswith("pixelcnn-fast-cu")
+    if os.environ.get("PIXELCNN_FAST_TF_CUDA_HOME"):
+        # A CUDA 12 toolkit is named (CI: scripts/cuda12_toolkit.py): the CUDA wheel carries the TF ops' GPU
+        # kernels in _tf_ops.so, built with it.
+        assert built["tf_gpu_kernels"].startswith("built (CUDA 12."), built
+        assert "tf_gpu" in built["backends"], built
 
 
 def test_fatbin_reader_on_a_toy_kernel(tmp_path):
