@@ -39,16 +39,23 @@ BINARY = {"AddV2": "add", "Add": "add", "Sub": "sub", "Mul": "mul", "RealDiv": "
           "Maximum": "max", "Minimum": "min"}
 # Ops that pass their first input through unchanged (for a float32 model).
 PASS_THROUGH = {"Identity", "StopGradient", "PreventGradient", "Snapshot", "EnsureShape"}
-# Ops whose output depends on a tensor's shape, never on its values.
-SHAPE_ONLY = {"Shape", "ShapeN", "Size", "Rank"}
+# Ops whose output depends on a tensor's shape, never on its values (ones_like / zeros_like: a constant
+# channel concatenated to the image, PixelCNN++'s zero rows of a shift).
+SHAPE_ONLY = {"Shape", "ShapeN", "Size", "Rank", "OnesLike", "ZerosLike"}
+# Integer code inputs (a VQ-VAE prior's indices): ops on the codes themselves, before they become vectors.
+CODE_OPS = {"OneHot", "GatherV2", "ResourceGather", "Less", "LessEqual", "Greater", "GreaterEqual", "SelectV2",
+            "Select"}
 # Channel selections, lowered by probing which input channel each output channel takes.
 CHANNEL_SELECT = {"StridedSlice", "Slice", "Split", "SplitV", "GatherV2"}
 # Reductions over the channel axis (keepdims): TF op type -> program name.
 REDUCE = {"Sum": "sum", "Mean": "mean", "Max": "max", "Min": "min"}
 
+# What to change, for the constructs the cached sampler does not take yet.
+SHIFT_HINT = ("make the layers causal with masked kernels and padding='same' instead (MaskedConv2D, or "
+              "multiplying the kernel by a mask), or sample this model with pixelcnn_fast.naive")
 SUPPORTED = sorted({"Conv2D", "PixelcnnFastMaskedConv2D", "SpaceToBatchND", "BatchToSpaceND", "MatMul", "BiasAdd", "ConcatV2", "Softmax", "LogSoftmax", "Reshape",
                     "Transpose", "Cast"} | set(ACTIVATIONS) | set(BINARY) | set(REDUCE) | PASS_THROUGH
-                   | CHANNEL_SELECT)
+                   | CHANNEL_SELECT | CODE_OPS)
 
 
 @dataclasses.dataclass
@@ -67,7 +74,7 @@ class Step:
 
 @dataclasses.dataclass
 class Program:
-    image_shape: tuple            # (H, W, C) of the image input
+    image_shape: tuple            # (H, W, C) of the image input; (H, W, 1) for a code input
     buffer_channels: list         # channels of each buffer; buffer 0 is the image
     steps: list
     const_shapes: list            # static shapes of the constant slots (batch dims as traced)
@@ -77,12 +84,27 @@ class Program:
     logits_buffer: int            # input of the final sigmoid/softmax, else output_buffer
     trace: object = None          # the traced tf.function: (image, *conditions) -> consts
     cond_specs: tuple = ()
+    input_dtype: str = "float32"  # the image input's dtype: an integer dtype means codes (levels as they are)
+    input_rank: int = 4           # 3 for a (batch, H, W) code input
+
+    @property
+    def codes(self):
+        """True for an integer image input: the model takes levels (codes), not values."""
+        return tf.as_dtype(self.input_dtype).is_integer
+
+    def model_image(self, image):
+        """The model's image input for buffer-0 values (n, H, W, C) float32: itself, or the codes."""
+        image = np.asarray(image)
+        if not self.codes:
+            return image.astype(np.float32, copy=False)
+        codes = np.rint(image).astype(self.input_dtype)
+        return codes[..., 0] if self.input_rank == 3 else codes
 
     def evaluate_consts(self, n, conditions=()):
         """Runs the traced model once (zeros image) and returns the constant slots as numpy arrays."""
         h, w, c = self.image_shape
-        image = tf.zeros((n, h, w, c), tf.float32)
-        consts = self.trace(image, *conditions)
+        shape = (n, h, w) if self.input_rank == 3 else (n, h, w, c)
+        consts = self.trace(tf.zeros(shape, self.input_dtype), *conditions)
         return [np.asarray(v) for v in consts]
 
 
@@ -261,7 +283,8 @@ class _Lowerer:
         self.steps = []
         self.const_tensors = []
         self.const_index = {}
-        self.values = {image.ref(): ("nhwc", 0)}  # tensor -> (view, buffer)
+        # tensor -> (view, buffer); an integer image input is ("codes", 0, offset): the level plus offset.
+        self.values = {image.ref(): ("codes", 0, 0) if image.dtype.is_integer else ("nhwc", 0)}
         self.image_dep = self._image_dependent(graph, image)
         self.needed = self._ancestors(output)
 
@@ -327,6 +350,13 @@ class _Lowerer:
     def lower(self, op):
         t = op.type
         ins = [self.value(x) if self.is_dep(x) else None for x in op.inputs]
+        if any(v is not None and v[0] == "codes" for v in ins) or (
+                op.outputs and op.outputs[0].dtype == tf.bool and t in CODE_OPS):
+            self.lower_code_op(op, ins)
+            return
+        if any(v is not None and v[0] == "known" for v in ins):
+            self.fail(op, "it uses a value that the lowering proved constant (a test on the codes) in a way "
+                          "it does not support")
         if t in PASS_THROUGH or (t == "Cast" and op.outputs[0].dtype.is_floating):
             if ins[0] is None:
                 self.fail(op, "its input does not depend on the image")
@@ -367,8 +397,127 @@ class _Lowerer:
                      self.buffer_channels[b], view)
         elif t in CHANNEL_SELECT:
             self.lower_channel_select(op, ins)
+        elif t in ("Pad", "PadV2", "MirrorPad"):
+            self.fail(op, "padding an image-dependent tensor shifts its pixels (a down- or right-shift, a "
+                          "'pad + VALID conv' as in PixelCNN++ or a gated PixelCNN's vertical stack), which the "
+                          f"cached sampler does not take yet ({SHIFT_HINT})")
         else:
             self.fail(op, "this op type is not supported on image-dependent tensors")
+
+    # -------------------------------------------------------------------- integer code inputs
+    def lower_code_op(self, op, ins):
+        """Ops on an integer code input (DESIGN.md, "Integer inputs"). The codes are levels in [0, levels):
+        casts between integer types and Keras' negative-index fix-up (`where(codes < 0, codes + K, codes)`,
+        decided here from codes >= 0) keep them as they are; OneHot and an Embedding's gather turn them into
+        vectors (a per-position input step: see one_hot_steps)."""
+        t = op.type
+        codes = next(v for v in ins if v is not None and v[0] == "codes") if any(
+            v is not None and v[0] == "codes" for v in ins) else None
+        out = op.outputs[0]
+        if t in PASS_THROUGH or (t == "Cast" and out.dtype.is_integer):
+            self.values[out.ref()] = ins[0]
+        elif t in ("AddV2", "Add", "Sub") and ins[0] is codes and ins[1] is None and op.inputs[1].shape.rank == 0:
+            # codes + k: Keras' take() adds the table size to negative indices. k may not be known while
+            # tracing (a table's size read at run time): then the sum may only be discarded by a selection.
+            k = tf.get_static_value(op.inputs[1])
+            offset = None if k is None or codes[2] is None else codes[2] + (int(k) if t != "Sub" else -int(k))
+            self.values[out.ref()] = ("codes", codes[1], offset)
+        elif t in ("Less", "LessEqual", "Greater", "GreaterEqual") and ins[0] is not None and ins[1] is None:
+            bound = tf.get_static_value(op.inputs[1])
+            if bound is None or np.ndim(bound) != 0:
+                self.fail(op, "only a comparison of the codes with a constant number is supported")
+            if codes[2] is None:
+                self.fail(op, "it compares codes shifted by an amount unknown while tracing")
+            lo, bound = codes[2], int(bound)  # the value is a level plus offset: >= offset, unbounded above
+            result = {"Less": False if lo >= bound else None, "LessEqual": False if lo > bound else None,
+                      "Greater": True if lo > bound else None, "GreaterEqual": True if lo >= bound else None}[t]
+            if result is None:
+                self.fail(op, f"the comparison of the codes ({op.type} {bound}) depends on the code's value")
+            self.values[out.ref()] = ("known", result)
+        elif t in ("SelectV2", "Select"):
+            cond = ins[0]
+            if cond is None or cond[0] != "known":
+                self.fail(op, "only a selection whose condition is decided by the codes' range is supported")
+            chosen = ins[1] if cond[1] else ins[2]
+            if chosen is None:
+                self.fail(op, "the selection picks a tensor that does not depend on the image")
+            self.values[out.ref()] = chosen
+        elif t == "OneHot" and ins[0] is codes:
+            self._require_plain_codes(op, codes)
+            if int(op.get_attr("axis")) not in (-1, op.inputs[0].shape.rank):
+                self.fail(op, f"only a one-hot along a new last axis is supported, got axis {op.get_attr('axis')}")
+            depth = tf.get_static_value(op.inputs[1])
+            on, off = tf.get_static_value(op.inputs[2]), tf.get_static_value(op.inputs[3])
+            if depth is None or on is None or off is None:
+                self.fail(op, "its depth, on_value and off_value must be constants")
+            self._check_code_rank(op)
+            self.one_hot_steps(op, codes[1], int(depth), float(on), float(off), out)
+        elif t in ("GatherV2", "ResourceGather") and ins[-1 if t == "ResourceGather" else 1] is codes:
+            self._require_plain_codes(op, codes)
+            if t == "GatherV2":
+                axis = tf.get_static_value(op.inputs[2])
+                if axis is None or int(axis) != 0 or op.get_attr("batch_dims") != 0 or ins[0] is not None:
+                    self.fail(op, "only a lookup of the codes in an image-independent table (an Embedding) "
+                                  "is supported")
+                table = op.inputs[0]
+            else:
+                if op.get_attr("batch_dims") != 0:
+                    self.fail(op, "only a lookup of the codes in an image-independent table (an Embedding) "
+                                  "is supported")
+                with tf.name_scope(op.name + "_table"):
+                    table = tf.raw_ops.ReadVariableOp(resource=op.inputs[0], dtype=op.get_attr("dtype"))
+            if table.shape.rank != 2 or table.shape[0] is None:
+                self.fail(op, f"the table must be (codes, features), got {table.shape}")
+            self._check_code_rank(op)
+            onehot = self.one_hot_steps(op, codes[1], int(table.shape[0]), 1.0, 0.0, None)
+            with tf.name_scope(op.name + "_as_conv"):
+                kernel = tf.reshape(tf.cast(table, tf.float32), (1, 1, int(table.shape[0]), int(table.shape[1])))
+            self.add(op, "conv", [onehot], [self.const(kernel)], {"dh": 1, "dw": 1, "padding": "SAME"},
+                     int(table.shape[1]))
+        else:
+            self.fail(op, "integer code inputs may only be cast, one-hot encoded (OneHot) or looked up in a "
+                          "table (Embedding, GatherV2 / ResourceGather)")
+
+    def _require_plain_codes(self, op, codes):
+        if codes[2] != 0:
+            self.fail(op, "it reads the codes shifted by " + ("an amount unknown while tracing" if codes[2] is None
+                                                            else f"{codes[2]:+d}"))
+
+    def _check_code_rank(self, op):
+        rank = op.outputs[0].shape.rank
+        if rank != 4:
+            self.fail(op, f"the codes must be (batch, H, W) before it (a (batch, H, W, features) result), "
+                          f"got a rank-{rank} result")
+
+    def one_hot_steps(self, op, codes_buffer, depth, on, off, out_tensor):
+        """one_hot(level)[k] = relu(1 - |level - k|), exact in float32 for integer levels: five per-position
+        elementwise steps over `depth` channels from the code buffer (no new step kind in the executor);
+        then off + (on - off) * that. Returns the buffer; out_tensor (if given) is bound to it."""
+        with tf.name_scope(op.name + "_one_hot"):
+            ones = tf.ones((1, 1, 1, depth), tf.float32)
+            minus_k = tf.constant(-np.arange(depth, dtype=np.float32))
+            one = tf.constant(1.0, tf.float32)
+            scale = tf.constant(np.float32(on - off))
+            offset = tf.constant(np.float32(off))
+        b = self._code_step(op, "conv", [codes_buffer], [self.const(ones)], {"dh": 1, "dw": 1, "padding": "SAME"},
+                            depth)
+        b = self._code_step(op, "binary", [b], [self.const(minus_k)], {"fn": "add", "const_first": False}, depth)
+        b = self._code_step(op, "act", [b], [], {"fn": "abs"}, depth)
+        b = self._code_step(op, "binary", [b], [self.const(one)], {"fn": "sub", "const_first": True}, depth)
+        b = self._code_step(op, "act", [b], [], {"fn": "relu"}, depth)
+        if (on, off) != (1.0, 0.0):
+            b = self._code_step(op, "binary", [b], [self.const(scale)], {"fn": "mul", "const_first": False}, depth)
+            b = self._code_step(op, "binary", [b], [self.const(offset)], {"fn": "add", "const_first": False},
+                                depth)
+        if out_tensor is not None:
+            self.values[out_tensor.ref()] = ("nhwc", b)
+        return b
+
+    def _code_step(self, op, kind, ins, consts, attrs, channels):
+        layer, cls = _layer_of(op.name, self.model)
+        out = self.new_buffer(channels)
+        self.steps.append(Step(kind, out, list(ins), list(consts), dict(attrs), op.name, op.type, layer, cls))
+        return out
 
     def lower_reshape(self, op, src):
         if src is None:
@@ -503,7 +652,10 @@ class _Lowerer:
         axis = tf.get_static_value(op.inputs[-1])
         rank = op.outputs[0].shape.rank
         if axis is None or axis not in (-1, rank - 1):
-            self.fail(op, f"only concatenation along channels is supported, got axis {axis}")
+            self.fail(op, f"only concatenation along channels is supported, got axis {axis}"
+                          + (f": a concatenation along H or W shifts pixels (PixelCNN++'s down_shift / "
+                             f"right_shift), which the cached sampler does not take yet ({SHIFT_HINT})"
+                             if axis is not None and axis in (1, 2, rank - 3, rank - 2) else ""))
         # Image-independent parts (a label map) are constant slots broadcast per image and position.
         order, bufs, consts, channels = [], [], [], 0
         for t, p in zip(op.inputs[:-1], ins[:-1]):
@@ -552,14 +704,18 @@ class _Lowerer:
         for type_attr in ("T", "Index", "Tindices", "Tparams", "Taxis", "Tlen", "Tidx"):
             attrs.pop(type_attr, None)
         fn = getattr(tf.raw_ops, op.type)
-        names = [a.name for a in op.op_def.input_arg]
+        # The op def's input names are the raw op's keywords, except Split's split_dim (raw_ops: axis).
+        names = [{"split_dim": "axis"}.get(a.name, a.name) if op.type == "Split" else a.name
+                 for a in op.op_def.input_arg]
         result = fn(**dict(zip(names, args)), **attrs)
         results = result if isinstance(result, (list, tuple)) else [result]
         for out_t, r in zip(op.outputs, results):
             r = np.asarray(r)
             if r.ndim != 4 or r.shape[:3] != (1, self.h, self.w) or \
                     not (r == r[:1, :1, :1, :]).all():
-                self.fail(op, "it selects pixels, not only channels")
+                self.fail(op, "it selects pixels, not only channels: a slice or crop along H or W shifts pixels "
+                              "(PixelCNN++'s down_shift / right_shift, Cropping2D), which the cached sampler does "
+                              f"not take yet ({SHIFT_HINT})")
             channels = [int(v) for v in r[0, 0, 0]]
             self.add(op, "gather", [b], [], {"channels": channels}, len(channels), "nhwc", out_t)
 
@@ -577,11 +733,20 @@ def lower(model, image_shape=None, condition_specs=None):
                 f"model '{model.name}' ({type(model).__name__}) has no declared inputs (a subclassed "
                 "model): pass image_shape=(H, W, C)")
         shape = tuple(inputs[0].shape[1:])
+        integer = tf.as_dtype(inputs[0].dtype).is_integer
+        if integer and len(shape) == 2 and None not in shape:
+            shape = shape + (1,)  # (batch, H, W) codes: one image channel
         if len(shape) != 3 or None in shape:
             raise ValueError(f"model '{model.name}': the image input must be (batch, H, W, C) with "
-                             f"known H, W, C, got {tuple(inputs[0].shape)}")
+                             f"known H, W, C (or integer codes (batch, H, W)), got {tuple(inputs[0].shape)}")
         image_shape = shape
     image_shape = tuple(int(s) for s in image_shape)
+    input_dtype, input_rank = "float32", 4
+    if inputs and tf.as_dtype(inputs[0].dtype).is_integer:
+        input_dtype, input_rank = tf.as_dtype(inputs[0].dtype).name, len(inputs[0].shape)
+        if image_shape[2] != 1 and input_rank == 3:
+            raise ValueError(f"model '{model.name}': a (batch, H, W) code input has one channel, got "
+                             f"image_shape={image_shape}")
     if condition_specs is None:
         condition_specs = [tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype) for t in
                            (inputs[1:] if inputs else [])]
@@ -607,11 +772,13 @@ def lower(model, image_shape=None, condition_specs=None):
         return list(lowerer.const_tensors)
 
     fn = tf.function(traced, autograph=False)
-    spec = tf.TensorSpec((None,) + image_shape, tf.float32)
+    spec = tf.TensorSpec((None,) + (image_shape[:2] if input_rank == 3 else image_shape), input_dtype)
     fn.get_concrete_function(spec, *condition_specs)
     lw, out = found["lowerer"], found["output"]
     if lw.value(out) is None:
         raise LoweringError(f"the output of model '{model.name}' does not depend on the image")
+    if lw.value(out)[0] in ("codes", "known"):
+        raise LoweringError(f"the output of model '{model.name}' is its integer input, not predictions")
     view, out_buf = lw.value(out)
     levels = view[1] if isinstance(view, tuple) else 1
     producer = {s.out: s for s in lw.steps}.get(out_buf)
@@ -622,7 +789,7 @@ def lower(model, image_shape=None, condition_specs=None):
         final, logits = "softmax", producer.ins[0]
     program = Program(image_shape, lw.buffer_channels, lw.steps,
                       [tuple(t.shape) for t in lw.const_tensors], out_buf, levels, final, logits,
-                      trace=fn, cond_specs=condition_specs)
+                      trace=fn, cond_specs=condition_specs, input_dtype=input_dtype, input_rank=input_rank)
     return program
 
 

@@ -133,9 +133,27 @@ def _declared_inputs(model):
     return list(inputs) if inputs else []
 
 
+def _code_input(model):
+    """(dtype name, rank) of an integer image input (codes: DESIGN.md, "Integer inputs"), else None."""
+    inputs = _declared_inputs(model)
+    if inputs and tf.as_dtype(inputs[0].dtype).is_integer:
+        return tf.as_dtype(inputs[0].dtype).name, len(inputs[0].shape)
+    return None
+
+
+def _model_image(image, code_input):
+    """The model's image input for the loop's float32 (n, H, W, C) image: itself, or its integer codes."""
+    if code_input is None:
+        return image
+    codes = np.rint(image).astype(code_input[0])
+    return codes[..., 0] if code_input[1] == 3 else codes
+
+
 def _resolve_image_shape(model, image_shape):
     inputs = _declared_inputs(model)
     declared = tuple(inputs[0].shape[1:]) if inputs else None
+    if declared is not None and len(declared) == 2 and _code_input(model) is not None:
+        declared = declared + (1,)  # (batch, H, W) codes: one image channel
     if image_shape is None:
         if declared is None:
             raise ValueError(f"{_WHERE}: image_shape=(H, W, C) is required: model '{model.name}' "
@@ -288,8 +306,9 @@ class _Tracer:
     whole output: the strongest version of the naive loop a user could write without caching.
     """
 
-    def __init__(self, model, n, image_shape, conditions, head, levels):
+    def __init__(self, model, n, image_shape, conditions, head, levels, code_input=None):
         self.model = model
+        self.code_input = code_input
         self.n = n
         self.h, self.w, self.c = image_shape
         self.cond_specs = [tf.TensorSpec(a.shape, tf.as_dtype(a.dtype)) for a in conditions]
@@ -316,7 +335,9 @@ class _Tracer:
             pixel = out[:, row, col]
             return tf.cast(tf.reshape(pixel, (n, c, self.per_channel)), tf.float32)
 
-        specs = [tf.TensorSpec((n, rows, w, c), tf.float32), *self.cond_specs,
+        image_spec = tf.TensorSpec((n, rows, w, c), tf.float32) if self.code_input is None else \
+            tf.TensorSpec((n, rows, w) + ((c,) if self.code_input[1] == 4 else ()), self.code_input[0])
+        specs = [image_spec, *self.cond_specs,
                  tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.int32)]
         start = time.perf_counter()
         fn = tf.function(forward, autograph=False).get_concrete_function(*specs)
@@ -414,13 +435,17 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
                          f"{temperature!r}")
     if max_steps is not None:
         max_steps = _check_int(max_steps, "max_steps", 1)
+    code_input = _code_input(model)
+    if code_input is not None and value_map != "identity":
+        raise ValueError(f"{_WHERE}: model '{model.name}' takes integer codes ({code_input[0]}): a drawn level is "
+                         f"fed back as the code itself, so value_map must be 'identity', got {value_map!r}")
     table = _value_table(value_map, levels)
     h, w, c = _resolve_image_shape(model, image_shape)
     conds = _resolve_conditions(model, conditions, n)
 
     steps_total = h * w * c
     limit = steps_total if max_steps is None else min(max_steps, steps_total)
-    tracer = _Tracer(model, n, (h, w, c), conds, head, levels)
+    tracer = _Tracer(model, n, (h, w, c), conds, head, levels, code_input)
     cond_tensors = [tf.constant(a) for a in conds]
 
     # -- the forward of the chosen mode; the first trace also tells "auto" what the output is
@@ -461,14 +486,15 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
     def warm(fn, crop):
         # The first run of a trace optimises its graph: done outside the timed loop (NaiveResult.trace_seconds).
         start = time.perf_counter()
-        fn(crop, *cond_tensors, tf.constant(0), tf.constant(0))
+        fn(tf.constant(_model_image(crop, code_input)), *cond_tensors, tf.constant(0), tf.constant(0))
         tracer.trace_seconds += time.perf_counter() - start
 
     def evaluate(i, j):
         """(n, C, L) float32 model outputs at pixel (i, j) for the current image."""
         nonlocal use_call
         if mode == "predict":
-            out = model.predict([image, *conds] if conds else image, verbose=0)
+            model_image = _model_image(image, code_input)
+            out = model.predict([model_image, *conds] if conds else model_image, verbose=0)
             if isinstance(out, (list, tuple, dict)):
                 raise ValueError(f"{_WHERE}: the model must return one output tensor, got {type(out).__name__}")
             out = np.asarray(out)
@@ -476,19 +502,19 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
             return np.asarray(out[:, i, j], np.float32).reshape(n, c, tracer.per_channel)
         ij = (tf.constant(i, tf.int32), tf.constant(j, tf.int32))
         if mode == "graph":
-            return full_fn(tf.constant(image), *cond_tensors, *ij).numpy()
-        crop = tf.constant(image[:, :i + 1])
+            return full_fn(tf.constant(_model_image(image, code_input)), *cond_tensors, *ij).numpy()
+        crop = image[:, :i + 1]
         fn = row_fns.get(i + 1)
         if fn is None:
             fn, use_call = _trace_rows(tracer, i + 1, use_call)
             row_fns[i + 1] = fn
             warm(fn, crop)
-        return fn(crop, *cond_tensors, *ij).numpy()
+        return fn(tf.constant(_model_image(crop, code_input)), *cond_tensors, *ij).numpy()
 
     if mode == "graph":
-        warm(full_fn, tf.constant(image))
+        warm(full_fn, image)
     elif mode == "rows":
-        warm(row_fns[1], tf.constant(image[:, :1]))
+        warm(row_fns[1], image[:, :1])
     traced_before = tracer.trace_seconds
 
     def loop_seconds():

@@ -9,8 +9,8 @@ import numpy as np
 import tensorflow as tf
 
 from pixelcnn_fast._ext import core
-from pixelcnn_fast.lowering import (NO_DEPENDENCY, analyse_causality, conv_kernel_4d, decode_frontier,
-                                    encode_frontier, lower)
+from pixelcnn_fast.lowering import (NO_DEPENDENCY, LoweringError, analyse_causality, conv_kernel_4d, conv_taps,
+                                    decode_frontier, encode_frontier, lower)
 
 __all__ = ["Sampler", "VALUE_MAPS"]
 
@@ -127,6 +127,14 @@ class Sampler:
                              f"multiple of its {c} image channel(s)")
         self.head, self.kind = head, kind
         self.levels = 2 if head == "bernoulli" else inferred
+        if p.codes:
+            # DESIGN.md, "Integer inputs": the model takes the codes themselves, so a drawn level goes back as
+            # it is; any other map would feed the model codes it never saw.
+            if value_map not in (None, "identity", (1, 0), (1.0, 0.0)):
+                raise ValueError(f"Sampler: model '{model.name}' takes integer codes ({p.input_dtype}): a drawn "
+                                 f"level is fed back as the code itself, so value_map must be 'identity' or "
+                                 f"left out, got {value_map!r}")
+            value_map = "identity"
         if value_map is None:
             if head == "categorical":
                 raise ValueError(
@@ -220,7 +228,7 @@ class Sampler:
                 raise ValueError("Sampler.sample: progress=True needs backend='cpu' (the GPU draws every row "
                                  "in one kernel, with no host step per row to report)")
             levels, margins = self._cuda_program(int(n), conds).sample(int(n), int(seed), t)
-            levels, margins = levels.get(), margins.get()
+            levels, margins = self._input_shaped(levels.get()), self._input_shaped(margins.get())
             return (levels, margins) if return_margins else levels
         exe = self._executor(int(n), conds)
         h, w, c = self.program.image_shape
@@ -228,7 +236,12 @@ class Sampler:
         levels, margins = exe.sample(int(n), int(seed), t, 0, h, w, c, on_row)
         if on_row is not None:
             on_row.close()
+        levels, margins = self._input_shaped(levels), self._input_shaped(margins)
         return (levels, margins) if return_margins else levels
+
+    def _input_shaped(self, levels):
+        """Levels in the image input's own shape: (n, H, W) for a (batch, H, W) code input."""
+        return levels[..., 0] if self.program.input_rank == 3 else levels
 
     def profile(self, n, seed=0, temperature=1.0, conditions=None):
         """Where one sample call's time goes: [(step name, kind, seconds)] for each program step (its
@@ -245,9 +258,12 @@ class Sampler:
     def teacher_forced(self, image, conditions=None):
         """The head's values (logits, or probabilities for output='probs') at every position computed
         through the cached path with `image` fed in: equals one full forward pass of the model."""
+        image = np.asarray(image)
+        if self.program.input_rank == 3 and image.ndim == 3:
+            image = image[..., None]  # (n, H, W) codes
         image = np.ascontiguousarray(image, np.float32)
         if image.ndim != 4:
-            raise ValueError(f"Sampler.teacher_forced: image must be (n, H, W, C), got shape {image.shape}")
+            raise ValueError(f"Sampler.teacher_forced: image must be (n, H, W, C){' or codes (n, H, W)' if self.program.input_rank == 3 else ''}, got shape {image.shape}")
         conds = self._check_conditions(image.shape[0], conditions)
         if self.backend == "cuda":
             import cupy
@@ -280,6 +296,7 @@ def _walk(sampler, consts):
     (kh, kw, cin, cout). Mirrors Sampler._executor step for step (same phases, names, head)."""
     p = sampler.program
     keys = analyse_causality(p, consts)  # raises NotCausalError naming the layer
+    _refuse_reads_ahead(p, consts)
     recipes, index = [], {}
 
     def use(kind, slot, step=None):
@@ -332,6 +349,24 @@ def _walk(sampler, consts):
                       "buffers channels=" + ",".join(str(int(b)) for b in p.buffer_channels),
                       *inputs, *lines, head, "end"]) + "\n"
     return text, recipes
+
+
+def _refuse_reads_ahead(program, consts):
+    """A causal model whose conv reads a later position of its input (a gated PixelCNN's vertical stack that
+    reads its own row of a buffer that sees only the rows above) needs that buffer computed ahead of the
+    raster position (DESIGN.md, "Delays"): not supported yet, refused naming the layer."""
+    for st in program.steps:
+        if st.kind != "conv":
+            continue
+        kernel = conv_kernel_4d(st, consts[st.consts[0]])
+        for ky, kx, oy, ox in conv_taps(kernel, st.attrs["dh"], st.attrs["dw"], st.attrs["padding"]):
+            if (oy, ox) > (0, 0) and np.any(kernel[ky, kx] != 0):
+                raise LoweringError(
+                    f"layer '{st.layer}' ({st.layer_class}) reads offset ({oy:+d}, {ox:+d}) of its input, ahead of "
+                    f"the raster position (op '{st.op_name}', {st.op_type}): the model is causal, but the cached "
+                    f"sampler cannot yet compute a buffer ahead of the position it samples (delayed execution, "
+                    f"e.g. a gated PixelCNN's vertical stack reading its own row). Mask that conv to the rows "
+                    f"above (and the left of its own row), or sample with pixelcnn_fast.naive")
 
 
 def _array_np(recipe, consts):

@@ -48,7 +48,7 @@ def _seed_bits(seed):
 
 
 def sample_op(sampler, n, seed=0, temperature=1.0, conditions=None, name=None):
-    """Draws n images with the TF op: int32 levels (n, H, W, C), the same images as
+    """Draws n images with the TF op: int32 levels (n, H, W, C) (or (n, H, W) codes), the same images as
     `sampler.sample(n, seed, temperature, conditions)`.
 
     n, seed, temperature may be Python numbers (checked here) or scalar tensors (checked by the op).
@@ -85,9 +85,12 @@ def sample_op(sampler, n, seed=0, temperature=1.0, conditions=None, name=None):
             with tf.init_scope():
                 spec, recipes = _walk(sampler, p.evaluate_consts(1, sampler._zero_conditions(1)))
             n_t = tf.cast(n, tf.int64)
-            image = tf.zeros(tf.stack([tf.cast(n_t, tf.int32), h, w, c]), tf.float32)
+            dims = [tf.cast(n_t, tf.int32), h, w] + ([c] if p.input_rank == 4 else [])
+            image = tf.zeros(tf.stack(dims), p.input_dtype)
             consts = p.trace(image, *conds)  # the constant slots as graph tensors (Program.evaluate_consts)
             inputs = [_array_tf(r, consts) for r in recipes]
-        return tf_ops().pixelcnn_fast_sample(
+        levels = tf_ops().pixelcnn_fast_sample(
             consts=inputs, n=tf.cast(n, tf.int64), seed=seed, temperature=tf.cast(temperature, tf.float32),
             spec=spec)
+        # A (batch, H, W) code input gets its codes back in that shape, as Sampler.sample returns them.
+        return levels[..., 0] if p.input_rank == 3 else levels
