@@ -6,7 +6,7 @@ benchmarks/run.py (README, "Benchmarks"):
 
     .venv/bin/python -m pytest benchmarks/bench_sampler.py --benchmark-json=/tmp/sampler.json && .venv/bin/python benchmarks/report.py /tmp/sampler.json /tmp/SAMPLER.md
 
-Models (env PIXELCNN_BENCH_SAMPLER_MODELS, default "keras_io,rgb"), random weights:
+Models (env PIXELCNN_BENCH_SAMPLER_MODELS, default "keras_io,rgb,vqvae"), random weights:
   * keras_io: the keras.io PixelCNN at its real size (tests/fixtures/seed_models.keras_io(full=True):
     28x28x1, 128 filters, 5 residual blocks, sigmoid head, keras seed 0): 784 draws per image.
   * rgb: the CIFAR blog's RGB PixelCNN as its author wrote it (seed_models.rgb_3x256: a subclassed
@@ -14,6 +14,9 @@ Models (env PIXELCNN_BENCH_SAMPLER_MODELS, default "keras_io,rgb"), random weigh
     reduced width (hidden 3x32, head 3x128, 5 layers) -- the blog's config (3x128 / 3x1024 / 15
     layers) makes one naive step at batch 64 take ~40 s here. 3072 draws per image (R, G, B of
     every pixel, each a 256-way categorical).
+  * vqvae: the keras.io VQ-VAE example's PixelCNN prior at its real size (tests/fixtures/zoo_models.
+    vqvae_prior(full=True): int32 7x7 codes one-hot encoded inside the model, 128 filters, 2 residual
+    blocks, 128 logits): 49 draws per image; the example samples batch 10 with model.predict per pixel.
 Batches 1, 4, 16, 64 (env PIXELCNN_BENCH_SAMPLER_BATCHES). Each (model, batch) is one
 ``benchmark.group``; its four variants run back to back:
 
@@ -85,7 +88,7 @@ _TESTS = str(Path(__file__).resolve().parent.parent / "tests")
 if _TESTS not in sys.path:
     sys.path.append(_TESTS)  # appended, not prepended: tests/conftest.py must not shadow ours
 
-from fixtures import seed_models  # noqa: E402
+from fixtures import seed_models, zoo_models  # noqa: E402
 from sampling_checks import assert_same_images  # noqa: E402
 
 from pixelcnn_fast import lowering, naive  # noqa: E402
@@ -122,18 +125,27 @@ MODEL_SPECS = {
         make=lambda: seed_models.rgb_3x256(height=32, width=32, hidden_dim=32, out_dim=128, n_layers=5, seed=0),
         make_small=lambda: seed_models.rgb_3x256(height=5, width=6, hidden_dim=32, out_dim=128, n_layers=5,
                                                  seed=0)),
+    "vqvae": ModelSpec(
+        label="VQ-VAE prior 7x7 codes",
+        description="zoo_models.vqvae_prior(full=True): the keras.io VQ-VAE example's PixelCNN prior, int32 "
+                    "7x7 codes one-hot encoded in the model, 128 embeddings, 128 filters, 2 residual blocks, "
+                    "128 logits",
+        make=lambda: zoo_models.vqvae_prior(full=True, seed=0),
+        make_small=lambda: zoo_models.vqvae_prior(height=5, width=6, num_embeddings=128, filters=128, seed=0)),
 }
-MODELS = tuple(m for m in os.environ.get("PIXELCNN_BENCH_SAMPLER_MODELS", "keras_io,rgb").split(",") if m)
+MODELS = tuple(m for m in os.environ.get("PIXELCNN_BENCH_SAMPLER_MODELS", "keras_io,rgb,vqvae").split(",") if m)
 
 
 # --------------------------------------------------------------------------- model, checks
 
-def _same_images(ref, levels, margins, what):
+def _same_images(ref, levels, margins, what, n_levels=2):
     """assert_same_images on the positions ``ref`` (a NaiveResult, maybe partial) reached."""
+    # A code input's sampler returns (n, H, W); the naive loop's result is (n, H, W, 1).
+    levels, margins = levels.reshape(ref.levels.shape), margins.reshape(ref.levels.shape)
     reached = ref.levels >= 0
     cached = types.SimpleNamespace(levels=np.where(reached, levels, -1),
                                    margins=np.where(reached, margins, np.nan), mode="cached")
-    assert_same_images(ref, cached, 2)
+    assert_same_images(ref, cached, n_levels)
     agree = (ref.levels[reached] == levels[reached]).mean()
     assert agree > 0.5, "%s: only %.0f%% of the draws agree with the cached sampler" % (what, 100 * agree)
     return float(agree)
@@ -162,7 +174,7 @@ def checked(model_id):
     sampler = Sampler(small.model, head=kw["head"], levels=kw["levels"], value_map=kw["value_map"],
                       image_shape=kw["image_shape"])
     levels, margins = sampler.sample(2, seed=3, return_margins=True)
-    small_agree = _same_images(ref, levels, margins, "%s small case" % model_id)
+    small_agree = _same_images(ref, levels, margins, "%s small case" % model_id, small.levels)
 
     sm = spec.make()
     kw = _kwargs(sm)
@@ -258,6 +270,7 @@ def bench_naive_full_image(benchmark, record_contention, ck, n, mode):
     probe = naive.sample(model, **_naive_kwargs(ck, n, mode, 2))
     per_step = probe.seconds / probe.steps_run
     k = max(NAIVE_MIN_STEPS, min(NAIVE_MAX_STEPS, int(math.ceil(NAIVE_SECONDS / max(per_step, 1e-6)))))
+    k = min(k, ck.steps_total)  # a small image (the 7x7 VQ-VAE prior's 49 draws) runs whole
     results = []
 
     def run():
@@ -266,7 +279,7 @@ def bench_naive_full_image(benchmark, record_contention, ck, n, mode):
     record_contention.quiet()
     benchmark.pedantic(run, rounds=NAIVE_ROUNDS, warmup_rounds=0, iterations=1)
     levels, margins = cached_reference(ck, n)
-    agree = _same_images(results[-1], levels, margins, "naive %s (batch %d)" % (mode, n))
+    agree = _same_images(results[-1], levels, margins, "naive %s (batch %d)" % (mode, n), ck.naive_kwargs["levels"])
     assert all(r.steps_run == k for r in results)
     total = ck.steps_total
     est = [r.seconds * total / r.steps_run for r in results]
@@ -285,14 +298,14 @@ def bench_naive_rows(benchmark, record_contention, ck, n):
     # The real loop over row 0: its draws must match the cached sampler; its time per step checks c(0).
     check = naive.sample(model, **_naive_kwargs(ck, n, "rows", ck.w * ck.c))
     levels, margins = cached_reference(ck, n)
-    agree = _same_images(check, levels, margins, "naive rows, row 0 (batch %d)" % n)
+    agree = _same_images(check, levels, margins, "naive rows, row 0 (batch %d)" % n, ck.naive_kwargs["levels"])
 
     # The loop's own steps at rows spread over the image (naive.rows_seconds_estimate: positions at
     # each row, from realistic content), the cost interpolated over the rows. k columns per row,
     # sized by one probe of the deepest row so a round takes about NAIVE_SECONDS.
     kw = dict(ck.naive_kwargs)
     vmap = seed_models.value_map_fn(kw["value_map"], kw["levels"])
-    image = np.asarray(vmap(levels), np.float32).copy()
+    image = np.asarray(vmap(levels), np.float32).reshape(n, ck.h, ck.w, ck.c).copy()
     spread = ck.rows_spread
     probe = naive.sample(model, n, mode="rows", seed=SEED, positions=[(spread[-1], 0)], image=image, **kw)
     c_deep = probe.seconds / probe.steps_run
