@@ -88,6 +88,12 @@ class Program:
     input_rank: int = 4           # 3 for a (batch, H, W) code input
 
     @property
+    def image_spec(self):
+        """The traced function's image argument: (None, H, W, C) float32, or the code input's own spec."""
+        h, w, c = self.image_shape
+        return tf.TensorSpec((None, h, w) if self.input_rank == 3 else (None, h, w, c), self.input_dtype)
+
+    @property
     def codes(self):
         """True for an integer image input: the model takes levels (codes), not values."""
         return tf.as_dtype(self.input_dtype).is_integer
