@@ -60,7 +60,9 @@ def log(msg):
 
 
 def run(cmd, **kw):
+    """Runs a tool with its output on stderr: stdout carries only the prefix (CI captures it)."""
     log(" ".join(cmd))
+    kw.setdefault("stdout", sys.stderr)
     subprocess.run(cmd, check=True, **kw)
 
 
