@@ -179,22 +179,64 @@ def test_progress_reports_rows_without_changing_the_images(capsys):
 
 
 def test_built_program_is_reused_only_while_the_weights_are_the_same():
-    # Sampler keeps its last C++ build and reuses it when n and every constant are identical; a weight
-    # change (training, set_weights) must be seen by the very next call.
+    # Sampler keeps its C++ build (lowered program, causality, spec, packed weights) and reuses it while
+    # every variable the constants read and the conditions are unchanged; a weight change (training,
+    # set_weights, assign) must be seen by the very next call.
     sm = seed_models.keras_io(height=6, width=5, filters=8, blocks=1, seed=3)
     sampler = Sampler(sm.model)
     first = sampler.sample(3, seed=11)
+    builds = sampler._build_count
     exe = sampler._executor(3, [])
     assert sampler._executor(3, []) is exe                  # same weights, same n: reused
-    assert sampler._executor(2, []) is not exe              # another n: rebuilt
+    assert sampler._executor(2, []) is exe                  # no constant has a batch dimension: any n
+    assert sampler._build_count == builds                   # nothing was built again
     np.testing.assert_array_equal(sampler.sample(3, seed=11), first)
     weights = sm.model.get_weights()
     sm.model.set_weights([w * 1.5 + 0.3 for w in weights])
     changed = sampler.sample(3, seed=11)
+    assert sampler._build_count == builds + 1
     np.testing.assert_array_equal(changed, Sampler(sm.model).sample(3, seed=11))
     assert not np.array_equal(changed, first)
     sm.model.set_weights(weights)
     np.testing.assert_array_equal(sampler.sample(3, seed=11), first)
+
+
+def test_a_change_to_one_weight_in_place_invalidates_the_build():
+    # In-place changes (an optimizer's assign_sub, a variable's assign) keep the variable objects: the
+    # cache compares values, so one changed bias entry is enough to rebuild.
+    sm = seed_models.keras_io(height=5, width=6, filters=8, blocks=1, seed=4)
+    sampler = Sampler(sm.model)
+    first = sampler.teacher_forced(np.ones((1, 5, 6, 1), np.float32))
+    bias = [v for v in sm.model.weights if len(v.shape) == 1][-1]
+    bias.assign(bias.numpy() + np.float32(3.0))   # the head's bias: every logit moves by 3
+    moved = sampler.teacher_forced(np.ones((1, 5, 6, 1), np.float32))
+    np.testing.assert_allclose(moved, first + 3.0, rtol=1e-5, atol=1e-5)
+    # A few steps of training change the weights in place too.
+    x = (np.random.default_rng(0).random((4, 5, 6, 1)) > 0.5).astype(np.float32)
+    sm.model.compile(optimizer="adam", loss="binary_crossentropy")
+    untrained = sampler.teacher_forced(x)
+    sm.model.fit(x, x, epochs=2, verbose=0)
+    trained = sampler.teacher_forced(x)
+    assert not np.array_equal(trained, untrained)
+    np.testing.assert_array_equal(trained, Sampler(sm.model).teacher_forced(x))
+    np.testing.assert_array_equal(sampler.sample(2, seed=1), Sampler(sm.model).sample(2, seed=1))
+
+
+def test_build_cache_follows_the_conditions_and_n():
+    # A class-conditional model's constants have a batch dimension (an embedding per image): its build
+    # is per n and per condition values.
+    sm = seed_models.conditional(height=5, width=5)
+    sampler = make_sampler(sm)
+    labels = np.eye(sm.num_classes, dtype=np.float32)[[2, 7]]
+    a = sampler.sample(2, seed=4, conditions=[labels])
+    exe = sampler._executor(2, sampler._check_conditions(2, [labels]))
+    other = np.eye(sm.num_classes, dtype=np.float32)[[7, 2]]
+    assert sampler._executor(2, sampler._check_conditions(2, [other])) is not exe
+    b = sampler.sample(2, seed=4, conditions=[other])
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(sampler.sample(2, seed=4, conditions=[labels]), a)
+    np.testing.assert_array_equal(sampler.sample(1, seed=4, conditions=[labels[:1]]), a[:1])
+    np.testing.assert_array_equal(sampler.sample(2, seed=4, conditions=[labels]), a)
 
 
 def test_executed_macs_count_the_colour_passes():
