@@ -54,6 +54,23 @@ def _phase(keys):
     return decode_frontier(top)[2] + 1
 
 
+def _phase_runs(keys, phase):
+    """Each channel's own phase (image channels at its pixel it depends on) as (phase, count) runs, or
+    None when every channel has the step's phase. The executor then computes a channel only in the colour
+    pass of its phase: an RGB colour-group model's R, G and B blocks once each, not once per channel."""
+    keys = np.asarray(keys, np.int64)
+    own = keys >= encode_frontier(0, 0, 0)
+    phases = np.where(own, (keys & 0xFFFF) + 1, 0)
+    if keys.size == 0 or np.all(phases == phase):
+        return None
+    runs, start = [], 0
+    for k in range(1, phases.size + 1):
+        if k == phases.size or phases[k] != phases[start]:
+            runs += [int(phases[start]), k - start]
+            start = k
+    return runs
+
+
 def _const_4d(value):
     """A constant operand as (n or 1, H or 1, W or 1, C or 1) float32, C-contiguous."""
     v = np.asarray(value, np.float32)
@@ -369,7 +386,9 @@ def _walk(sampler, consts):
             args = f"in={st.ins[0]} fn={st.attrs['fn']}"
         else:  # pragma: no cover - lowering emits only the kinds above
             raise AssertionError(st.kind)
-        lines.append(f"{st.kind} out={st.out} {args} phase={phase} name={_encode_name(name)}")
+        runs = _phase_runs(keys[st.out], phase)
+        phases = "" if runs is None else " phases=" + ",".join(str(v) for v in runs)
+        lines.append(f"{st.kind} out={st.out} {args} phase={phase}{phases} name={_encode_name(name)}")
     h, w, c = p.image_shape
     head = (f"head kind={sampler.kind} buffer={p.logits_buffer} levels={sampler.head_levels} "
             f"scale={_f32(sampler.value_scale)} offset={_f32(sampler.value_offset)}")
