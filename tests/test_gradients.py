@@ -293,6 +293,17 @@ def test_narrow_input_gradient_without_im2col(rng, direct, core, fast_ops, close
                                            dilation=_dil(c.dilation), padding=c.padding, out=out)
     assert not np.isnan(out).any(), "NaN left in out: not every element was written"
     close_to_f64("_core.masked_conv2d_backprop_input (narrow)", np.asarray(dx), gx_ref, dx64, sx)
+    # Images per thread (batch >= threads) and the batch-1 split (pixel blocks, then rows): the same
+    # per-pixel sums in the same order, so the same bits whatever the thread count.
+    threads = core.get_num_threads()
+    try:
+        for t in (1, 4):
+            core.set_num_threads(t)
+            again = core.masked_conv2d_backprop_input(dy, kernel, (c.h, c.w), c.mask, color_groups=c.groups,
+                                                      dilation=_dil(c.dilation), padding=c.padding)
+            np.testing.assert_array_equal(np.asarray(again), out)
+    finally:
+        core.set_num_threads(threads)
     gx, gk = _tape_grads(fast_ops.masked_conv2d, x, kernel, dy, c)
     close_to_f64("d ops.masked_conv2d / dx (narrow)", gx, gx_ref, dx64, sx)
     close_to_f64("d ops.masked_conv2d / dkernel (narrow)", gk, gk_ref, dk64, sk)

@@ -129,24 +129,44 @@ void run_gather_narrow(const Kernels& kern, const GatherPlan& plan, const float*
         }
   }
   const KRange all{0, cs};
-  par.for_each(plan.n, hws * (cs + 1) * nz, [&](int64_t i0, int64_t i1) {
-    std::vector<float> z(hws * nz + 16);
-    for (int64_t img = i0; img < i1; ++img) {
-      kern.gemm({src + img * hws * cs, cs, hws, &all, 1, bpack.data(), nz, z.data(), nz});
-      float* out = dst + img * hwd * cd;
-      for (int64_t i = 0; i < plan.hd; ++i)
-        for (int64_t j = 0; j < plan.wd; ++j) {
-          float* o = out + (i * plan.wd + j) * cd;
-          for (int64_t d = 0; d < cd; ++d) o[d] = 0.0f;
-          for (int64_t p = 0; p < npieces; ++p) {
-            const int64_t si = i + plan.pieces[p].oy, sj = j + plan.pieces[p].ox;
-            if (si < 0 || si >= plan.hs || sj < 0 || sj >= plan.ws) continue;
-            const float* zp = z.data() + (si * plan.ws + sj) * nz + p * cd;
-            for (int64_t d = 0; d < cd; ++d) o[d] += zp[d];
-          }
+  // dst rows [r0, r1) (over n x hd) of one image's or the whole batch's Z (z: image img0's first pixel).
+  auto gather_rows = [&](const float* z, int64_t img0, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t img = r / plan.hd, i = r % plan.hd;
+      const float* zi = z + (img - img0) * hws * nz;
+      for (int64_t j = 0; j < plan.wd; ++j) {
+        float* o = dst + ((img * plan.hd + i) * plan.wd + j) * cd;
+        for (int64_t d = 0; d < cd; ++d) o[d] = 0.0f;
+        for (int64_t p = 0; p < npieces; ++p) {
+          const int64_t si = i + plan.pieces[p].oy, sj = j + plan.pieces[p].ox;
+          if (si < 0 || si >= plan.hs || sj < 0 || sj >= plan.ws) continue;
+          const float* zp = zi + (si * plan.ws + sj) * nz + p * cd;
+          for (int64_t d = 0; d < cd; ++d) o[d] += zp[d];
         }
+      }
+    }
+  };
+  if (plan.n >= par.num_threads()) {  // images per thread, each image's Z in cache
+    par.for_each(plan.n, hws * (cs + 1) * nz, [&](int64_t i0, int64_t i1) {
+      std::vector<float> z(hws * nz + 16);
+      for (int64_t img = i0; img < i1; ++img) {
+        kern.gemm({src + img * hws * cs, cs, hws, &all, 1, bpack.data(), nz, z.data(), nz});
+        gather_rows(z.data(), img, img * plan.hd, (img + 1) * plan.hd);
+      }
+    });
+    return;
+  }
+  // Fewer images than threads (batch 1): the GEMM split by pixel blocks, then the gather by rows.
+  std::vector<float> z(plan.n * hws * nz + 16);
+  const int64_t total = plan.n * hws, mb = 96, blocks = (total + mb - 1) / mb;
+  par.for_each(blocks, mb * (cs + 1) * nz, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t m0 = b * mb, rows = std::min(mb, total - m0);
+      kern.gemm({src + m0 * cs, cs, rows, &all, 1, bpack.data(), nz, z.data() + m0 * nz, nz});
     }
   });
+  par.for_each(plan.n * plan.hd, plan.wd * (npieces * cd + 1),
+               [&](int64_t r0, int64_t r1) { gather_rows(z.data(), 0, r0, r1); });
 }
 
 void run_gather_gemm(const GatherPlan& plan, const float* src, float* dst, const Parallel& par) {
