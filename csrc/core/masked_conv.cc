@@ -58,7 +58,7 @@ int64_t block_pixels(int64_t kcol) {
 
 // Gathers pixels [m0, m0 + rows) of the destination (flattened n, i, j) into col (rows x kcol). Works
 // in runs of pixels on one destination row: per run and piece the in-bounds interval is computed once,
-// then copied (a strided scalar loop when the piece is one channel wide, as in a first layer) with the
+// then copied (a plain loop when the piece is at most 8 channels wide, as in a first layer) with the
 // out-of-image ends zeroed.
 void im2col(const GatherPlan& plan, const float* src, int64_t m0, int64_t rows, float* col) {
   const int64_t per_image = plan.hd * plan.wd, kcol = plan.kcol, cs = plan.cs;
@@ -83,6 +83,9 @@ void im2col(const GatherPlan& plan, const float* src, int64_t m0, int64_t rows, 
       const float* s = src_img + (si * plan.ws + j0 + pc.ox) * cs + pc.c0;
       if (len == 1) {
         for (int64_t q = lo; q < hi; ++q) d[q * kcol] = s[q * cs];
+      } else if (len <= 8) {  // a few channels (an RGB first layer): a plain loop, not a libc call per pixel
+        for (int64_t q = lo; q < hi; ++q)
+          for (int64_t c = 0; c < len; ++c) d[q * kcol + c] = s[q * cs + c];
       } else {
         for (int64_t q = lo; q < hi; ++q) std::memcpy(d + q * kcol, s + q * cs, len * sizeof(float));
       }
