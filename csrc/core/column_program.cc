@@ -283,7 +283,9 @@ void ColumnProgram::prepare() const {
   pass_parts_.assign(steps_.size(), std::vector<PassPart>(c_ + 1));
   for (size_t k = 0; k < steps_.size(); ++k) {
     const ProgramStep& st = steps_[k];
-    auto in_pass = [&](int64_t ch, int p) { return st.channel_phase.empty() ? p <= st.phase : st.channel_phase[ch] == p; };
+    auto in_pass = [&](int64_t ch, int p) {
+      return st.channel_phase.empty() ? p <= st.phase : st.channel_phase[ch] == p;
+    };
     const int64_t cout = buffer_channels_[st.out];
     for (int p = 0; p <= c_; ++p) {
       PassPart& part = pass_parts_[k][p];
@@ -429,7 +431,8 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
         if (part == nullptr) {
           detail::gemm_segments(kern, pl, col, nb, s.px(*this, st.out, i, 0, j), ldd);
         } else {
-          for (int g : part->segs) detail::gemm_segment(kern, pl, pl.segs[g], col, nb, s.px(*this, st.out, i, 0, j), ldd);
+          float* out = s.px(*this, st.out, i, 0, j);
+          for (int g : part->segs) detail::gemm_segment(kern, pl, pl.segs[g], col, nb, out, ldd);
         }
         break;
       }
