@@ -103,6 +103,8 @@ SHAPES = (
     Shape("nb256_3x3B", "256-level notebook 3x3 B 64->64", 3, 3, 64, 64, "B", model="003 notebook"),
     Shape("book16_7x7A", "book 16x16 7x7 A 1->128", 7, 7, 1, 128, "A", h=16, w=16, model="000 book"),
     Shape("book16_3x3B", "book 16x16 3x3 B 64->64", 3, 3, 64, 64, "B", h=16, w=16, model="000 book"),
+    # A first layer on a 3-channel image without colour groups (issue 19's narrow-input gradient case).
+    Shape("rgb28_7x7A", "3-channel 7x7 A 3->128", 7, 7, 3, 128, "A", model="narrow input"),
     Shape("rgb_7x7A", "RGB blog 32x32 7x7 A groups 3, 3->768", 7, 7, 3, 768, "A", groups=3, n=16, h=32, w=32,
           model="004 CIFAR blog"),
     Shape("rgb_3x3B", "RGB blog 32x32 3x3 B groups 3, 384->384", 3, 3, 384, 384, "B", groups=3, n=16, h=32,

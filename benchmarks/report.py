@@ -338,7 +338,7 @@ def sampler_gflops(r):
 
 
 def sampler_executed_gflops(r):
-    """The same counting every executed multiply-add (RGB steps run once per colour channel drawn)."""
+    """The same counting every executed multiply-add (a conv segment runs once per colour pass that needs it)."""
     ei = r["ei"]
     if not (r["flops_live"] and ei.get("macs_per_position") and ei.get("macs_executed_per_position")):
         return None
@@ -440,8 +440,9 @@ def sampler_section(srows, peak):
            "rows and summed). Cached speedup = the row's time / the cached sampler's time, same model and batch, "
            "same run. GFLOP/s (cached only): 2 x live multiply-adds per position (exe.macs_per_position(), dead "
            "masked taps not counted, border taps counted) x H x W x n / time; % of peak against the GEMM peak of "
-           "this run; \"executed\" counts every multiply-add the executor performs (a colour-group model's steps run "
-           "once per colour channel drawn, up to 3x per position: exe.executed_macs_per_position()). Cache MB = exe.cache_floats_per_image() x 4 bytes x n (the ring caches' peak memory).", ""]
+           "this run; \"executed\" counts every multiply-add the executor performs (a conv segment runs in every colour "
+           "pass that computes one of its channels; with the lowering's per-channel phases a colour-group model "
+           "runs each block once: exe.executed_macs_per_position()). Cache MB = exe.cache_floats_per_image() x 4 bytes x n (the ring caches' peak memory).", ""]
     all_groups = []
     for model_id in model_ids:
         mrows = [r for r in srows if r["model_id"] == model_id]
@@ -688,8 +689,8 @@ def readme_table(path):
                     fmt(100 * g / pk if (g and pk) else None, ".0f"),
                     fmt(100 * ge / pk if (ge and pk) else None, ".0f")))
         md += ["", "Naive times are extrapolated from counted steps (REPORT.md says how for each row). \"% of peak\" "
-               "counts each conv once per position; \"executed\" counts every multiply-add performed (an RGB model's "
-               "steps run once per colour channel drawn)."]
+               "counts each conv once per position; \"executed\" counts every multiply-add performed (a conv segment runs "
+               "in every colour pass that computes one of its channels)."]
         md.append("")
     if trows:
         md += ["Training step, keras.io model, batch 128: " + training_summary(trows) + ".", ""]

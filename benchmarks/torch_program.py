@@ -303,6 +303,9 @@ def parse_spec(text):
             attrs["in"] = buffer("in")
             attrs["fn"] = take_enum("fn", REDUCE_FNS)
         phase = take_int("phase")
+        # Optional per-channel phases (phase, count) runs: which colour pass computes each channel in the
+        # cached executor; this full-image executor needs none of it, but the key belongs to the format.
+        attrs["phases"] = take_ints("phases") if "phases" in kv else None
         name = _decode_name(kv.pop("name"), fail) if "name" in kv else ""
         done()
         steps.append(Step(kind=kw, out=out, phase=phase, line=no, name=name, attrs=attrs))

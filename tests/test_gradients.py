@@ -265,3 +265,45 @@ def test_structural_causality(rng, direct, fast_ops, name):
                         assert np.all(block != 0.0), f"block {i}->{j} at {q} should be live"
                     else:
                         assert np.all(block == 0.0), f"block {i}->{j} at {q} must be dead"
+
+
+# --------------------------------------------------------------------------- narrow inputs
+# The input gradient of a layer with 1-4 input channels is one GEMM on dy in place and a gather-add
+# (csrc/core/masked_conv.cc, run_gather_narrow) instead of an im2col copy: first layers of the
+# keras.io (1->128) and RGB (3->128, 3->12 with colour groups) shapes, odd sizes, batch 1, dilation,
+# 'valid', an image smaller than the kernel, and pixel counts that are not multiples of the 4-row tile
+# or the 6-row tile, and a 64-wide panel of (tap, channel) columns partly used.
+NARROW_CASES = [Case(*c) for c in [
+    (2, 9, 11, 1, 128, 7, 7, "A", 1, 1, "same"),
+    (1, 17, 15, 3, 128, 7, 7, "A", 1, 1, "same"),   # 72 (tap, channel) columns: two panels
+    (3, 7, 8, 3, 12, 5, 5, "B", 3, 1, "same"),      # colour groups: one segment per input channel
+    (1, 8, 7, 2, 40, 7, 7, "A", 1, 2, "same"),
+    (1, 9, 9, 4, 33, 3, 5, "B", 1, 1, "valid"),
+    (1, 2, 3, 1, 64, 7, 7, "A", 1, 1, "same"),      # most taps fall outside the image
+]]
+
+
+@pytest.mark.parametrize("c", NARROW_CASES, ids=_case_id)
+def test_narrow_input_gradient_without_im2col(rng, direct, core, fast_ops, close_to_f64, c):
+    x, kernel, dy = _inputs(rng, c)
+    dx64, dk64, sx, sk = _oracle_grads(direct, x, kernel, dy, c)
+    gx_ref, gk_ref = _tape_grads(reference.masked_conv2d, x, kernel, dy, c)
+    out = np.full(x.shape, np.nan, np.float32)  # poisoned: every element must be written
+    dx = core.masked_conv2d_backprop_input(dy, kernel, (c.h, c.w), c.mask, color_groups=c.groups,
+                                           dilation=_dil(c.dilation), padding=c.padding, out=out)
+    assert not np.isnan(out).any(), "NaN left in out: not every element was written"
+    close_to_f64("_core.masked_conv2d_backprop_input (narrow)", np.asarray(dx), gx_ref, dx64, sx)
+    # Images per thread (batch >= threads) and the batch-1 split (pixel blocks, then rows): the same
+    # per-pixel sums in the same order, so the same bits whatever the thread count.
+    threads = core.get_num_threads()
+    try:
+        for t in (1, 4):
+            core.set_num_threads(t)
+            again = core.masked_conv2d_backprop_input(dy, kernel, (c.h, c.w), c.mask, color_groups=c.groups,
+                                                      dilation=_dil(c.dilation), padding=c.padding)
+            np.testing.assert_array_equal(np.asarray(again), out)
+    finally:
+        core.set_num_threads(threads)
+    gx, gk = _tape_grads(fast_ops.masked_conv2d, x, kernel, dy, c)
+    close_to_f64("d ops.masked_conv2d / dx (narrow)", gx, gx_ref, dx64, sx)
+    close_to_f64("d ops.masked_conv2d / dkernel (narrow)", gk, gk_ref, dk64, sk)

@@ -11,7 +11,8 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# Shapes chosen to hit every tile edge: output channels 1..4 (the dot kernel), 5..17 and 63..70
+# Shapes chosen to hit every tile edge: output channels 1..4 (the dot kernel; 1-3 input channels make the
+# input gradient the GEMM-then-gather-add path), 5..17 and 63..70
 # (partial register panels, and 15 with colour groups), pixel counts that are not multiples of the 6-row tile, colour groups,
 # dilation and 'valid' padding.
 SCRIPT = textwrap.dedent(r"""
@@ -27,6 +28,7 @@ SCRIPT = textwrap.dedent(r"""
         (1, 7, 9, 6, 66, 5, "A", 3, 1, "same"), (3, 4, 5, 9, 15, 3, "B", 3, 2, "same"),
         (1, 9, 8, 13, 70, 3, "B", 1, 1, "valid"), (2, 6, 11, 2, 4, 7, "A", 1, 1, "same"),
         (1, 13, 17, 12, 63, 3, "A", 3, 3, "same"), (2, 2, 3, 33, 2, 1, "B", 1, 1, "same"),
+        (2, 9, 11, 1, 128, 7, "A", 1, 1, "same"), (1, 8, 7, 3, 37, 7, "A", 1, 2, "same"),
     ]
     worst = 0.0
     for n, h, w, cin, cout, k, mask, groups, dil, pad in cases:

@@ -179,30 +179,153 @@ def test_progress_reports_rows_without_changing_the_images(capsys):
 
 
 def test_built_program_is_reused_only_while_the_weights_are_the_same():
-    # Sampler keeps its last C++ build and reuses it when n and every constant are identical; a weight
-    # change (training, set_weights) must be seen by the very next call.
+    # Sampler keeps its C++ build (lowered program, causality, spec, packed weights) and reuses it while
+    # every variable the constants read and the conditions are unchanged; a weight change (training,
+    # set_weights, assign) must be seen by the very next call.
     sm = seed_models.keras_io(height=6, width=5, filters=8, blocks=1, seed=3)
     sampler = Sampler(sm.model)
     first = sampler.sample(3, seed=11)
+    builds = sampler._build_count
     exe = sampler._executor(3, [])
     assert sampler._executor(3, []) is exe                  # same weights, same n: reused
-    assert sampler._executor(2, []) is not exe              # another n: rebuilt
+    assert sampler._executor(2, []) is exe                  # no constant has a batch dimension: any n
+    assert sampler._build_count == builds                   # nothing was built again
     np.testing.assert_array_equal(sampler.sample(3, seed=11), first)
     weights = sm.model.get_weights()
     sm.model.set_weights([w * 1.5 + 0.3 for w in weights])
     changed = sampler.sample(3, seed=11)
+    assert sampler._build_count == builds + 1
     np.testing.assert_array_equal(changed, Sampler(sm.model).sample(3, seed=11))
     assert not np.array_equal(changed, first)
     sm.model.set_weights(weights)
     np.testing.assert_array_equal(sampler.sample(3, seed=11), first)
 
 
+def test_a_change_to_one_weight_in_place_invalidates_the_build():
+    # In-place changes (an optimizer's assign_sub, a variable's assign) keep the variable objects: the
+    # cache compares values, so one changed bias entry is enough to rebuild.
+    sm = seed_models.keras_io(height=5, width=6, filters=8, blocks=1, seed=4)
+    sampler = Sampler(sm.model)
+    first = sampler.teacher_forced(np.ones((1, 5, 6, 1), np.float32))
+    bias = [v for v in sm.model.weights if len(v.shape) == 1][-1]
+    bias.assign(bias.numpy() + np.float32(3.0))   # the head's bias: every logit moves by 3
+    moved = sampler.teacher_forced(np.ones((1, 5, 6, 1), np.float32))
+    np.testing.assert_allclose(moved, first + 3.0, rtol=1e-5, atol=1e-5)
+    # A few steps of training change the weights in place too.
+    x = (np.random.default_rng(0).random((4, 5, 6, 1)) > 0.5).astype(np.float32)
+    sm.model.compile(optimizer="adam", loss="binary_crossentropy")
+    untrained = sampler.teacher_forced(x)
+    sm.model.fit(x, x, epochs=2, verbose=0)
+    trained = sampler.teacher_forced(x)
+    assert not np.array_equal(trained, untrained)
+    np.testing.assert_array_equal(trained, Sampler(sm.model).teacher_forced(x))
+    np.testing.assert_array_equal(sampler.sample(2, seed=1), Sampler(sm.model).sample(2, seed=1))
+
+
+def test_build_cache_follows_the_conditions_and_n():
+    # A class-conditional model's constants have a batch dimension (an embedding per image): its build
+    # is per n and per condition values.
+    sm = seed_models.conditional(height=5, width=5)
+    sampler = make_sampler(sm)
+    labels = np.eye(sm.num_classes, dtype=np.float32)[[2, 7]]
+    a = sampler.sample(2, seed=4, conditions=[labels])
+    exe = sampler._executor(2, sampler._check_conditions(2, [labels]))
+    other = np.eye(sm.num_classes, dtype=np.float32)[[7, 2]]
+    assert sampler._executor(2, sampler._check_conditions(2, [other])) is not exe
+    b = sampler.sample(2, seed=4, conditions=[other])
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(sampler.sample(2, seed=4, conditions=[labels]), a)
+    np.testing.assert_array_equal(sampler.sample(1, seed=4, conditions=[labels[:1]]), a[:1])
+    np.testing.assert_array_equal(sampler.sample(2, seed=4, conditions=[labels]), a)
+
+
 def test_executed_macs_count_the_colour_passes():
-    # A grey model runs each step once per position; a colour-group model reruns a step for every
-    # colour channel drawn that it depends on (its phase), so it executes more, at most C + 1 times.
+    # A grey model runs each step once per position. A colour-group model's spec gives every channel its
+    # own phase (phases=), so each channel block is computed once, in the pass of the channels it depends
+    # on: executed == counted. The same spec without phases= runs a step whole in every pass 0..phase.
     grey = Sampler(seed_models.keras_io(height=5, width=6, filters=8, blocks=1).model)._executor(1, [])
     assert grey.executed_macs_per_position() == grey.macs_per_position()
     sm = seed_models.rgb_3x256(height=5, width=6, hidden_dim=2, out_dim=4, n_layers=1)
-    rgb = Sampler(sm.model, head="categorical", levels=256, value_map="level/255",
-                  image_shape=sm.image_shape)._executor(1, [])
-    assert rgb.macs_per_position() < rgb.executed_macs_per_position() <= 4 * rgb.macs_per_position()
+    sampler = Sampler(sm.model, head="categorical", levels=256, value_map="level/255", image_shape=sm.image_shape)
+    rgb = sampler._executor(1, [])
+    assert rgb.executed_macs_per_position() == rgb.macs_per_position()
+    spec, arrays = sampler._last_spec
+    assert " phases=0," in spec
+    whole = _core().ColumnProgram.from_spec(_without_channel_phases(spec), arrays, 0)
+    assert whole.macs_per_position() == rgb.macs_per_position()
+    assert rgb.macs_per_position() < whole.executed_macs_per_position() <= 4 * rgb.macs_per_position()
+
+
+def _core():
+    from pixelcnn_fast._ext import core
+
+    return core()
+
+
+def _without_channel_phases(spec):
+    return "\n".join(" ".join(t for t in line.split(" ") if not t.startswith("phases=")) for line in spec.split("\n"))
+
+
+@pytest.mark.parametrize("model", ["rgb_3x256", "rgb_groups"])
+def test_channel_phases_draw_the_same_images_bit_for_bit(model, rng):
+    # Computing each channel block once (phases=) against the whole step in every pass: the same
+    # arithmetic on the same inputs, so the same logits and levels, bit for bit, at batch 1, 2 and 5.
+    if model == "rgb_3x256":
+        sm = seed_models.rgb_3x256(height=5, width=7, hidden_dim=4, out_dim=8, n_layers=2, seed=2)
+        sampler = Sampler(sm.model, head="categorical", levels=256, value_map="level/255",
+                          image_shape=sm.image_shape)
+    else:
+        sampler = Sampler(_rgb_groups_model(), head="categorical", levels=4, value_map="level/(N-1)")
+    h, w, c = sampler.program.image_shape
+    for n in (1, 2, 5):
+        fast = sampler._executor(n, sampler._zero_conditions(n))
+        spec, arrays = sampler._last_spec
+        whole = _core().ColumnProgram.from_spec(_without_channel_phases(spec), arrays, 0)
+        assert fast.executed_macs_per_position() < whole.executed_macs_per_position()
+        for seed in (0, 3):
+            a = _sample_with(sampler, fast, n, seed)
+            b = _sample_with(sampler, whole, n, seed)
+            np.testing.assert_array_equal(a[0], b[0])
+            np.testing.assert_array_equal(a[1], b[1])
+        image = rng.random((n, h, w, c)).astype(np.float32)
+        np.testing.assert_array_equal(fast.teacher_forced(image), whole.teacher_forced(image))
+
+
+def _sample_with(sampler, exe, n, seed):
+    """(levels, margins) of Sampler.sample run on the given C++ build."""
+    built = sampler._executor
+    sampler._executor = lambda n_, conds: exe
+    try:
+        return sampler.sample(n, seed=seed, return_margins=True)
+    finally:
+        sampler._executor = built
+
+
+def _rgb_groups_model():
+    # Colour groups through MaskedConv2D, a residual add and a 1x1 head with 4 levels per channel; the
+    # blocks have unequal roles (the head's 12 channels: 4 levels per image channel, block by block).
+    inp = keras.Input((6, 5, 3))
+    x = MaskedConv2D(9, 5, mask_type="A", color_groups=3, activation="relu")(inp)
+    y = MaskedConv2D(9, 3, mask_type="B", color_groups=3, activation="relu")(x)
+    x = layers.Add()([x, y])
+    x = MaskedConv2D(12, 1, mask_type="B", color_groups=3)(x)
+    out = layers.Softmax()(layers.Reshape((6, 5, 3, 4))(x))
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(5)
+    model.set_weights([w + rng.standard_normal(w.shape).astype(np.float32) * 0.3 for w in model.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("phases, message", [
+    ("0,2", "covers 2 channels"),
+    ("0,3,1", "pairs"),
+    ("0,4", "largest channel phase"),
+    ("0,2,2,2", "exceeds the step's phase"),
+    ("0,0,1,4", "no channel"),
+])
+def test_bad_channel_phases_are_refused(phases, message):
+    spec = ("pixelcnn_fast.column_program 1\nimage height=2 width=2 channels=1\nbuffers channels=1,4\n"
+            f"act out=1 in=0 fn=relu alpha=0.2 phase=1 phases={phases}\n"
+            "head kind=bernoulli buffer=1 levels=4 scale=1 offset=0\nend\n")
+    with pytest.raises(ValueError, match=message):
+        _core().ColumnProgram.from_spec(spec, [], 1)

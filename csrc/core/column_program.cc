@@ -253,8 +253,65 @@ void ColumnProgram::set_head(const HeadSpec& head) {
   head_ = head;
 }
 
+void ColumnProgram::set_channel_phases(int k, std::vector<int> phases) {
+  if (k < 0 || k >= num_steps()) throw std::invalid_argument("set_channel_phases: step " + std::to_string(k) +
+                                                              " does not exist");
+  ProgramStep& st = steps_[k];
+  if (static_cast<int64_t>(phases.size()) != buffer_channels_[st.out])
+    throw step_error(st.name, std::to_string(phases.size()) + " channel phases for an output of " +
+                                  std::to_string(buffer_channels_[st.out]) + " channels");
+  int top = -1;
+  for (int p : phases) {
+    if (p < 0 || p > st.phase)
+      throw step_error(st.name, "channel phase " + std::to_string(p) + " outside [0, step phase " +
+                                    std::to_string(st.phase) + "]");
+    top = std::max(top, p);
+  }
+  if (top != st.phase)
+    throw step_error(st.name, "the largest channel phase " + std::to_string(top) + " is not the step's phase " +
+                                  std::to_string(st.phase));
+  st.channel_phase = std::move(phases);
+  prepared_ = false;
+}
+
 void ColumnProgram::prepare() const {
   if (prepared_) return;
+  // Per step and colour pass p: the channels pass p computes, as conv segments or a channel range. With
+  // channel phases, a channel of phase q is computed in pass q only (readers at this pixel have a phase
+  // >= q, the draw of image channel c reads head channels of phase <= c). Without them a step's phase is
+  // only an upper bound for its channels, so the step runs whole in every pass 0..phase.
+  pass_parts_.assign(steps_.size(), std::vector<PassPart>(c_ + 1));
+  for (size_t k = 0; k < steps_.size(); ++k) {
+    const ProgramStep& st = steps_[k];
+    auto in_pass = [&](int64_t ch, int p) {
+      return st.channel_phase.empty() ? p <= st.phase : st.channel_phase[ch] == p;
+    };
+    const int64_t cout = buffer_channels_[st.out];
+    for (int p = 0; p <= c_; ++p) {
+      PassPart& part = pass_parts_[k][p];
+      part.lo = cout;
+      part.hi = 0;
+      for (int64_t ch = 0; ch < cout; ++ch)
+        if (in_pass(ch, p)) {
+          part.lo = std::min(part.lo, ch);
+          part.hi = ch + 1;
+        }
+      part.run = part.lo < part.hi;
+      if (!part.run) continue;
+      if (st.kind == StepKind::kConv) {
+        for (size_t g = 0; g < st.plan.segs.size(); ++g) {
+          bool any = false;
+          for (int64_t ch = st.plan.segs[g].d0; ch < st.plan.segs[g].d1 && !any; ++ch) any = in_pass(ch, p);
+          if (any) part.segs.push_back(static_cast<int>(g));
+        }
+        part.whole = part.segs.size() == st.plan.segs.size();
+      } else {
+        // Elementwise kinds compute [lo, hi) only; the others (mixing channels) run whole.
+        part.whole = !(st.kind == StepKind::kAct || st.kind == StepKind::kBinary || st.kind == StepKind::kGather) ||
+                     (part.lo == 0 && part.hi == cout);
+      }
+    }
+  }
   // Rows a buffer's cache must hold: its own row plus the furthest row above that a live tap reads.
   ring_rows_.assign(buffer_channels_.size(), 1);
   for (const ProgramStep& st : steps_)
@@ -299,17 +356,34 @@ int64_t now_ns() {
 }  // namespace
 
 int64_t ColumnProgram::executed_macs_per_position() const {
-  int max_phase = 0;
-  for (const ProgramStep& st : steps_) max_phase = std::max(max_phase, st.phase);
+  prepare();
   int64_t total = 0;
-  for (const ProgramStep& st : steps_) {
+  for (size_t k = 0; k < steps_.size(); ++k) {
+    const ProgramStep& st = steps_[k];
     if (st.kind != StepKind::kConv) continue;
-    // The passes of sample(): c = 0..C-1 run steps of phase >= c; pass C runs when max_phase >= C.
-    int64_t runs = std::min(st.phase, c_ - 1) + 1;
-    if (max_phase >= c_ && st.phase >= c_) ++runs;
-    total += runs * st.taps.live_macs_per_pixel();
+    const int64_t cout = buffer_channels_[st.out];
+    for (const PassPart& part : pass_parts_[k]) {
+      if (!part.run) continue;
+      if (part.whole) {
+        total += st.taps.live_macs_per_pixel();
+        continue;
+      }
+      for (int g : part.segs)  // live multiply-adds of the segment's destination channels
+        for (int64_t o = st.plan.segs[g].d0; o < st.plan.segs[g].d1; ++o)
+          for (int t = 0; t < st.taps.num_taps(); ++t) total += st.taps.hi[t * cout + o] - st.taps.lo[t * cout + o];
+    }
   }
   return total;
+}
+
+void ColumnProgram::run_pass(Slice& s, int64_t i, int64_t j, int p, int64_t* ns) const {
+  for (size_t k = 0; k < steps_.size(); ++k) {
+    const PassPart& part = pass_parts_[k][p];
+    if (!part.run) continue;
+    const int64_t t0 = ns != nullptr ? now_ns() : 0;
+    run_step(s, steps_[k], i, j, part.whole ? nullptr : &part);
+    if (ns != nullptr) ns[k] += now_ns() - t0;
+  }
 }
 
 void ColumnProgram::run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int64_t* ns) const {
@@ -326,11 +400,13 @@ void ColumnProgram::run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int
   }
 }
 
-void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j) const {
+void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j, const PassPart* part) const {
   const Kernels& kern = active_kernels();
   const int64_t nb = s.nb;
+  // Elementwise kinds compute output channels [c0, c0 + cout) (part: one colour pass's channels).
+  const int64_t c0 = part != nullptr ? part->lo : 0;
   {
-    const int64_t cout = buffer_channels_[st.out];
+    const int64_t cout = part != nullptr ? part->hi - part->lo : buffer_channels_[st.out];
     switch (st.kind) {
       case StepKind::kConv: {
         const detail::GatherPlan& pl = st.plan;
@@ -351,7 +427,13 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
           }
         }
         (void)cin;
-        detail::gemm_segments(kern, pl, col, nb, s.px(*this, st.out, i, 0, j), w_ * cout);
+        const int64_t ldd = w_ * buffer_channels_[st.out];
+        if (part == nullptr) {
+          detail::gemm_segments(kern, pl, col, nb, s.px(*this, st.out, i, 0, j), ldd);
+        } else {
+          float* out = s.px(*this, st.out, i, 0, j);
+          for (int g : part->segs) detail::gemm_segment(kern, pl, pl.segs[g], col, nb, out, ldd);
+        }
         break;
       }
       case StepKind::kBinary: {
@@ -370,7 +452,9 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
             bstride = cb > 1 ? 1 : 0;
           }
           const int64_t astride = ca > 1 ? 1 : 0;
-          float* y = s.px(*this, st.out, i, img, j);
+          a += c0 * astride;
+          b += c0 * bstride;
+          float* y = s.px(*this, st.out, i, img, j) + c0;
           if (st.const_first)
             apply_binary_row(st.binary, b, bstride, a, astride, y, cout);
           else
@@ -380,8 +464,8 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
       }
       case StepKind::kAct:
         for (int64_t img = 0; img < nb; ++img) {
-          const float* a = s.px(*this, st.ins[0], i, img, j);
-          float* y = s.px(*this, st.out, i, img, j);
+          const float* a = s.px(*this, st.ins[0], i, img, j) + c0;
+          float* y = s.px(*this, st.out, i, img, j) + c0;
           apply_act_row(st.act, st.alpha, a, y, cout);
         }
         break;
@@ -405,7 +489,7 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
         for (int64_t img = 0; img < nb; ++img) {
           const float* a = s.px(*this, st.ins[0], i, img, j);
           float* y = s.px(*this, st.out, i, img, j);
-          for (int64_t ch = 0; ch < cout; ++ch) y[ch] = a[st.channels[ch]];
+          for (int64_t ch = c0; ch < c0 + cout; ++ch) y[ch] = a[st.channels[ch]];
         }
         break;
       case StepKind::kSoftmax:
@@ -494,8 +578,6 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
                            double* step_seconds) const {
   if (head_.buffer < 0) throw std::invalid_argument("sample: no head set");
   prepare();
-  int max_phase = 0;
-  for (const ProgramStep& st : steps_) max_phase = std::max(max_phase, st.phase);
   const int L = head_.levels;
   const size_t nsteps = steps_.size();
   std::mutex profile_mutex;
@@ -510,7 +592,7 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
         // The image at this position is unknown until drawn: zero it (the slot held an older row).
         for (int64_t img = 0; img < s.nb; ++img) std::memset(s.px(*this, 0, i, img, j), 0, c_ * sizeof(float));
         for (int c = 0; c < c_; ++c) {
-          run_steps(s, i, j, c, prof);  // pass c: everything that may depend on channels drawn so far
+          run_pass(s, i, j, c, prof);  // pass c: the channels that depend on exactly the c drawn so far
           const int64_t t_draw = prof != nullptr ? now_ns() : 0;
           for (int64_t img = 0; img < s.nb; ++img) {
             const float* values = s.px(*this, head_.buffer, i, img, j) + int64_t(c) * L;
@@ -525,7 +607,7 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
           }
           if (prof != nullptr) prof[nsteps] += now_ns() - t_draw;
         }
-        if (max_phase >= c_) run_steps(s, i, j, c_, prof);  // steps that read the last channel at this pixel
+        run_pass(s, i, j, c_, prof);  // the channels that read the last channel at this pixel (if any)
       }
       if (on_row && b0 == 0) on_row(i + 1);
     }

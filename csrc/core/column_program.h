@@ -8,8 +8,11 @@
 //
 // Channels of one pixel (R, G, B) are drawn in order. A step's phase is the number of image channels
 // at its own pixel that its output depends on (from the lowering's frontiers): after image channel c is
-// drawn, steps of phase > c are recomputed, so every cached value is exact and a grayscale model whose
-// steps all have phase 0 computes each step once per position.
+// drawn, pass c + 1 computes the channels of phase c + 1: with per-channel phases (set_channel_phases,
+// written by the lowering) pass p runs only the conv segments and elementwise channel ranges that hold a
+// channel of phase p, so an RGB colour-group model computes each channel block once, not once per channel
+// drawn; a step without them runs whole in every pass 0..phase. Every cached value is exact, and a
+// grayscale model whose steps all have phase 0 computes each step once per position.
 #pragma once
 
 #include <cstdint>
@@ -45,7 +48,8 @@ struct ProgramStep {
   StepKind kind = StepKind::kAct;
   int out = 0;
   std::vector<int> ins;
-  int phase = 0;
+  int phase = 0;                    // the largest of its channels' phases
+  std::vector<int> channel_phase;   // per output channel (empty: every channel has `phase`)
   std::string name;  // the layer it came from, for error messages
   // kConv
   TapSet taps;
@@ -95,6 +99,9 @@ class ColumnProgram {
   void add_softmax(int out, int in, int group, bool log, int phase, const std::string& name);
   void add_reduce(int out, int in, ReduceFn fn, int phase, const std::string& name);
   void set_head(const HeadSpec& head);
+  // Output channel c of step k depends on the first phases[c] image channels at its own pixel (<= the
+  // step's phase, the largest equal to it): the colour pass that computes it. Throws naming the step.
+  void set_channel_phases(int k, std::vector<int> phases);
 
   // Feeds `image` (n, H, W, C) and writes the head buffer at every position to `head_out`
   // (n, H, W, head channels): the teacher-forced check that the cached path equals a full pass.
@@ -120,9 +127,10 @@ class ColumnProgram {
   int64_t cache_floats_per_image() const;
   // Multiply-adds per position per image over live taps (convs only), for GFLOP/s reports.
   int64_t macs_per_position() const;
-  // The same, counting every time a step runs: with colour channels a step of phase p runs in the passes
-  // c = 0..min(p, C-1) (and once more after the last channel when p >= C), so an RGB model executes up
-  // to 3x macs_per_position(); a grey model with every step at phase 0 executes it exactly.
+  // The same, counting what the colour passes run: per pass, a conv's segments (destination channel
+  // ranges) holding a channel computed in that pass. With per-channel phases an RGB colour-group model
+  // executes macs_per_position() (each block once); without them a step of phase p runs in passes 0..p,
+  // up to (C + 1)x; a grey model with every step at phase 0 executes it exactly.
   int64_t executed_macs_per_position() const;
 
   // The program as flat tables for the GPU executor and its host emulation (flat_program.h).
@@ -130,11 +138,20 @@ class ColumnProgram {
 
  private:
   struct Slice;  // per-thread ring caches of a contiguous range of images
+  // What one step computes in one colour pass: nothing, all of it, or the conv segments `segs` /
+  // the channels [lo, hi) of an elementwise step that hold a channel of that pass's phase.
+  struct PassPart {
+    bool run = false, whole = true;
+    int64_t lo = 0, hi = 0;
+    std::vector<int> segs;
+  };
   void prepare() const;
+  // The steps' parts of colour pass p (0..C) at (i, j); ns as run_steps.
+  void run_pass(Slice& s, int64_t i, int64_t j, int p, int64_t* ns = nullptr) const;
   Slice make_slice(int64_t b0, int64_t b1) const;  // ring caches for images [b0, b1)
   // Steps of phase >= min_phase at (i, j); ns (optional, one entry per step) accumulates their times.
   void run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int64_t* ns = nullptr) const;
-  void run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j) const;
+  void run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j, const PassPart* part = nullptr) const;
   void check_buffer(int b, const char* what, const std::string& name) const;
 
   int h_, w_, c_;
@@ -143,6 +160,7 @@ class ColumnProgram {
   std::vector<ConstTensor> consts_;
   HeadSpec head_;
   mutable std::vector<int> ring_rows_;  // rows cached per buffer
+  mutable std::vector<std::vector<PassPart>> pass_parts_;  // [step][pass 0..C]
   mutable bool prepared_ = false;
 };
 

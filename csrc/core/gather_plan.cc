@@ -118,18 +118,21 @@ void pack_segments(const Kernels& kern, const TapWeight& weight, GatherPlan* pla
 }
 
 
+void gemm_segment(const Kernels& kern, const GatherPlan& plan, const Segment& s, const float* col, int64_t rows,
+                  float* dst, int64_t ldd) {
+  float* c = dst + s.d0;
+  if (s.dot) {
+    kern.gemm_dot({col, plan.kcol, rows, s.ranges.data(), static_cast<int>(s.ranges.size()), s.k, s.b.data(),
+                   s.d1 - s.d0, c, ldd});
+  } else {
+    kern.gemm({col, plan.kcol, rows, s.ranges.data(), static_cast<int>(s.ranges.size()), s.b.data(), s.d1 - s.d0,
+               c, ldd});
+  }
+}
+
 void gemm_segments(const Kernels& kern, const GatherPlan& plan, const float* col, int64_t rows, float* dst,
                    int64_t ldd) {
-  for (const Segment& s : plan.segs) {
-    float* c = dst + s.d0;
-    if (s.dot) {
-      kern.gemm_dot({col, plan.kcol, rows, s.ranges.data(), static_cast<int>(s.ranges.size()), s.k, s.b.data(),
-                     s.d1 - s.d0, c, ldd});
-    } else {
-      kern.gemm({col, plan.kcol, rows, s.ranges.data(), static_cast<int>(s.ranges.size()), s.b.data(), s.d1 - s.d0,
-                 c, ldd});
-    }
-  }
+  for (const Segment& s : plan.segs) gemm_segment(kern, plan, s, col, rows, dst, ldd);
 }
 
 }  // namespace detail

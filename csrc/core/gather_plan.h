@@ -51,6 +51,9 @@ void pack_segments(const Kernels& kern, const TapWeight& weight, GatherPlan* pla
 // destination row r is written at dst + r * ldd.
 void gemm_segments(const Kernels& kern, const GatherPlan& plan, const float* col, int64_t rows, float* dst,
                    int64_t ldd);
+// The same for one segment (its destination channels only).
+void gemm_segment(const Kernels& kern, const GatherPlan& plan, const Segment& s, const float* col, int64_t rows,
+                  float* dst, int64_t ldd);
 
 }  // namespace detail
 }  // namespace pcf

@@ -1,4 +1,5 @@
-// Core (framework-free C++17): masked conv drivers — im2col over live taps, then the microkernels.
+// Core (framework-free C++17): masked conv drivers — im2col over live taps, then the microkernels (for
+// narrow outputs: the GEMM on the source in place, then a gather-add of its columns).
 #include "masked_conv.h"
 
 #include <algorithm>
@@ -57,7 +58,7 @@ int64_t block_pixels(int64_t kcol) {
 
 // Gathers pixels [m0, m0 + rows) of the destination (flattened n, i, j) into col (rows x kcol). Works
 // in runs of pixels on one destination row: per run and piece the in-bounds interval is computed once,
-// then copied (a strided scalar loop when the piece is one channel wide, as in a first layer) with the
+// then copied (a plain loop when the piece is at most 8 channels wide, as in a first layer) with the
 // out-of-image ends zeroed.
 void im2col(const GatherPlan& plan, const float* src, int64_t m0, int64_t rows, float* col) {
   const int64_t per_image = plan.hd * plan.wd, kcol = plan.kcol, cs = plan.cs;
@@ -82,6 +83,9 @@ void im2col(const GatherPlan& plan, const float* src, int64_t m0, int64_t rows, 
       const float* s = src_img + (si * plan.ws + j0 + pc.ox) * cs + pc.c0;
       if (len == 1) {
         for (int64_t q = lo; q < hi; ++q) d[q * kcol] = s[q * cs];
+      } else if (len <= 8) {  // a few channels (an RGB first layer): a plain loop, not a libc call per pixel
+        for (int64_t q = lo; q < hi; ++q)
+          for (int64_t c = 0; c < len; ++c) d[q * kcol + c] = s[q * cs + c];
       } else {
         for (int64_t q = lo; q < hi; ++q) std::memcpy(d + q * kcol, s + q * cs, len * sizeof(float));
       }
@@ -91,10 +95,91 @@ void im2col(const GatherPlan& plan, const float* src, int64_t m0, int64_t rows, 
   }
 }
 
+// Narrow destinations (every segment <= kern.dot_max_n channels: the input gradient of a first layer
+// with 1-4 input channels, a 1-channel head): an im2col block would copy kcol floats per pixel (24 taps
+// x 128 channels of dy for a 7x7 mask-A 1->128 layer) to form <= 4 dot products, as many loads as the
+// products themselves. Instead, per image, one GEMM with no copy at all multiplies every source pixel
+// by every (piece, destination channel) weight column, Z[p, piece, d] = sum_c src[p, c] W[piece, c, d]
+// (M = pixels, K = source channels, N = pieces x destination channels: a shape the panel microkernel
+// runs near its peak), and each destination pixel then adds its pieces' entries of Z at their offsets:
+// dst[q, d] = sum_piece Z[q + offset, piece, d], over the pieces that land inside the image. A weight
+// outside a piece's live range is 0 in the GEMM's B (never read by the gather form either).
+void run_gather_narrow(const Kernels& kern, const GatherPlan& plan, const float* src, float* dst,
+                       const Parallel& par) {
+  const int64_t npieces = static_cast<int64_t>(plan.pieces.size()), cd = plan.cd, cs = plan.cs;
+  const int64_t nz = npieces * cd, hws = plan.hs * plan.ws, hwd = plan.hd * plan.wd;
+  if (nz == 0) {
+    std::fill(dst, dst + plan.n * hwd * cd, 0.0f);
+    return;
+  }
+  // The packed segments' weights back into B[c][piece * cd + d], then into the gemm's panels.
+  std::vector<int64_t> col_piece(plan.kcol);
+  std::vector<int32_t> col_ch(plan.kcol);
+  for (int64_t p = 0; p < npieces; ++p)
+    for (int32_t c = plan.pieces[p].c0; c < plan.pieces[p].c1; ++c) {
+      col_piece[plan.pieces[p].col + c - plan.pieces[p].c0] = p;
+      col_ch[plan.pieces[p].col + c - plan.pieces[p].c0] = c;
+    }
+  const int64_t panel = kern.panel, panels = (nz + panel - 1) / panel;
+  std::vector<float> bpack(panels * cs * panel, 0.0f);
+  for (const Segment& sg : plan.segs) {
+    int64_t kk = 0;
+    for (const KRange& r : sg.ranges)
+      for (int64_t col = r.begin; col < r.end; ++col, ++kk)
+        for (int64_t d = sg.d0; d < sg.d1; ++d) {
+          const int64_t z = col_piece[col] * cd + d;
+          bpack[((z / panel) * cs + col_ch[col]) * panel + z % panel] = sg.b[(d - sg.d0) * sg.k + kk];
+        }
+  }
+  const KRange all{0, cs};
+  // dst rows [r0, r1) (over n x hd) of one image's or the whole batch's Z (z: image img0's first pixel).
+  auto gather_rows = [&](const float* z, int64_t img0, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t img = r / plan.hd, i = r % plan.hd;
+      const float* zi = z + (img - img0) * hws * nz;
+      for (int64_t j = 0; j < plan.wd; ++j) {
+        float* o = dst + ((img * plan.hd + i) * plan.wd + j) * cd;
+        for (int64_t d = 0; d < cd; ++d) o[d] = 0.0f;
+        for (int64_t p = 0; p < npieces; ++p) {
+          const int64_t si = i + plan.pieces[p].oy, sj = j + plan.pieces[p].ox;
+          if (si < 0 || si >= plan.hs || sj < 0 || sj >= plan.ws) continue;
+          const float* zp = zi + (si * plan.ws + sj) * nz + p * cd;
+          for (int64_t d = 0; d < cd; ++d) o[d] += zp[d];
+        }
+      }
+    }
+  };
+  if (plan.n >= par.num_threads()) {  // images per thread, each image's Z in cache
+    par.for_each(plan.n, hws * (cs + 1) * nz, [&](int64_t i0, int64_t i1) {
+      std::vector<float> z(hws * nz + 16);
+      for (int64_t img = i0; img < i1; ++img) {
+        kern.gemm({src + img * hws * cs, cs, hws, &all, 1, bpack.data(), nz, z.data(), nz});
+        gather_rows(z.data(), img, img * plan.hd, (img + 1) * plan.hd);
+      }
+    });
+    return;
+  }
+  // Fewer images than threads (batch 1): the GEMM split by pixel blocks, then the gather by rows.
+  std::vector<float> z(plan.n * hws * nz + 16);
+  const int64_t total = plan.n * hws, mb = 96, blocks = (total + mb - 1) / mb;
+  par.for_each(blocks, mb * (cs + 1) * nz, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t m0 = b * mb, rows = std::min(mb, total - m0);
+      kern.gemm({src + m0 * cs, cs, rows, &all, 1, bpack.data(), nz, z.data() + m0 * nz, nz});
+    }
+  });
+  par.for_each(plan.n * plan.hd, plan.wd * (npieces * cd + 1),
+               [&](int64_t r0, int64_t r1) { gather_rows(z.data(), 0, r0, r1); });
+}
+
 void run_gather_gemm(const GatherPlan& plan, const float* src, float* dst, const Parallel& par) {
   const Kernels& kern = active_kernels();
   const int64_t total = plan.n * plan.hd * plan.wd;
   if (total == 0) return;
+  if (!plan.segs.empty() && std::all_of(plan.segs.begin(), plan.segs.end(), [](const Segment& s) { return s.dot; })) {
+    run_gather_narrow(kern, plan, src, dst, par);
+    return;
+  }
   const int64_t mb = block_pixels(plan.kcol);
   const int64_t blocks = (total + mb - 1) / mb;
   const int64_t cost = mb * (plan.kcol + 1) * plan.cd;

@@ -380,6 +380,22 @@ ProgramSpec parse_program_spec(const std::string& text) {
         break;
     }
     step.phase = static_cast<int>(st.take_int("phase", 0, spec.channels));
+    if (st.has("phases")) {
+      const std::string tok = "phases";
+      step.phase_runs = st.take_ints("phases", 0, kMaxDim);
+      int64_t total = 0, top = -1;
+      if (step.phase_runs.size() % 2 != 0) st.fail(tok, "phases= lists (phase, count) pairs");
+      for (size_t k = 0; k < step.phase_runs.size(); k += 2) {
+        if (step.phase_runs[k] > step.phase) st.fail(tok, "a channel's phase exceeds the step's phase");
+        if (step.phase_runs[k + 1] < 1) st.fail(tok, "a run of phases= has no channel");
+        top = std::max(top, step.phase_runs[k]);
+        total += step.phase_runs[k + 1];
+      }
+      if (total != spec.buffer_channels[step.out])
+        st.fail(tok, "phases= covers " + std::to_string(total) + " channels, the output has " +
+                         std::to_string(spec.buffer_channels[step.out]));
+      if (top != step.phase) st.fail(tok, "the largest channel phase must be the step's phase");
+    }
     step.name = st.take_name();
     st.finish();
     spec.steps.push_back(std::move(step));
@@ -454,6 +470,10 @@ std::string format_program_spec(const ProgramSpec& spec) {
         break;
     }
     os << " phase=" << st.phase;
+    if (!st.phase_runs.empty()) {
+      os << " phases=";
+      for (size_t k = 0; k < st.phase_runs.size(); ++k) os << (k ? "," : "") << st.phase_runs[k];
+    }
     if (!st.name.empty()) os << " name=" << encode_name(st.name);
     os << '\n';
   }
@@ -542,6 +562,12 @@ ColumnProgram build_from_spec(const ProgramSpec& spec, const std::vector<ConstTe
         case StepKind::kReduce:
           prog.add_reduce(st.out, st.in, st.reduce, st.phase, st.name);
           break;
+      }
+      if (!st.phase_runs.empty()) {
+        std::vector<int> phases;
+        for (size_t k = 0; k < st.phase_runs.size(); k += 2)
+          phases.insert(phases.end(), static_cast<size_t>(st.phase_runs[k + 1]), static_cast<int>(st.phase_runs[k]));
+        prog.set_channel_phases(prog.num_steps() - 1, std::move(phases));
       }
     } catch (const std::invalid_argument& e) {
       throw std::invalid_argument("program spec line " + std::to_string(st.line) + ": " + e.what());

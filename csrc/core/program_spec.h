@@ -26,6 +26,11 @@
 //   gather out=b in=b channels=0,2,... phase=p name=...
 //   softmax out=b in=b group=g log=0|1 phase=p name=...
 //   reduce out=b in=b fn=sum|mean|max|min phase=p name=...
+//   any step may add phases=p,n,p,n,...: its output channels' own phases as runs (n channels of phase p,
+//   in channel order, summing to the output's channels, each p <= phase, the largest == phase); without
+//   it every channel has the step's phase. The executor then computes a channel only in the colour pass
+//   of its own phase (an RGB colour-group model's blocks once each instead of once per channel drawn).
+//   It is the one optional key besides name=.
 //   head kind=bernoulli|logits|probs buffer=b levels=L scale=s offset=o
 //   end                                                   last statement: guards against truncation
 //
@@ -67,6 +72,7 @@ struct SpecStep {
   bool log = false;
   ReduceFn reduce = ReduceFn::kSum;
   int phase = 0;
+  std::vector<int64_t> phase_runs;  // phases=: (phase, count) pairs; empty: every channel at `phase`
   std::string name;
   int line = 0;  // where it was parsed (0: built in code), for build errors
 };
