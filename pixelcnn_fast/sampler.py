@@ -250,8 +250,7 @@ class Sampler:
         against ~0.7 ms for 38 eager reads)."""
         if getattr(self, "_read_vars_fn", None) is None:
             p = self.program
-            h, w, c = p.image_shape
-            fn = p.trace.get_concrete_function(tf.TensorSpec((None, h, w, c), tf.float32), *p.cond_specs)
+            fn = p.trace.get_concrete_function(p.image_spec, *p.cond_specs)
             variables = list(fn.variables)
             self._read_vars_fn = tf.function(lambda: [tf.convert_to_tensor(v) for v in variables],
                                              autograph=False)
