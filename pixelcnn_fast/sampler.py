@@ -62,6 +62,25 @@ def _const_4d(value):
     return np.ascontiguousarray(v)
 
 
+def _check_call_args(fn, n, seed, temperature, image_offset):
+    """(n, seed, temperature, image_offset) as Python numbers, or a ValueError naming the argument."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{fn}: n must be an int >= 1, got {n!r}")
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not np.isfinite(t) or t <= 0:
+        raise ValueError(f"{fn}: temperature must be a positive finite number, got {temperature!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 64:
+        raise ValueError(f"{fn}: seed must be an int in [0, 2**64), got {seed!r}")
+    if (isinstance(image_offset, bool) or not isinstance(image_offset, (int, np.integer)) or image_offset < 0
+            or int(image_offset) + int(n) > 2 ** 32):
+        raise ValueError(f"{fn}: image_offset must be an int >= 0 with image_offset + n <= 2**32 (image indices "
+                         f"are 32-bit), got image_offset={image_offset!r}, n={n!r}")
+    return int(n), int(seed), t, int(image_offset)
+
+
 class Sampler:
     """Samples images from a causal PixelCNN-style Keras model with the cached C++ executor.
 
@@ -203,29 +222,29 @@ class Sampler:
         return self._last_cuda
 
     # ------------------------------------------------------------------------------------------
-    def sample(self, n, seed=0, temperature=1.0, conditions=None, progress=False, return_margins=False):
+    def sample(self, n, seed=0, temperature=1.0, conditions=None, progress=False, return_margins=False,
+               image_offset=0):
         """Draws n images: integer levels (n, H, W, C). The same seed gives the same images as the
         naive loops (pixelcnn_fast.naive) up to float rounding at a CDF boundary (return_margins=True
-        also returns each draw's distance to the nearest boundary)."""
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"Sampler.sample: n must be an int >= 1, got {n!r}")
-        t = float(temperature)
-        if not np.isfinite(t) or t <= 0:
-            raise ValueError(f"Sampler.sample: temperature must be a positive finite number, got {temperature!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 64:
-            raise ValueError(f"Sampler.sample: seed must be an int in [0, 2**64), got {seed!r}")
-        conds = self._check_conditions(int(n), conditions)
+        also returns each draw's distance to the nearest boundary).
+
+        image_offset: the call draws images image_offset .. image_offset + n - 1 of the stream `seed`
+        defines (DESIGN.md, global image index), so any split of a job into calls, processes or machines
+        draws the images one call would. Conditions are still one row per image of this call."""
+        fn = "Sampler.sample"
+        n, seed, t, image_offset = _check_call_args(fn, n, seed, temperature, image_offset)
+        conds = self._check_conditions(n, conditions)
         if self.backend == "cuda":
             if progress:
                 raise ValueError("Sampler.sample: progress=True needs backend='cpu' (the GPU draws every row "
                                  "in one kernel, with no host step per row to report)")
-            levels, margins = self._cuda_program(int(n), conds).sample(int(n), int(seed), t)
+            levels, margins = self._cuda_program(n, conds).sample(n, seed, t, image_offset)
             levels, margins = levels.get(), margins.get()
             return (levels, margins) if return_margins else levels
-        exe = self._executor(int(n), conds)
+        exe = self._executor(n, conds)
         h, w, c = self.program.image_shape
-        on_row = _ProgressBar(h, w, int(n)) if progress else None
-        levels, margins = exe.sample(int(n), int(seed), t, 0, h, w, c, on_row)
+        on_row = _ProgressBar(h, w, n) if progress else None
+        levels, margins = exe.sample(n, seed, t, image_offset, h, w, c, on_row)
         if on_row is not None:
             on_row.close()
         return (levels, margins) if return_margins else levels

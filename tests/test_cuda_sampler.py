@@ -156,6 +156,24 @@ def test_emulated_gpu_loops_draw_the_cpu_executors_images(name, rng):
         np.testing.assert_array_equal(np.isfinite(got_margins), True)
 
 
+SPLITS = ([1, 1, 1, 1, 1], [2, 3], [4, 1], [1, 3, 1])
+
+
+@pytest.mark.parametrize("name", [k for k in NAMES if PROGRAMS[k][2] == 0])  # no per-image constants
+def test_emulated_gpu_loops_split_into_calls_with_offsets_draw_the_one_call_images(name, rng):
+    """The global image index (DESIGN.md) on the GPU executor's loops: any split of a job into calls with
+    image_offset draws the images of one call, bit for bit."""
+    program, _ = cpu_program(name)
+    seed, start = int(rng.integers(0, 2 ** 63)), int(rng.integers(0, 2 ** 31))
+    whole, _ = program.sample_emulated(5, seed, 1.0, start, 2)
+    for sizes in SPLITS:
+        offsets = np.cumsum([0] + sizes[:-1])
+        parts = [program.sample_emulated(k, seed, 1.0, start + int(o), 1)[0] for k, o in zip(sizes, offsets)]
+        np.testing.assert_array_equal(np.concatenate(parts), whole, err_msg=f"{name}: split {sizes}")
+    with pytest.raises(ValueError, match=r"sample_emulated: image_offset must be >= 0 and image_offset \+ n <= 2\*\*32"):
+        program.sample_emulated(2, seed, 1.0, 2 ** 32 - 1, 1)
+
+
 def test_gpu_program_fuses_elementwise_chains_into_convs():
     """keras.io's conv -> bias -> relu (-> residual add) chains become one GPU step each (the teacher-forcing
     and sampling tests above show the fused program computes the same values)."""
@@ -338,3 +356,17 @@ def test_sampler_cuda_backend_matches_cpu(gpu, skip_not_a_gpu_problem):
     assert_same_draws(got, got_margins, levels, margins, 2, 1e-5, 1.0, "Sampler(backend='cuda')")
     image = levels.astype(np.float32)
     np.testing.assert_allclose(gpu_sampler.teacher_forced(image), cpu.teacher_forced(image), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["keras_io", "rgb_3x256"])
+def test_cuda_sampler_split_into_calls_with_offsets_draws_the_one_call_images(gpu, name, rng):
+    cupy, cuda = gpu
+    gp = gpu_program(cuda, name)
+    seed, start = int(rng.integers(0, 2 ** 63)), int(rng.integers(0, 2 ** 31))
+    whole = cupy.asnumpy(gp.sample(5, seed, 1.0, start)[0])
+    for sizes in SPLITS:
+        offsets = np.cumsum([0] + sizes[:-1])
+        parts = [cupy.asnumpy(gp.sample(k, seed, 1.0, start + int(o))[0]) for k, o in zip(sizes, offsets)]
+        np.testing.assert_array_equal(np.concatenate(parts), whole, err_msg=f"{name}: split {sizes}")
+    with pytest.raises(ValueError, match=r"image_offset must be >= 0 and image_offset \+ n <= 2\*\*32"):
+        gp.sample(2, seed, 1.0, 2 ** 32 - 1)

@@ -493,6 +493,8 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
                            float* margins, const Parallel& par, const std::function<void(int64_t)>& on_row,
                            double* step_seconds) const {
   if (head_.buffer < 0) throw std::invalid_argument("sample: no head set");
+  const std::string range_err = image_range_error(n, image_offset, "sample");
+  if (!range_err.empty()) throw std::invalid_argument(range_err);
   prepare();
   int max_phase = 0;
   for (const ProgramStep& st : steps_) max_phase = std::max(max_phase, st.phase);

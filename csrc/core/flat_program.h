@@ -28,6 +28,11 @@
 
 namespace pcf {
 
+// Images [image_offset, image_offset + n) of a seed's stream (DESIGN.md: global image index): Philox numbers
+// images with 32 bits, so image_offset >= 0 and image_offset + n <= 2**32. "" when fine, else a message
+// starting with fn (the CPU executor, the emulation and the CUDA launch all check with this).
+std::string image_range_error(int64_t n, int64_t image_offset, const char* fn);
+
 // Images one conv work item computes: its weights are read once for all of them.
 constexpr int kImagesPerItem = 4;
 

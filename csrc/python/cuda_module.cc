@@ -396,8 +396,8 @@ py::tuple program_sample(const CudaProgram& p, int64_t n, uint64_t seed, double 
   if (!(t > 0.0f) || !std::isfinite(t))
     throw py::value_error(std::string(fn) + ": temperature must be a positive finite number, got " +
                           std::to_string(temperature));
-  if (image_offset < 0)
-    throw py::value_error(std::string(fn) + ": image_offset must be >= 0, got " + std::to_string(image_offset));
+  const std::string range_err = pcf::image_range_error(n, image_offset, fn);
+  if (!range_err.empty()) throw py::value_error(range_err);
   check_launch_shape(images_per_block, threads, fn);
   const pcf::FlatProgram& h = p.host();
   const std::string err0 = h.check_call(n, images_per_block == 0 ? 1 : images_per_block, fn);
