@@ -1,4 +1,4 @@
-"""Python front end: the `pixelcnn-fast` command line (sample, check, bench, train).
+"""Python front end: the `pixelcnn-fast` command line (sample, complete, check, bench, train).
 
 Every failure a user can cause (a missing or corrupt model file, a bad --n / --temperature / --seed, an
 unwritable --out, a non-causal or unsupported model) ends as ONE line on stderr, `pixelcnn-fast
@@ -189,6 +189,65 @@ def cmd_sample(args):
     return 0
 
 
+def _image_levels(path, sampler):
+    """--image as the model's levels (1, H, W, C): a grey PNG for one channel, RGB for three; pixel p becomes
+    level round(p * (L - 1) / 255) (for a bernoulli model: p >= 128 is 1)."""
+    import numpy as np
+
+    from pixelcnn_fast.png import read_png
+
+    h, w, c = sampler.program.image_shape
+    if not os.path.isfile(path):
+        raise CliError(f"cannot read --image '{path}': no such file")
+    try:
+        pixels = read_png(path)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read --image '{path}': {_one_line(exc)}") from exc
+    pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
+    if pixels.shape != (h, w, c):
+        raise CliError(f"--image '{path}' is {'x'.join(map(str, pixels.shape))}, the model takes {h}x{w}x{c} "
+                       f"({'a grey' if c == 1 else 'an RGB'} PNG of that size)")
+    top = sampler.levels - 1
+    return np.rint(pixels.astype(np.float64) * (top / 255.0)).astype(np.int32)[None]
+
+
+def cmd_complete(args):
+    import numpy as np
+
+    from pixelcnn_fast.png import grid_shape, image_grid, write_png
+
+    _check_count(args.n)
+    _check_seed(args.seed)
+    _check_temperature(args.temperature)
+    _check_writable(args.out)
+    _value_map(args.value_map)
+    model = load_model(_model_path(args.model))
+    sampler = _make_sampler(model, args)
+    h, w, c = sampler.program.image_shape
+    if c not in (1, 3):
+        raise CliError(f"{_describe(model, sampler)}: a PNG needs 1 (grey) or 3 (RGB) image channels, the model "
+                       f"has {c}")
+    given = _image_levels(args.image, sampler)
+    keep = h // 2 if args.keep_rows is None else args.keep_rows
+    if not 0 <= keep <= h:
+        raise CliError(f"--keep-rows must be in [0, {h}] for the model's {h} rows, got {keep}")
+    known = np.zeros((h, w), bool)
+    known[:keep] = True
+    images = np.repeat(given, args.n, axis=0)
+    start = time.perf_counter()
+    levels = sampler.complete(images, known, seed=args.seed, temperature=args.temperature)
+    seconds = time.perf_counter() - start
+    # Tile 0: the given part, the rows to complete grey; then the completions.
+    grid = image_grid(np.concatenate([given, levels]), sampler.levels)
+    pad = 2  # image_grid's default: tile 0 starts at (pad, pad)
+    grid[pad + keep:pad + h, pad:pad + w] = 128
+    write_png(args.out, grid)
+    rows, cols = grid_shape(args.n + 1)
+    print(f"kept rows 0-{keep - 1} of {args.image} and completed rows {keep}-{h - 1} {args.n} time(s); wrote the "
+          f"given part and the completions ({rows}x{cols} grid) to {args.out} (completion took {seconds:.3f} s)")
+    return 0
+
+
 def cmd_check(args):
     from pixelcnn_fast.lowering import LoweringError, NotCausalError, check
 
@@ -304,6 +363,22 @@ def build_parser():
     p.add_argument("--out", default="samples.png", help="PNG file to write (default: samples.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("complete", help="complete the lower part of an image (keep its top rows)",
+                       description="Keep the top --keep-rows rows of --image and sample the rest --n times with the "
+                                   "cached sampler (Sampler.complete). Writes a PNG grid: first the given part "
+                                   "(the rows to complete in grey), then the completions.")
+    _add_sampler_flags(p)
+    p.add_argument("--image", required=True, metavar="PATH.png",
+                   help="8-bit PNG of the model's size: grey for 1 channel, RGB for 3 (pixel p -> level "
+                        "round(p * (levels - 1) / 255))")
+    p.add_argument("--keep-rows", type=int, default=None, help="rows kept from the top (default: half)")
+    p.add_argument("--n", type=int, default=8, help="number of completions (default: 8)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--temperature", type=float, default=1.0, help="> 0; divides the logits (default: 1.0)")
+    p.add_argument("--out", default="completions.png", help="PNG file to write (default: completions.png)")
+    p.add_argument("--quiet", action="store_true", help="print nothing but the result line")
+    p.set_defaults(func=cmd_complete)
 
     p = sub.add_parser("check", help="lower a model and check its causality",
                        description="Lower a saved model for the cached sampler and check that it is causal: no "

@@ -81,6 +81,32 @@ def _check_call_args(fn, n, seed, temperature, image_offset):
     return int(n), int(seed), t, int(image_offset)
 
 
+def known_levels(images, known, image_shape, levels, fn):
+    """Image completion's input as the executor takes it: int32 (n, H, W, C), the level of `images` where
+    `known` is True and -1 elsewhere; a ValueError naming the argument for a wrong shape, dtype or level."""
+    h, w, c = image_shape
+    a = np.asarray(images)
+    if a.ndim != 4 or a.shape[1:] != (h, w, c) or a.shape[0] < 1:
+        raise ValueError(f"{fn}: images must be integer levels of shape (n >= 1, {h}, {w}, {c}), got shape "
+                         f"{a.shape}")
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"{fn}: images must hold integer levels (0 .. {levels - 1}), got dtype {a.dtype}")
+    m = np.asarray(known)
+    if m.dtype != np.bool_:
+        raise ValueError(f"{fn}: known must be a boolean mask, got dtype {m.dtype}")
+    if m.shape == (h, w):
+        m = m[None, :, :, None]
+    elif m.shape != a.shape:
+        raise ValueError(f"{fn}: known must have shape ({h}, {w}) (every image and channel) or {a.shape}, got "
+                         f"{m.shape}")
+    m = np.broadcast_to(m, a.shape)
+    given = a[m]
+    if given.size and (given.min() < 0 or given.max() >= levels):
+        raise ValueError(f"{fn}: the known levels of images must lie in [0, {levels - 1}], got values in "
+                         f"[{given.min()}, {given.max()}]")
+    return np.ascontiguousarray(np.where(m, a, -1), np.int32)
+
+
 class Sampler:
     """Samples images from a causal PixelCNN-style Keras model with the cached C++ executor.
 
@@ -247,6 +273,32 @@ class Sampler:
         levels, margins = exe.sample(n, seed, t, image_offset, h, w, c, on_row)
         if on_row is not None:
             on_row.close()
+        return (levels, margins) if return_margins else levels
+
+    def complete(self, images, known, seed=0, temperature=1.0, conditions=None, image_offset=0,
+                 return_margins=False):
+        """Image completion: keeps the known pixels of `images` and samples the rest, through the same
+        cached executor (a known position writes its level instead of drawing; DESIGN.md).
+
+        images: integer levels (n, H, W, C) (the values at unknown positions are ignored).
+        known: bool, (H, W) (the same pixels of every image, all channels: e.g. the top rows) or
+        (n, H, W, C). Returns levels (n, H, W, C) int32 with every known level kept bit for bit; a drawn
+        element uses the uniform `sample` would use for it (seed, image_offset + k, position, channel), so
+        known=False everywhere draws exactly `sample(n, seed, ..., image_offset)`. Margins of known
+        elements are +inf (nothing was drawn)."""
+        fn = "Sampler.complete"
+        given = known_levels(images, known, self.program.image_shape, self.levels, fn)
+        n, seed, t, image_offset = _check_call_args(fn, given.shape[0], seed, temperature, image_offset)
+        conds = self._check_conditions(n, conditions)
+        if self.backend == "cuda":
+            import cupy
+
+            levels, margins = self._cuda_program(n, conds).sample(n, seed, t, image_offset,
+                                                                  known=cupy.asarray(given))
+            levels, margins = levels.get(), margins.get()
+        else:
+            h, w, c = self.program.image_shape
+            levels, margins = self._executor(n, conds).sample(n, seed, t, image_offset, h, w, c, None, given)
         return (levels, margins) if return_margins else levels
 
     def profile(self, n, seed=0, temperature=1.0, conditions=None):
