@@ -370,3 +370,28 @@ def test_cuda_sampler_split_into_calls_with_offsets_draws_the_one_call_images(gp
         np.testing.assert_array_equal(np.concatenate(parts), whole, err_msg=f"{name}: split {sizes}")
     with pytest.raises(ValueError, match=r"image_offset must be >= 0 and image_offset \+ n <= 2\*\*32"):
         gp.sample(2, seed, 1.0, 2 ** 32 - 1)
+
+
+@pytest.mark.parametrize("name", ["keras_io", "rgb_3x256", "categorical4"])
+def test_cuda_sampler_completes_like_the_cpu_executor(gpu, name, rng):
+    """Image completion on the GPU: known levels written bit for bit, the rest the CPU executor's draws; a bad
+    known level is refused (checked on a host copy)."""
+    cupy, cuda = gpu
+    program, _ = cpu_program(name)
+    spec = PROGRAMS[name][0]
+    h, w, c = image_shape(spec)
+    gp = gpu_program(cuda, name)
+    n, seed = 6, int(rng.integers(0, 2 ** 63))
+    images = rng.integers(0, head_levels(spec), (n, h, w, c)).astype(np.int32)
+    mask = rng.random((n, h, w, c)) < 0.5
+    given = np.where(mask, images, -1).astype(np.int32)
+    want, want_margins = program.sample(n, seed, 1.0, 3, h, w, c, None, given)
+    got, margins = (cupy.asnumpy(a) for a in gp.sample(n, seed, 1.0, 3, known=cupy.asarray(given)))
+    np.testing.assert_array_equal(got[mask], images[mask])
+    probe = random_image(rng, name, n)
+    head_error = 4 * float(np.abs(cupy.asnumpy(gp.teacher_forced(cupy.asarray(probe))) -
+                                  program.teacher_forced(probe)).max())
+    assert_same_draws(got, margins, want, want_margins, head_levels(spec), head_error, 1.0, f"{name} completion")
+    given[0, 0, 0, 0] = head_levels(spec)
+    with pytest.raises(ValueError, match=r"known levels must be -1 \(draw\) or in \[0, "):
+        gp.sample(n, seed, 1.0, 3, known=cupy.asarray(given))
