@@ -301,6 +301,15 @@ class Sampler:
             levels, margins = self._executor(n, conds).sample(n, seed, t, image_offset, h, w, c, None, given)
         return (levels, margins) if return_margins else levels
 
+    def export(self, path):
+        """Writes a SavedModel at `path` with a `sample(n, seed, temperature, image_offset[, conditions])`
+        function and serving signature (output "levels"): the sampler op over the model's saved variables.
+        Load it with pixelcnn_fast.serving.load(path) (pixelcnn_fast/serving.py); seed is int64 there (a
+        uint64 seed >= 2**63 as its bits)."""
+        from pixelcnn_fast import serving
+
+        return serving.export(self, path)
+
     def profile(self, n, seed=0, temperature=1.0, conditions=None):
         """Where one sample call's time goes: [(step name, kind, seconds)] for each program step (its
         layer's name), plus "(draws)"; seconds are summed over threads. For reports, not for speed:
