@@ -14,8 +14,8 @@ raw `tf.saved_model.load(path)` in a process that has not loaded them fails (TF 
 
 (the first of our ops it meets: PixelcnnFastMaskedConv2D, PixelcnnFastSample; older TFs raise NotFoundError).
 
-`load(path)` registers the ops first (importing pixelcnn_fast and TensorFlow alone does not: the op
-library is loaded on first use) and turns that error, should it still come (a build without its TF
+`load(path)` registers the ops first (`import pixelcnn_fast` does only when TensorFlow was imported
+before it; otherwise the op library is loaded on first use) and turns that error, should it still come (a build without its TF
 ops), into one that says to import pixelcnn_fast and why it could not register them.
 """
 
