@@ -1,4 +1,4 @@
-"""Python front end: the `pixelcnn-fast` command line (sample, complete, check, bench, train).
+"""Python front end: the `pixelcnn-fast` command line (sample, complete, generate, check, bench, train).
 
 Every failure a user can cause (a missing or corrupt model file, a bad --n / --temperature / --seed, an
 unwritable --out, a non-causal or unsupported model) ends as ONE line on stderr, `pixelcnn-fast
@@ -248,6 +248,55 @@ def cmd_complete(args):
     return 0
 
 
+BEAM_INSTALL = 'pip install "pixelcnn-fast[beam]"'
+
+
+def cmd_generate(args):
+    from pixelcnn_fast import generate
+
+    _check_count(args.n)
+    _check_seed(args.seed)
+    _check_temperature(args.temperature)
+    if args.shard_size < 1:
+        raise CliError(f"--shard-size must be a positive integer, got {args.shard_size}")
+    if args.workers < 1:
+        raise CliError(f"--workers must be a positive integer, got {args.workers}")
+    beam_args = list(args.beam_args)
+    if args.local and (beam_args or args.workers != 1):
+        raise CliError("--local writes the shards in this process: it takes no --workers and no Beam options")
+    run_beam = None
+    if not args.local:
+        try:
+            from pixelcnn_fast import beam as run_beam
+        except ImportError as exc:
+            raise CliError(f"pixelcnn-fast generate runs on Apache Beam, which is not installed ({BEAM_INSTALL}); "
+                           f"or pass --local to write the same shards in this process without it") from exc
+        if not any(a.startswith("--runner") for a in beam_args):
+            mode = "multi_processing" if args.workers > 1 else "in_memory"
+            beam_args = ["--direct_num_workers", str(args.workers), "--direct_running_mode", mode] + beam_args
+    path = _model_path(args.model)
+    model = load_model(path)  # a missing or corrupt model file: one line here, not a worker's traceback
+    try:
+        job = generate.Job(path, args.out, args.n, args.seed, args.temperature, args.shard_size)
+        job.prepare()
+    except (ValueError, OSError) as exc:
+        raise CliError(_one_line(exc)) from exc
+    start = time.perf_counter()
+    if args.local:
+        from pixelcnn_fast.sampler import Sampler
+
+        manifest = generate.run_local(job, Sampler(model))
+    else:
+        manifest = run_beam.run(job, beam_args)
+    seconds = time.perf_counter() - start
+    counts = manifest["counts"]
+    print(f"{counts['images']} images in {counts['shards']} shard(s) of {args.shard_size} in {job.out_dir} "
+          f"({counts['written_this_run']} shard(s) written now, the rest complete already; "
+          f"{generate.MANIFEST_FILE} lists them) in {seconds:.1f} s, "
+          f"{'this process' if args.local else f'Beam, {args.workers} worker(s)'}")
+    return 0
+
+
 def cmd_check(args):
     from pixelcnn_fast.lowering import LoweringError, NotCausalError, check
 
@@ -380,6 +429,26 @@ def build_parser():
     p.add_argument("--quiet", action="store_true", help="print nothing but the result line")
     p.set_defaults(func=cmd_complete)
 
+    p = sub.add_parser("generate", help="sample a dataset in shards (TFRecord + manifest) with Apache Beam",
+                       description="Sample --n images in shards of --shard-size, each shard drawn by global image "
+                                   "index (the same images whatever the number of workers), written as TFRecord "
+                                   "files of tf.train.Example (levels, PNG bytes) plus manifest.json. A re-run "
+                                   "skips complete shards. Runs on Apache Beam (DirectRunner with --workers "
+                                   "processes; other runners through Beam options after '--', e.g. -- --runner "
+                                   f"DataflowRunner ...); needs {BEAM_INSTALL}, or --local for this process "
+                                   "without Beam.")
+    p.add_argument("--model", metavar="PATH.keras", default=None,
+                   help="a saved Keras model (default: the bundled MNIST model)")
+    p.add_argument("--n", type=int, required=True, help="number of images")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
+    p.add_argument("--shard-size", type=int, default=1000, help="images per shard (default: 1000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--temperature", type=float, default=1.0, help="> 0; divides the logits (default: 1.0)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="DirectRunner worker processes (multi_processing when > 1) (default: 1)")
+    p.add_argument("--local", action="store_true", help="no Beam: write the shards one by one in this process")
+    p.set_defaults(func=cmd_generate, beam_args=[])
+
     p = sub.add_parser("check", help="lower a model and check its causality",
                        description="Lower a saved model for the cached sampler and check that it is causal: no "
                                    "prediction sees its own or a later pixel. Exit status 1 names the offending layer.")
@@ -419,7 +488,13 @@ def main(argv=None):
     try:
         if command == "train":
             return cmd_train(argv[1:])
+        beam_args = []
+        if command == "generate" and "--" in argv:  # what follows '--' is Beam's (runner options)
+            cut = argv.index("--")
+            argv, beam_args = argv[:cut], argv[cut + 1:]
         args = build_parser().parse_args(argv)
+        if beam_args:
+            args.beam_args = beam_args
         if args.command is None:
             build_parser().print_help()
             return 2
