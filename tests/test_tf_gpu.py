@@ -31,7 +31,7 @@ OPS = ["PixelcnnFastMaskedConv2D", "PixelcnnFastMaskedConv2DBackpropInput", "Pix
 HOST_MEMORY = {"PixelcnnFastMaskedConv2D": [], "PixelcnnFastMaskedConv2DBackpropInput": ["input_shape"],
                "PixelcnnFastMaskedConv2DBackpropFilter": ["kernel_shape"], "PixelcnnFastSample": []}
 # The GPU sampler builds its program on the host: every input stays there.
-GPU_HOST_MEMORY = dict(HOST_MEMORY, PixelcnnFastSample=["consts", "n", "seed", "temperature", "image_offset"])
+GPU_HOST_MEMORY = dict(HOST_MEMORY, PixelcnnFastSample=["consts", "image_offset", "n", "seed", "temperature"])  # sorted
 CUDA_SMS = [75, 80, 86, 89, 90]  # setup.py's CUDA_ARCHS; the last one also as PTX
 
 
