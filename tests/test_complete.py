@@ -172,3 +172,12 @@ def test_cli_complete_keeps_the_given_rows(tmp_path, capsys):
     assert cli.main(["complete", "--model", str(model_path), "--image", str(tmp_path / "wide.png"), "--out",
                      str(out)]) == 1
     assert "--image 'wide.png' is 8x9x1, the model takes 8x8x1" in capsys.readouterr().err.replace(str(tmp_path) + "/", "")
+
+
+def test_cli_complete_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["complete", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for word in ("--image", "--keep-rows", "--n", "--out", "--seed", "Sampler.complete"):
+        assert word in text, (word, text)

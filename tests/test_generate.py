@@ -147,3 +147,15 @@ def test_beam_pipeline_one_and_two_workers_write_identical_shards_and_resume(sma
     os.unlink(two / "images-00002-of-00004.tfrecord")
     assert "1 shard(s) written now" in run_beam(small_model, two, 2)
     assert shard_bytes(two) == before
+
+
+def test_cli_generate_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["generate", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for word in ("--n", "--out", "--shard-size", "--workers", "--local", "DataflowRunner", "pixelcnn-fast[beam]"):
+        assert word in text, (word, text)
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "generate" in capsys.readouterr().out
