@@ -394,6 +394,15 @@ def _add_sampler_flags(p):
                    help="for a model without a final sigmoid/softmax: what its values are (default: logits)")
 
 
+def _add_draw_flags(p, n_default, n_help, out_default, quiet_help):
+    """--n, --seed, --temperature, --out (a PNG) and --quiet of the commands that draw a PNG grid."""
+    p.add_argument("--n", type=int, default=n_default, help=f"{n_help} (default: {n_default})")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--temperature", type=float, default=1.0, help="> 0; divides the logits (default: 1.0)")
+    p.add_argument("--out", default=out_default, help=f"PNG file to write (default: {out_default})")
+    p.add_argument("--quiet", action="store_true", help=quiet_help)
+
+
 def build_parser():
     parser = _Parser(prog=PROG, description="Fast PixelCNN sampling: draw digits to a PNG, check a model's "
                                             "causality, time the cached sampler, train the bundled model.")
@@ -406,11 +415,7 @@ def build_parser():
                        description="Draw images with the cached sampler and write them as a near-square PNG "
                                    "grid (grey padding; level 0 black, the top level white).")
     _add_sampler_flags(p)
-    p.add_argument("--n", type=int, default=16, help="number of images (default: 16)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--temperature", type=float, default=1.0, help="> 0; divides the logits (default: 1.0)")
-    p.add_argument("--out", default="samples.png", help="PNG file to write (default: samples.png)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_draw_flags(p, 16, "number of images", "samples.png", "no progress bar")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("complete", help="complete the lower part of an image (keep its top rows)",
@@ -422,11 +427,7 @@ def build_parser():
                    help="8-bit PNG of the model's size: grey for 1 channel, RGB for 3 (pixel p -> level "
                         "round(p * (levels - 1) / 255))")
     p.add_argument("--keep-rows", type=int, default=None, help="rows kept from the top (default: half)")
-    p.add_argument("--n", type=int, default=8, help="number of completions (default: 8)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--temperature", type=float, default=1.0, help="> 0; divides the logits (default: 1.0)")
-    p.add_argument("--out", default="completions.png", help="PNG file to write (default: completions.png)")
-    p.add_argument("--quiet", action="store_true", help="print nothing but the result line")
+    _add_draw_flags(p, 8, "number of completions", "completions.png", "print nothing but the result line")
     p.set_defaults(func=cmd_complete)
 
     p = sub.add_parser("generate", help="sample a dataset in shards (TFRecord + manifest) with Apache Beam",

@@ -7,7 +7,6 @@ Downloads ~116 MB and compiles the GPU kernels (~2 minutes on 2 cores in all), s
 PIXELCNN_FAST_TEST_CUDA12_TOOLKIT=1 asks (.ci/run sets it); otherwise it skips saying so.
 """
 
-import json
 import os
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ import time
 
 import pytest
 
-from test_tf_gpu import CUDA_SMS, LOAD_CHECK, OPS, check_link_report, link_report
+from test_tf_gpu import CUDA_SMS, build_tree_copy, check_link_report, check_loads_without_a_gpu, link_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = "PIXELCNN_FAST_TEST_CUDA12_TOOLKIT"
@@ -35,21 +34,10 @@ def toolkit_build(tmp_path_factory):
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assembled = time.monotonic()
-    root = d / "tree"
-    os.makedirs(root)
-    for name in ("setup.py", "pyproject.toml", "README.md"):
-        shutil.copy(os.path.join(REPO, name), root)
-    ignore = shutil.ignore_patterns("*.so", "*.o", "_build_info.py", "__pycache__")
-    for name in ("csrc", "pixelcnn_fast"):
-        shutil.copytree(os.path.join(REPO, name), root / name, ignore=ignore)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIXELCNN_FAST_TF_GPU",
-                                                            "PIXELCNN_FAST_CUDA_ARCHS")}
     # PIXELCNN_FAST_CUDA=0 (no _cuda module: quicker) turns the TF GPU kernels off too unless
     # PIXELCNN_FAST_TF_GPU=1; with PIXELCNN_FAST_TF_CUDA_HOME the toolkit is ours alone either way.
-    env.update(PIXELCNN_FAST_TF_CUDA_HOME=str(d / "toolkit"), PIXELCNN_FAST_CUDA="0", PIXELCNN_FAST_TF_GPU="1")
-    proc = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "-j2"], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    root = build_tree_copy(d / "tree", PIXELCNN_FAST_TF_CUDA_HOME=str(d / "toolkit"), PIXELCNN_FAST_CUDA="0",
+                           PIXELCNN_FAST_TF_GPU="1")
     print(f"cuda12 toolkit: assembled in {assembled - start:.0f} s, the TF GPU kernels built in "
           f"{time.monotonic() - assembled:.0f} s")
     return root
@@ -60,16 +48,6 @@ def test_toolkit_builds_the_tf_gpu_kernels_of_every_op_linked_statically(toolkit
 
 
 def test_the_build_loads_and_registers_every_gpu_kernel_without_a_gpu(toolkit_build, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LD_LIBRARY_PATH")}
-    env.update(PYTHONPATH=str(toolkit_build), CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-c", LOAD_CHECK, str(toolkit_build)] + OPS, cwd=tmp_path, env=env,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    (line,) = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    out = json.loads(line[len("RESULT "):])
-    info = out["build_info"]
+    info = check_loads_without_a_gpu(toolkit_build, tmp_path)
     assert info["tf_gpu_kernels"].startswith("built (CUDA 12.4"), info  # TF's major
     assert info["tf_gpu_archs"] == [f"sm_{s}" for s in CUDA_SMS], info
-    assert out["gpus"] == 0
-    assert out["registered"] == {op: ["CPU", "GPU"] for op in OPS}, out
-    assert out["cpu_forward_err"] < 1e-4, out

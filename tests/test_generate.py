@@ -20,7 +20,6 @@ import pytest
 
 from pixelcnn_fast import cli, generate
 from pixelcnn_fast.png import read_png
-from pixelcnn_fast.sampler import Sampler
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
