@@ -1,4 +1,4 @@
-"""Python front end: the `pixelcnn-fast` command line (sample, check, bench, train).
+"""Python front end: the `pixelcnn-fast` command line (sample, complete, generate, check, bench, train).
 
 Every failure a user can cause (a missing or corrupt model file, a bad --n / --temperature / --seed, an
 unwritable --out, a non-causal or unsupported model) ends as ONE line on stderr, `pixelcnn-fast
@@ -189,6 +189,114 @@ def cmd_sample(args):
     return 0
 
 
+def _image_levels(path, sampler):
+    """--image as the model's levels (1, H, W, C): a grey PNG for one channel, RGB for three; pixel p becomes
+    level round(p * (L - 1) / 255) (for a bernoulli model: p >= 128 is 1)."""
+    import numpy as np
+
+    from pixelcnn_fast.png import read_png
+
+    h, w, c = sampler.program.image_shape
+    if not os.path.isfile(path):
+        raise CliError(f"cannot read --image '{path}': no such file")
+    try:
+        pixels = read_png(path)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read --image '{path}': {_one_line(exc)}") from exc
+    pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
+    if pixels.shape != (h, w, c):
+        raise CliError(f"--image '{path}' is {'x'.join(map(str, pixels.shape))}, the model takes {h}x{w}x{c} "
+                       f"({'a grey' if c == 1 else 'an RGB'} PNG of that size)")
+    top = sampler.levels - 1
+    return np.rint(pixels.astype(np.float64) * (top / 255.0)).astype(np.int32)[None]
+
+
+def cmd_complete(args):
+    import numpy as np
+
+    from pixelcnn_fast.png import grid_shape, image_grid, write_png
+
+    _check_count(args.n)
+    _check_seed(args.seed)
+    _check_temperature(args.temperature)
+    _check_writable(args.out)
+    _value_map(args.value_map)
+    model = load_model(_model_path(args.model))
+    sampler = _make_sampler(model, args)
+    h, w, c = sampler.program.image_shape
+    if c not in (1, 3):
+        raise CliError(f"{_describe(model, sampler)}: a PNG needs 1 (grey) or 3 (RGB) image channels, the model "
+                       f"has {c}")
+    given = _image_levels(args.image, sampler)
+    keep = h // 2 if args.keep_rows is None else args.keep_rows
+    if not 0 <= keep <= h:
+        raise CliError(f"--keep-rows must be in [0, {h}] for the model's {h} rows, got {keep}")
+    known = np.zeros((h, w), bool)
+    known[:keep] = True
+    images = np.repeat(given, args.n, axis=0)
+    start = time.perf_counter()
+    levels = sampler.complete(images, known, seed=args.seed, temperature=args.temperature)
+    seconds = time.perf_counter() - start
+    # Tile 0: the given part, the rows to complete grey; then the completions.
+    grid = image_grid(np.concatenate([given, levels]), sampler.levels)
+    pad = 2  # image_grid's default: tile 0 starts at (pad, pad)
+    grid[pad + keep:pad + h, pad:pad + w] = 128
+    write_png(args.out, grid)
+    rows, cols = grid_shape(args.n + 1)
+    print(f"kept rows 0-{keep - 1} of {args.image} and completed rows {keep}-{h - 1} {args.n} time(s); wrote the "
+          f"given part and the completions ({rows}x{cols} grid) to {args.out} (completion took {seconds:.3f} s)")
+    return 0
+
+
+BEAM_INSTALL = 'pip install "pixelcnn-fast[beam]"'
+
+
+def cmd_generate(args):
+    from pixelcnn_fast import generate
+
+    _check_count(args.n)
+    _check_seed(args.seed)
+    _check_temperature(args.temperature)
+    if args.shard_size < 1:
+        raise CliError(f"--shard-size must be a positive integer, got {args.shard_size}")
+    if args.workers < 1:
+        raise CliError(f"--workers must be a positive integer, got {args.workers}")
+    beam_args = list(args.beam_args)
+    if args.local and (beam_args or args.workers != 1):
+        raise CliError("--local writes the shards in this process: it takes no --workers and no Beam options")
+    run_beam = None
+    if not args.local:
+        try:
+            from pixelcnn_fast import beam as run_beam
+        except ImportError as exc:
+            raise CliError(f"pixelcnn-fast generate runs on Apache Beam, which is not installed ({BEAM_INSTALL}); "
+                           f"or pass --local to write the same shards in this process without it") from exc
+        if not any(a.startswith("--runner") for a in beam_args):
+            mode = "multi_processing" if args.workers > 1 else "in_memory"
+            beam_args = ["--direct_num_workers", str(args.workers), "--direct_running_mode", mode] + beam_args
+    path = _model_path(args.model)
+    model = load_model(path)  # a missing or corrupt model file: one line here, not a worker's traceback
+    try:
+        job = generate.Job(path, args.out, args.n, args.seed, args.temperature, args.shard_size)
+        job.prepare()
+    except (ValueError, OSError) as exc:
+        raise CliError(_one_line(exc)) from exc
+    start = time.perf_counter()
+    if args.local:
+        from pixelcnn_fast.sampler import Sampler
+
+        manifest = generate.run_local(job, Sampler(model))
+    else:
+        manifest = run_beam.run(job, beam_args)
+    seconds = time.perf_counter() - start
+    counts = manifest["counts"]
+    print(f"{counts['images']} images in {counts['shards']} shard(s) of {args.shard_size} in {job.out_dir} "
+          f"({counts['written_this_run']} shard(s) written now, the rest complete already; "
+          f"{generate.MANIFEST_FILE} lists them) in {seconds:.1f} s, "
+          f"{'this process' if args.local else f'Beam, {args.workers} worker(s)'}")
+    return 0
+
+
 def cmd_check(args):
     from pixelcnn_fast.lowering import LoweringError, NotCausalError, check
 
@@ -286,6 +394,15 @@ def _add_sampler_flags(p):
                    help="for a model without a final sigmoid/softmax: what its values are (default: logits)")
 
 
+def _add_draw_flags(p, n_default, n_help, out_default, quiet_help):
+    """--n, --seed, --temperature, --out (a PNG) and --quiet of the commands that draw a PNG grid."""
+    p.add_argument("--n", type=int, default=n_default, help=f"{n_help} (default: {n_default})")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--temperature", type=float, default=1.0, help="> 0; divides the logits (default: 1.0)")
+    p.add_argument("--out", default=out_default, help=f"PNG file to write (default: {out_default})")
+    p.add_argument("--quiet", action="store_true", help=quiet_help)
+
+
 def build_parser():
     parser = _Parser(prog=PROG, description="Fast PixelCNN sampling: draw digits to a PNG, check a model's "
                                             "causality, time the cached sampler, train the bundled model.")
@@ -298,12 +415,40 @@ def build_parser():
                        description="Draw images with the cached sampler and write them as a near-square PNG "
                                    "grid (grey padding; level 0 black, the top level white).")
     _add_sampler_flags(p)
-    p.add_argument("--n", type=int, default=16, help="number of images (default: 16)")
+    _add_draw_flags(p, 16, "number of images", "samples.png", "no progress bar")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("complete", help="complete the lower part of an image (keep its top rows)",
+                       description="Keep the top --keep-rows rows of --image and sample the rest --n times with the "
+                                   "cached sampler (Sampler.complete). Writes a PNG grid: first the given part "
+                                   "(the rows to complete in grey), then the completions.")
+    _add_sampler_flags(p)
+    p.add_argument("--image", required=True, metavar="PATH.png",
+                   help="8-bit PNG of the model's size: grey for 1 channel, RGB for 3 (pixel p -> level "
+                        "round(p * (levels - 1) / 255))")
+    p.add_argument("--keep-rows", type=int, default=None, help="rows kept from the top (default: half)")
+    _add_draw_flags(p, 8, "number of completions", "completions.png", "print nothing but the result line")
+    p.set_defaults(func=cmd_complete)
+
+    p = sub.add_parser("generate", help="sample a dataset in shards (TFRecord + manifest) with Apache Beam",
+                       description="Sample --n images in shards of --shard-size, each shard drawn by global image "
+                                   "index (the same images whatever the number of workers), written as TFRecord "
+                                   "files of tf.train.Example (levels, PNG bytes) plus manifest.json. A re-run "
+                                   "skips complete shards. Runs on Apache Beam (DirectRunner with --workers "
+                                   "processes; other runners through Beam options after '--', e.g. -- --runner "
+                                   f"DataflowRunner ...); needs {BEAM_INSTALL}, or --local for this process "
+                                   "without Beam.")
+    p.add_argument("--model", metavar="PATH.keras", default=None,
+                   help="a saved Keras model (default: the bundled MNIST model)")
+    p.add_argument("--n", type=int, required=True, help="number of images")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
+    p.add_argument("--shard-size", type=int, default=1000, help="images per shard (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--temperature", type=float, default=1.0, help="> 0; divides the logits (default: 1.0)")
-    p.add_argument("--out", default="samples.png", help="PNG file to write (default: samples.png)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_sample)
+    p.add_argument("--workers", type=int, default=1,
+                   help="DirectRunner worker processes (multi_processing when > 1) (default: 1)")
+    p.add_argument("--local", action="store_true", help="no Beam: write the shards one by one in this process")
+    p.set_defaults(func=cmd_generate, beam_args=[])
 
     p = sub.add_parser("check", help="lower a model and check its causality",
                        description="Lower a saved model for the cached sampler and check that it is causal: no "
@@ -344,7 +489,13 @@ def main(argv=None):
     try:
         if command == "train":
             return cmd_train(argv[1:])
+        beam_args = []
+        if command == "generate" and "--" in argv:  # what follows '--' is Beam's (runner options)
+            cut = argv.index("--")
+            argv, beam_args = argv[:cut], argv[cut + 1:]
         args = build_parser().parse_args(argv)
+        if beam_args:
+            args.beam_args = beam_args
         if args.command is None:
             build_parser().print_help()
             return 2

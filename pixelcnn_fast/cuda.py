@@ -106,10 +106,11 @@ class ColumnProgram:
         return self._program.auto_launch(int(n))
 
     def sample(self, n, seed, temperature=1.0, image_offset=0, levels=None, margins=None, stream=None,
-               images_per_block=0, threads=0):
-        """(levels int32, margins float32) CuPy arrays (n, H, W, C), returned without waiting for the GPU."""
+               images_per_block=0, threads=0, known=None):
+        """(levels int32, margins float32) CuPy arrays (n, H, W, C), returned without waiting for the GPU.
+        known (image completion): int32 CuPy (n, H, W, C), a level >= 0 written instead of drawn, -1 drawn."""
         return self._program.sample(int(n), int(seed), float(temperature), int(image_offset), levels, margins,
-                                    stream, int(images_per_block), int(threads))
+                                    stream, int(images_per_block), int(threads), known)
 
     def teacher_forced(self, image, out=None, stream=None, images_per_block=0, threads=0):
         """Head values (n, H, W, head channels) at every position with `image` (CuPy float32 (n, H, W, C))

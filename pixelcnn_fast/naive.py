@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from pixelcnn_fast import rng as _rng
 
-__all__ = ["sample", "NaiveResult"]
+__all__ = ["sample", "complete", "NaiveResult"]
 
 MODES = ("predict", "graph", "rows")
 HEADS = ("bernoulli", "categorical")
@@ -384,7 +384,7 @@ def _rows_error(tracer, rows, exc):
 
 def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=0, temperature=1.0,
            conditions=None, image_shape=None, output="auto", max_steps=None, progress=False,
-           positions=None, image=None):
+           positions=None, image=None, image_offset=0, known_levels=None):
     """Samples n images by re-running the model on the whole (or row-cropped) image once per pixel and channel.
 
     mode:        "predict": model.predict(image, verbose=0) on the full image each step (the seeds' loop);
@@ -398,8 +398,11 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
                  (n, H, W, C*levels), channel c's levels at [c*levels, (c+1)*levels), or (n, H, W, C, levels)).
     value_map:   level -> model input: "identity", "level/N" (level/levels), "level/(N-1)", "level/255", or a
                  callable called once per level 0..levels-1 with a Python int, returning a float.
-    seed:        integer in [0, 2**64); image k of this call uses Philox counter image = k (global: the first
-                 images of n=3 equal those of n=2).
+    seed:        integer in [0, 2**64); image k of this call uses Philox counter image = image_offset + k
+                 (global: the first images of n=3 equal those of n=2; DESIGN.md's global image index).
+    image_offset: integer >= 0 with image_offset + n <= 2**32: the first image's index in the seed's stream.
+    known_levels: image completion (see `complete`): int32 (n, H, W, C), a level >= 0 is written instead of
+                 drawn (its margin is +inf), -1 is drawn; the model is still run at every step.
     temperature: > 0; divides the logits (probabilities: p ** (1/T), renormalised), as the contract says.
     conditions:  further model inputs (one array or a list), each (n, ...): model([image, *conditions]).
     image_shape: (H, W, C); inferred from model.inputs[0] when the model declares inputs.
@@ -424,6 +427,7 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
         raise ValueError(f"{_WHERE}: levels must be 2 for head='bernoulli' (one output per image channel), "
                          f"got {levels}")
     seed = _check_int(seed, "seed", 0, 2 ** 64)
+    image_offset = _check_int(image_offset, "image_offset", 0, 2 ** 32 - n + 1)
     if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (int, float, np.integer,
                                                                                 np.floating)):
         raise ValueError(f"{_WHERE}: temperature must be a positive finite number, got "
@@ -464,7 +468,16 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
         output = kind
     draw_head = "bernoulli" if head == "bernoulli" else output
 
-    uniforms = _rng.uniform_grid(seed, n, h, w, c)  # one per (image, position, channel), counter-based
+    # One per (image, position, channel), counter-based, keyed by the global image index.
+    uniforms = _rng.uniform_grid(seed, n, h, w, c, image_offset)
+    if known_levels is not None:
+        known_levels = np.asarray(known_levels)
+        if known_levels.shape != (n, h, w, c) or known_levels.dtype != np.int32:
+            raise ValueError(f"{_WHERE}: known_levels must be int32 of shape {(n, h, w, c)}, got "
+                             f"{known_levels.dtype} {known_levels.shape}")
+        if known_levels.min() < -1 or known_levels.max() >= levels:
+            raise ValueError(f"{_WHERE}: known_levels must be -1 (draw) or in [0, {levels}), got values in "
+                             f"[{known_levels.min()}, {known_levels.max()}]")
     if image is None:
         image = np.zeros((n, h, w, c), np.float32)
     else:
@@ -536,6 +549,10 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
                 values = _probs_to_logits(values)
             lv, margin = _rng.draw_levels(np.ascontiguousarray(values, np.float32), draw_head, t32,
                                           np.ascontiguousarray(uniforms[:, i, j, ch]), return_margin=True)
+            if known_levels is not None:  # completion: a known level is written, not drawn
+                given = known_levels[:, i, j, ch]
+                lv = np.where(given >= 0, given, lv)
+                margin = np.where(given >= 0, np.float32(np.inf), margin)
             out_levels[:, i, j, ch] = lv
             out_margins[:, i, j, ch] = margin
             image[:, i, j, ch] = table[lv]
@@ -575,3 +592,15 @@ def rows_seconds_estimate(model, n, *, rows, steps_per_row, image=None, **kwargs
         costs.append(res.seconds / res.steps_run)
     estimate = float(w * c * np.interp(np.arange(h), list(rows), costs).sum())
     return estimate, costs
+
+
+def complete(model, images, known, *, head, levels=2, image_shape=None, **kwargs):
+    """Image completion by the naive loop, the twin of Sampler.complete: keeps the levels of `images` where
+    `known` ((H, W) or (n, H, W, C) bool) is True and draws the rest by `sample` (same keyword arguments),
+    re-running the whole model at every step. Returns a NaiveResult."""
+    from pixelcnn_fast.sampler import known_levels as _known_levels
+
+    shape = _resolve_image_shape(model, image_shape)
+    given = _known_levels(images, known, shape, levels, _WHERE.replace("sample", "complete"))
+    return sample(model, given.shape[0], head=head, levels=levels, image_shape=image_shape, known_levels=given,
+                  **kwargs)

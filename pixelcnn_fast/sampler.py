@@ -79,6 +79,51 @@ def _const_4d(value):
     return np.ascontiguousarray(v)
 
 
+def _check_call_args(fn, n, seed, temperature, image_offset):
+    """(n, seed, temperature, image_offset) as Python numbers, or a ValueError naming the argument."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{fn}: n must be an int >= 1, got {n!r}")
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not np.isfinite(t) or t <= 0:
+        raise ValueError(f"{fn}: temperature must be a positive finite number, got {temperature!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 64:
+        raise ValueError(f"{fn}: seed must be an int in [0, 2**64), got {seed!r}")
+    if (isinstance(image_offset, bool) or not isinstance(image_offset, (int, np.integer)) or image_offset < 0
+            or int(image_offset) + int(n) > 2 ** 32):
+        raise ValueError(f"{fn}: image_offset must be an int >= 0 with image_offset + n <= 2**32 (image indices "
+                         f"are 32-bit), got image_offset={image_offset!r}, n={n!r}")
+    return int(n), int(seed), t, int(image_offset)
+
+
+def known_levels(images, known, image_shape, levels, fn):
+    """Image completion's input as the executor takes it: int32 (n, H, W, C), the level of `images` where
+    `known` is True and -1 elsewhere; a ValueError naming the argument for a wrong shape, dtype or level."""
+    h, w, c = image_shape
+    a = np.asarray(images)
+    if a.ndim != 4 or a.shape[1:] != (h, w, c) or a.shape[0] < 1:
+        raise ValueError(f"{fn}: images must be integer levels of shape (n >= 1, {h}, {w}, {c}), got shape "
+                         f"{a.shape}")
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"{fn}: images must hold integer levels (0 .. {levels - 1}), got dtype {a.dtype}")
+    m = np.asarray(known)
+    if m.dtype != np.bool_:
+        raise ValueError(f"{fn}: known must be a boolean mask, got dtype {m.dtype}")
+    if m.shape == (h, w):
+        m = m[None, :, :, None]
+    elif m.shape != a.shape:
+        raise ValueError(f"{fn}: known must have shape ({h}, {w}) (every image and channel) or {a.shape}, got "
+                         f"{m.shape}")
+    m = np.broadcast_to(m, a.shape)
+    given = a[m]
+    if given.size and (given.min() < 0 or given.max() >= levels):
+        raise ValueError(f"{fn}: the known levels of images must lie in [0, {levels - 1}], got values in "
+                         f"[{given.min()}, {given.max()}]")
+    return np.ascontiguousarray(np.where(m, a, -1), np.int32)
+
+
 class Sampler:
     """Samples images from a causal PixelCNN-style Keras model with the cached C++ executor.
 
@@ -279,29 +324,29 @@ class Sampler:
         return cached[1]
 
     # ------------------------------------------------------------------------------------------
-    def sample(self, n, seed=0, temperature=1.0, conditions=None, progress=False, return_margins=False):
+    def sample(self, n, seed=0, temperature=1.0, conditions=None, progress=False, return_margins=False,
+               image_offset=0):
         """Draws n images: integer levels (n, H, W, C). The same seed gives the same images as the
         naive loops (pixelcnn_fast.naive) up to float rounding at a CDF boundary (return_margins=True
-        also returns each draw's distance to the nearest boundary)."""
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"Sampler.sample: n must be an int >= 1, got {n!r}")
-        t = float(temperature)
-        if not np.isfinite(t) or t <= 0:
-            raise ValueError(f"Sampler.sample: temperature must be a positive finite number, got {temperature!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 64:
-            raise ValueError(f"Sampler.sample: seed must be an int in [0, 2**64), got {seed!r}")
-        conds = self._check_conditions(int(n), conditions)
+        also returns each draw's distance to the nearest boundary).
+
+        image_offset: the call draws images image_offset .. image_offset + n - 1 of the stream `seed`
+        defines (DESIGN.md, global image index), so any split of a job into calls, processes or machines
+        draws the images one call would. Conditions are still one row per image of this call."""
+        fn = "Sampler.sample"
+        n, seed, t, image_offset = _check_call_args(fn, n, seed, temperature, image_offset)
+        conds = self._check_conditions(n, conditions)
         if self.backend == "cuda":
             if progress:
                 raise ValueError("Sampler.sample: progress=True needs backend='cpu' (the GPU draws every row "
                                  "in one kernel, with no host step per row to report)")
-            levels, margins = self._cuda_program(int(n), conds).sample(int(n), int(seed), t)
+            levels, margins = self._cuda_program(n, conds).sample(n, seed, t, image_offset)
             levels, margins = self._input_shaped(levels.get()), self._input_shaped(margins.get())
             return (levels, margins) if return_margins else levels
-        exe = self._executor(int(n), conds)
+        exe = self._executor(n, conds)
         h, w, c = self.program.image_shape
-        on_row = _ProgressBar(h, w, int(n)) if progress else None
-        levels, margins = exe.sample(int(n), int(seed), t, 0, h, w, c, on_row)
+        on_row = _ProgressBar(h, w, n) if progress else None
+        levels, margins = exe.sample(n, seed, t, image_offset, h, w, c, on_row)
         if on_row is not None:
             on_row.close()
         levels, margins = self._input_shaped(levels), self._input_shaped(margins)
@@ -310,6 +355,45 @@ class Sampler:
     def _input_shaped(self, levels):
         """Levels in the image input's own shape: (n, H, W) for a (batch, H, W) code input."""
         return levels[..., 0] if self.program.input_rank == 3 else levels
+
+    def complete(self, images, known, seed=0, temperature=1.0, conditions=None, image_offset=0,
+                 return_margins=False):
+        """Image completion: keeps the known pixels of `images` and samples the rest, through the same
+        cached executor (a known position writes its level instead of drawing; DESIGN.md).
+
+        images: integer levels (n, H, W, C) (the values at unknown positions are ignored).
+        known: bool, (H, W) (the same pixels of every image, all channels: e.g. the top rows) or
+        (n, H, W, C). Returns levels (n, H, W, C) int32 with every known level kept bit for bit; a drawn
+        element uses the uniform `sample` would use for it (seed, image_offset + k, position, channel), so
+        known=False everywhere draws exactly `sample(n, seed, ..., image_offset)`. Margins of known
+        elements are +inf (nothing was drawn)."""
+        fn = "Sampler.complete"
+        if self.program.input_rank == 3 and np.ndim(images) == 3:
+            images = np.asarray(images)[..., None]  # (n, H, W) codes
+            known = np.asarray(known)[..., None] if np.ndim(known) == 3 else known
+        given = known_levels(images, known, self.program.image_shape, self.levels, fn)
+        n, seed, t, image_offset = _check_call_args(fn, given.shape[0], seed, temperature, image_offset)
+        conds = self._check_conditions(n, conditions)
+        if self.backend == "cuda":
+            import cupy
+
+            levels, margins = self._cuda_program(n, conds).sample(n, seed, t, image_offset,
+                                                                  known=cupy.asarray(given))
+            levels, margins = levels.get(), margins.get()
+        else:
+            h, w, c = self.program.image_shape
+            levels, margins = self._executor(n, conds).sample(n, seed, t, image_offset, h, w, c, None, given)
+        levels, margins = self._input_shaped(levels), self._input_shaped(margins)
+        return (levels, margins) if return_margins else levels
+
+    def export(self, path):
+        """Writes a SavedModel at `path` with a `sample(n, seed, temperature, image_offset[, conditions])`
+        function and serving signature (output "levels"): the sampler op over the model's saved variables.
+        Load it with pixelcnn_fast.serving.load(path) (pixelcnn_fast/serving.py); seed is int64 there (a
+        uint64 seed >= 2**63 as its bits)."""
+        from pixelcnn_fast import serving
+
+        return serving.export(self, path)
 
     def profile(self, n, seed=0, temperature=1.0, conditions=None):
         """Where one sample call's time goes: [(step name, kind, seconds)] for each program step (its

@@ -47,11 +47,12 @@ def _seed_bits(seed):
     return np.int64(seed - 2 ** 64 if seed >= 2 ** 63 else seed)  # the uint64's bits as int64
 
 
-def sample_op(sampler, n, seed=0, temperature=1.0, conditions=None, name=None):
+def sample_op(sampler, n, seed=0, temperature=1.0, conditions=None, name=None, image_offset=0):
     """Draws n images with the TF op: int32 levels (n, H, W, C) (or (n, H, W) codes), the same images as
-    `sampler.sample(n, seed, temperature, conditions)`.
+    `sampler.sample(n, seed, temperature, conditions, image_offset=image_offset)`.
 
-    n, seed, temperature may be Python numbers (checked here) or scalar tensors (checked by the op).
+    n, seed, temperature, image_offset may be Python numbers (checked here) or scalar tensors (checked
+    by the op).
     Eagerly, the constants are evaluated and the causality analysed on every call, exactly as
     Sampler.sample does. Inside a tf.function the constants are computed in the graph (they follow the
     model's variables on every call), while the program's structure -- the steps' phases and the
@@ -71,6 +72,11 @@ def sample_op(sampler, n, seed=0, temperature=1.0, conditions=None, name=None):
         if not math.isfinite(t) or t <= 0:
             raise ValueError(f"sample_op: temperature must be a positive finite number, got {temperature!r}")
     seed = _seed_bits(seed)
+    if not isinstance(image_offset, (tf.Tensor, tf.Variable)):
+        if (isinstance(image_offset, bool) or not isinstance(image_offset, (int, np.integer)) or image_offset < 0
+                or (static_n is not None and int(image_offset) + static_n > 2 ** 32)):
+            raise ValueError(f"sample_op: image_offset must be an int >= 0 with image_offset + n <= 2**32, got "
+                             f"{image_offset!r}")
     # n=None: a tensor n is checked by the op; the conditions' batch dimension then is not checked here.
     conds = sampler._check_conditions(static_n, conditions)
     with tf.name_scope(name or "pixelcnn_fast_sample"):
@@ -91,6 +97,6 @@ def sample_op(sampler, n, seed=0, temperature=1.0, conditions=None, name=None):
             inputs = [_array_tf(r, consts) for r in recipes]
         levels = tf_ops().pixelcnn_fast_sample(
             consts=inputs, n=tf.cast(n, tf.int64), seed=seed, temperature=tf.cast(temperature, tf.float32),
-            spec=spec)
+            image_offset=tf.cast(image_offset, tf.int64), spec=spec)
         # A (batch, H, W) code input gets its codes back in that shape, as Sampler.sample returns them.
         return levels[..., 0] if p.input_rank == 3 else levels

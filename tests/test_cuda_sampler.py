@@ -156,6 +156,24 @@ def test_emulated_gpu_loops_draw_the_cpu_executors_images(name, rng):
         np.testing.assert_array_equal(np.isfinite(got_margins), True)
 
 
+SPLITS = ([1, 1, 1, 1, 1], [2, 3], [4, 1], [1, 3, 1])
+
+
+@pytest.mark.parametrize("name", [k for k in NAMES if PROGRAMS[k][2] == 0])  # no per-image constants
+def test_emulated_gpu_loops_split_into_calls_with_offsets_draw_the_one_call_images(name, rng):
+    """The global image index (DESIGN.md) on the GPU executor's loops: any split of a job into calls with
+    image_offset draws the images of one call, bit for bit."""
+    program, _ = cpu_program(name)
+    seed, start = int(rng.integers(0, 2 ** 63)), int(rng.integers(0, 2 ** 31))
+    whole, _ = program.sample_emulated(5, seed, 1.0, start, 2)
+    for sizes in SPLITS:
+        offsets = np.cumsum([0] + sizes[:-1])
+        parts = [program.sample_emulated(k, seed, 1.0, start + int(o), 1)[0] for k, o in zip(sizes, offsets)]
+        np.testing.assert_array_equal(np.concatenate(parts), whole, err_msg=f"{name}: split {sizes}")
+    with pytest.raises(ValueError, match=r"sample_emulated: image_offset must be >= 0 and image_offset \+ n <= 2\*\*32"):
+        program.sample_emulated(2, seed, 1.0, 2 ** 32 - 1, 1)
+
+
 def test_gpu_program_fuses_elementwise_chains_into_convs():
     """keras.io's conv -> bias -> relu (-> residual add) chains become one GPU step each (the teacher-forcing
     and sampling tests above show the fused program computes the same values)."""
@@ -338,3 +356,42 @@ def test_sampler_cuda_backend_matches_cpu(gpu, skip_not_a_gpu_problem):
     assert_same_draws(got, got_margins, levels, margins, 2, 1e-5, 1.0, "Sampler(backend='cuda')")
     image = levels.astype(np.float32)
     np.testing.assert_allclose(gpu_sampler.teacher_forced(image), cpu.teacher_forced(image), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["keras_io", "rgb_3x256"])
+def test_cuda_sampler_split_into_calls_with_offsets_draws_the_one_call_images(gpu, name, rng):
+    cupy, cuda = gpu
+    gp = gpu_program(cuda, name)
+    seed, start = int(rng.integers(0, 2 ** 63)), int(rng.integers(0, 2 ** 31))
+    whole = cupy.asnumpy(gp.sample(5, seed, 1.0, start)[0])
+    for sizes in SPLITS:
+        offsets = np.cumsum([0] + sizes[:-1])
+        parts = [cupy.asnumpy(gp.sample(k, seed, 1.0, start + int(o))[0]) for k, o in zip(sizes, offsets)]
+        np.testing.assert_array_equal(np.concatenate(parts), whole, err_msg=f"{name}: split {sizes}")
+    with pytest.raises(ValueError, match=r"image_offset must be >= 0 and image_offset \+ n <= 2\*\*32"):
+        gp.sample(2, seed, 1.0, 2 ** 32 - 1)
+
+
+@pytest.mark.parametrize("name", ["keras_io", "rgb_3x256", "categorical4"])
+def test_cuda_sampler_completes_like_the_cpu_executor(gpu, name, rng):
+    """Image completion on the GPU: known levels written bit for bit, the rest the CPU executor's draws; a bad
+    known level is refused (checked on a host copy)."""
+    cupy, cuda = gpu
+    program, _ = cpu_program(name)
+    spec = PROGRAMS[name][0]
+    h, w, c = image_shape(spec)
+    gp = gpu_program(cuda, name)
+    n, seed = 6, int(rng.integers(0, 2 ** 63))
+    images = rng.integers(0, head_levels(spec), (n, h, w, c)).astype(np.int32)
+    mask = rng.random((n, h, w, c)) < 0.5
+    given = np.where(mask, images, -1).astype(np.int32)
+    want, want_margins = program.sample(n, seed, 1.0, 3, h, w, c, None, given)
+    got, margins = (cupy.asnumpy(a) for a in gp.sample(n, seed, 1.0, 3, known=cupy.asarray(given)))
+    np.testing.assert_array_equal(got[mask], images[mask])
+    probe = random_image(rng, name, n)
+    head_error = 4 * float(np.abs(cupy.asnumpy(gp.teacher_forced(cupy.asarray(probe))) -
+                                  program.teacher_forced(probe)).max())
+    assert_same_draws(got, margins, want, want_margins, head_levels(spec), head_error, 1.0, f"{name} completion")
+    given[0, 0, 0, 0] = head_levels(spec)
+    with pytest.raises(ValueError, match=r"known levels must be -1 \(draw\) or in \[0, "):
+        gp.sample(n, seed, 1.0, 3, known=cupy.asarray(given))

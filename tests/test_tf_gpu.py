@@ -32,7 +32,7 @@ OPS = ["PixelcnnFastMaskedConv2D", "PixelcnnFastMaskedConv2DBackpropInput", "Pix
 HOST_MEMORY = {"PixelcnnFastMaskedConv2D": [], "PixelcnnFastMaskedConv2DBackpropInput": ["input_shape"],
                "PixelcnnFastMaskedConv2DBackpropFilter": ["kernel_shape"], "PixelcnnFastSample": []}
 # The GPU sampler builds its program on the host: every input stays there.
-GPU_HOST_MEMORY = dict(HOST_MEMORY, PixelcnnFastSample=["consts", "n", "seed", "temperature"])
+GPU_HOST_MEMORY = dict(HOST_MEMORY, PixelcnnFastSample=["consts", "image_offset", "n", "seed", "temperature"])  # sorted
 CUDA_SMS = [75, 80, 86, 89, 90]  # setup.py's CUDA_ARCHS; the last one also as PTX
 
 
@@ -176,15 +176,22 @@ def forced_build(tmp_path_factory):
     nvcc = _find_any_nvcc()
     if nvcc is None:
         pytest.skip("no nvcc found: the TF GPU kernels cannot be compiled here")
-    root = tmp_path_factory.mktemp("forced") / "tree"
+    return build_tree_copy(tmp_path_factory.mktemp("forced") / "tree", PIXELCNN_FAST_TF_GPU="1",
+                           PIXELCNN_FAST_CUDA="0")
+
+
+def build_tree_copy(root, **env_updates):
+    """Copies the sources to `root` and builds them in place there with the environment's PIXELCNN_FAST_*
+    build settings replaced by env_updates; returns root."""
     ignore = shutil.ignore_patterns("*.so", "*.o", "_build_info.py", "__pycache__")
     os.makedirs(root)
     for name in ("setup.py", "pyproject.toml", "README.md"):
         shutil.copy(os.path.join(REPO, name), root)
     for name in ("csrc", "pixelcnn_fast"):
         shutil.copytree(os.path.join(REPO, name), root / name, ignore=ignore)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIXELCNN_FAST_TF_CUDA_HOME")}
-    env.update(PIXELCNN_FAST_TF_GPU="1", PIXELCNN_FAST_CUDA="0")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIXELCNN_FAST_TF_CUDA_HOME",
+                                                            "PIXELCNN_FAST_TF_GPU", "PIXELCNN_FAST_CUDA_ARCHS")}
+    env.update(env_updates)
     proc = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "-j2"], cwd=root, env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
@@ -198,9 +205,15 @@ def test_forced_gpu_build_links_cudart_statically(forced_build):
 def test_forced_gpu_build_loads_and_registers_without_a_gpu(forced_build, tmp_path):
     # A fresh process with no GPU visible and no library path: the op library must load (no CUDA library is
     # needed until a GPU kernel runs), list its GPU kernels, and its CPU kernels must work.
+    check_loads_without_a_gpu(forced_build, tmp_path)
+
+
+def check_loads_without_a_gpu(root, cwd):
+    """Runs LOAD_CHECK on the build at `root` with no GPU visible and no library path; checks that every op has
+    its CPU and GPU kernel and the CPU kernel works; returns the build's build_info()."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LD_LIBRARY_PATH")}
-    env.update(PYTHONPATH=str(forced_build), CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-c", LOAD_CHECK, str(forced_build)] + OPS, cwd=tmp_path, env=env,
+    env.update(PYTHONPATH=str(root), CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-c", LOAD_CHECK, str(root)] + OPS, cwd=cwd, env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     (line,) = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
@@ -208,11 +221,12 @@ def test_forced_gpu_build_loads_and_registers_without_a_gpu(forced_build, tmp_pa
     info = out["build_info"]
     assert info["tf_gpu_kernels"].startswith("built (CUDA "), info
     assert "tf_gpu" in info["backends"], info
-    if forced_build != REPO_PATH:
+    if root != REPO_PATH:  # the copy is built with PIXELCNN_FAST_CUDA=0
         assert "cuda" not in info["backends"], info
     assert out["gpus"] == 0
     assert out["registered"] == {op: ["CPU", "GPU"] for op in OPS}, out
     assert out["cpu_forward_err"] < 1e-4, out
+    return info
 
 
 # --------------------------------------------------------------------------- GPU only

@@ -126,12 +126,13 @@ def test_spec_round_trips_through_the_cpp_parser(built):
 def test_spec_and_arrays_drive_the_raw_op(built):
     sm, sampler = built["rgb_3x256"]
     spec, arrays = program_spec(sampler, sampler.program.evaluate_consts(2))
-    got = tf_ops().pixelcnn_fast_sample(consts=arrays, n=2, seed=7, temperature=1.0, spec=spec)
+    got = tf_ops().pixelcnn_fast_sample(consts=arrays, n=2, seed=7, temperature=1.0, image_offset=0, spec=spec)
     np.testing.assert_array_equal(got.numpy(), sampler.sample(2, seed=7))
 
 
 def _op(spec, arrays, n=2, seed=0, temperature=1.0):
-    return tf_ops().pixelcnn_fast_sample(consts=arrays, n=n, seed=seed, temperature=temperature, spec=spec)
+    return tf_ops().pixelcnn_fast_sample(consts=arrays, n=n, seed=seed, temperature=temperature, image_offset=0,
+                                         spec=spec)
 
 
 def test_bad_inputs_give_clear_errors(built):

@@ -575,8 +575,11 @@ void ColumnProgram::teacher_forced(const float* image, int64_t n, float* head_ou
 
 void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t image_offset, int32_t* levels,
                            float* margins, const Parallel& par, const std::function<void(int64_t)>& on_row,
-                           double* step_seconds) const {
+                           double* step_seconds, const int32_t* known) const {
   if (head_.buffer < 0) throw std::invalid_argument("sample: no head set");
+  std::string arg_err = image_range_error(n, image_offset, "sample");
+  if (arg_err.empty() && known != nullptr) arg_err = known_levels_error(known, n * h_ * w_ * c_, draw_levels(), "sample");
+  if (!arg_err.empty()) throw std::invalid_argument(arg_err);
   prepare();
   const int L = head_.levels;
   const size_t nsteps = steps_.size();
@@ -597,10 +600,12 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
           for (int64_t img = 0; img < s.nb; ++img) {
             const float* values = s.px(*this, head_.buffer, i, img, j) + int64_t(c) * L;
             const int64_t global = image_offset + b0 + img;
-            const float u = uniform01(seed, static_cast<uint32_t>(global), position, static_cast<uint32_t>(c));
-            float margin = 0.0f;
-            const int level = draw_level(head_.kind, values, L, 1, temperature, u, &margin);
             const int64_t at = (((b0 + img) * h_ + i) * w_ + j) * c_ + c;
+            const float u = uniform01(seed, static_cast<uint32_t>(global), position, static_cast<uint32_t>(c));
+            float margin = INFINITY;  // a known level: no draw, no CDF boundary to be near
+            const int level = known != nullptr && known[at] >= 0
+                                  ? known[at]
+                                  : draw_level(head_.kind, values, L, 1, temperature, u, &margin);
             levels[at] = level;
             if (margins != nullptr) margins[at] = margin;
             s.px(*this, 0, i, img, j)[c] = static_cast<float>(level) * head_.value_scale + head_.value_offset;

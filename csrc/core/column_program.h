@@ -111,9 +111,13 @@ class ColumnProgram {
   // on_row (optional) is called by the thread of the first images after each row: rows done so far.
   // step_seconds (optional, num_steps() + 1 entries, zeroed here): thread-seconds spent in each step,
   // the last entry in the draws; a profile for reports (two clock reads per step and position).
+  // known (optional, n*H*W*C, image completion): a value >= 0 is that element's given level, written
+  // instead of drawn (its margin is +inf); -1 draws it. Checked by known_levels_error (flat_program.h).
   void sample(int64_t n, uint64_t seed, float temperature, int64_t image_offset, int32_t* levels,
               float* margins, const Parallel& par, const std::function<void(int64_t)>& on_row = nullptr,
-              double* step_seconds = nullptr) const;
+              double* step_seconds = nullptr, const int32_t* known = nullptr) const;
+  // Levels a head draws per image channel (2 for bernoulli): a known level must be below it.
+  int draw_levels() const { return head_.kind == DrawHead::kBernoulli ? 2 : head_.levels; }
 
   int height() const { return h_; }
   int width() const { return w_; }

@@ -256,6 +256,20 @@ struct SequentialThreads {
 
 }  // namespace
 
+std::string image_range_error(int64_t n, int64_t image_offset, const char* fn) {
+  if (image_offset >= 0 && n >= 0 && image_offset <= (int64_t(1) << 32) - n) return "";
+  return std::string(fn) + ": image_offset must be >= 0 and image_offset + n <= 2**32 (image indices are 32-bit), "
+         "got image_offset " + std::to_string(image_offset) + ", n " + std::to_string(n);
+}
+
+std::string known_levels_error(const int32_t* known, int64_t count, int levels, const char* fn) {
+  for (int64_t k = 0; k < count; ++k)
+    if (known[k] < -1 || known[k] >= levels)
+      return std::string(fn) + ": known levels must be -1 (draw) or in [0, " + std::to_string(levels) + "), got " +
+             std::to_string(known[k]) + " at flat index " + std::to_string(k);
+  return "";
+}
+
 std::string FlatProgram::check_call(int64_t n, int images_per_block, const char* fn) const {
   if (n < 1) return std::string(fn) + ": n must be >= 1, got " + std::to_string(n);
   if (images_per_block < 1)
@@ -286,10 +300,14 @@ void emulate_launch(const FlatProgram& p, int64_t n, int images_per_block, const
 }  // namespace
 
 void FlatProgram::sample_emulated(int64_t n, uint64_t seed, float temperature, int64_t image_offset,
-                                  int images_per_block, int32_t* levels, float* margins) const {
+                                  int images_per_block, int32_t* levels, float* margins,
+                                  const int32_t* known) const {
+  std::string err = image_range_error(n, image_offset, "sample_emulated");
+  if (err.empty() && known != nullptr) err = known_levels_error(known, n * h * w * c, draw_levels(), "sample_emulated");
+  if (!err.empty()) throw std::invalid_argument(err);
   emulate_launch(*this, n, images_per_block, "sample_emulated",
                  [&](const FlatView& v, SequentialThreads& th, int64_t img0, int nb) {
-                   flat::sample_images(v, th, img0, nb, seed, temperature, image_offset, levels, margins);
+                   flat::sample_images(v, th, img0, nb, seed, temperature, image_offset, levels, margins, known);
                  });
 }
 

@@ -28,6 +28,14 @@
 
 namespace pcf {
 
+// Images [image_offset, image_offset + n) of a seed's stream (DESIGN.md: global image index): Philox numbers
+// images with 32 bits, so image_offset >= 0 and image_offset + n <= 2**32. "" when fine, else a message
+// starting with fn (the CPU executor, the emulation and the CUDA launch all check with this).
+std::string image_range_error(int64_t n, int64_t image_offset, const char* fn);
+
+// Image completion: known[k] (k < count) must be -1 (draw) or a level in [0, levels). "" when fine.
+std::string known_levels_error(const int32_t* known, int64_t count, int levels, const char* fn);
+
 // Images one conv work item computes: its weights are read once for all of them.
 constexpr int kImagesPerItem = 4;
 
@@ -129,8 +137,10 @@ struct FlatProgram {
   FlatView host_view(float* ring, const int64_t* ring_off, int64_t n) const;
 
   // The CUDA kernels' loops run on the host, block after block, `images_per_block` images each: tests only.
+  // known (nullable): ColumnProgram::sample's known levels (image completion).
   void sample_emulated(int64_t n, uint64_t seed, float temperature, int64_t image_offset, int images_per_block,
-                       int32_t* levels, float* margins) const;
+                       int32_t* levels, float* margins, const int32_t* known = nullptr) const;
+  int32_t draw_levels() const { return head_kind == static_cast<int32_t>(DrawHead::kBernoulli) ? 2 : head_levels; }
   void teacher_forced_emulated(const float* image, int64_t n, int images_per_block, float* head_out) const;
 };
 
@@ -330,13 +340,15 @@ PCF_HOST_DEVICE void run_steps(const FlatView& v, Threads& th, int64_t img0, int
   }
 }
 
-// Samples images [img0, img0 + nb) (levels and optional margins: (n, H, W, C) of the whole call).
+// Samples images [img0, img0 + nb) (levels and optional margins: (n, H, W, C) of the whole call). known
+// (nullable, (n, H, W, C)): a level >= 0 is written instead of drawn (image completion; margin +inf).
 #ifdef __CUDACC__
 #pragma nv_exec_check_disable
 #endif
 template <class Threads>
 PCF_HOST_DEVICE void sample_images(const FlatView& v, Threads& th, int64_t img0, int nb, uint64_t seed,
-                                   float temperature, int64_t image_offset, int32_t* levels, float* margins) {
+                                   float temperature, int64_t image_offset, int32_t* levels, float* margins,
+                                   const int32_t* known) {
   const int32_t C = v.c, L = v.head_levels;
   for (int64_t i = 0; i < v.h; ++i) {
     for (int64_t j = 0; j < v.w; ++j) {
@@ -349,10 +361,12 @@ PCF_HOST_DEVICE void sample_images(const FlatView& v, Threads& th, int64_t img0,
         th.for_each(nb, [&](int64_t e) {
           const int64_t img = img0 + e;
           const float* values = v.px(v.head_buffer, i, img, j) + int64_t(c) * L;
-          const float u = uniform01(seed, static_cast<uint32_t>(image_offset + img), position, static_cast<uint32_t>(c));
-          float margin = 0.0f;
-          const int level = draw_level(static_cast<DrawHead>(v.head_kind), values, L, 1, temperature, u, &margin);
           const int64_t at = ((img * v.h + i) * v.w + j) * C + c;
+          const float u = uniform01(seed, static_cast<uint32_t>(image_offset + img), position, static_cast<uint32_t>(c));
+          float margin = INFINITY;  // a known level: no draw
+          const int level = known != nullptr && known[at] >= 0
+                                ? known[at]
+                                : draw_level(static_cast<DrawHead>(v.head_kind), values, L, 1, temperature, u, &margin);
           levels[at] = level;
           if (margins != nullptr) margins[at] = margin;
           v.px(0, i, img, j)[c] = static_cast<float>(level) * v.head_scale + v.head_offset;

@@ -36,11 +36,11 @@ struct BlockThreads {
 
 __global__ void __launch_bounds__(256) sample_kernel(FlatView v, int64_t n, int images_per_block, uint64_t seed,
                                                      float temperature, int64_t image_offset, int32_t* levels,
-                                                     float* margins) {
+                                                     float* margins, const int32_t* known) {
   const int64_t img0 = int64_t(blockIdx.x) * images_per_block;
   const int nb = static_cast<int>(min(int64_t(images_per_block), n - img0));
   BlockThreads th;
-  flat::sample_images(v, th, img0, nb, seed, temperature, image_offset, levels, margins);
+  flat::sample_images(v, th, img0, nb, seed, temperature, image_offset, levels, margins, known);
 }
 
 __global__ void __launch_bounds__(256) teacher_forced_kernel(FlatView v, int64_t n, int images_per_block,
@@ -115,11 +115,13 @@ int DeviceProgram::auto_threads(int images_per_block) const {
 }
 
 std::string DeviceProgram::launch(bool sampling, int64_t n, uint64_t seed, float temperature, int64_t image_offset,
-                                  int32_t* levels, float* margins, const float* image, float* head_out,
+                                  int32_t* levels, float* margins, const int32_t* known, const float* image,
+                                  float* head_out,
                                   int images_per_block, int threads, cudaStream_t stream) const {
   const char* fn = sampling ? "sample" : "teacher_forced";
   if (images_per_block == 0) images_per_block = auto_images_per_block(n);
   std::string err = host_.check_call(n, images_per_block, fn);
+  if (err.empty() && sampling) err = image_range_error(n, image_offset, fn);
   if (!err.empty()) return err;
   if (threads == 0) threads = auto_threads(images_per_block);
   if (threads < 32 || threads > 256 || threads % 32 != 0)
@@ -147,7 +149,7 @@ std::string DeviceProgram::launch(bool sampling, int64_t n, uint64_t seed, float
   const int64_t blocks = (n + images_per_block - 1) / images_per_block;
   if (sampling)
     sample_kernel<<<static_cast<unsigned>(blocks), threads, 0, stream>>>(v, n, images_per_block, seed, temperature,
-                                                                       image_offset, levels, margins);
+                                                                       image_offset, levels, margins, known);
   else
     teacher_forced_kernel<<<static_cast<unsigned>(blocks), threads, 0, stream>>>(v, n, images_per_block, image,
                                                                                 head_out);
@@ -159,14 +161,15 @@ std::string DeviceProgram::launch(bool sampling, int64_t n, uint64_t seed, float
 }
 
 std::string DeviceProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t image_offset, int32_t* levels,
-                                  float* margins, int images_per_block, int threads, cudaStream_t stream) const {
-  return launch(true, n, seed, temperature, image_offset, levels, margins, nullptr, nullptr, images_per_block,
+                                  float* margins, int images_per_block, int threads, cudaStream_t stream,
+                                  const int32_t* known) const {
+  return launch(true, n, seed, temperature, image_offset, levels, margins, known, nullptr, nullptr, images_per_block,
                 threads, stream);
 }
 
 std::string DeviceProgram::teacher_forced(const float* image, int64_t n, float* head_out, int images_per_block,
                                           int threads, cudaStream_t stream) const {
-  return launch(false, n, 0, 1.0f, 0, nullptr, nullptr, image, head_out, images_per_block, threads, stream);
+  return launch(false, n, 0, 1.0f, 0, nullptr, nullptr, nullptr, image, head_out, images_per_block, threads, stream);
 }
 
 }  // namespace gpu

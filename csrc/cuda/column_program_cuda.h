@@ -39,9 +39,11 @@ class DeviceProgram {
   int auto_threads(int images_per_block) const;
 
   // levels, margins (nullable): (n, H, W, C) device arrays. image_offset numbers the images for the
-  // random numbers (as ColumnProgram::sample).
+  // random numbers (as ColumnProgram::sample). known (nullable, (n, H, W, C) device, image completion): a
+  // level >= 0 is written instead of drawn; the caller has checked it (known_levels_error).
   std::string sample(int64_t n, uint64_t seed, float temperature, int64_t image_offset, int32_t* levels,
-                     float* margins, int images_per_block, int threads, cudaStream_t stream) const;
+                     float* margins, int images_per_block, int threads, cudaStream_t stream,
+                     const int32_t* known = nullptr) const;
   // head_out (n, H, W, head channels) with image (n, H, W, C) fed in.
   std::string teacher_forced(const float* image, int64_t n, float* head_out, int images_per_block, int threads,
                              cudaStream_t stream) const;
@@ -49,8 +51,8 @@ class DeviceProgram {
  private:
   DeviceProgram() = default;
   std::string launch(bool sampling, int64_t n, uint64_t seed, float temperature, int64_t image_offset,
-                     int32_t* levels, float* margins, const float* image, float* head_out, int images_per_block,
-                     int threads, cudaStream_t stream) const;
+                     int32_t* levels, float* margins, const int32_t* known, const float* image, float* head_out,
+                     int images_per_block, int threads, cudaStream_t stream) const;
 
   FlatProgram host_;
   FlatView tables_;          // device pointers; ring fields are set per call

@@ -71,6 +71,23 @@ const float* checked_input(const py::handle& obj, const char* fn, const char* na
   return static_cast<const float*>(a.data());
 }
 
+// Image completion's known levels: None, or int32 C-contiguous (n, H, W, C) of the program's image; the values
+// are checked by the core (known_levels_error).
+const int32_t* checked_known(const py::object& obj, const char* fn, int64_t n, int h, int w, int c) {
+  if (obj.is_none()) return nullptr;
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(std::string(fn) + ": known must be a numpy.ndarray, got " +
+                         std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  if (!a.dtype().is(py::dtype::of<int32_t>()))
+    throw py::type_error(std::string(fn) + ": known must have dtype int32, got " + std::string(py::str(a.dtype())));
+  const std::vector<py::ssize_t> want = {static_cast<py::ssize_t>(n), h, w, c};
+  if (std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()) != want || !(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(fn) + ": known must be C-contiguous with shape " + shape_str(want) + ", got " +
+                          shape_str(a));
+  return static_cast<const int32_t*>(a.data());
+}
+
 py::array_t<float> output(const py::object& out, const char* fn, const std::vector<py::ssize_t>& shape) {
   if (out.is_none()) return py::array_t<float>(shape);
   checked_input(out, fn, "out", static_cast<int>(shape.size()));
@@ -312,8 +329,9 @@ void bind_column_program(py::module_& m) {
         return out;
       }, py::arg("image"), "Head values at every position with the given image fed in (the cached path).")
       .def("sample", [](const pcf::ColumnProgram& p, int64_t n, uint64_t seed, float temperature,
-                        int64_t image_offset, int h, int w, int c, const py::object& on_row) {
+                        int64_t image_offset, int h, int w, int c, const py::object& on_row, const py::object& known_obj) {
         if (n < 1) throw py::value_error("sample: n must be >= 1, got " + std::to_string(n));
+        const int32_t* known = checked_known(known_obj, "ColumnProgram.sample", n, p.height(), p.width(), p.channels());
         if (!(temperature > 0.0f) || !std::isfinite(temperature))
           throw py::value_error("sample: temperature must be a positive finite number, got " +
                                 std::to_string(temperature));
@@ -333,12 +351,13 @@ void bind_column_program(py::module_& m) {
         }
         {
           py::gil_scoped_release release;
-          p.sample(n, seed, temperature, image_offset, lv, mg, *pool(), callback);
+          p.sample(n, seed, temperature, image_offset, lv, mg, *pool(), callback, nullptr, known);
         }
         return py::make_tuple(levels, margins);
       }, py::arg("n"), py::arg("seed"), py::arg("temperature"), py::arg("image_offset"), py::arg("height"),
-         py::arg("width"), py::arg("channels"), py::arg("on_row") = py::none(),
-         "(levels int32, margins float32), each (n, H, W, C); on_row(rows_done) after each row.")
+         py::arg("width"), py::arg("channels"), py::arg("on_row") = py::none(), py::arg("known") = py::none(),
+         "(levels int32, margins float32), each (n, H, W, C); on_row(rows_done) after each row. known (image "
+         "completion, int32 (n, H, W, C)): a level >= 0 is written instead of drawn (margin +inf), -1 draws.")
       .def("sample_profile", [](const pcf::ColumnProgram& p, int64_t n, uint64_t seed, float temperature,
                                 int h, int w, int c) {
         if (n < 1) throw py::value_error("sample_profile: n must be >= 1, got " + std::to_string(n));
@@ -360,11 +379,12 @@ void bind_column_program(py::module_& m) {
       // The CUDA executor's loops (core/flat_program.h) run on the host: tests check the GPU's arithmetic
       // with these on machines without one. Slow; not a backend.
       .def("sample_emulated", [](const pcf::ColumnProgram& p, int64_t n, uint64_t seed, float temperature,
-                                 int64_t image_offset, int images_per_block) {
+                                 int64_t image_offset, int images_per_block, const py::object& known_obj) {
         if (!(temperature > 0.0f) || !std::isfinite(temperature))
           throw py::value_error("sample_emulated: temperature must be a positive finite number, got " +
                                 std::to_string(temperature));
         if (n < 1) throw py::value_error("sample_emulated: n must be >= 1, got " + std::to_string(n));
+        const int32_t* known = checked_known(known_obj, "sample_emulated", n, p.height(), p.width(), p.channels());
         pcf::FlatProgram f = p.flatten();
         const std::vector<py::ssize_t> shape = {static_cast<py::ssize_t>(n), f.h, f.w, f.c};
         py::array_t<int32_t> levels(shape);
@@ -373,15 +393,15 @@ void bind_column_program(py::module_& m) {
         float* mg = margins.mutable_data();
         try {
           py::gil_scoped_release release;
-          f.sample_emulated(n, seed, temperature, image_offset, images_per_block, lv, mg);
+          f.sample_emulated(n, seed, temperature, image_offset, images_per_block, lv, mg, known);
         } catch (const std::invalid_argument& e) {
           throw py::value_error(e.what());
         }
         return py::make_tuple(levels, margins);
       }, py::arg("n"), py::arg("seed"), py::arg("temperature"), py::arg("image_offset") = 0,
-         py::arg("images_per_block") = 1,
+         py::arg("images_per_block") = 1, py::arg("known") = py::none(),
          "(levels, margins) drawn by the CUDA sampler's loops run on the host, images_per_block images per "
-         "emulated block (tests only).")
+         "emulated block (tests only); known as for sample.")
       .def("teacher_forced_emulated", [](const pcf::ColumnProgram& p, const py::object& image, int images_per_block) {
         const float* x = checked_input(image, "ColumnProgram.teacher_forced_emulated", "image", 4);
         py::array a = py::reinterpret_borrow<py::array>(image);

@@ -387,17 +387,32 @@ void check_launch_shape(int images_per_block, int threads, const char* fn) {
                           std::to_string(threads));
 }
 
+// Image completion: the known levels are checked on the host (-1 or a level the head draws) before the kernel
+// trusts them, so a bad value is a ValueError, not a silently wrong image.
+void check_known_on_host(const DeviceArray& known, const pcf::FlatProgram& h, cudaStream_t stream, const char* fn) {
+  std::vector<int32_t> host(static_cast<size_t>(known.size));
+  cudaError_t e = cudaMemcpyAsync(host.data(), known.data, host.size() * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                                  stream);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    throw std::runtime_error(std::string(fn) + ": " + cuda_error("copying known to the host", e));
+  }
+  const std::string err = pcf::known_levels_error(host.data(), known.size, h.draw_levels(), fn);
+  if (!err.empty()) throw py::value_error(err);
+}
+
 py::tuple program_sample(const CudaProgram& p, int64_t n, uint64_t seed, double temperature, int64_t image_offset,
                          const py::object& levels_out, const py::object& margins_out, const py::object& stream_obj,
-                         int images_per_block, int threads) {
+                         int images_per_block, int threads, const py::object& known_obj) {
   const char* fn = "ColumnProgram.sample";
   if (n < 1) throw py::value_error(std::string(fn) + ": n must be >= 1, got " + std::to_string(n));
   const float t = static_cast<float>(temperature);
   if (!(t > 0.0f) || !std::isfinite(t))
     throw py::value_error(std::string(fn) + ": temperature must be a positive finite number, got " +
                           std::to_string(temperature));
-  if (image_offset < 0)
-    throw py::value_error(std::string(fn) + ": image_offset must be >= 0, got " + std::to_string(image_offset));
+  const std::string range_err = pcf::image_range_error(n, image_offset, fn);
+  if (!range_err.empty()) throw py::value_error(range_err);
   check_launch_shape(images_per_block, threads, fn);
   const pcf::FlatProgram& h = p.host();
   const std::string err0 = h.check_call(n, images_per_block == 0 ? 1 : images_per_block, fn);
@@ -408,11 +423,24 @@ py::tuple program_sample(const CudaProgram& p, int64_t n, uint64_t seed, double 
   const DeviceArray levels = output(levels_out, fn, shape, device, "levels", "<i4", "int32");
   const DeviceArray margins = output(margins_out, fn, shape, device, "margins");
   const cudaStream_t stream = as_stream(stream_arg(stream_obj, device, fn));
+  const int32_t* known_data = nullptr;
+  if (!known_obj.is_none()) {
+    const DeviceArray known = device_array(known_obj, fn, "known", 4, false, "<i4", "int32");
+    if (known.shape != shape)
+      throw py::value_error(std::string(fn) + ": known must have shape " + shape_str(shape) + ", got " +
+                            shape_str(known.shape));
+    if (known.device != device)
+      throw py::value_error(std::string(fn) + ": known is on device " + std::to_string(known.device) +
+                            ", the program on device " + std::to_string(device));
+    wait_for_producers({&known}, stream, fn);
+    check_known_on_host(known, h, stream, fn);
+    known_data = reinterpret_cast<const int32_t*>(known.data);  // kept alive by known_obj until the call returns
+  }
   std::string err;
   {
     py::gil_scoped_release release;
     err = p.device->sample(n, seed, t, image_offset, reinterpret_cast<int32_t*>(levels.data), margins.data,
-                           images_per_block, threads, stream);
+                           images_per_block, threads, stream, known_data);
   }
   raise_if(err, fn);
   return py::make_tuple(levels.owner, margins.owner);
@@ -478,9 +506,11 @@ PYBIND11_MODULE(_cuda, m) {
       .def("sample", &program_sample, py::arg("n"), py::arg("seed"), py::arg("temperature") = 1.0,
            py::arg("image_offset") = 0, py::arg("levels") = py::none(), py::arg("margins") = py::none(),
            py::arg("stream") = py::none(), py::arg("images_per_block") = 0, py::arg("threads") = 0,
+           py::arg("known") = py::none(),
            (std::string("(levels int32, margins float32) CuPy arrays (n, H, W, C): the same images as the CPU "
                         "executor for a seed, up to draws within rounding of a CDF boundary. images_per_block / "
-                        "threads: the launch shape (0: automatic).") + stream_doc).c_str())
+                        "threads: the launch shape (0: automatic). known (image completion, int32 (n, H, W, C) "
+                        "CuPy): a level >= 0 is written instead of drawn, -1 draws.") + stream_doc).c_str())
       .def("teacher_forced", &program_teacher_forced, py::arg("image"), py::arg("out") = py::none(),
            py::arg("stream") = py::none(), py::arg("images_per_block") = 0, py::arg("threads") = 0,
            (std::string("Head values (n, H, W, head channels) at every position with `image` (n, H, W, C) float32 "

@@ -1,6 +1,6 @@
 // TF adapter (shared by the sampler op's CPU and GPU kernels): parsing the spec attr and turning the op's
 // inputs into a built ColumnProgram plus the call's scalars, with the same checks and messages on both
-// devices. The consts, n, seed and temperature are host tensors on both (the GPU kernel registers them as
+// devices. The consts, n, seed, temperature and image_offset are host tensors on both (the GPU kernel registers them as
 // HostMemory): a program is built on the host and, on the GPU, uploaded.
 #pragma once
 
@@ -40,6 +40,7 @@ struct SampleCall {
   int64_t n = 0;
   uint64_t seed = 0;
   float temperature = 1.0f;
+  int64_t image_offset = 0;  // the call draws images image_offset .. image_offset + n - 1 of the seed's stream
   tensorflow::Tensor* levels = nullptr;  // allocated output (n, H, W, C) int32, on the kernel's device
 };
 
@@ -52,16 +53,21 @@ inline tensorflow::Status PrepareSample(tensorflow::OpKernelContext* ctx, const 
   const tensorflow::Tensor& n_t = ctx->input(consts.size());
   const tensorflow::Tensor& seed_t = ctx->input(consts.size() + 1);
   const tensorflow::Tensor& temp_t = ctx->input(consts.size() + 2);
+  const tensorflow::Tensor& offset_t = ctx->input(consts.size() + 3);
   TF_RETURN_IF_ERROR(RequireScalar(n_t, "n"));
   TF_RETURN_IF_ERROR(RequireScalar(seed_t, "seed"));
   TF_RETURN_IF_ERROR(RequireScalar(temp_t, "temperature"));
+  TF_RETURN_IF_ERROR(RequireScalar(offset_t, "image_offset"));
   call->n = n_t.scalar<int64_t>()();
+  call->image_offset = offset_t.scalar<int64_t>()();
   call->seed = static_cast<uint64_t>(seed_t.scalar<int64_t>()());  // the bits of a uint64 seed
   call->temperature = temp_t.scalar<float>()();
   if (call->n < 1) return InvalidArgument("pixelcnn_fast sample: n must be >= 1, got ", call->n);
   if (!(call->temperature > 0.0f && std::isfinite(call->temperature)))
     return InvalidArgument("pixelcnn_fast sample: temperature must be a positive finite number, got ",
                            call->temperature);
+  const std::string range_err = pcf::image_range_error(call->n, call->image_offset, "pixelcnn_fast sample");
+  if (!range_err.empty()) return InvalidArgument(range_err);
   if (consts.size() != static_cast<int>(spec.inputs.size()))
     return InvalidArgument("pixelcnn_fast sample: the spec declares ", spec.inputs.size(), " const arrays, got ",
                            consts.size());

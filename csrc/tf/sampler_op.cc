@@ -37,7 +37,7 @@ class SampleOp : public pcf_tf::SampleKernelBase {
     pcf_tf::SampleCall call;
     OP_REQUIRES_OK(ctx, pcf_tf::PrepareSample(ctx, spec_, &call));
     try {
-      call.program.sample(call.n, call.seed, call.temperature, 0, call.levels->flat<int32>().data(), nullptr,
+      call.program.sample(call.n, call.seed, call.temperature, call.image_offset, call.levels->flat<int32>().data(), nullptr,
                           pcf_tf::TfParallel(ctx));
     } catch (const std::exception& e) {
       ctx->CtxFailure(errors::Internal("pixelcnn_fast sample: ", e.what()));
@@ -72,6 +72,7 @@ REGISTER_OP("PixelcnnFastSample")
     .Input("n: int64")
     .Input("seed: int64")
     .Input("temperature: float")
+    .Input("image_offset: int64")
     .Output("levels: int32")
     .SetIsStateful()  // fixed seed => deterministic, but sampling must never be constant-folded or CSE'd away
     .SetShapeFn([](InferenceContext* c) {
@@ -86,7 +87,7 @@ REGISTER_OP("PixelcnnFastSample")
                                        " const arrays, got ", num);
       ShapeHandle unused;
       for (int k = 0; k < num; ++k) TF_RETURN_IF_ERROR(c->WithRank(c->input(k), 4, &unused));
-      for (int k = num; k < num + 3; ++k) TF_RETURN_IF_ERROR(c->WithRank(c->input(k), 0, &unused));
+      for (int k = num; k < num + 4; ++k) TF_RETURN_IF_ERROR(c->WithRank(c->input(k), 0, &unused));
       DimensionHandle nd = c->UnknownDim();
       if (const Tensor* t = c->input_tensor(num)) {
         const int64_t n = t->scalar<int64_t>()();
@@ -98,7 +99,8 @@ REGISTER_OP("PixelcnnFastSample")
       return OkStatus();
     })
     .Doc("Draws n images (levels int32 (n, H, W, C)) from a column program (spec, see csrc/core/program_spec.h) "
-         "with the cached incremental executor; seed is read as uint64 bits.");
+         "with the cached incremental executor; seed is read as uint64 bits; the images are image_offset .. "
+         "image_offset + n - 1 of the seed's stream.");
 
 REGISTER_OP("PixelcnnFastProgramSpecCanonical")
     .Input("spec: string")

@@ -1,5 +1,5 @@
 // TF adapter (GPU kernel): PixelcnnFastSample on the GPU. The same checks and program build as the CPU
-// kernel (sampler_kernels.h, on host tensors: consts, n, seed and temperature are HostMemory), then the
+// kernel (sampler_kernels.h, on host tensors: consts, n, seed, temperature and image_offset are HostMemory), then the
 // program's tables go to the device and csrc/cuda/column_program.cu draws every image in one kernel on
 // TF's compute stream, writing the int32 levels straight into the output tensor. No TF header reaches a
 // .cu file. Compiled to nothing unless GOOGLE_CUDA is set (setup.py, TfGpuKernels; stream and context
@@ -39,7 +39,7 @@ class SampleGpuOp : public pcf_tf::SampleKernelBase {
     std::unique_ptr<pcf::gpu::DeviceProgram> program;
     std::string err = pcf::gpu::DeviceProgram::create(call.program.flatten(), &program);
     if (err.empty())
-      err = program->sample(call.n, call.seed, call.temperature, 0, call.levels->flat<int32>().data(), nullptr, 0, 0,
+      err = program->sample(call.n, call.seed, call.temperature, call.image_offset, call.levels->flat<int32>().data(), nullptr, 0, 0,
                             static_cast<cudaStream_t>(handle));
     OP_REQUIRES(ctx, err.empty(),
                 errors::Internal("pixelcnn_fast sample (GPU): ", err, " [n=", call.n, ", image (", spec_.height, ", ",
@@ -54,7 +54,8 @@ REGISTER_KERNEL_BUILDER(Name("PixelcnnFastSample")
                             .HostMemory("consts")
                             .HostMemory("n")
                             .HostMemory("seed")
-                            .HostMemory("temperature"),
+                            .HostMemory("temperature")
+                            .HostMemory("image_offset"),
                         SampleGpuOp);
 
 }  // namespace tensorflow
