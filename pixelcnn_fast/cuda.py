@@ -108,8 +108,10 @@ class ColumnProgram:
     def sample(self, n, seed, temperature=1.0, image_offset=0, levels=None, margins=None, stream=None,
                images_per_block=0, threads=0):
         """(levels int32, margins float32) CuPy arrays (n, H, W, C), returned without waiting for the GPU."""
-        return self._program.sample(int(n), int(seed), float(temperature), int(image_offset), levels, margins,
-                                    stream, int(images_per_block), int(threads))
+        # n, seed, temperature, image_offset go through unconverted: the binding checks them (checks.h), so
+        # 1.5 images or a negative seed are errors, not silently truncated or wrapped.
+        return self._program.sample(n, seed, temperature, image_offset, levels, margins, stream,
+                                    int(images_per_block), int(threads))
 
     def teacher_forced(self, image, out=None, stream=None, images_per_block=0, threads=0):
         """Head values (n, H, W, head channels) at every position with `image` (CuPy float32 (n, H, W, C))

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from pixelcnn_fast._ext import core
+from pixelcnn_fast.checks import check_count, check_sample_memory, check_seed, check_temperature
 from pixelcnn_fast.lowering import (NO_DEPENDENCY, analyse_causality, conv_kernel_4d, decode_frontier,
                                     encode_frontier, lower)
 
@@ -142,7 +143,8 @@ class Sampler:
             self.value_scale, self.value_offset = (float(v) for v in value_map)
         self.head_levels = 1 if head == "bernoulli" else inferred
         # Refuse a non-causal model now, not at the first sample (constants at zero conditions).
-        self._executor(1, self._zero_conditions(1))
+        # The cache size per image does not depend on n: the memory rule reads it before any call allocates.
+        self._cache_floats_per_image = self._executor(1, self._zero_conditions(1)).cache_floats_per_image()
 
     # ------------------------------------------------------------------------------------------
     def _zero_conditions(self, n):
@@ -203,44 +205,48 @@ class Sampler:
         return self._last_cuda
 
     # ------------------------------------------------------------------------------------------
+    def _check_call(self, where, n, seed, temperature):
+        """(n, seed, temperature as a Python float of its float32) after the rules of pixelcnn_fast.checks,
+        and the memory the call would need, before the constants for n images are evaluated."""
+        n = check_count(n, where)
+        seed = check_seed(seed, where)
+        t = float(check_temperature(temperature, where))
+        check_sample_memory(n, self.program.image_shape, self._cache_floats_per_image, where)
+        return n, seed, t
+
     def sample(self, n, seed=0, temperature=1.0, conditions=None, progress=False, return_margins=False):
         """Draws n images: integer levels (n, H, W, C). The same seed gives the same images as the
         naive loops (pixelcnn_fast.naive) up to float rounding at a CDF boundary (return_margins=True
         also returns each draw's distance to the nearest boundary)."""
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"Sampler.sample: n must be an int >= 1, got {n!r}")
-        t = float(temperature)
-        if not np.isfinite(t) or t <= 0:
-            raise ValueError(f"Sampler.sample: temperature must be a positive finite number, got {temperature!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 64:
-            raise ValueError(f"Sampler.sample: seed must be an int in [0, 2**64), got {seed!r}")
-        conds = self._check_conditions(int(n), conditions)
+        n, seed, t = self._check_call("Sampler.sample", n, seed, temperature)
+        conds = self._check_conditions(n, conditions)
         if self.backend == "cuda":
             if progress:
                 raise ValueError("Sampler.sample: progress=True needs backend='cpu' (the GPU draws every row "
                                  "in one kernel, with no host step per row to report)")
-            levels, margins = self._cuda_program(int(n), conds).sample(int(n), int(seed), t)
+            levels, margins = self._cuda_program(n, conds).sample(n, seed, t)
             levels, margins = levels.get(), margins.get()
             return (levels, margins) if return_margins else levels
-        exe = self._executor(int(n), conds)
+        exe = self._executor(n, conds)
         h, w, c = self.program.image_shape
-        on_row = _ProgressBar(h, w, int(n)) if progress else None
-        levels, margins = exe.sample(int(n), int(seed), t, 0, h, w, c, on_row)
-        if on_row is not None:
-            on_row.close()
+        on_row = _ProgressBar(h, w, n) if progress else None
+        try:
+            # The output's shape comes from the program; Ctrl-C stops the call within one row.
+            levels, margins = exe.sample(n, seed, t, 0, on_row=on_row)
+        finally:
+            if on_row is not None:
+                on_row.close()
         return (levels, margins) if return_margins else levels
 
     def profile(self, n, seed=0, temperature=1.0, conditions=None):
         """Where one sample call's time goes: [(step name, kind, seconds)] for each program step (its
         layer's name), plus "(draws)"; seconds are summed over threads. For reports, not for speed:
         it reads the clock twice per step and position."""
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"Sampler.profile: n must be an int >= 1, got {n!r}")
+        n, seed, t = self._check_call("Sampler.profile", n, seed, temperature)
         if self.backend != "cpu":
             raise ValueError("Sampler.profile: per-step times come from the CPU executor; use backend='cpu'")
-        exe = self._executor(int(n), self._check_conditions(int(n), conditions))
-        h, w, c = self.program.image_shape
-        return exe.sample_profile(int(n), int(seed), float(temperature), h, w, c)
+        exe = self._executor(n, self._check_conditions(n, conditions))
+        return exe.sample_profile(n, seed, t)
 
     def teacher_forced(self, image, conditions=None):
         """The head's values (logits, or probabilities for output='probs') at every position computed

@@ -2,6 +2,7 @@
 #include "column_program.h"
 
 #include <algorithm>
+#include <cassert>
 #include <chrono>
 #include <mutex>
 #include <cmath>
@@ -254,6 +255,9 @@ void ColumnProgram::set_head(const HeadSpec& head) {
 }
 
 void ColumnProgram::prepare() const {
+  // Concurrent sample() calls on one program (several Python threads) must not race on the lazy setup.
+  static std::mutex prepare_mutex;
+  std::lock_guard<std::mutex> lock(prepare_mutex);
   if (prepared_) return;
   // Rows a buffer's cache must hold: its own row plus the furthest row above that a live tap reads.
   ring_rows_.assign(buffer_channels_.size(), 1);
@@ -262,6 +266,12 @@ void ColumnProgram::prepare() const {
       for (const auto& pc : st.plan.pieces)
         ring_rows_[st.ins[0]] = std::max<int>(ring_rows_[st.ins[0]], static_cast<int>(1 - pc.oy));
   prepared_ = true;
+}
+
+int64_t ColumnProgram::const_batch() const {
+  int64_t n = 1;
+  for (const ConstTensor& t : consts_) n = std::max(n, t.n);
+  return n;
 }
 
 int64_t ColumnProgram::cache_floats_per_image() const {
@@ -491,8 +501,12 @@ void ColumnProgram::teacher_forced(const float* image, int64_t n, float* head_ou
 
 void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t image_offset, int32_t* levels,
                            float* margins, const Parallel& par, const std::function<void(int64_t)>& on_row,
-                           double* step_seconds) const {
+                           double* step_seconds, const std::atomic<bool>* cancel) const {
   if (head_.buffer < 0) throw std::invalid_argument("sample: no head set");
+  assert(n >= 1 && image_offset >= 0 && image_offset + n <= (int64_t(1) << 32));
+  assert(const_batch() == 1 || const_batch() == n);
+  assert(temperature > 0.0f && std::isfinite(temperature));
+  assert(levels != nullptr);
   prepare();
   int max_phase = 0;
   for (const ProgramStep& st : steps_) max_phase = std::max(max_phase, st.phase);
@@ -505,6 +519,7 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
     std::vector<int64_t> ns(step_seconds != nullptr ? nsteps + 1 : 0, 0);  // last: the draws
     int64_t* prof = step_seconds != nullptr ? ns.data() : nullptr;
     for (int64_t i = 0; i < h_; ++i) {
+      if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) return;  // outputs left incomplete
       for (int64_t j = 0; j < w_; ++j) {
         const uint32_t position = static_cast<uint32_t>(i * w_ + j);
         // The image at this position is unknown until drawn: zero it (the slot held an older row).

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "checks.h"
 #include "column_program.h"
 
 namespace pcf {
@@ -257,14 +258,11 @@ struct SequentialThreads {
 }  // namespace
 
 std::string FlatProgram::check_call(int64_t n, int images_per_block, const char* fn) const {
-  if (n < 1) return std::string(fn) + ": n must be >= 1, got " + std::to_string(n);
-  if (images_per_block < 1)
-    return std::string(fn) + ": images_per_block must be >= 1, got " + std::to_string(images_per_block);
-  const int64_t nc = max_const_batch();
-  if (nc != 1 && nc != n)
-    return std::string(fn) + ": the program's per-image constants hold " + std::to_string(nc) +
-           " images, the call asks for " + std::to_string(n);
-  return "";
+  std::string err = checks::count(fn, n);
+  if (err.empty() && images_per_block < 1)
+    err = std::string(fn) + ": images_per_block must be >= 1, got " + std::to_string(images_per_block);
+  if (err.empty()) err = checks::batch(fn, max_const_batch(), n);
+  return err;
 }
 
 namespace {

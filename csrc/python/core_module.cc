@@ -7,6 +7,8 @@
 #include <cfloat>
 #include <cstdint>
 #include <cmath>
+#include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -163,40 +165,15 @@ py::array_t<float> backprop_filter(const py::object& x_obj, const py::object& dy
 
 namespace {
 
-// An integer argument in [0, 2**bits): Python ints and NumPy integer scalars. Checked here so that a negative or
-// too large value is an error naming the argument, not pybind's "incompatible function arguments" or a silent wrap.
-uint64_t uint_arg(const py::handle& v, const char* fn, const char* name, int bits) {
-  const std::string range = std::string("an integer in [0, 2**") + std::to_string(bits) + ")";
-  if (py::isinstance<py::bool_>(v) || !PyIndex_Check(v.ptr()))
-    throw py::type_error(std::string(fn) + ": " + name + " must be " + range + ", got " +
-                         std::string(py::str(py::type::handle_of(v).attr("__name__"))));
-  py::int_ i = py::reinterpret_steal<py::int_>(PyNumber_Index(v.ptr()));  // NumPy integers via __index__
-  if (!i) throw py::error_already_set();
-  const bool negative = PyObject_RichCompareBool(i.ptr(), py::int_(0).ptr(), Py_LT) == 1;
-  const unsigned long long x = negative ? 0 : PyLong_AsUnsignedLongLong(i.ptr());
-  const bool too_big = !negative && ((x == static_cast<unsigned long long>(-1) && PyErr_Occurred()) ||
-                                     (bits < 64 && x >= (1ull << bits)));
-  PyErr_Clear();
-  if (negative || too_big)
-    throw py::value_error(std::string(fn) + ": " + name + " must be " + range + ", got " + std::string(py::repr(v)));
-  return x;
-}
-
-// The temperature as the float32 the core divides by: positive and finite after the conversion too.
-float temperature_arg(double t, const char* fn) {
-  const float tf = static_cast<float>(t);
-  if (!(t > 0.0) || !(tf > 0.0f) || !(tf <= FLT_MAX))
-    throw py::value_error(std::string(fn) + ": temperature must be a positive finite float32, got " +
-                          std::string(py::repr(py::float_(t))));
-  return tf;
-}
+using pcf_binding::int_arg;
+using pcf_binding::temperature_arg;
 
 float rng_uniform(const py::object& seed, const py::object& image, const py::object& position,
                   const py::object& channel) {
   const char* fn = "philox_uniform";
-  return pcf::uniform01(uint_arg(seed, fn, "seed", 64), static_cast<uint32_t>(uint_arg(image, fn, "image", 32)),
-                        static_cast<uint32_t>(uint_arg(position, fn, "position", 32)),
-                        static_cast<uint32_t>(uint_arg(channel, fn, "channel", 32)));
+  return pcf::uniform01(int_arg(seed, fn, "seed", 64), static_cast<uint32_t>(int_arg(image, fn, "image", 32)),
+                        static_cast<uint32_t>(int_arg(position, fn, "position", 32)),
+                        static_cast<uint32_t>(int_arg(channel, fn, "channel", 32)));
 }
 
 py::tuple rng_block(const py::sequence& counter, const py::sequence& key) {
@@ -205,22 +182,20 @@ py::tuple rng_block(const py::sequence& counter, const py::sequence& key) {
     throw py::value_error(std::string(fn) + ": counter must hold 4 words and key 2, got " +
                           std::to_string(counter.size()) + " and " + std::to_string(key.size()));
   pcf::PhiloxBlock ctr;
-  for (int i = 0; i < 4; ++i) ctr.w[i] = static_cast<uint32_t>(uint_arg(counter[i], fn, "counter word", 32));
-  const pcf::PhiloxBlock out = pcf::philox4x32_10(ctr, static_cast<uint32_t>(uint_arg(key[0], fn, "key word", 32)),
-                                                  static_cast<uint32_t>(uint_arg(key[1], fn, "key word", 32)));
+  for (int i = 0; i < 4; ++i) ctr.w[i] = static_cast<uint32_t>(int_arg(counter[i], fn, "counter word", 32));
+  const pcf::PhiloxBlock out = pcf::philox4x32_10(ctr, static_cast<uint32_t>(int_arg(key[0], fn, "key word", 32)),
+                                                  static_cast<uint32_t>(int_arg(key[1], fn, "key word", 32)));
   return py::make_tuple(out.w[0], out.w[1], out.w[2], out.w[3]);
 }
 
 py::array_t<float> rng_uniform_grid(const py::object& seed_obj, const py::object& n_obj, const py::object& h_obj,
                                     const py::object& w_obj, const py::object& c_obj, const py::object& offset_obj) {
   const char* fn = "philox_uniform_grid";
-  const uint64_t seed = uint_arg(seed_obj, fn, "seed", 64);
-  const uint64_t n = uint_arg(n_obj, fn, "n", 32), h = uint_arg(h_obj, fn, "h", 32), w = uint_arg(w_obj, fn, "w", 32),
-                 c = uint_arg(c_obj, fn, "c", 32), offset = uint_arg(offset_obj, fn, "image_offset", 32);
+  const uint64_t seed = int_arg(seed_obj, fn, "seed", 64);
+  const uint64_t n = int_arg(n_obj, fn, "n", 32), h = int_arg(h_obj, fn, "h", 32), w = int_arg(w_obj, fn, "w", 32),
+                 c = int_arg(c_obj, fn, "c", 32), offset = int_arg(offset_obj, fn, "image_offset", 32);
   // Every counter word must fit 32 bits: image < 2**32, position = i * w + j < 2**32.
-  if (offset + n > (1ull << 32))
-    throw py::value_error(std::string(fn) + ": image_offset + n must be <= 2**32 (image indices are 32-bit), got " +
-                          std::to_string(offset) + " + " + std::to_string(n));
+  pcf_binding::raise_if_bad(pcf::checks::image_offset(fn, static_cast<int64_t>(offset), static_cast<int64_t>(n)));
   if (h * w > (1ull << 32))
     throw py::value_error(std::string(fn) + ": h * w must be <= 2**32 (positions are 32-bit), got " +
                           std::to_string(h) + " * " + std::to_string(w));
@@ -238,7 +213,7 @@ py::array_t<float> rng_uniform_grid(const py::object& seed_obj, const py::object
   return out;
 }
 
-py::object rng_draw_levels(const py::object& values_obj, const std::string& head_name, double temperature,
+py::object rng_draw_levels(const py::object& values_obj, const std::string& head_name, const py::object& temperature,
                            const py::object& u_obj, bool return_margin) {
   const char* fn = "draw_levels";
   const float* values = checked_input(values_obj, fn, "values", 2);
@@ -292,6 +267,61 @@ void check_image_shape(const pcf::ColumnProgram& p, const py::array& a, const ch
                           std::to_string(a.shape(2)) + ", " + std::to_string(a.shape(3)) + ")");
 }
 
+using pcf_binding::check_caller_shape;
+using pcf_binding::SampleArgs;
+
+SampleArgs program_sample_args(const pcf::ColumnProgram& p, const char* fn, const py::handle& n,
+                               const py::handle& seed, const py::handle& temperature,
+                               const py::handle& image_offset) {
+  return pcf_binding::sample_args(fn, p.height(), p.width(), p.channels(), p.const_batch(),
+                                  p.cache_floats_per_image(), n, seed, temperature, image_offset);
+}
+
+std::vector<py::ssize_t> image_batch_shape(const pcf::ColumnProgram& p, int64_t n) {
+  return {static_cast<py::ssize_t>(n), p.height(), p.width(), p.channels()};
+}
+
+// A teacher-forced image batch must match the program's per-image constants and fit in memory.
+void check_teacher_forced_batch(const pcf::ColumnProgram& p, const py::array& a, const char* fn) {
+  pcf_binding::raise_if_bad(pcf::checks::batch(fn, p.const_batch(), a.shape(0)));
+  pcf_binding::raise_if_bad(pcf::checks::memory(fn, a.shape(0), p.height(), p.width(), p.channels(),
+                                                p.cache_floats_per_image(),
+                                                int64_t(p.height()) * p.width() * p.head_channels()));
+}
+
+// Runs the executor with the GIL released, interruptibly. Once per row the thread of the first images (the
+// calling thread: ThreadPool::for_each gives it range 0) takes the GIL, calls on_row and
+// PyErr_CheckSignals(): Python runs its SIGINT handler only on the main thread and only when it gets control,
+// so a C++ loop that never asks would ignore Ctrl-C for the whole call. A raised KeyboardInterrupt (or
+// on_row's own exception) sets `cancel`; every thread stops at its next row and the exception is re-raised
+// here. The program keeps no state of a call (its caches live in the call), so it stays usable. A row, not a
+// position: the GIL is taken H times per call, not H * W.
+void run_sample(const pcf::ColumnProgram& p, const SampleArgs& a, int32_t* levels, float* margins,
+                const py::object& on_row, double* step_seconds) {
+  std::atomic<bool> cancel{false};
+  std::unique_ptr<py::error_already_set> error;
+  const std::function<void(int64_t)> row = [&](int64_t rows) {
+    py::gil_scoped_acquire acquire;
+    if (cancel.load()) return;
+    try {
+      if (!on_row.is_none()) on_row(rows);
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    } catch (py::error_already_set& e) {
+      error = std::make_unique<py::error_already_set>(std::move(e));
+      cancel.store(true);
+    }
+  };
+  {
+    py::gil_scoped_release release;
+    p.sample(a.n, a.seed, a.temperature, a.image_offset, levels, margins, *pool(), row, step_seconds, &cancel);
+  }
+  if (error) {
+    error->restore();
+    error.reset();
+    throw py::error_already_set();
+  }
+}
+
 void bind_column_program(py::module_& m) {
   py::class_<pcf::ColumnProgram>(m, "ColumnProgram",
                                  "A lowered model's column program and its cached incremental executor.")
@@ -303,6 +333,7 @@ void bind_column_program(py::module_& m) {
         const float* x = checked_input(image, "ColumnProgram.teacher_forced", "image", 4);
         py::array a = py::reinterpret_borrow<py::array>(image);
         check_image_shape(p, a, "ColumnProgram.teacher_forced");
+        check_teacher_forced_batch(p, a, "ColumnProgram.teacher_forced");
         py::array_t<float> out({a.shape(0), a.shape(1), a.shape(2), static_cast<py::ssize_t>(p.head_channels())});
         float* o = out.mutable_data();
         {
@@ -311,69 +342,57 @@ void bind_column_program(py::module_& m) {
         }
         return out;
       }, py::arg("image"), "Head values at every position with the given image fed in (the cached path).")
-      .def("sample", [](const pcf::ColumnProgram& p, int64_t n, uint64_t seed, float temperature,
-                        int64_t image_offset, int h, int w, int c, const py::object& on_row) {
-        if (n < 1) throw py::value_error("sample: n must be >= 1, got " + std::to_string(n));
-        if (!(temperature > 0.0f) || !std::isfinite(temperature))
-          throw py::value_error("sample: temperature must be a positive finite number, got " +
-                                std::to_string(temperature));
-        py::array_t<int32_t> levels({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(h),
-                                     static_cast<py::ssize_t>(w), static_cast<py::ssize_t>(c)});
-        py::array_t<float> margins({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(h),
-                                    static_cast<py::ssize_t>(w), static_cast<py::ssize_t>(c)});
-        int32_t* lv = levels.mutable_data();
-        float* mg = margins.mutable_data();
-        std::function<void(int64_t)> callback;
-        if (!on_row.is_none()) {
-          // Called from a worker thread once per row: take the GIL only for the Python call.
-          callback = [&on_row](int64_t rows) {
-            py::gil_scoped_acquire acquire;
-            on_row(rows);
-          };
-        }
-        {
-          py::gil_scoped_release release;
-          p.sample(n, seed, temperature, image_offset, lv, mg, *pool(), callback);
-        }
+      .def("sample", [](const pcf::ColumnProgram& p, const py::object& n, const py::object& seed,
+                        const py::object& temperature, const py::object& image_offset, const py::object& h,
+                        const py::object& w, const py::object& c, const py::object& on_row) {
+        const char* fn = "ColumnProgram.sample";
+        check_caller_shape(fn, p.height(), p.width(), p.channels(), h, w, c);
+        const SampleArgs a = program_sample_args(p, fn, n, seed, temperature, image_offset);
+        const std::vector<py::ssize_t> shape = image_batch_shape(p, a.n);
+        py::array_t<int32_t> levels(shape);
+        py::array_t<float> margins(shape);
+        run_sample(p, a, levels.mutable_data(), margins.mutable_data(), on_row, nullptr);
         return py::make_tuple(levels, margins);
-      }, py::arg("n"), py::arg("seed"), py::arg("temperature"), py::arg("image_offset"), py::arg("height"),
-         py::arg("width"), py::arg("channels"), py::arg("on_row") = py::none(),
-         "(levels int32, margins float32), each (n, H, W, C); on_row(rows_done) after each row.")
-      .def("sample_profile", [](const pcf::ColumnProgram& p, int64_t n, uint64_t seed, float temperature,
-                                int h, int w, int c) {
-        if (n < 1) throw py::value_error("sample_profile: n must be >= 1, got " + std::to_string(n));
-        std::vector<int32_t> levels(static_cast<size_t>(n) * h * w * c);
+      }, py::arg("n"), py::arg("seed"), py::arg("temperature"), py::arg("image_offset") = 0,
+         py::arg("height") = py::none(), py::arg("width") = py::none(), py::arg("channels") = py::none(),
+         py::arg("on_row") = py::none(),
+         "(levels int32, margins float32), each (n, H, W, C) of the program; on_row(rows_done) after each row. "
+         "height/width/channels, if given, must be the program's. Ctrl-C stops the call within one row "
+         "(KeyboardInterrupt; the program stays usable).")
+      .def("sample_profile", [](const pcf::ColumnProgram& p, const py::object& n, const py::object& seed,
+                                const py::object& temperature, const py::object& h, const py::object& w,
+                                const py::object& c) {
+        const char* fn = "ColumnProgram.sample_profile";
+        check_caller_shape(fn, p.height(), p.width(), p.channels(), h, w, c);
+        const SampleArgs a = program_sample_args(p, fn, n, seed, temperature, py::int_(0));
+        py::array_t<int32_t> levels(image_batch_shape(p, a.n));
         std::vector<double> seconds(p.num_steps() + 1);
-        {
-          py::gil_scoped_release release;
-          p.sample(n, seed, temperature, 0, levels.data(), nullptr, *pool(), nullptr, seconds.data());
-        }
+        run_sample(p, a, levels.mutable_data(), nullptr, py::none(), seconds.data());
         py::list out;
         for (int k = 0; k < p.num_steps(); ++k)
           out.append(py::make_tuple(p.step_name(k), p.step_kind(k), seconds[k]));
         out.append(py::make_tuple("(draws)", "draw", seconds[p.num_steps()]));
         return out;
-      }, py::arg("n"), py::arg("seed"), py::arg("temperature"), py::arg("height"), py::arg("width"),
-         py::arg("channels"),
+      }, py::arg("n"), py::arg("seed"), py::arg("temperature"), py::arg("height") = py::none(),
+         py::arg("width") = py::none(), py::arg("channels") = py::none(),
          "Samples n images and returns [(step name, kind, thread-seconds)] per program step plus the draws: "
          "where the cached sampler's time goes (two clock reads per step and position).")
       // The CUDA executor's loops (core/flat_program.h) run on the host: tests check the GPU's arithmetic
       // with these on machines without one. Slow; not a backend.
-      .def("sample_emulated", [](const pcf::ColumnProgram& p, int64_t n, uint64_t seed, float temperature,
-                                 int64_t image_offset, int images_per_block) {
-        if (!(temperature > 0.0f) || !std::isfinite(temperature))
-          throw py::value_error("sample_emulated: temperature must be a positive finite number, got " +
-                                std::to_string(temperature));
-        if (n < 1) throw py::value_error("sample_emulated: n must be >= 1, got " + std::to_string(n));
+      .def("sample_emulated", [](const pcf::ColumnProgram& p, const py::object& n, const py::object& seed,
+                                 const py::object& temperature, const py::object& image_offset,
+                                 int images_per_block) {
+        const char* fn = "sample_emulated";
+        const SampleArgs a = program_sample_args(p, fn, n, seed, temperature, image_offset);
         pcf::FlatProgram f = p.flatten();
-        const std::vector<py::ssize_t> shape = {static_cast<py::ssize_t>(n), f.h, f.w, f.c};
+        const std::vector<py::ssize_t> shape = image_batch_shape(p, a.n);
         py::array_t<int32_t> levels(shape);
         py::array_t<float> margins(shape);
         int32_t* lv = levels.mutable_data();
         float* mg = margins.mutable_data();
         try {
           py::gil_scoped_release release;
-          f.sample_emulated(n, seed, temperature, image_offset, images_per_block, lv, mg);
+          f.sample_emulated(a.n, a.seed, a.temperature, a.image_offset, images_per_block, lv, mg);
         } catch (const std::invalid_argument& e) {
           throw py::value_error(e.what());
         }
@@ -386,6 +405,7 @@ void bind_column_program(py::module_& m) {
         const float* x = checked_input(image, "ColumnProgram.teacher_forced_emulated", "image", 4);
         py::array a = py::reinterpret_borrow<py::array>(image);
         check_image_shape(p, a, "ColumnProgram.teacher_forced_emulated");
+        check_teacher_forced_batch(p, a, "ColumnProgram.teacher_forced_emulated");
         pcf::FlatProgram f = p.flatten();
         py::array_t<float> out({a.shape(0), a.shape(1), a.shape(2), static_cast<py::ssize_t>(p.head_channels())});
         float* o = out.mutable_data();
