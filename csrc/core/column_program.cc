@@ -466,13 +466,21 @@ void for_each_slice(int64_t n, const Parallel& par, int64_t cost, Fn fn) {
 
 }  // namespace
 
+#ifdef PCF_SANITIZER_SEEDED_BUG
+// Test-only (tests/sanitizers/build.py --seeded-bug): every ring cache one float short, an off-by-one the
+// sanitizer job must catch. Never defined by setup.py.
+constexpr int64_t kSeededBugFloats = 1;
+#else
+constexpr int64_t kSeededBugFloats = 0;
+#endif
+
 ColumnProgram::Slice ColumnProgram::make_slice(int64_t b0, int64_t b1) const {
   Slice s;
   s.img0 = b0;
   s.nb = b1 - b0;
   s.ring.resize(buffer_channels_.size());
   for (size_t b = 0; b < buffer_channels_.size(); ++b)
-    s.ring[b].assign(ring_rows_[b] * s.nb * w_ * buffer_channels_[b], 0.0f);
+    s.ring[b].assign(ring_rows_[b] * s.nb * w_ * buffer_channels_[b] - kSeededBugFloats, 0.0f);
   int64_t kmax = 0;
   for (const ProgramStep& st : steps_)
     if (st.kind == StepKind::kConv) kmax = std::max(kmax, st.plan.kcol);

@@ -423,6 +423,12 @@ void bind_column_program(py::module_& m) {
         return py::make_tuple(static_cast<int>(f.steps.size()), f.fused_steps, f.dropped_steps);
       }, "(steps the GPU executor runs per pass, program steps fused into conv epilogues, steps dropped because "
          "nothing reads their output).")
+      .def_property_readonly("image_shape", [](const pcf::ColumnProgram& p) {
+        return py::make_tuple(p.height(), p.width(), p.channels());
+      }, "(H, W, C) of the images the program draws (every output is sized from it).")
+      .def_property_readonly("head_channels", &pcf::ColumnProgram::head_channels)
+      .def_property_readonly("const_batch", &pcf::ColumnProgram::const_batch,
+                             "Images the per-image constants hold (1: shared by any n).")
       .def("cache_floats_per_image", &pcf::ColumnProgram::cache_floats_per_image)
       .def("macs_per_position", &pcf::ColumnProgram::macs_per_position)
       .def("executed_macs_per_position", &pcf::ColumnProgram::executed_macs_per_position);
