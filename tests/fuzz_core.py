@@ -4,7 +4,8 @@ same cases under AddressSanitizer/UBSan).
 
 Every case is reproducible from (seed, case index): case k draws from numpy.random.default_rng([seed, k]).
 A failure raises AssertionError naming the seed, the case and its parameters. Case counts: CI_CASES by
-default (seconds), PIXELCNN_FAST_FUZZ_CASES=<n> for a longer run, PIXELCNN_FAST_FUZZ_SEED=<s> to replay.
+default (seconds), PIXELCNN_FAST_FUZZ_CASES=<n> for a longer run (PIXELCNN_FAST_FUZZ_KERAS_CASES for the Keras
+graphs, ~1 s each), PIXELCNN_FAST_FUZZ_SEED=<s> to replay.
 """
 
 import os
@@ -33,8 +34,8 @@ def fuzz_seed():
     return int(env) if env else secrets.randbits(32)
 
 
-def fuzz_cases(default):
-    env = os.environ.get("PIXELCNN_FAST_FUZZ_CASES", "")
+def fuzz_cases(default, variable="PIXELCNN_FAST_FUZZ_CASES"):
+    env = os.environ.get(variable, "")
     return int(env) if env else default
 
 
@@ -207,7 +208,7 @@ def mutate_arrays(rng, arrays):
         arrays[k] = arrays[k].astype(np.float64)
     elif op == 4 and arrays:
         arrays[k] = np.asfortranarray(arrays[k]) if arrays[k].ndim > 1 and arrays[k].size > 1 else arrays[k][..., None]
-    elif op == 5 and arrays:
+    elif op == 5 and arrays and arrays[k].size:
         a = arrays[k].copy()
         a.reshape(-1)[int(rng.integers(0, a.size))] = rng.choice([np.nan, np.inf, -np.inf, 1e38, -1e38])
         arrays[k] = a
@@ -288,8 +289,9 @@ def check_spec_case(core, seed, case, tf_op=None):
 
 def _head_levels(spec):
     """Levels the head draws from (bernoulli: 2), read from the spec text of a program that built."""
-    h = re.search(r"^head kind=(\w+) buffer=\d+ levels=(\d+)", spec, re.M)
-    return 2 if h.group(1) == "bernoulli" else int(h.group(2))
+    line = next(ln for ln in spec.split("\n") if ln.startswith("head "))
+    kind = re.search(r"\bkind=(\w+)", line).group(1)
+    return 2 if kind == "bernoulli" else int(re.search(r"\blevels=([-+]?\d+)", line).group(1))
 
 
 def run_spec_fuzz(core, seed, cases, tf_op=None, log=print):

@@ -1,5 +1,6 @@
 """Tests: fuzzing, reproducible from the printed seed (tests/fuzz_core.py; PIXELCNN_FAST_FUZZ_SEED=<s> replays,
-PIXELCNN_FAST_FUZZ_CASES=<n> runs n cases of each fuzzer instead of the CI size).
+PIXELCNN_FAST_FUZZ_CASES=<n> runs n conv and n spec cases instead of the CI size,
+PIXELCNN_FAST_FUZZ_KERAS_CASES=<n> n Keras graphs).
 
 - masked conv forward and both gradients (blocked and per-element paths) on random shapes, kernels,
   dilations, colour groups, padding and batch, into NaN-poisoned outputs, against the float64 oracle;
@@ -161,7 +162,7 @@ def _future_dependency(model, rng):
 
 
 def test_random_keras_graphs_lower_or_fail_typed():
-    cases = fuzz_core.fuzz_cases(12)
+    cases = fuzz_core.fuzz_cases(12, "PIXELCNN_FAST_FUZZ_KERAS_CASES")  # ~1 s each
     print(f"keras graph fuzz: seed={SEED} cases={cases} (replay: PIXELCNN_FAST_FUZZ_SEED={SEED})")
     outcomes = {"sampled": 0, "not causal": 0, "unsupported": 0}
     for case in range(cases):

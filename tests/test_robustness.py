@@ -233,6 +233,17 @@ def test_absurd_sizes_are_refused_before_allocating(sampler):
                                       temperature=tf.constant(1.0), spec=spec)
 
 
+def test_an_empty_constant_is_refused():
+    """Regression (spec fuzzer, seed 3 case 7540): a constant of shape (0, 1, 1, 1) was accepted and the
+    executor read the empty array (a segfault)."""
+    spec, arrays, n = PROGRAMS["keras_io_13x17"]
+    arrays = list(arrays)
+    arrays[-1] = np.zeros((0, 1, 1, 1), np.float32)
+    with pytest.raises(ValueError, match=r"input 13 \(a constant\): constant shape \(0, 1, 1, 1\) must have every "
+                                         r"dimension >= 1"):
+        _core.ColumnProgram.from_spec(spec, arrays, n)
+
+
 def test_a_huge_image_spec_is_refused():
     spec, arrays, n = PROGRAMS["keras_io"]
     big = spec.replace("image height=8 width=8", "image height=100000 width=100000")

@@ -101,6 +101,11 @@ void ColumnProgram::check_buffer(int b, const char* what, const std::string& nam
 }
 
 int ColumnProgram::add_const(ConstTensor t) {
+  // An empty dimension would make pixel() read an empty array (found by the spec fuzzer: shape (0, 1, 1, 1)).
+  if (t.n < 1 || t.h < 1 || t.w < 1 || t.c < 1)
+    throw std::invalid_argument("constant shape (" + std::to_string(t.n) + ", " + std::to_string(t.h) + ", " +
+                                std::to_string(t.w) + ", " + std::to_string(t.c) +
+                                ") must have every dimension >= 1");
   if (static_cast<int64_t>(t.data.size()) != t.n * t.h * t.w * t.c)
     throw std::invalid_argument("constant data has " + std::to_string(t.data.size()) + " floats for shape (" +
                                 std::to_string(t.n) + ", " + std::to_string(t.h) + ", " + std::to_string(t.w) +
