@@ -12,6 +12,7 @@ PIXELCNN_FAST_FUZZ_KERAS_CASES=<n> n Keras graphs).
   typed LoweringError naming the op and the layer.
 """
 
+import contextlib
 import os
 import re
 
@@ -64,6 +65,18 @@ def test_the_conv_fuzzer_catches_a_wrong_tap():
     assert caught > 0, "the conv fuzzer never noticed a wrong mask"
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _tf_op_check(what, spec, arrays, n, core_built):
     """The same mutant through the TF op: it samples, or raises a typed error (never a crash)."""
     m = re.search(r"^image height=(\d+) width=(\d+) channels=(\d+)", spec, re.M)
@@ -71,9 +84,10 @@ def _tf_op_check(what, spec, arrays, n, core_built):
         return  # big mutant: parse errors are what matter, sampling it would only take long
     calls = max(1, n) if abs(n) < 2 ** 31 else n
     try:
-        out = tf_ops().pixelcnn_fast_sample(consts=[tf.constant(a) for a in arrays], n=tf.constant(calls, tf.int64),
-                                            seed=tf.constant(3, tf.int64), temperature=tf.constant(1.0),
-                                            spec=spec)
+        with _quiet_stderr():  # TF logs every refused call ("OP_REQUIRES failed ...") on fd 2
+            out = tf_ops().pixelcnn_fast_sample(consts=[tf.constant(a) for a in arrays],
+                                                n=tf.constant(calls, tf.int64), seed=tf.constant(3, tf.int64),
+                                                temperature=tf.constant(1.0), spec=spec)
     except (tf.errors.InvalidArgumentError, TypeError, ValueError):
         return
     except Exception as e:

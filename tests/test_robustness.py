@@ -328,3 +328,33 @@ def test_concurrent_sample_calls_equal_sequential_ones():
         t.join()
     for a, b in zip(want, got):
         np.testing.assert_array_equal(a, b)
+
+
+def test_set_num_threads_while_another_thread_samples():
+    """set_num_threads() replaces the module's pool; a call running on the old one keeps it alive (the pool
+    is shared), so it finishes with the same images instead of using a destroyed pool."""
+    p = program("rgb_3x256")
+    threads_before = _core.get_num_threads()
+    want = p.sample(8, 3, 1.0)[0]
+    got, errors = [], []
+
+    def run():
+        try:
+            for _ in range(5):
+                got.append(p.sample(8, 3, 1.0)[0])
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        while t.is_alive():
+            for k in (1, 2, 3):
+                _core.set_num_threads(k)
+    finally:
+        t.join()
+        _core.set_num_threads(threads_before)
+    assert not errors, errors
+    assert len(got) == 5
+    for g in got:
+        np.testing.assert_array_equal(g, want)

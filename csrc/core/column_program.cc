@@ -495,6 +495,7 @@ ColumnProgram::Slice ColumnProgram::make_slice(int64_t b0, int64_t b1) const {
 
 void ColumnProgram::teacher_forced(const float* image, int64_t n, float* head_out, const Parallel& par) const {
   if (head_.buffer < 0) throw std::invalid_argument("teacher_forced: no head set");
+  assert(n >= 1 && (const_batch() == 1 || const_batch() == n) && image != nullptr && head_out != nullptr);
   prepare();
   const int64_t hc = buffer_channels_[head_.buffer];
   for_each_slice(n, par, int64_t(h_) * w_ * (macs_per_position() + 1), [&](int64_t b0, int64_t b1) {

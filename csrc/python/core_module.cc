@@ -40,11 +40,16 @@ using pcf_binding::shape_str;
 using ConvFn = void (*)(const pcf::TapSet&, const pcf::ConvGeometry&, const float*, const float*, float*,
                         const pcf::Parallel&);
 
-std::unique_ptr<pcf::ThreadPool>& pool() {
-  static std::unique_ptr<pcf::ThreadPool> p =
-      std::make_unique<pcf::ThreadPool>(std::max(1u, std::thread::hardware_concurrency()));
+// The module's pool, shared: each call takes its own reference while it holds the GIL (pool() copies the
+// pointer), so set_num_threads() from another Python thread replaces the pool without destroying one that a
+// call running with the GIL released still uses.
+std::shared_ptr<pcf::ThreadPool>& pool_slot() {
+  static std::shared_ptr<pcf::ThreadPool> p =
+      std::make_shared<pcf::ThreadPool>(std::max(1u, std::thread::hardware_concurrency()));
   return p;
 }
+
+std::shared_ptr<pcf::ThreadPool> pool() { return pool_slot(); }  // call with the GIL held
 
 std::string shape_str(const py::array& a) {
   std::ostringstream s;
@@ -97,9 +102,10 @@ py::array_t<float> forward(const py::object& x_obj, const py::object& k_obj, con
                            padding, k);
   py::array_t<float> y = output(out, fn, {xa.shape(0), p.geom.ho, p.geom.wo, ka.shape(3)});
   float* yp = y.mutable_data();
+  const auto par = pool();
   {
     py::gil_scoped_release release;
-    kRun(p.taps, p.geom, x, k, yp, *pool());
+    kRun(p.taps, p.geom, x, k, yp, *par);
   }
   return y;
 }
@@ -126,9 +132,10 @@ py::array_t<float> backprop_input(const py::object& dy_obj, const py::object& k_
                           " (the forward output for input_hw and this kernel), got " + shape_str(da));
   py::array_t<float> dx = output(out, fn, {da.shape(0), h, w, cin});
   float* dxp = dx.mutable_data();
+  const auto par = pool();
   {
     py::gil_scoped_release release;
-    kRun(p.taps, p.geom, dy, k, dxp, *pool());
+    kRun(p.taps, p.geom, dy, k, dxp, *par);
   }
   return dx;
 }
@@ -152,9 +159,10 @@ py::array_t<float> backprop_filter(const py::object& x_obj, const py::object& dy
                           " (batch and output size of the forward pass on x), got " + shape_str(da));
   py::array_t<float> dk = output(out, fn, {kh, kw, cin, cout});
   float* dkp = dk.mutable_data();
+  const auto par = pool();
   {
     py::gil_scoped_release release;
-    kRun(p.taps, p.geom, x, dy, dkp, *pool());
+    kRun(p.taps, p.geom, x, dy, dkp, *par);
   }
   return dk;
 }
@@ -311,9 +319,10 @@ void run_sample(const pcf::ColumnProgram& p, const SampleArgs& a, int32_t* level
       cancel.store(true);
     }
   };
+  const auto par = pool();
   {
     py::gil_scoped_release release;
-    p.sample(a.n, a.seed, a.temperature, a.image_offset, levels, margins, *pool(), row, step_seconds, &cancel);
+    p.sample(a.n, a.seed, a.temperature, a.image_offset, levels, margins, *par, row, step_seconds, &cancel);
   }
   if (error) {
     error->restore();
@@ -336,9 +345,10 @@ void bind_column_program(py::module_& m) {
         check_teacher_forced_batch(p, a, "ColumnProgram.teacher_forced");
         py::array_t<float> out({a.shape(0), a.shape(1), a.shape(2), static_cast<py::ssize_t>(p.head_channels())});
         float* o = out.mutable_data();
+        const auto par = pool();
         {
           py::gil_scoped_release release;
-          p.teacher_forced(x, a.shape(0), o, *pool());
+          p.teacher_forced(x, a.shape(0), o, *par);
         }
         return out;
       }, py::arg("image"), "Head values at every position with the given image fed in (the cached path).")
@@ -466,7 +476,7 @@ PYBIND11_MODULE(_core, m) {
         "masked_conv2d_backprop_filter computed as the CUDA kernels' partial sums do (tests only).");
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
-    pool() = std::make_unique<pcf::ThreadPool>(n);
+    pool_slot() = std::make_shared<pcf::ThreadPool>(n);
   }, py::arg("n"));
   m.def("get_num_threads", [] { return pool()->num_threads(); });
   m.def("supported_isas", [] {
