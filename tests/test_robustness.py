@@ -205,8 +205,8 @@ def test_image_offset_rule_is_shared():
 def test_absurd_sizes_are_refused_before_allocating(sampler):
     sm, s = sampler
     p = program("keras_io")
-    n = 2 ** 31  # 2**31 images of 8x8x1: ~2**31 * (512 + caches) bytes, terabytes
-    pattern = (r"n=2147483648 images of 8x8x1 would need [0-9.e+]+ bytes for outputs and caches, more than this "
+    n = 2 ** 32 - 1  # the most images a call may ask for: ~2**32 * (512 + caches) bytes, terabytes
+    pattern = (r"n=4294967295 images of 8x8x1 would need [0-9.e+]+ bytes for outputs and caches, more than this "
                r"machine's memory \(\d+ bytes\)")
     for where, call in (("Sampler.sample", lambda: s.sample(n)), ("sample_op", lambda: sample_op(s, n)),
                         ("ColumnProgram.sample", lambda: p.sample(n, 0, 1.0)),

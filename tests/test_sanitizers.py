@@ -1,5 +1,5 @@
 """Tests: the sanitizer job -- csrc/core and the pybind _core module built with -fsanitize=address,undefined in a
-temporary directory (tests/sanitizers/build.py), tests/sanitizers/core_checks.py run under it with the ASan
+temporary directory (tests/sanitizers/asan_build.py), tests/sanitizers/core_checks.py run under it with the ASan
 runtime preloaded (no TensorFlow in that process): clean on this tree, and failing on a build with a seeded
 off-by-one (-DPCF_SANITIZER_SEEDED_BUG), which shows the job fails when it should.
 
@@ -15,7 +15,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "sanitizers"))
-import build as asan  # noqa: E402
+import asan_build as asan  # noqa: E402
 
 pytestmark = pytest.mark.skipif(asan.unavailable_reason() is not None,
                                 reason=f"sanitizer job: {asan.unavailable_reason()}")

@@ -472,7 +472,7 @@ void for_each_slice(int64_t n, const Parallel& par, int64_t cost, Fn fn) {
 }  // namespace
 
 #ifdef PCF_SANITIZER_SEEDED_BUG
-// Test-only (tests/sanitizers/build.py --seeded-bug): every ring cache one float short, an off-by-one the
+// Test-only (tests/sanitizers/asan_build.py --seeded-bug): every ring cache one float short, an off-by-one the
 // sanitizer job must catch. Never defined by setup.py.
 constexpr int64_t kSeededBugFloats = 1;
 #else

@@ -1,5 +1,5 @@
 """Tests (sanitizer job): the core's checks run in a process whose pixelcnn_fast._core is the AddressSanitizer +
-UBSan build of tests/sanitizers/build.py (PCF_SANITIZED_CORE names it; LD_PRELOAD holds the ASan runtime).
+UBSan build of tests/sanitizers/asan_build.py (PCF_SANITIZED_CORE names it; LD_PRELOAD holds the ASan runtime).
 
 TensorFlow must not load here (it is not built with ASan, and its allocator and threads make the reports
 noise): the script uses NumPy, the TF-free fuzzers of tests/fuzz_core.py and the committed fixture programs,
@@ -25,7 +25,7 @@ sys.path.insert(0, TESTS)
 def load_sanitized_core():
     path = os.environ.get("PCF_SANITIZED_CORE")
     if not path:
-        sys.exit("core_checks.py: PCF_SANITIZED_CORE must name the sanitized _core module (tests/sanitizers/build.py)")
+        sys.exit("core_checks.py: PCF_SANITIZED_CORE must name the sanitized _core module (tests/sanitizers/asan_build.py)")
     spec = importlib.util.spec_from_file_location("pixelcnn_fast._core", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules["pixelcnn_fast._core"] = module  # nothing may load the regular build next to it

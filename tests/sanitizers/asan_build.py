@@ -2,7 +2,7 @@
 UndefinedBehaviorSanitizer into a directory of its own (never the installed package), and runs a TF-free
 script under it with the ASan runtime preloaded into Python.
 
-    python tests/sanitizers/build.py OUT_DIR [--seeded-bug] [--run]
+    python tests/sanitizers/asan_build.py OUT_DIR [--seeded-bug] [--run] [core_checks.py arguments]
 
 The source lists come from setup.py (CORE_SOURCES, ISA_SOURCES), so this build compiles what the package
 compiles. -O1 -g keeps the reports readable; NDEBUG is not defined, so the core's precondition asserts are
@@ -128,20 +128,22 @@ def run(module_path, *args, timeout=900):
 if __name__ == "__main__":
     import argparse
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)  # --seed is core_checks.py's, not --seeded-bug
     p.add_argument("out_dir")
     p.add_argument("--seeded-bug", action="store_true")
     p.add_argument("--run", action="store_true", help="then run tests/sanitizers/core_checks.py under it")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
-    p.add_argument("args", nargs="*", help="arguments for core_checks.py (e.g. --cases 5000 --seed 7)")
-    a = p.parse_args()
+    # Everything else goes to core_checks.py (e.g. --conv-cases 2000 --spec-cases 10000 --seed 7).
+    a, rest = p.parse_known_args()
+    rest = [r for r in rest if r != "--"]
     why = unavailable_reason()
     if why:
         sys.exit(f"sanitizer build: {why}")
     path = build(a.out_dir, a.seeded_bug, a.jobs)
     print(path)
     if a.run:
-        proc = run(path, *a.args, timeout=None)
+        proc = run(path, *rest, timeout=None)
         sys.stdout.write(proc.stdout)
         sys.stderr.write(proc.stderr)
         sys.exit(proc.returncode)
