@@ -1,5 +1,10 @@
-"""Python front end: argument checks shared by the fast op and the reference (one place, one wording)."""
+"""Python front end: argument checks shared by the front ends (one place, one wording): the masked conv's (the fast
+op and the reference) and the samplers' (CLI, Sampler, sample_op, naive, rng)."""
 
+import math
+import os
+
+import numpy as np
 
 from pixelcnn_fast.masks import check_mask_args
 
@@ -53,3 +58,78 @@ def check_conv_inputs(x, kernel, mask_type, color_groups, dilation_rate, padding
                     f"{where}: padding='valid' needs x {name} >= the dilated kernel extent "
                     f"{extent}, got {size}")
     return kh, kw, mask_type, (dh, dw), padding
+
+
+# ----------------------------------------------------------------------------- sampler arguments
+# One function per rule, one message: the Python twin of csrc/core/checks.h (the pybind modules and the TF
+# kernels use that one), word for word, so an argument refused at any front door (CLI, Sampler, sample_op,
+# naive, rng, _core, _cuda, the TF op) reads the same. tests/test_robustness.py compares every door.
+
+def _prefix(where):
+    return f"{where}: " if where else ""
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_int(value, name, where, lo=0, bits=32):
+    """value as an int in [lo, 2**bits): TypeError for a non-integer (bool, float, str), ValueError out of range."""
+    bound = f"an integer in [{lo}, 2**{bits})"
+    if not _is_int(value):
+        raise TypeError(f"{_prefix(where)}{name} must be {bound}, got {type(value).__name__} {value!r}")
+    if not lo <= int(value) < 2 ** bits:
+        raise ValueError(f"{_prefix(where)}{name} must be {bound}, got {int(value)}")
+    return int(value)
+
+
+def check_count(n, where, name="n"):
+    """Images per call: an int in [1, 2**32) (image indices, the Philox counter's image word, are 32-bit)."""
+    return check_int(n, name, where, 1, 32)
+
+
+def check_seed(seed, where, name="seed"):
+    return check_int(seed, name, where, 0, 64)
+
+
+def check_image_offset(image_offset, n, where):
+    """The call's first image index: images image_offset .. image_offset + n - 1 must be 32-bit indices."""
+    image_offset = check_int(image_offset, "image_offset", where, 0, 32)
+    if image_offset + n > 2 ** 32:
+        raise ValueError(f"{_prefix(where)}image_offset + n must be <= 2**32 (image indices are 32-bit), got "
+                         f"{image_offset} + {n}")
+    return image_offset
+
+
+def check_temperature(temperature, where, name="temperature"):
+    """The temperature as the float32 the samplers divide by: positive and finite before and after the
+    conversion (1e300 is a finite float64 but an infinite float32)."""
+    if isinstance(temperature, (bool, np.bool_, str, bytes)) or not isinstance(
+            temperature, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{_prefix(where)}{name} must be a positive finite float32, got "
+                        f"{type(temperature).__name__}")
+    t = float(temperature)
+    with np.errstate(over="ignore"):
+        t32 = np.float32(t)
+    if not (math.isfinite(t) and t > 0 and np.isfinite(t32) and t32 > 0):
+        raise ValueError(f"{_prefix(where)}{name} must be a positive finite float32, got {t!r}")
+    return t32
+
+
+def physical_memory_bytes():
+    """This machine's physical memory (0 when unknown: no limit), as checks.h reads it."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGESIZE")
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
+def check_sample_memory(n, image_shape, cache_floats_per_image, where, head_floats_per_image=0, limit=None):
+    """Refuses a call whose outputs (levels int32 + margins float32 per image value) and per-image caches could
+    never fit in this machine's memory, before anything is allocated, naming the bytes it would need."""
+    h, w, c = (int(d) for d in image_shape)
+    limit = physical_memory_bytes() if limit is None else limit
+    need = (h * w * c * 8 + cache_floats_per_image * 4 + head_floats_per_image * 4) * int(n)
+    if limit and need > limit:
+        raise ValueError(f"{_prefix(where)}n={int(n)} images of {h}x{w}x{c} would need {float(need):.4g} bytes "
+                         f"for outputs and caches, more than this machine's memory ({limit} bytes)")

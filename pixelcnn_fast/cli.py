@@ -86,19 +86,26 @@ def load_model(path):
         raise CliError(f"{where}: {_one_line(exc)}") from exc
 
 
+def _cli_check(check, value, flag):
+    """A rule of pixelcnn_fast.checks (the one every front door uses), its message naming the flag."""
+    from pixelcnn_fast import checks
+
+    try:
+        return getattr(checks, check)(value, None, flag)
+    except (TypeError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+
+
 def _check_count(n):
-    if n < 1:
-        raise CliError(f"--n must be a positive integer (images to draw), got {n}")
+    return _cli_check("check_count", n, "--n")
 
 
 def _check_seed(seed):
-    if not 0 <= seed < 2 ** 64:
-        raise CliError(f"--seed must be an integer in [0, 2**64), got {seed}")
+    return _cli_check("check_seed", seed, "--seed")
 
 
 def _check_temperature(t):
-    if not (math.isfinite(t) and t > 0):
-        raise CliError(f"--temperature must be a positive finite number, got {t:g}")
+    return _cli_check("check_temperature", t, "--temperature")
 
 
 def _check_writable(out):

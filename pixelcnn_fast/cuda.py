@@ -109,8 +109,10 @@ class ColumnProgram:
                images_per_block=0, threads=0, known=None):
         """(levels int32, margins float32) CuPy arrays (n, H, W, C), returned without waiting for the GPU.
         known (image completion): int32 CuPy (n, H, W, C), a level >= 0 written instead of drawn, -1 drawn."""
-        return self._program.sample(int(n), int(seed), float(temperature), int(image_offset), levels, margins,
-                                    stream, int(images_per_block), int(threads), known)
+        # n, seed, temperature, image_offset go through unconverted: the binding checks them (checks.h), so
+        # 1.5 images or a negative seed are errors, not silently truncated or wrapped.
+        return self._program.sample(n, seed, temperature, image_offset, levels, margins, stream,
+                                    int(images_per_block), int(threads), known)
 
     def teacher_forced(self, image, out=None, stream=None, images_per_block=0, threads=0):
         """Head values (n, H, W, head channels) at every position with `image` (CuPy float32 (n, H, W, C))

@@ -13,6 +13,7 @@ import os
 
 import keras
 
+from pixelcnn_fast.checks import check_count, check_seed, check_temperature
 from pixelcnn_fast.png import image_grid, write_png
 from pixelcnn_fast.sampler import Sampler
 
@@ -42,8 +43,10 @@ class SampleCallback(keras.callbacks.Callback):
                  temperature=1.0, conditions=None, head=None, levels=None, value_map=None,
                  image_shape=None):
         super().__init__()
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"SampleCallback: n must be an int >= 1, got {n!r}")
+        # The sampler's rules (pixelcnn_fast.checks), refused now rather than at the first epoch's end.
+        n = check_count(n, "SampleCallback")
+        seed = check_seed(seed, "SampleCallback")
+        temperature = float(check_temperature(temperature, "SampleCallback"))
         if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
             raise ValueError(f"SampleCallback: every must be an int >= 1, got {every!r}")
         try:

@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from pixelcnn_fast import rng as _rng
+from pixelcnn_fast.checks import check_count, check_image_offset, check_seed, check_temperature
 
 __all__ = ["sample", "complete", "NaiveResult"]
 
@@ -421,22 +422,15 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
         raise ValueError(f"{_WHERE}: head must be one of {', '.join(map(repr, HEADS))}, got {head!r}")
     if output not in OUTPUTS:
         raise ValueError(f"{_WHERE}: output must be one of {', '.join(map(repr, OUTPUTS))}, got {output!r}")
-    n = _check_int(n, "n", 1, 2 ** 32)
+    # The rules every sampler front door shares (pixelcnn_fast.checks), in their words.
+    n = check_count(n, _WHERE)
+    seed = check_seed(seed, _WHERE)
+    t32 = check_temperature(temperature, _WHERE)
     levels = _check_int(levels, "levels", 2)
     if head == "bernoulli" and levels != 2:
         raise ValueError(f"{_WHERE}: levels must be 2 for head='bernoulli' (one output per image channel), "
                          f"got {levels}")
-    seed = _check_int(seed, "seed", 0, 2 ** 64)
-    image_offset = _check_int(image_offset, "image_offset", 0, 2 ** 32 - n + 1)
-    if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (int, float, np.integer,
-                                                                                np.floating)):
-        raise ValueError(f"{_WHERE}: temperature must be a positive finite number, got "
-                         f"{type(temperature).__name__}")
-    with np.errstate(over="ignore"):
-        t32 = np.float32(temperature)
-    if not (math.isfinite(float(temperature)) and float(temperature) > 0 and t32 > 0 and np.isfinite(t32)):
-        raise ValueError(f"{_WHERE}: temperature must be a positive finite number (as a float32), got "
-                         f"{temperature!r}")
+    image_offset = check_image_offset(image_offset, n, _WHERE)
     if max_steps is not None:
         max_steps = _check_int(max_steps, "max_steps", 1)
     code_input = _code_input(model)

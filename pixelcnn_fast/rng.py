@@ -34,6 +34,8 @@ that check their arguments: uniform_grid, draw_levels.
 import numpy as np
 from numba import njit, types
 
+from pixelcnn_fast.checks import check_image_offset, check_int, check_temperature
+
 __all__ = ["philox4x32_10", "uniform01", "fill_uniform_grid", "uniform_grid", "draw_bernoulli",
            "draw_bernoulli_with_margin", "draw_categorical_logits", "draw_categorical_logits_with_margin",
            "draw_categorical_probs", "draw_categorical_probs_with_margin", "draw_levels", "boundary_tolerance",
@@ -115,12 +117,7 @@ def fill_uniform_grid(out, seed, image_offset):
 
 
 def _check_uint(value, name, bits, where):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{where}: {name} must be an integer in [0, 2**{bits}), got {type(value).__name__}")
-    value = int(value)
-    if not 0 <= value < 2 ** bits:
-        raise ValueError(f"{where}: {name} must be an integer in [0, 2**{bits}), got {value}")
-    return value
+    return check_int(value, name, where, 0, bits)
 
 
 def uniform_grid(seed, n, h, w, c, image_offset=0):
@@ -128,10 +125,7 @@ def uniform_grid(seed, n, h, w, c, image_offset=0):
     where = "uniform_grid"
     seed = _check_uint(seed, "seed", 64, where)
     n, h, w, c = (_check_uint(v, name, 32, where) for v, name in ((n, "n"), (h, "h"), (w, "w"), (c, "c")))
-    image_offset = _check_uint(image_offset, "image_offset", 32, where)
-    if image_offset + n > 2 ** 32:
-        raise ValueError(f"{where}: image_offset + n must be <= 2**32 (image indices are 32-bit), got "
-                         f"{image_offset} + {n}")
+    image_offset = check_image_offset(image_offset, n, where)
     if h * w > 2 ** 32:
         raise ValueError(f"{where}: h * w must be <= 2**32 (positions are 32-bit), got {h} * {w}")
     out = np.empty((n, h, w, c), np.float32)
@@ -298,10 +292,7 @@ def draw_levels(values, head, temperature, u, return_margin=False):
     if bad.any():
         i = int(np.argmax(bad))
         raise ValueError(f"{where}: u must lie in [0, 1), got u[{i}] = {float(u[i])!r}")
-    with np.errstate(over="ignore"):  # a temperature beyond float32 becomes inf and is refused just below
-        t = np.float32(temperature)
-    if not (float(temperature) > 0 and t > 0 and np.isfinite(t)):
-        raise ValueError(f"{where}: temperature must be a positive finite float32, got {temperature!r}")
+    t = check_temperature(temperature, where)
     levels = np.empty(m, np.int32)
     margins = np.empty(m, np.float32)
     _draw_rows(values, HEADS.index(head), t, u, levels, margins)

@@ -9,6 +9,8 @@ import numpy as np
 import tensorflow as tf
 
 from pixelcnn_fast._ext import core
+from pixelcnn_fast.checks import (check_count, check_image_offset, check_sample_memory, check_seed,
+                                  check_temperature)
 from pixelcnn_fast.lowering import (NO_DEPENDENCY, LoweringError, analyse_causality, conv_kernel_4d, conv_taps,
                                     decode_frontier, encode_frontier, lower)
 
@@ -77,25 +79,6 @@ def _const_4d(value):
     if v.ndim < 4:
         v = v.reshape((1,) * (4 - v.ndim) + v.shape)
     return np.ascontiguousarray(v)
-
-
-def _check_call_args(fn, n, seed, temperature, image_offset):
-    """(n, seed, temperature, image_offset) as Python numbers, or a ValueError naming the argument."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{fn}: n must be an int >= 1, got {n!r}")
-    try:
-        t = float(temperature)
-    except (TypeError, ValueError):
-        t = float("nan")
-    if not np.isfinite(t) or t <= 0:
-        raise ValueError(f"{fn}: temperature must be a positive finite number, got {temperature!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 64:
-        raise ValueError(f"{fn}: seed must be an int in [0, 2**64), got {seed!r}")
-    if (isinstance(image_offset, bool) or not isinstance(image_offset, (int, np.integer)) or image_offset < 0
-            or int(image_offset) + int(n) > 2 ** 32):
-        raise ValueError(f"{fn}: image_offset must be an int >= 0 with image_offset + n <= 2**32 (image indices "
-                         f"are 32-bit), got image_offset={image_offset!r}, n={n!r}")
-    return int(n), int(seed), t, int(image_offset)
 
 
 def known_levels(images, known, image_shape, levels, fn):
@@ -212,7 +195,8 @@ class Sampler:
             self.value_scale, self.value_offset = (float(v) for v in value_map)
         self.head_levels = 1 if head == "bernoulli" else inferred
         # Refuse a non-causal model now, not at the first sample (constants at zero conditions).
-        self._executor(1, self._zero_conditions(1))
+        # The cache size per image does not depend on n: the memory rule reads it before any call allocates.
+        self._cache_floats_per_image = self._executor(1, self._zero_conditions(1)).cache_floats_per_image()
 
     # ------------------------------------------------------------------------------------------
     def _zero_conditions(self, n):
@@ -324,6 +308,17 @@ class Sampler:
         return cached[1]
 
     # ------------------------------------------------------------------------------------------
+    def _check_call(self, where, n, seed, temperature, image_offset=0):
+        """(n, seed, temperature as a Python float of its float32, image_offset) after the rules of
+        pixelcnn_fast.checks, and the memory the call would need, before the constants for n images are
+        evaluated."""
+        n = check_count(n, where)
+        seed = check_seed(seed, where)
+        t = float(check_temperature(temperature, where))
+        image_offset = check_image_offset(image_offset, n, where)
+        check_sample_memory(n, self.program.image_shape, self._cache_floats_per_image, where)
+        return n, seed, t, image_offset
+
     def sample(self, n, seed=0, temperature=1.0, conditions=None, progress=False, return_margins=False,
                image_offset=0):
         """Draws n images: integer levels (n, H, W, C). The same seed gives the same images as the
@@ -333,8 +328,7 @@ class Sampler:
         image_offset: the call draws images image_offset .. image_offset + n - 1 of the stream `seed`
         defines (DESIGN.md, global image index), so any split of a job into calls, processes or machines
         draws the images one call would. Conditions are still one row per image of this call."""
-        fn = "Sampler.sample"
-        n, seed, t, image_offset = _check_call_args(fn, n, seed, temperature, image_offset)
+        n, seed, t, image_offset = self._check_call("Sampler.sample", n, seed, temperature, image_offset)
         conds = self._check_conditions(n, conditions)
         if self.backend == "cuda":
             if progress:
@@ -346,9 +340,12 @@ class Sampler:
         exe = self._executor(n, conds)
         h, w, c = self.program.image_shape
         on_row = _ProgressBar(h, w, n) if progress else None
-        levels, margins = exe.sample(n, seed, t, image_offset, h, w, c, on_row)
-        if on_row is not None:
-            on_row.close()
+        try:
+            # The output's shape comes from the program; Ctrl-C stops the call within one row.
+            levels, margins = exe.sample(n, seed, t, image_offset, on_row=on_row)
+        finally:
+            if on_row is not None:
+                on_row.close()
         levels, margins = self._input_shaped(levels), self._input_shaped(margins)
         return (levels, margins) if return_margins else levels
 
@@ -372,7 +369,7 @@ class Sampler:
             images = np.asarray(images)[..., None]  # (n, H, W) codes
             known = np.asarray(known)[..., None] if np.ndim(known) == 3 else known
         given = known_levels(images, known, self.program.image_shape, self.levels, fn)
-        n, seed, t, image_offset = _check_call_args(fn, given.shape[0], seed, temperature, image_offset)
+        n, seed, t, image_offset = self._check_call(fn, given.shape[0], seed, temperature, image_offset)
         conds = self._check_conditions(n, conditions)
         if self.backend == "cuda":
             import cupy
@@ -382,7 +379,7 @@ class Sampler:
             levels, margins = levels.get(), margins.get()
         else:
             h, w, c = self.program.image_shape
-            levels, margins = self._executor(n, conds).sample(n, seed, t, image_offset, h, w, c, None, given)
+            levels, margins = self._executor(n, conds).sample(n, seed, t, image_offset, known=given)
         levels, margins = self._input_shaped(levels), self._input_shaped(margins)
         return (levels, margins) if return_margins else levels
 
@@ -399,13 +396,11 @@ class Sampler:
         """Where one sample call's time goes: [(step name, kind, seconds)] for each program step (its
         layer's name), plus "(draws)"; seconds are summed over threads. For reports, not for speed:
         it reads the clock twice per step and position."""
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"Sampler.profile: n must be an int >= 1, got {n!r}")
+        n, seed, t, _ = self._check_call("Sampler.profile", n, seed, temperature)
         if self.backend != "cpu":
             raise ValueError("Sampler.profile: per-step times come from the CPU executor; use backend='cpu'")
-        exe = self._executor(int(n), self._check_conditions(int(n), conditions))
-        h, w, c = self.program.image_shape
-        return exe.sample_profile(int(n), int(seed), float(temperature), h, w, c)
+        exe = self._executor(n, self._check_conditions(n, conditions))
+        return exe.sample_profile(n, seed, t)
 
     def teacher_forced(self, image, conditions=None):
         """The head's values (logits, or probabilities for output='probs') at every position computed

@@ -8,15 +8,15 @@ inputs are the outputs of `sampler.program.trace` called in the graph, so they f
 variables; the structure is fixed when the function is traced (see `sample_op`).
 """
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
 from pixelcnn_fast._ext import tf_ops
+from pixelcnn_fast.checks import check_count, check_image_offset, check_sample_memory, check_seed, check_temperature
 from pixelcnn_fast.sampler import _walk, program_spec  # noqa: F401 (program_spec re-exported)
 
 __all__ = ["program_spec", "sample_op", "canonical_spec"]
+_WHERE = "sample_op"
 
 def _array_tf(recipe, consts):
     # The graph-side twin of _array_np (conv_kernel_4d / _const_4d on tensors).
@@ -41,9 +41,7 @@ def _seed_bits(seed):
         if seed.dtype == tf.uint64:
             return tf.bitcast(seed, tf.int64)
         return tf.cast(seed, tf.int64)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 64:
-        raise ValueError(f"sample_op: seed must be an int in [0, 2**64), got {seed!r}")
-    seed = int(seed)
+    seed = check_seed(seed, _WHERE)
     return np.int64(seed - 2 ** 64 if seed >= 2 ** 63 else seed)  # the uint64's bits as int64
 
 
@@ -64,19 +62,14 @@ def sample_op(sampler, n, seed=0, temperature=1.0, conditions=None, name=None, i
     h, w, c = p.image_shape
     static_n = None
     if not isinstance(n, (tf.Tensor, tf.Variable)):
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"sample_op: n must be an int >= 1, got {n!r}")
-        static_n = int(n)
+        static_n = check_count(n, _WHERE)
+        check_sample_memory(static_n, p.image_shape, sampler._cache_floats_per_image, _WHERE)
     if not isinstance(temperature, (tf.Tensor, tf.Variable)):
-        t = float(temperature)
-        if not math.isfinite(t) or t <= 0:
-            raise ValueError(f"sample_op: temperature must be a positive finite number, got {temperature!r}")
+        temperature = float(check_temperature(temperature, _WHERE))
     seed = _seed_bits(seed)
     if not isinstance(image_offset, (tf.Tensor, tf.Variable)):
-        if (isinstance(image_offset, bool) or not isinstance(image_offset, (int, np.integer)) or image_offset < 0
-                or (static_n is not None and int(image_offset) + static_n > 2 ** 32)):
-            raise ValueError(f"sample_op: image_offset must be an int >= 0 with image_offset + n <= 2**32, got "
-                             f"{image_offset!r}")
+        # A tensor n is checked by the op, with the offset; a Python n here, with the same rule.
+        image_offset = check_image_offset(image_offset, static_n if static_n is not None else 1, _WHERE)
     # n=None: a tensor n is checked by the op; the conditions' batch dimension then is not checked here.
     conds = sampler._check_conditions(static_n, conditions)
     with tf.name_scope(name or "pixelcnn_fast_sample"):

@@ -203,8 +203,8 @@ def test_bench_prints_both_times_and_the_ratio(capsys, models):
 @pytest.mark.parametrize("name, fragments", [
     ("missing", ["cannot load model", "nope.keras", "no such file"]),
     ("corrupt", ["cannot load model", "corrupt.keras", "corrupt or truncated"]),
-    ("n_negative", ["--n must be a positive integer", "-1"]),
-    ("temperature_0", ["--temperature must be a positive finite number", "got 0"]),
+    ("n_negative", ["--n must be an integer in [1, 2**32)", "-1"]),
+    ("temperature_0", ["--temperature must be a positive finite float32", "got 0"]),
     ("out_no_dir", ["cannot write --out", "does not exist"]),
     ("out_locked", ["cannot write --out", "not writable"]),
     ("unknown_command", ["invalid choice", "frobnicate"]),
@@ -223,7 +223,7 @@ def test_errors_are_one_line_without_traceback(runs, name, fragments):
     (["sample", "--out", "{models}"], ["cannot write --out", "is a directory"]),
     (["sample", "--seed", "-2"], ["--seed must be"]),
     (["sample", "--value-map", "level/7"], ["--value-map must be"]),
-    (["bench", "--n", "0"], ["--n must be a positive integer"]),
+    (["bench", "--n", "0"], ["--n must be an integer in [1, 2**32), got 0"]),
 ])
 def test_more_errors_in_process(capsys, models, argv, fragments):
     argv = [a.format(models=models) for a in argv]

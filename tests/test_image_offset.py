@@ -87,21 +87,25 @@ def test_tf_op_draws_the_samplers_images_at_an_offset(name, samplers, rng):
 
 def test_bad_offsets_are_refused_naming_the_argument(samplers):
     _, sampler = samplers["keras_io"]
-    for bad in (-1, 1.5, True, "3"):
-        with pytest.raises(ValueError, match=r"Sampler.sample: image_offset must be an int >= 0"):
+    # One rule, one message (pixelcnn_fast.checks / csrc/core/checks.h): TypeError for a non-integer.
+    with pytest.raises(ValueError, match=r"Sampler.sample: image_offset must be an integer in \[0, 2\*\*32\), got -1"):
+        sampler.sample(1, image_offset=-1)
+    for bad in (1.5, True, "3"):
+        with pytest.raises(TypeError, match=r"Sampler.sample: image_offset must be an integer in \[0, 2\*\*32\)"):
             sampler.sample(1, image_offset=bad)
-    with pytest.raises(ValueError, match=r"image_offset \+ n <= 2\*\*32 .* got image_offset=4294967295, n=2"):
+    with pytest.raises(ValueError, match=r"image_offset \+ n must be <= 2\*\*32 \(image indices are 32-bit\), "
+                                         r"got 4294967295 \+ 2"):
         sampler.sample(2, image_offset=2 ** 32 - 1)
     last = sampler.sample(1, image_offset=2 ** 32 - 1)  # the stream's last image is reachable
     assert last.shape[0] == 1
-    with pytest.raises(ValueError, match=r"sample_op: image_offset must be an int >= 0"):
+    with pytest.raises(ValueError, match=r"sample_op: image_offset must be an integer in \[0, 2\*\*32\), got -3"):
         sample_op(sampler, 1, 0, image_offset=-3)
     # A tensor offset is checked by the op itself (the core's message).
     with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"pixelcnn_fast sample: image_offset must be >= 0 and image_offset \+ n <= 2\*\*32"):
+                       match=r"pixelcnn_fast sample: image_offset \+ n must be <= 2\*\*32"):
         sample_op(sampler, 2, 0, image_offset=tf.constant(2 ** 32 - 1, tf.int64))
     # The C++ executor refuses it too (a direct binding call, no Python check in between).
     exe = sampler._executor(1, [])
     h, w, c = sampler.program.image_shape
-    with pytest.raises(ValueError, match=r"sample: image_offset must be >= 0"):
+    with pytest.raises(ValueError, match=r"sample: image_offset must be an integer in \[0, 2\*\*32\), got -1"):
         exe.sample(1, 0, 1.0, -1, h, w, c)

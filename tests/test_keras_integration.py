@@ -73,7 +73,7 @@ def test_sample_callback_checks_arguments():
 
     with pytest.raises(ValueError, match="every must be an int >= 1"):
         SampleCallback(every=0)
-    with pytest.raises(ValueError, match="n must be an int >= 1"):
+    with pytest.raises(ValueError, match=r"SampleCallback: n must be an integer in \[1, 2\*\*32\), got 0"):
         SampleCallback(n=0)
     with pytest.raises(ValueError, match="filename must be a format string"):
         SampleCallback(filename="x_{step}.png")

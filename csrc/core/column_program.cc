@@ -2,6 +2,7 @@
 #include "column_program.h"
 
 #include <algorithm>
+#include <cassert>
 #include <chrono>
 #include <mutex>
 #include <cmath>
@@ -9,6 +10,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "checks.h"
 #include "conv_index.h"
 #include "kernels.h"
 
@@ -100,6 +102,11 @@ void ColumnProgram::check_buffer(int b, const char* what, const std::string& nam
 }
 
 int ColumnProgram::add_const(ConstTensor t) {
+  // An empty dimension would make pixel() read an empty array (found by the spec fuzzer: shape (0, 1, 1, 1)).
+  if (t.n < 1 || t.h < 1 || t.w < 1 || t.c < 1)
+    throw std::invalid_argument("constant shape (" + std::to_string(t.n) + ", " + std::to_string(t.h) + ", " +
+                                std::to_string(t.w) + ", " + std::to_string(t.c) +
+                                ") must have every dimension >= 1");
   if (static_cast<int64_t>(t.data.size()) != t.n * t.h * t.w * t.c)
     throw std::invalid_argument("constant data has " + std::to_string(t.data.size()) + " floats for shape (" +
                                 std::to_string(t.n) + ", " + std::to_string(t.h) + ", " + std::to_string(t.w) +
@@ -275,6 +282,9 @@ void ColumnProgram::set_channel_phases(int k, std::vector<int> phases) {
 }
 
 void ColumnProgram::prepare() const {
+  // Concurrent sample() calls on one program (several Python threads) must not race on the lazy setup.
+  static std::mutex prepare_mutex;
+  std::lock_guard<std::mutex> lock(prepare_mutex);
   if (prepared_) return;
   // Per step and colour pass p: the channels pass p computes, as conv segments or a channel range. With
   // channel phases, a channel of phase q is computed in pass q only (readers at this pixel have a phase
@@ -319,6 +329,12 @@ void ColumnProgram::prepare() const {
       for (const auto& pc : st.plan.pieces)
         ring_rows_[st.ins[0]] = std::max<int>(ring_rows_[st.ins[0]], static_cast<int>(1 - pc.oy));
   prepared_ = true;
+}
+
+int64_t ColumnProgram::const_batch() const {
+  int64_t n = 1;
+  for (const ConstTensor& t : consts_) n = std::max(n, t.n);
+  return n;
 }
 
 int64_t ColumnProgram::cache_floats_per_image() const {
@@ -540,13 +556,21 @@ void for_each_slice(int64_t n, const Parallel& par, int64_t cost, Fn fn) {
 
 }  // namespace
 
+#ifdef PCF_SANITIZER_SEEDED_BUG
+// Test-only (tests/sanitizers/asan_build.py --seeded-bug): every ring cache one float short, an off-by-one the
+// sanitizer job must catch. Never defined by setup.py.
+constexpr int64_t kSeededBugFloats = 1;
+#else
+constexpr int64_t kSeededBugFloats = 0;
+#endif
+
 ColumnProgram::Slice ColumnProgram::make_slice(int64_t b0, int64_t b1) const {
   Slice s;
   s.img0 = b0;
   s.nb = b1 - b0;
   s.ring.resize(buffer_channels_.size());
   for (size_t b = 0; b < buffer_channels_.size(); ++b)
-    s.ring[b].assign(ring_rows_[b] * s.nb * w_ * buffer_channels_[b], 0.0f);
+    s.ring[b].assign(ring_rows_[b] * s.nb * w_ * buffer_channels_[b] - kSeededBugFloats, 0.0f);
   int64_t kmax = 0;
   for (const ProgramStep& st : steps_)
     if (st.kind == StepKind::kConv) kmax = std::max(kmax, st.plan.kcol);
@@ -556,6 +580,7 @@ ColumnProgram::Slice ColumnProgram::make_slice(int64_t b0, int64_t b1) const {
 
 void ColumnProgram::teacher_forced(const float* image, int64_t n, float* head_out, const Parallel& par) const {
   if (head_.buffer < 0) throw std::invalid_argument("teacher_forced: no head set");
+  assert(n >= 1 && (const_batch() == 1 || const_batch() == n) && image != nullptr && head_out != nullptr);
   prepare();
   const int64_t hc = buffer_channels_[head_.buffer];
   for_each_slice(n, par, int64_t(h_) * w_ * (macs_per_position() + 1), [&](int64_t b0, int64_t b1) {
@@ -575,11 +600,14 @@ void ColumnProgram::teacher_forced(const float* image, int64_t n, float* head_ou
 
 void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t image_offset, int32_t* levels,
                            float* margins, const Parallel& par, const std::function<void(int64_t)>& on_row,
-                           double* step_seconds, const int32_t* known) const {
+                           double* step_seconds, const int32_t* known, const std::atomic<bool>* cancel) const {
   if (head_.buffer < 0) throw std::invalid_argument("sample: no head set");
-  std::string arg_err = image_range_error(n, image_offset, "sample");
+  std::string arg_err = checks::image_offset("sample", image_offset, n);
   if (arg_err.empty() && known != nullptr) arg_err = known_levels_error(known, n * h_ * w_ * c_, draw_levels(), "sample");
   if (!arg_err.empty()) throw std::invalid_argument(arg_err);
+  assert(const_batch() == 1 || const_batch() == n);
+  assert(temperature > 0.0f && std::isfinite(temperature));
+  assert(levels != nullptr);
   prepare();
   const int L = head_.levels;
   const size_t nsteps = steps_.size();
@@ -590,6 +618,7 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
     std::vector<int64_t> ns(step_seconds != nullptr ? nsteps + 1 : 0, 0);  // last: the draws
     int64_t* prof = step_seconds != nullptr ? ns.data() : nullptr;
     for (int64_t i = 0; i < h_; ++i) {
+      if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) return;  // outputs left incomplete
       for (int64_t j = 0; j < w_; ++j) {
         const uint32_t position = static_cast<uint32_t>(i * w_ + j);
         // The image at this position is unknown until drawn: zero it (the slot held an older row).

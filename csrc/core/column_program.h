@@ -15,6 +15,7 @@
 // grayscale model whose steps all have phase 0 computes each step once per position.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -113,15 +114,23 @@ class ColumnProgram {
   // the last entry in the draws; a profile for reports (two clock reads per step and position).
   // known (optional, n*H*W*C, image completion): a value >= 0 is that element's given level, written
   // instead of drawn (its margin is +inf); -1 draws it. Checked by known_levels_error (flat_program.h).
+  // cancel (optional): checked by every thread once per row; when set (e.g. by on_row on Ctrl-C) the call
+  // returns early with the outputs incomplete, and the program stays usable.
+  // Preconditions (the adapters check them with checks.h; asserted in debug builds): 1 <= n,
+  // image_offset + n <= 2**32, n == const_batch() when that is > 1, temperature positive and finite.
+  // Several threads may call sample() / teacher_forced() on one program at once.
   void sample(int64_t n, uint64_t seed, float temperature, int64_t image_offset, int32_t* levels,
               float* margins, const Parallel& par, const std::function<void(int64_t)>& on_row = nullptr,
-              double* step_seconds = nullptr, const int32_t* known = nullptr) const;
+              double* step_seconds = nullptr, const int32_t* known = nullptr,
+              const std::atomic<bool>* cancel = nullptr) const;
   // Levels a head draws per image channel (2 for bernoulli): a known level must be below it.
   int draw_levels() const { return head_.kind == DrawHead::kBernoulli ? 2 : head_.levels; }
 
   int height() const { return h_; }
   int width() const { return w_; }
   int channels() const { return c_; }
+  // Images the per-image constants (condition embeddings) hold: 1 when every constant is shared.
+  int64_t const_batch() const;
   int num_steps() const { return static_cast<int>(steps_.size()); }
   const std::string& step_name(int k) const { return steps_.at(k).name; }
   const char* step_kind(int k) const;

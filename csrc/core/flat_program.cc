@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "checks.h"
 #include "column_program.h"
 
 namespace pcf {
@@ -256,12 +257,6 @@ struct SequentialThreads {
 
 }  // namespace
 
-std::string image_range_error(int64_t n, int64_t image_offset, const char* fn) {
-  if (image_offset >= 0 && n >= 0 && image_offset <= (int64_t(1) << 32) - n) return "";
-  return std::string(fn) + ": image_offset must be >= 0 and image_offset + n <= 2**32 (image indices are 32-bit), "
-         "got image_offset " + std::to_string(image_offset) + ", n " + std::to_string(n);
-}
-
 std::string known_levels_error(const int32_t* known, int64_t count, int levels, const char* fn) {
   for (int64_t k = 0; k < count; ++k)
     if (known[k] < -1 || known[k] >= levels)
@@ -271,14 +266,11 @@ std::string known_levels_error(const int32_t* known, int64_t count, int levels, 
 }
 
 std::string FlatProgram::check_call(int64_t n, int images_per_block, const char* fn) const {
-  if (n < 1) return std::string(fn) + ": n must be >= 1, got " + std::to_string(n);
-  if (images_per_block < 1)
-    return std::string(fn) + ": images_per_block must be >= 1, got " + std::to_string(images_per_block);
-  const int64_t nc = max_const_batch();
-  if (nc != 1 && nc != n)
-    return std::string(fn) + ": the program's per-image constants hold " + std::to_string(nc) +
-           " images, the call asks for " + std::to_string(n);
-  return "";
+  std::string err = checks::count(fn, n);
+  if (err.empty() && images_per_block < 1)
+    err = std::string(fn) + ": images_per_block must be >= 1, got " + std::to_string(images_per_block);
+  if (err.empty()) err = checks::batch(fn, max_const_batch(), n);
+  return err;
 }
 
 namespace {
@@ -302,7 +294,7 @@ void emulate_launch(const FlatProgram& p, int64_t n, int images_per_block, const
 void FlatProgram::sample_emulated(int64_t n, uint64_t seed, float temperature, int64_t image_offset,
                                   int images_per_block, int32_t* levels, float* margins,
                                   const int32_t* known) const {
-  std::string err = image_range_error(n, image_offset, "sample_emulated");
+  std::string err = checks::image_offset("sample_emulated", image_offset, n);
   if (err.empty() && known != nullptr) err = known_levels_error(known, n * h * w * c, draw_levels(), "sample_emulated");
   if (!err.empty()) throw std::invalid_argument(err);
   emulate_launch(*this, n, images_per_block, "sample_emulated",

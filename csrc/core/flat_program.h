@@ -28,11 +28,6 @@
 
 namespace pcf {
 
-// Images [image_offset, image_offset + n) of a seed's stream (DESIGN.md: global image index): Philox numbers
-// images with 32 bits, so image_offset >= 0 and image_offset + n <= 2**32. "" when fine, else a message
-// starting with fn (the CPU executor, the emulation and the CUDA launch all check with this).
-std::string image_range_error(int64_t n, int64_t image_offset, const char* fn);
-
 // Image completion: known[k] (k < count) must be -1 (draw) or a level in [0, levels). "" when fine.
 std::string known_levels_error(const int32_t* known, int64_t count, int levels, const char* fn);
 

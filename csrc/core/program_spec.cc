@@ -252,6 +252,11 @@ ProgramSpec parse_program_spec(const std::string& text) {
       spec.height = static_cast<int>(st.take_int("height", 1, kMaxDim));
       spec.width = static_cast<int>(st.take_int("width", 1, kMaxDim));
       spec.channels = static_cast<int>(st.take_int("channels", 1, 1 << 16));
+      // Positions are the Philox counter's 32-bit position word.
+      if (int64_t(spec.height) * spec.width > (int64_t(1) << 32))
+        st.fail("height=" + std::to_string(spec.height),
+                "height * width must be <= 2**32 (positions are 32-bit), got " + std::to_string(spec.height) + " * " +
+                    std::to_string(spec.width));
       st.finish();
       have_image = true;
       continue;
@@ -260,6 +265,14 @@ ProgramSpec parse_program_spec(const std::string& text) {
     if (kw == "buffers") {
       if (have_buffers) st.fail(kw, "'buffers' given twice");
       spec.buffer_channels = st.take_ints("channels", 1, kMaxDim);
+      {
+        // One cached row of every buffer for one image: bounded so that no cache size overflows int64.
+        int64_t row = 0;
+        for (int64_t c : spec.buffer_channels) row += c * spec.width;
+        if (row > (int64_t(1) << 34))
+          st.fail("channels", "width * the buffers' channels must be <= 2**34 floats per cached row, got " +
+                                  std::to_string(row));
+      }
       if (spec.buffer_channels[0] != spec.channels)
         st.fail("channels=" + std::to_string(spec.buffer_channels[0]),
                 "buffer 0 is the image and must have " + std::to_string(spec.channels) + " channels");

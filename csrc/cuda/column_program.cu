@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "column_program_cuda.h"
+#include "../core/checks.h"
 
 namespace pcf {
 namespace gpu {
@@ -121,7 +122,7 @@ std::string DeviceProgram::launch(bool sampling, int64_t n, uint64_t seed, float
   const char* fn = sampling ? "sample" : "teacher_forced";
   if (images_per_block == 0) images_per_block = auto_images_per_block(n);
   std::string err = host_.check_call(n, images_per_block, fn);
-  if (err.empty() && sampling) err = image_range_error(n, image_offset, fn);
+  if (err.empty() && sampling) err = checks::image_offset(fn, image_offset, n);
   if (!err.empty()) return err;
   if (threads == 0) threads = auto_threads(images_per_block);
   if (threads < 32 || threads > 256 || threads % 32 != 0)

@@ -7,6 +7,8 @@
 #include <cfloat>
 #include <cstdint>
 #include <cmath>
+#include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -38,11 +40,16 @@ using pcf_binding::shape_str;
 using ConvFn = void (*)(const pcf::TapSet&, const pcf::ConvGeometry&, const float*, const float*, float*,
                         const pcf::Parallel&);
 
-std::unique_ptr<pcf::ThreadPool>& pool() {
-  static std::unique_ptr<pcf::ThreadPool> p =
-      std::make_unique<pcf::ThreadPool>(std::max(1u, std::thread::hardware_concurrency()));
+// The module's pool, shared: each call takes its own reference while it holds the GIL (pool() copies the
+// pointer), so set_num_threads() from another Python thread replaces the pool without destroying one that a
+// call running with the GIL released still uses.
+std::shared_ptr<pcf::ThreadPool>& pool_slot() {
+  static std::shared_ptr<pcf::ThreadPool> p =
+      std::make_shared<pcf::ThreadPool>(std::max(1u, std::thread::hardware_concurrency()));
   return p;
 }
+
+std::shared_ptr<pcf::ThreadPool> pool() { return pool_slot(); }  // call with the GIL held
 
 std::string shape_str(const py::array& a) {
   std::ostringstream s;
@@ -112,9 +119,10 @@ py::array_t<float> forward(const py::object& x_obj, const py::object& k_obj, con
                            padding, k);
   py::array_t<float> y = output(out, fn, {xa.shape(0), p.geom.ho, p.geom.wo, ka.shape(3)});
   float* yp = y.mutable_data();
+  const auto par = pool();
   {
     py::gil_scoped_release release;
-    kRun(p.taps, p.geom, x, k, yp, *pool());
+    kRun(p.taps, p.geom, x, k, yp, *par);
   }
   return y;
 }
@@ -141,9 +149,10 @@ py::array_t<float> backprop_input(const py::object& dy_obj, const py::object& k_
                           " (the forward output for input_hw and this kernel), got " + shape_str(da));
   py::array_t<float> dx = output(out, fn, {da.shape(0), h, w, cin});
   float* dxp = dx.mutable_data();
+  const auto par = pool();
   {
     py::gil_scoped_release release;
-    kRun(p.taps, p.geom, dy, k, dxp, *pool());
+    kRun(p.taps, p.geom, dy, k, dxp, *par);
   }
   return dx;
 }
@@ -167,9 +176,10 @@ py::array_t<float> backprop_filter(const py::object& x_obj, const py::object& dy
                           " (batch and output size of the forward pass on x), got " + shape_str(da));
   py::array_t<float> dk = output(out, fn, {kh, kw, cin, cout});
   float* dkp = dk.mutable_data();
+  const auto par = pool();
   {
     py::gil_scoped_release release;
-    kRun(p.taps, p.geom, x, dy, dkp, *pool());
+    kRun(p.taps, p.geom, x, dy, dkp, *par);
   }
   return dk;
 }
@@ -180,40 +190,15 @@ py::array_t<float> backprop_filter(const py::object& x_obj, const py::object& dy
 
 namespace {
 
-// An integer argument in [0, 2**bits): Python ints and NumPy integer scalars. Checked here so that a negative or
-// too large value is an error naming the argument, not pybind's "incompatible function arguments" or a silent wrap.
-uint64_t uint_arg(const py::handle& v, const char* fn, const char* name, int bits) {
-  const std::string range = std::string("an integer in [0, 2**") + std::to_string(bits) + ")";
-  if (py::isinstance<py::bool_>(v) || !PyIndex_Check(v.ptr()))
-    throw py::type_error(std::string(fn) + ": " + name + " must be " + range + ", got " +
-                         std::string(py::str(py::type::handle_of(v).attr("__name__"))));
-  py::int_ i = py::reinterpret_steal<py::int_>(PyNumber_Index(v.ptr()));  // NumPy integers via __index__
-  if (!i) throw py::error_already_set();
-  const bool negative = PyObject_RichCompareBool(i.ptr(), py::int_(0).ptr(), Py_LT) == 1;
-  const unsigned long long x = negative ? 0 : PyLong_AsUnsignedLongLong(i.ptr());
-  const bool too_big = !negative && ((x == static_cast<unsigned long long>(-1) && PyErr_Occurred()) ||
-                                     (bits < 64 && x >= (1ull << bits)));
-  PyErr_Clear();
-  if (negative || too_big)
-    throw py::value_error(std::string(fn) + ": " + name + " must be " + range + ", got " + std::string(py::repr(v)));
-  return x;
-}
-
-// The temperature as the float32 the core divides by: positive and finite after the conversion too.
-float temperature_arg(double t, const char* fn) {
-  const float tf = static_cast<float>(t);
-  if (!(t > 0.0) || !(tf > 0.0f) || !(tf <= FLT_MAX))
-    throw py::value_error(std::string(fn) + ": temperature must be a positive finite float32, got " +
-                          std::string(py::repr(py::float_(t))));
-  return tf;
-}
+using pcf_binding::int_arg;
+using pcf_binding::temperature_arg;
 
 float rng_uniform(const py::object& seed, const py::object& image, const py::object& position,
                   const py::object& channel) {
   const char* fn = "philox_uniform";
-  return pcf::uniform01(uint_arg(seed, fn, "seed", 64), static_cast<uint32_t>(uint_arg(image, fn, "image", 32)),
-                        static_cast<uint32_t>(uint_arg(position, fn, "position", 32)),
-                        static_cast<uint32_t>(uint_arg(channel, fn, "channel", 32)));
+  return pcf::uniform01(int_arg(seed, fn, "seed", 64), static_cast<uint32_t>(int_arg(image, fn, "image", 32)),
+                        static_cast<uint32_t>(int_arg(position, fn, "position", 32)),
+                        static_cast<uint32_t>(int_arg(channel, fn, "channel", 32)));
 }
 
 py::tuple rng_block(const py::sequence& counter, const py::sequence& key) {
@@ -222,22 +207,20 @@ py::tuple rng_block(const py::sequence& counter, const py::sequence& key) {
     throw py::value_error(std::string(fn) + ": counter must hold 4 words and key 2, got " +
                           std::to_string(counter.size()) + " and " + std::to_string(key.size()));
   pcf::PhiloxBlock ctr;
-  for (int i = 0; i < 4; ++i) ctr.w[i] = static_cast<uint32_t>(uint_arg(counter[i], fn, "counter word", 32));
-  const pcf::PhiloxBlock out = pcf::philox4x32_10(ctr, static_cast<uint32_t>(uint_arg(key[0], fn, "key word", 32)),
-                                                  static_cast<uint32_t>(uint_arg(key[1], fn, "key word", 32)));
+  for (int i = 0; i < 4; ++i) ctr.w[i] = static_cast<uint32_t>(int_arg(counter[i], fn, "counter word", 32));
+  const pcf::PhiloxBlock out = pcf::philox4x32_10(ctr, static_cast<uint32_t>(int_arg(key[0], fn, "key word", 32)),
+                                                  static_cast<uint32_t>(int_arg(key[1], fn, "key word", 32)));
   return py::make_tuple(out.w[0], out.w[1], out.w[2], out.w[3]);
 }
 
 py::array_t<float> rng_uniform_grid(const py::object& seed_obj, const py::object& n_obj, const py::object& h_obj,
                                     const py::object& w_obj, const py::object& c_obj, const py::object& offset_obj) {
   const char* fn = "philox_uniform_grid";
-  const uint64_t seed = uint_arg(seed_obj, fn, "seed", 64);
-  const uint64_t n = uint_arg(n_obj, fn, "n", 32), h = uint_arg(h_obj, fn, "h", 32), w = uint_arg(w_obj, fn, "w", 32),
-                 c = uint_arg(c_obj, fn, "c", 32), offset = uint_arg(offset_obj, fn, "image_offset", 32);
+  const uint64_t seed = int_arg(seed_obj, fn, "seed", 64);
+  const uint64_t n = int_arg(n_obj, fn, "n", 32), h = int_arg(h_obj, fn, "h", 32), w = int_arg(w_obj, fn, "w", 32),
+                 c = int_arg(c_obj, fn, "c", 32), offset = int_arg(offset_obj, fn, "image_offset", 32);
   // Every counter word must fit 32 bits: image < 2**32, position = i * w + j < 2**32.
-  if (offset + n > (1ull << 32))
-    throw py::value_error(std::string(fn) + ": image_offset + n must be <= 2**32 (image indices are 32-bit), got " +
-                          std::to_string(offset) + " + " + std::to_string(n));
+  pcf_binding::raise_if_bad(pcf::checks::image_offset(fn, static_cast<int64_t>(offset), static_cast<int64_t>(n)));
   if (h * w > (1ull << 32))
     throw py::value_error(std::string(fn) + ": h * w must be <= 2**32 (positions are 32-bit), got " +
                           std::to_string(h) + " * " + std::to_string(w));
@@ -255,7 +238,7 @@ py::array_t<float> rng_uniform_grid(const py::object& seed_obj, const py::object
   return out;
 }
 
-py::object rng_draw_levels(const py::object& values_obj, const std::string& head_name, double temperature,
+py::object rng_draw_levels(const py::object& values_obj, const std::string& head_name, const py::object& temperature,
                            const py::object& u_obj, bool return_margin) {
   const char* fn = "draw_levels";
   const float* values = checked_input(values_obj, fn, "values", 2);
@@ -309,6 +292,62 @@ void check_image_shape(const pcf::ColumnProgram& p, const py::array& a, const ch
                           std::to_string(a.shape(2)) + ", " + std::to_string(a.shape(3)) + ")");
 }
 
+using pcf_binding::check_caller_shape;
+using pcf_binding::SampleArgs;
+
+SampleArgs program_sample_args(const pcf::ColumnProgram& p, const char* fn, const py::handle& n,
+                               const py::handle& seed, const py::handle& temperature,
+                               const py::handle& image_offset) {
+  return pcf_binding::sample_args(fn, p.height(), p.width(), p.channels(), p.const_batch(),
+                                  p.cache_floats_per_image(), n, seed, temperature, image_offset);
+}
+
+std::vector<py::ssize_t> image_batch_shape(const pcf::ColumnProgram& p, int64_t n) {
+  return {static_cast<py::ssize_t>(n), p.height(), p.width(), p.channels()};
+}
+
+// A teacher-forced image batch must match the program's per-image constants and fit in memory.
+void check_teacher_forced_batch(const pcf::ColumnProgram& p, const py::array& a, const char* fn) {
+  pcf_binding::raise_if_bad(pcf::checks::batch(fn, p.const_batch(), a.shape(0)));
+  pcf_binding::raise_if_bad(pcf::checks::memory(fn, a.shape(0), p.height(), p.width(), p.channels(),
+                                                p.cache_floats_per_image(),
+                                                int64_t(p.height()) * p.width() * p.head_channels()));
+}
+
+// Runs the executor with the GIL released, interruptibly. Once per row the thread of the first images (the
+// calling thread: ThreadPool::for_each gives it range 0) takes the GIL, calls on_row and
+// PyErr_CheckSignals(): Python runs its SIGINT handler only on the main thread and only when it gets control,
+// so a C++ loop that never asks would ignore Ctrl-C for the whole call. A raised KeyboardInterrupt (or
+// on_row's own exception) sets `cancel`; every thread stops at its next row and the exception is re-raised
+// here. The program keeps no state of a call (its caches live in the call), so it stays usable. A row, not a
+// position: the GIL is taken H times per call, not H * W.
+void run_sample(const pcf::ColumnProgram& p, const SampleArgs& a, int32_t* levels, float* margins,
+                const py::object& on_row, double* step_seconds, const int32_t* known = nullptr) {
+  std::atomic<bool> cancel{false};
+  std::unique_ptr<py::error_already_set> error;
+  const std::function<void(int64_t)> row = [&](int64_t rows) {
+    py::gil_scoped_acquire acquire;
+    if (cancel.load()) return;
+    try {
+      if (!on_row.is_none()) on_row(rows);
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    } catch (py::error_already_set& e) {
+      error = std::make_unique<py::error_already_set>(std::move(e));
+      cancel.store(true);
+    }
+  };
+  const auto par = pool();
+  {
+    py::gil_scoped_release release;
+    p.sample(a.n, a.seed, a.temperature, a.image_offset, levels, margins, *par, row, step_seconds, known, &cancel);
+  }
+  if (error) {
+    error->restore();
+    error.reset();
+    throw py::error_already_set();
+  }
+}
+
 void bind_column_program(py::module_& m) {
   py::class_<pcf::ColumnProgram>(m, "ColumnProgram",
                                  "A lowered model's column program and its cached incremental executor.")
@@ -320,80 +359,71 @@ void bind_column_program(py::module_& m) {
         const float* x = checked_input(image, "ColumnProgram.teacher_forced", "image", 4);
         py::array a = py::reinterpret_borrow<py::array>(image);
         check_image_shape(p, a, "ColumnProgram.teacher_forced");
+        check_teacher_forced_batch(p, a, "ColumnProgram.teacher_forced");
         py::array_t<float> out({a.shape(0), a.shape(1), a.shape(2), static_cast<py::ssize_t>(p.head_channels())});
         float* o = out.mutable_data();
+        const auto par = pool();
         {
           py::gil_scoped_release release;
-          p.teacher_forced(x, a.shape(0), o, *pool());
+          p.teacher_forced(x, a.shape(0), o, *par);
         }
         return out;
       }, py::arg("image"), "Head values at every position with the given image fed in (the cached path).")
-      .def("sample", [](const pcf::ColumnProgram& p, int64_t n, uint64_t seed, float temperature,
-                        int64_t image_offset, int h, int w, int c, const py::object& on_row, const py::object& known_obj) {
-        if (n < 1) throw py::value_error("sample: n must be >= 1, got " + std::to_string(n));
-        const int32_t* known = checked_known(known_obj, "ColumnProgram.sample", n, p.height(), p.width(), p.channels());
-        if (!(temperature > 0.0f) || !std::isfinite(temperature))
-          throw py::value_error("sample: temperature must be a positive finite number, got " +
-                                std::to_string(temperature));
-        py::array_t<int32_t> levels({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(h),
-                                     static_cast<py::ssize_t>(w), static_cast<py::ssize_t>(c)});
-        py::array_t<float> margins({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(h),
-                                    static_cast<py::ssize_t>(w), static_cast<py::ssize_t>(c)});
-        int32_t* lv = levels.mutable_data();
-        float* mg = margins.mutable_data();
-        std::function<void(int64_t)> callback;
-        if (!on_row.is_none()) {
-          // Called from a worker thread once per row: take the GIL only for the Python call.
-          callback = [&on_row](int64_t rows) {
-            py::gil_scoped_acquire acquire;
-            on_row(rows);
-          };
-        }
-        {
-          py::gil_scoped_release release;
-          p.sample(n, seed, temperature, image_offset, lv, mg, *pool(), callback, nullptr, known);
-        }
+      .def("sample", [](const pcf::ColumnProgram& p, const py::object& n, const py::object& seed,
+                        const py::object& temperature, const py::object& image_offset, const py::object& h,
+                        const py::object& w, const py::object& c, const py::object& on_row,
+                        const py::object& known_obj) {
+        const char* fn = "ColumnProgram.sample";
+        check_caller_shape(fn, p.height(), p.width(), p.channels(), h, w, c);
+        const SampleArgs a = program_sample_args(p, fn, n, seed, temperature, image_offset);
+        const int32_t* known = checked_known(known_obj, fn, a.n, p.height(), p.width(), p.channels());
+        const std::vector<py::ssize_t> shape = image_batch_shape(p, a.n);
+        py::array_t<int32_t> levels(shape);
+        py::array_t<float> margins(shape);
+        run_sample(p, a, levels.mutable_data(), margins.mutable_data(), on_row, nullptr, known);
         return py::make_tuple(levels, margins);
-      }, py::arg("n"), py::arg("seed"), py::arg("temperature"), py::arg("image_offset"), py::arg("height"),
-         py::arg("width"), py::arg("channels"), py::arg("on_row") = py::none(), py::arg("known") = py::none(),
-         "(levels int32, margins float32), each (n, H, W, C); on_row(rows_done) after each row. known (image "
-         "completion, int32 (n, H, W, C)): a level >= 0 is written instead of drawn (margin +inf), -1 draws.")
-      .def("sample_profile", [](const pcf::ColumnProgram& p, int64_t n, uint64_t seed, float temperature,
-                                int h, int w, int c) {
-        if (n < 1) throw py::value_error("sample_profile: n must be >= 1, got " + std::to_string(n));
-        std::vector<int32_t> levels(static_cast<size_t>(n) * h * w * c);
+      }, py::arg("n"), py::arg("seed"), py::arg("temperature"), py::arg("image_offset") = 0,
+         py::arg("height") = py::none(), py::arg("width") = py::none(), py::arg("channels") = py::none(),
+         py::arg("on_row") = py::none(), py::arg("known") = py::none(),
+         "(levels int32, margins float32), each (n, H, W, C) of the program; on_row(rows_done) after each row. "
+         "height/width/channels, if given, must be the program's. Ctrl-C stops the call within one row "
+         "(KeyboardInterrupt; the program stays usable). known (image completion, int32 (n, H, W, C)): a "
+         "level >= 0 is written instead of drawn (margin +inf), -1 draws.")
+      .def("sample_profile", [](const pcf::ColumnProgram& p, const py::object& n, const py::object& seed,
+                                const py::object& temperature, const py::object& h, const py::object& w,
+                                const py::object& c) {
+        const char* fn = "ColumnProgram.sample_profile";
+        check_caller_shape(fn, p.height(), p.width(), p.channels(), h, w, c);
+        const SampleArgs a = program_sample_args(p, fn, n, seed, temperature, py::int_(0));
+        py::array_t<int32_t> levels(image_batch_shape(p, a.n));
         std::vector<double> seconds(p.num_steps() + 1);
-        {
-          py::gil_scoped_release release;
-          p.sample(n, seed, temperature, 0, levels.data(), nullptr, *pool(), nullptr, seconds.data());
-        }
+        run_sample(p, a, levels.mutable_data(), nullptr, py::none(), seconds.data());
         py::list out;
         for (int k = 0; k < p.num_steps(); ++k)
           out.append(py::make_tuple(p.step_name(k), p.step_kind(k), seconds[k]));
         out.append(py::make_tuple("(draws)", "draw", seconds[p.num_steps()]));
         return out;
-      }, py::arg("n"), py::arg("seed"), py::arg("temperature"), py::arg("height"), py::arg("width"),
-         py::arg("channels"),
+      }, py::arg("n"), py::arg("seed"), py::arg("temperature"), py::arg("height") = py::none(),
+         py::arg("width") = py::none(), py::arg("channels") = py::none(),
          "Samples n images and returns [(step name, kind, thread-seconds)] per program step plus the draws: "
          "where the cached sampler's time goes (two clock reads per step and position).")
       // The CUDA executor's loops (core/flat_program.h) run on the host: tests check the GPU's arithmetic
       // with these on machines without one. Slow; not a backend.
-      .def("sample_emulated", [](const pcf::ColumnProgram& p, int64_t n, uint64_t seed, float temperature,
-                                 int64_t image_offset, int images_per_block, const py::object& known_obj) {
-        if (!(temperature > 0.0f) || !std::isfinite(temperature))
-          throw py::value_error("sample_emulated: temperature must be a positive finite number, got " +
-                                std::to_string(temperature));
-        if (n < 1) throw py::value_error("sample_emulated: n must be >= 1, got " + std::to_string(n));
-        const int32_t* known = checked_known(known_obj, "sample_emulated", n, p.height(), p.width(), p.channels());
+      .def("sample_emulated", [](const pcf::ColumnProgram& p, const py::object& n, const py::object& seed,
+                                 const py::object& temperature, const py::object& image_offset,
+                                 int images_per_block, const py::object& known_obj) {
+        const char* fn = "sample_emulated";
+        const SampleArgs a = program_sample_args(p, fn, n, seed, temperature, image_offset);
+        const int32_t* known = checked_known(known_obj, fn, a.n, p.height(), p.width(), p.channels());
         pcf::FlatProgram f = p.flatten();
-        const std::vector<py::ssize_t> shape = {static_cast<py::ssize_t>(n), f.h, f.w, f.c};
+        const std::vector<py::ssize_t> shape = image_batch_shape(p, a.n);
         py::array_t<int32_t> levels(shape);
         py::array_t<float> margins(shape);
         int32_t* lv = levels.mutable_data();
         float* mg = margins.mutable_data();
         try {
           py::gil_scoped_release release;
-          f.sample_emulated(n, seed, temperature, image_offset, images_per_block, lv, mg, known);
+          f.sample_emulated(a.n, a.seed, a.temperature, a.image_offset, images_per_block, lv, mg, known);
         } catch (const std::invalid_argument& e) {
           throw py::value_error(e.what());
         }
@@ -406,6 +436,7 @@ void bind_column_program(py::module_& m) {
         const float* x = checked_input(image, "ColumnProgram.teacher_forced_emulated", "image", 4);
         py::array a = py::reinterpret_borrow<py::array>(image);
         check_image_shape(p, a, "ColumnProgram.teacher_forced_emulated");
+        check_teacher_forced_batch(p, a, "ColumnProgram.teacher_forced_emulated");
         pcf::FlatProgram f = p.flatten();
         py::array_t<float> out({a.shape(0), a.shape(1), a.shape(2), static_cast<py::ssize_t>(p.head_channels())});
         float* o = out.mutable_data();
@@ -423,6 +454,12 @@ void bind_column_program(py::module_& m) {
         return py::make_tuple(static_cast<int>(f.steps.size()), f.fused_steps, f.dropped_steps);
       }, "(steps the GPU executor runs per pass, program steps fused into conv epilogues, steps dropped because "
          "nothing reads their output).")
+      .def_property_readonly("image_shape", [](const pcf::ColumnProgram& p) {
+        return py::make_tuple(p.height(), p.width(), p.channels());
+      }, "(H, W, C) of the images the program draws (every output is sized from it).")
+      .def_property_readonly("head_channels", &pcf::ColumnProgram::head_channels)
+      .def_property_readonly("const_batch", &pcf::ColumnProgram::const_batch,
+                             "Images the per-image constants hold (1: shared by any n).")
       .def("cache_floats_per_image", &pcf::ColumnProgram::cache_floats_per_image)
       .def("macs_per_position", &pcf::ColumnProgram::macs_per_position)
       .def("executed_macs_per_position", &pcf::ColumnProgram::executed_macs_per_position);
@@ -460,7 +497,7 @@ PYBIND11_MODULE(_core, m) {
         "masked_conv2d_backprop_filter computed as the CUDA kernels' partial sums do (tests only).");
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
-    pool() = std::make_unique<pcf::ThreadPool>(n);
+    pool_slot() = std::make_shared<pcf::ThreadPool>(n);
   }, py::arg("n"));
   m.def("get_num_threads", [] { return pool()->num_threads(); });
   m.def("supported_isas", [] {

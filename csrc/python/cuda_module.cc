@@ -402,17 +402,19 @@ void check_known_on_host(const DeviceArray& known, const pcf::FlatProgram& h, cu
   if (!err.empty()) throw py::value_error(err);
 }
 
-py::tuple program_sample(const CudaProgram& p, int64_t n, uint64_t seed, double temperature, int64_t image_offset,
+py::tuple program_sample(const CudaProgram& p, const py::object& n_obj, const py::object& seed_obj,
+                         const py::object& temperature_obj, const py::object& image_offset_obj,
                          const py::object& levels_out, const py::object& margins_out, const py::object& stream_obj,
                          int images_per_block, int threads, const py::object& known_obj) {
   const char* fn = "ColumnProgram.sample";
-  if (n < 1) throw py::value_error(std::string(fn) + ": n must be >= 1, got " + std::to_string(n));
-  const float t = static_cast<float>(temperature);
-  if (!(t > 0.0f) || !std::isfinite(t))
-    throw py::value_error(std::string(fn) + ": temperature must be a positive finite number, got " +
-                          std::to_string(temperature));
-  const std::string range_err = pcf::image_range_error(n, image_offset, fn);
-  if (!range_err.empty()) throw py::value_error(range_err);
+  const pcf::FlatProgram& hp = p.host();
+  // The shape and every scalar from the program and checks.h, as _core's sample; no host caches here (the
+  // ring lives on the device), so the memory rule counts the outputs only.
+  const pcf_binding::SampleArgs a = pcf_binding::sample_args(fn, hp.h, hp.w, hp.c, hp.max_const_batch(), 0, n_obj,
+                                                             seed_obj, temperature_obj, image_offset_obj);
+  const int64_t n = a.n, image_offset = a.image_offset;
+  const uint64_t seed = a.seed;
+  const float t = a.temperature;
   check_launch_shape(images_per_block, threads, fn);
   const pcf::FlatProgram& h = p.host();
   const std::string err0 = h.check_call(n, images_per_block == 0 ? 1 : images_per_block, fn);

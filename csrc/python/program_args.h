@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/checks.h"
 #include "../core/column_program.h"
 #include "../core/program_spec.h"
 #include "conv_args.h"
@@ -16,6 +17,95 @@
 namespace pcf_binding {
 
 namespace py = pybind11;
+
+// Raises a checks.h message (non-empty) as ValueError.
+inline void raise_if_bad(const std::string& err) {
+  if (!err.empty()) throw py::value_error(err);
+}
+
+// An integer argument in [lo, 2**bits): Python ints and NumPy integer scalars (via __index__), never bools or
+// floats. A wrong type is a TypeError, a value out of range a ValueError, each naming the argument and the
+// value in the words of pixelcnn_fast/checks.py check_int (not pybind's "incompatible function arguments"
+// or a silent wrap).
+inline uint64_t int_arg(const py::handle& v, const char* fn, const char* name, int bits, int64_t lo = 0) {
+  const std::string range = std::string("an integer in [") + std::to_string(lo) + ", 2**" + std::to_string(bits) + ")";
+  if (py::isinstance<py::bool_>(v) || !PyIndex_Check(v.ptr()))
+    throw py::type_error(std::string(fn) + ": " + name + " must be " + range + ", got " +
+                         std::string(py::str(py::type::handle_of(v).attr("__name__"))) + " " +
+                         std::string(py::repr(v)));
+  py::int_ i = py::reinterpret_steal<py::int_>(PyNumber_Index(v.ptr()));
+  if (!i) throw py::error_already_set();
+  const bool below = PyObject_RichCompareBool(i.ptr(), py::int_(lo).ptr(), Py_LT) == 1;
+  const unsigned long long x = below ? 0 : PyLong_AsUnsignedLongLong(i.ptr());
+  const bool too_big = !below && ((x == static_cast<unsigned long long>(-1) && PyErr_Occurred()) ||
+                                  (bits < 64 && x >= (1ull << bits)));
+  PyErr_Clear();
+  if (below || too_big)
+    throw py::value_error(std::string(fn) + ": " + name + " must be " + range + ", got " + std::string(py::str(i)));
+  return x;
+}
+
+// The temperature: a real number (not a bool), positive and finite as a float32 (checks::temperature).
+inline float temperature_arg(const py::handle& v, const char* fn) {
+  if (py::isinstance<py::bool_>(v) || !(PyFloat_Check(v.ptr()) || PyLong_Check(v.ptr()) ||
+                                        PyObject_HasAttrString(v.ptr(), "__float__")) ||
+      py::isinstance<py::str>(v))
+    throw py::type_error(std::string(fn) + ": temperature must be a positive finite float32, got " +
+                         std::string(py::str(py::type::handle_of(v).attr("__name__"))));
+  const double t = PyFloat_AsDouble(v.ptr());
+  if (t == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+  raise_if_bad(pcf::checks::temperature(fn, t));
+  return static_cast<float>(t);
+}
+
+// The checked scalars of one sample call on a program (n, seed, temperature, image_offset): every rule of
+// checks.h, the program's per-image batch and the memory the call would need, before anything is allocated.
+struct SampleArgs {
+  int64_t n = 0;
+  uint64_t seed = 0;
+  float temperature = 1.0f;
+  int64_t image_offset = 0;
+};
+
+inline SampleArgs sample_args(const char* fn, int64_t h, int64_t w, int64_t c, int64_t const_batch,
+                              int64_t cache_floats_per_image, const py::handle& n, const py::handle& seed,
+                              const py::handle& temperature, const py::handle& image_offset) {
+  SampleArgs a;
+  a.n = static_cast<int64_t>(int_arg(n, fn, "n", 32, 1));
+  a.seed = int_arg(seed, fn, "seed", 64);
+  a.temperature = temperature_arg(temperature, fn);
+  a.image_offset = static_cast<int64_t>(int_arg(image_offset, fn, "image_offset", 32));
+  raise_if_bad(pcf::checks::image_offset(fn, a.image_offset, a.n));
+  raise_if_bad(pcf::checks::batch(fn, const_batch, a.n));
+  raise_if_bad(pcf::checks::memory(fn, a.n, h, w, c, cache_floats_per_image));
+  return a;
+}
+
+// The caller's (height, width, channels), when given, must be the program's: the output is always sized
+// from the program (an older signature took them from the caller and wrote past a smaller buffer).
+inline void check_caller_shape(const char* fn, int64_t h, int64_t w, int64_t c, const py::object& hc,
+                               const py::object& wc, const py::object& cc) {
+  if (hc.is_none() && wc.is_none() && cc.is_none()) return;
+  const std::string prog = "(" + std::to_string(h) + ", " + std::to_string(w) + ", " + std::to_string(c) + ")";
+  auto str = [](const py::object& o) { return o.is_none() ? std::string("None") : std::string(py::str(o)); };
+  const std::string got = "(" + str(hc) + ", " + str(wc) + ", " + str(cc) + ")";
+  bool same = true;
+  const int64_t want[3] = {h, w, c};
+  const py::object* given[3] = {&hc, &wc, &cc};
+  for (int k = 0; k < 3; ++k) {
+    if (given[k]->is_none() || !PyIndex_Check(given[k]->ptr())) {
+      same = false;
+      continue;
+    }
+    py::int_ v = py::reinterpret_steal<py::int_>(PyNumber_Index(given[k]->ptr()));
+    if (!v) throw py::error_already_set();
+    if (PyObject_RichCompareBool(v.ptr(), py::int_(want[k]).ptr(), Py_EQ) != 1) same = false;
+  }
+  if (!same)
+    throw py::value_error(std::string(fn) + ": (height, width, channels) " + got +
+                          " is not the program's image shape " + prog +
+                          " (the output is sized from the program; omit them)");
+}
 
 // arrays[k]: spec input k as a C-contiguous float32 rank-4 NumPy array (kernels (kh, kw, cin, cout),
 // constants (n|1, H|1, W|1, C|1)). batch > 0: per-image constants must hold exactly that many images.

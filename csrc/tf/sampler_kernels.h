@@ -13,6 +13,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 
+#include "../core/checks.h"
 #include "../core/column_program.h"
 #include "../core/program_spec.h"
 
@@ -62,12 +63,11 @@ inline tensorflow::Status PrepareSample(tensorflow::OpKernelContext* ctx, const 
   call->image_offset = offset_t.scalar<int64_t>()();
   call->seed = static_cast<uint64_t>(seed_t.scalar<int64_t>()());  // the bits of a uint64 seed
   call->temperature = temp_t.scalar<float>()();
-  if (call->n < 1) return InvalidArgument("pixelcnn_fast sample: n must be >= 1, got ", call->n);
-  if (!(call->temperature > 0.0f && std::isfinite(call->temperature)))
-    return InvalidArgument("pixelcnn_fast sample: temperature must be a positive finite number, got ",
-                           call->temperature);
-  const std::string range_err = pcf::image_range_error(call->n, call->image_offset, "pixelcnn_fast sample");
-  if (!range_err.empty()) return InvalidArgument(range_err);
+  // The rules of checks.h, in the words every other front door uses; the output's shape is the spec's.
+  const char* where = "pixelcnn_fast sample";
+  for (const std::string& err : {pcf::checks::count(where, call->n), pcf::checks::temperature(where, call->temperature),
+                                 pcf::checks::image_offset(where, call->image_offset, call->n)})
+    if (!err.empty()) return InvalidArgument(err);
   if (consts.size() != static_cast<int>(spec.inputs.size()))
     return InvalidArgument("pixelcnn_fast sample: the spec declares ", spec.inputs.size(), " const arrays, got ",
                            consts.size());
@@ -91,6 +91,9 @@ inline tensorflow::Status PrepareSample(tensorflow::OpKernelContext* ctx, const 
   } catch (const std::invalid_argument& e) {
     return InvalidArgument("pixelcnn_fast sample: consts do not fit the spec: ", e.what());
   }
+  const std::string err = pcf::checks::memory(where, call->n, spec.height, spec.width, spec.channels,
+                                             call->program.cache_floats_per_image());
+  if (!err.empty()) return InvalidArgument(err);
   return ctx->allocate_output(0, tensorflow::TensorShape({call->n, spec.height, spec.width, spec.channels}),
                               &call->levels);
 }

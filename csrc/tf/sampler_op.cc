@@ -91,7 +91,8 @@ REGISTER_OP("PixelcnnFastSample")
       DimensionHandle nd = c->UnknownDim();
       if (const Tensor* t = c->input_tensor(num)) {
         const int64_t n = t->scalar<int64_t>()();
-        if (n < 1) return errors::InvalidArgument("pixelcnn_fast sample: n must be >= 1, got ", n);
+        const std::string err = pcf::checks::count("pixelcnn_fast sample", n);
+        if (!err.empty()) return errors::InvalidArgument(err);
         nd = c->MakeDim(n);
       }
       c->set_output(0, c->MakeShape({nd, c->MakeDim(spec.height), c->MakeDim(spec.width),

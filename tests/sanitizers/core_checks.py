@@ -1,0 +1,115 @@
+"""Tests (sanitizer job): the core's checks run in a process whose pixelcnn_fast._core is the AddressSanitizer +
+UBSan build of tests/sanitizers/asan_build.py (PCF_SANITIZED_CORE names it; LD_PRELOAD holds the ASan runtime).
+
+TensorFlow must not load here (it is not built with ASan, and its allocator and threads make the reports
+noise): the script uses NumPy, the TF-free fuzzers of tests/fuzz_core.py and the committed fixture programs,
+and fails if tensorflow ends up in sys.modules. Covered: the masked conv passes (blocked and per-element,
+forward and both gradients, against the float64 oracle), tap sets, the column program and its spec parser
+(every fixture program sampled, profiled, teacher-forced; spec mutations), the host emulation of the CUDA
+program, and the binding's error paths. A sanitizer report exits non-zero (ASan 99, UBSan 98); the last line
+is "sanitizer checks: clean" otherwise.
+
+    python tests/sanitizers/core_checks.py [--conv-cases N] [--spec-cases N] [--seed S]
+"""
+
+import argparse
+import importlib.util
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TESTS = os.path.dirname(HERE)
+sys.path.insert(0, TESTS)
+
+
+def load_sanitized_core():
+    path = os.environ.get("PCF_SANITIZED_CORE")
+    if not path:
+        sys.exit("core_checks.py: PCF_SANITIZED_CORE must name the sanitized _core module (tests/sanitizers/asan_build.py)")
+    spec = importlib.util.spec_from_file_location("pixelcnn_fast._core", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pixelcnn_fast._core"] = module  # nothing may load the regular build next to it
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_fixture_programs(core, seed):
+    """Every committed program through every executor path, with NaN-poisoned nothing (outputs are fresh)."""
+    import numpy as np
+
+    from fixtures import make_programs
+
+    for name, (spec, arrays, n) in sorted(make_programs.load().items()):
+        p = core.ColumnProgram.from_spec(spec, arrays, n)
+        calls = n or 3
+        levels, margins = p.sample(calls, seed, 0.8, 1)
+        h, w, c = p.image_shape
+        assert levels.shape == (calls, h, w, c), name
+        el, em = p.sample_emulated(calls, seed, 0.8, 1, 2)
+        assert el.shape == levels.shape, name
+        image = levels.astype(np.float32)
+        head = p.teacher_forced(image)
+        emulated = p.teacher_forced_emulated(image, 3)
+        assert np.allclose(head, emulated, rtol=1e-4, atol=1e-4), name
+        p.sample_profile(calls, seed, 1.0)
+        assert p.gpu_step_count()[0] >= 1
+        if n <= 1:
+            one, _ = p.sample(1, seed, 0.8, 1)
+            np.testing.assert_array_equal(one[0], levels[0])
+
+
+def check_taps_and_errors(core):
+    import numpy as np
+
+    for kh, kw in ((1, 3), (3, 3), (5, 7), (7, 1)):
+        for mask in ("A", "B"):
+            for g, cin, cout in ((1, 2, 5), (3, 3, 6), (3, 6, 3)):
+                taps, live, dense = core.live_taps(kh, kw, mask, g, cin, cout)
+                assert 0 <= live <= dense
+    k = np.zeros((5, 5, 3, 3), np.float32)
+    k[0, 0] = 1
+    k[2, 2, 0, 1] = 1
+    assert core.kernel_live_taps(k)[0] == [(0, 0), (2, 2)]
+    bad = [
+        lambda: core.masked_conv2d_forward(np.zeros((1, 4, 4, 2), np.float32), np.zeros((3, 3, 3, 2), np.float32),
+                                           "B"),
+        lambda: core.masked_conv2d_forward(np.zeros((1, 4, 4, 2), np.float64), np.zeros((3, 3, 2, 2), np.float32),
+                                           "B"),
+        lambda: core.masked_conv2d_forward(np.zeros((1, 4, 4, 2), np.float32), np.zeros((3, 3, 2, 2), np.float32),
+                                           "B", out=np.zeros((1, 4, 4, 1), np.float32)),
+        lambda: core.masked_conv2d_backprop_input(np.zeros((1, 4, 4, 2), np.float32),
+                                                  np.zeros((3, 3, 2, 2), np.float32), (5, 4), "B"),
+        lambda: core.draw_levels(np.zeros((2, 3), np.float32), "logits", 0.0, np.zeros(2, np.float32)),
+        lambda: core.philox_uniform_grid(0, 2, 1, 1, 1, 2 ** 32 - 1),
+    ]
+    for call in bad:
+        try:
+            call()
+        except (ValueError, TypeError):
+            continue
+        raise AssertionError("a bad call was accepted")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--conv-cases", type=int, default=60)
+    ap.add_argument("--spec-cases", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=None)
+    a = ap.parse_args()
+    core = load_sanitized_core()
+    import fuzz_core
+
+    seed = fuzz_core.fuzz_seed() if a.seed is None else a.seed
+    print(f"sanitizer checks: module {core.__file__}, seed {seed}", flush=True)
+    core.set_num_threads(2)  # the pool's threads and the executor's slices under ASan too
+    check_taps_and_errors(core)
+    check_fixture_programs(core, seed)
+    conv = fuzz_core.run_conv_fuzz(core, seed, a.conv_cases)
+    spec, built = fuzz_core.run_spec_fuzz(core, seed, a.spec_cases)
+    assert "tensorflow" not in sys.modules, "TensorFlow was loaded under the sanitizer"
+    print(f"sanitizer checks: {conv} conv cases, {spec} spec cases ({built} built)")
+    print("sanitizer checks: clean", flush=True)
+
+
+if __name__ == "__main__":
+    main()
