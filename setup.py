@@ -258,7 +258,10 @@ class TfGpuKernels:
         built = self.tf_gpu is not None
         return {"tf_gpu_kernels": self.tf_gpu_status,
                 "tf_gpu_cuda": self.tf_gpu["release"] if built else None,
-                "tf_gpu_archs": [f"sm_{a}" for a in CUDA_ARCHS] if built else []}
+                "tf_gpu_archs": [f"sm_{a}" for a in CUDA_ARCHS] if built else [],
+                # The project's verification record, not this build's: no GPU machine with TensorFlow has run
+                # these kernels yet (README, "The op and the NumPy module"). Update when one has.
+                "tf_gpu_run_on_a_gpu": False if built else None}
 
 
 class BuildExt(TfGpuKernels, build_ext):

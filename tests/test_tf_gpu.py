@@ -91,6 +91,7 @@ def test_build_info_records_tf_gpu_kernels():
         assert "tf_gpu" in info["backends"] and info["tf_gpu_cuda"] and status.startswith(
             f"built (CUDA {info['tf_gpu_cuda']}"), info
         assert info["tf_gpu_archs"] == [f"sm_{s}" for s in CUDA_SMS], info
+        assert info["tf_gpu_run_on_a_gpu"] is False, info  # built, never executed on a device yet
     else:
         assert "tf_gpu" not in info["backends"] and info["tf_gpu_cuda"] is None and info["tf_gpu_archs"] == []
 
