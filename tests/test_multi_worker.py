@@ -90,5 +90,8 @@ def test_two_workers_end_at_the_one_process_weights(tmp_path, rng):
     moved = max(float(np.abs(w.ravel() - i).max()) for w, i in zip(weights[2], init))
     print(f"multi-worker vs one-process weights: max |difference| {diff:.3e}; training moved them by up to "
           f"{moved:.3e}")
-    assert moved > 1e-2
-    assert diff <= 1e-6
+    # The tolerance must be far below what training moves (~1e-2, seed-dependent; 9.9e-3 seen), or the test
+    # could not tell a wrong reduction from rounding: 100x the tolerance.
+    tol = 1e-6
+    assert moved > 100 * tol
+    assert diff <= tol
