@@ -252,13 +252,25 @@ def test_a_huge_image_spec_is_refused():
         _core.ColumnProgram.from_spec(big, arrays, n)
 
 
+@pytest.fixture
+def python_sigint_handler():
+    """Python's own SIGINT handler (KeyboardInterrupt), as in a terminal. A process started with SIGINT ignored
+    (a CI job started in the background: non-interactive shells ignore SIGINT for `cmd &`) keeps SIG_IGN, and
+    then _thread.interrupt_main() does nothing."""
+    import signal
+
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 def _slow_program():
     """keras_io at 48x48 with a wide batch: ~1 s per call on one core, many rows."""
     sm = seed_models.keras_io(height=48, width=48, filters=32, blocks=2)
     return Sampler(sm.model, head="bernoulli")
 
 
-def test_ctrl_c_stops_sample_within_a_row_and_the_sampler_stays_usable():
+def test_ctrl_c_stops_sample_within_a_row_and_the_sampler_stays_usable(python_sigint_handler):
     s = _slow_program()
     want = s.sample(2, seed=5)
     rows = []
@@ -275,7 +287,7 @@ def test_ctrl_c_stops_sample_within_a_row_and_the_sampler_stays_usable():
     np.testing.assert_array_equal(s.sample(2, seed=5), want)  # usable, same images
 
 
-def test_ctrl_c_from_another_thread_interrupts_a_long_sample():
+def test_ctrl_c_from_another_thread_interrupts_a_long_sample(python_sigint_handler):
     s = _slow_program()
     t0 = time.perf_counter()
     s.sample(8, seed=1)
