@@ -174,3 +174,15 @@ def test_down_shift_by_slice_and_concat_names_the_shift():
     with pytest.raises(LoweringError, match=r"\(StridedSlice\) of layer 'shift' \(DownShift\): it selects pixels, "
                                             r"not only channels: a slice or crop along H or W shifts pixels"):
         check(model)
+
+
+def test_code_prior_exports_and_serves_its_codes(tmp_path):
+    # Sampler.export of a code-input prior: the SavedModel draws the sampler's codes, in their (n, H, W) shape.
+    from pixelcnn_fast import serving
+
+    zm = zoo_models.build("vqvae_prior_one_hot", height=5, width=6)
+    sampler = Sampler(zm.model, head="categorical")
+    sampler.export(str(tmp_path / "prior"))
+    served = serving.load(str(tmp_path / "prior")).sample(
+        tf.constant(3, tf.int64), tf.constant(4, tf.int64), tf.constant(0.9), tf.constant(2, tf.int64))["levels"]
+    np.testing.assert_array_equal(served.numpy(), sampler.sample(3, seed=4, temperature=0.9, image_offset=2))
