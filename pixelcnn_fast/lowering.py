@@ -331,12 +331,15 @@ class _Lowerer:
         self.buffer_channels.append(int(channels))
         return len(self.buffer_channels) - 1
 
-    def add(self, op, kind, ins, consts, attrs, channels, view="nhwc", out_tensor=None):
+    def add(self, op, kind, ins, consts, attrs, channels, view="nhwc", out_tensor=None, bind=True):
+        """Appends a step writing a new buffer; binds the op's output (or out_tensor) to it unless bind=False
+        (an intermediate step of a multi-step lowering, such as one_hot_steps)."""
         layer, cls = _layer_of(op.name, self.model)
         out = self.new_buffer(channels)
         self.steps.append(Step(kind, out, list(ins), list(consts), dict(attrs), op.name, op.type,
                                layer, cls))
-        self.values[(out_tensor if out_tensor is not None else op.outputs[0]).ref()] = (view, out)
+        if bind:
+            self.values[(out_tensor if out_tensor is not None else op.outputs[0]).ref()] = (view, out)
         return out
 
     def value(self, t):
@@ -505,25 +508,20 @@ class _Lowerer:
             one = tf.constant(1.0, tf.float32)
             scale = tf.constant(np.float32(on - off))
             offset = tf.constant(np.float32(off))
-        b = self._code_step(op, "conv", [codes_buffer], [self.const(ones)], {"dh": 1, "dw": 1, "padding": "SAME"},
-                            depth)
-        b = self._code_step(op, "binary", [b], [self.const(minus_k)], {"fn": "add", "const_first": False}, depth)
-        b = self._code_step(op, "act", [b], [], {"fn": "abs"}, depth)
-        b = self._code_step(op, "binary", [b], [self.const(one)], {"fn": "sub", "const_first": True}, depth)
-        b = self._code_step(op, "act", [b], [], {"fn": "relu"}, depth)
+        b = self.add(op, "conv", [codes_buffer], [self.const(ones)], {"dh": 1, "dw": 1, "padding": "SAME"},
+                     depth, bind=False)
+        b = self.add(op, "binary", [b], [self.const(minus_k)], {"fn": "add", "const_first": False}, depth, bind=False)
+        b = self.add(op, "act", [b], [], {"fn": "abs"}, depth, bind=False)
+        b = self.add(op, "binary", [b], [self.const(one)], {"fn": "sub", "const_first": True}, depth, bind=False)
+        b = self.add(op, "act", [b], [], {"fn": "relu"}, depth, bind=False)
         if (on, off) != (1.0, 0.0):
-            b = self._code_step(op, "binary", [b], [self.const(scale)], {"fn": "mul", "const_first": False}, depth)
-            b = self._code_step(op, "binary", [b], [self.const(offset)], {"fn": "add", "const_first": False},
-                                depth)
+            b = self.add(op, "binary", [b], [self.const(scale)], {"fn": "mul", "const_first": False}, depth,
+                         bind=False)
+            b = self.add(op, "binary", [b], [self.const(offset)], {"fn": "add", "const_first": False}, depth,
+                         bind=False)
         if out_tensor is not None:
             self.values[out_tensor.ref()] = ("nhwc", b)
         return b
-
-    def _code_step(self, op, kind, ins, consts, attrs, channels):
-        layer, cls = _layer_of(op.name, self.model)
-        out = self.new_buffer(channels)
-        self.steps.append(Step(kind, out, list(ins), list(consts), dict(attrs), op.name, op.type, layer, cls))
-        return out
 
     def lower_reshape(self, op, src):
         if src is None:
