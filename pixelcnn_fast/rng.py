@@ -39,7 +39,8 @@ from pixelcnn_fast.checks import check_image_offset, check_int, check_temperatur
 __all__ = ["philox4x32_10", "uniform01", "fill_uniform_grid", "uniform_grid", "draw_bernoulli",
            "draw_bernoulli_with_margin", "draw_categorical_logits", "draw_categorical_logits_with_margin",
            "draw_categorical_probs", "draw_categorical_probs_with_margin", "draw_levels", "boundary_tolerance",
-           "HEADS"]
+           "HEADS", "mixture_head_values", "mixture_component_uniform", "draw_logistic_mixture",
+           "draw_logistic_mixture_with_margin"]
 
 # All word arithmetic is done in uint64 with explicit masks: numba widens uint32 operations to uint64, and mixing
 # signed and unsigned 64-bit integers would give float64, so every constant is a uint64 too.
@@ -250,6 +251,83 @@ def draw_categorical_probs_with_margin(p, temperature, u):
 def draw_categorical_probs(p, temperature, u):
     """Level of the categorical head with probabilities p (1-D float32) at temperature T for uniform u."""
     return draw_categorical_probs_with_margin(p, temperature, u)[0]
+
+
+# --------------------------------------------------------------------------- logistic-mixture head
+
+_F_HALF = np.float32(0.5)
+_F_MINUS7 = np.float32(-7.0)
+
+
+def mixture_head_values(k, channels):
+    """Head values per pixel for k components over `channels` image channels (philox.h; 0: no layout)."""
+    return 3 * k if channels == 1 else 10 * k if channels == 3 else 0
+
+
+@njit(types.float32(*[types.uint64] * 3), cache=True)
+def mixture_component_uniform(seed, image, position):
+    """The pixel's component uniform: word 1 of the (image, position, 0, 0) Philox block (philox.h)."""
+    w = _philox(image, position, _ZERO64, _ZERO64, seed & _MASK32, seed >> _S32)[1]
+    return np.float32(w >> _S8) * _TWO_M24
+
+
+@njit(cache=True)
+def _sigmoid32(x):
+    return _F1 / (_F1 + np.exp(-x))
+
+
+@njit(cache=True)
+def draw_logistic_mixture_with_margin(v, k, channels, channel, drawn, levels, temperature, u_component, u):
+    """(level, margin) of image channel `channel` from one pixel's mixture head v, statement for statement as
+    philox.h's draw_logistic_mixture (the layouts, coupling, temperature and rounding are defined there)."""
+    t32 = np.float32(temperature)
+    j, component_margin = draw_categorical_logits_with_margin(v[:k], t32, np.float32(u_component))
+    block = k if channels == 1 else k + 3 * k * channel
+    mu = np.float32(v[block + j])
+    log_scale = np.float32(v[block + k + j])
+    if log_scale != log_scale:
+        return 0, _F0
+    half = np.float32(levels - 1) * _F_HALF
+    if channels == 3 and channel > 0:
+        x_r = np.float32(drawn[0]) / half - _F1
+        if channel == 1:
+            mu += np.tanh(np.float32(v[k + 2 * k + j])) * x_r
+        else:
+            x_g = np.float32(drawn[1]) / half - _F1
+            mu += np.tanh(np.float32(v[k + 3 * k + 2 * k + j])) * x_r
+            mu += np.tanh(np.float32(v[k + 6 * k + 2 * k + j])) * x_g
+    s = np.exp(log_scale if log_scale > _F_MINUS7 else _F_MINUS7) * t32
+    uu = np.float32(u)
+    t = mu + s * (np.log(uu) - np.log1p(-uu))
+    y = (t + _F1) * half - _F_HALF
+    if y != y or not (s > _F0) or s > _FLT_MAX:
+        return 0, _F0
+    yk = np.floor(y) + _F1
+    if yk < _F0:
+        level = 0
+    elif yk > np.float32(levels - 1):
+        level = levels - 1
+    else:
+        level = int(yk)
+    d = component_margin
+    if level < levels - 1:
+        b = np.float32(2 * level + 1) / np.float32(levels - 1) - _F1
+        e = np.abs(_sigmoid32((b - mu) / s) - uu)
+        if e < d:
+            d = e
+    if level > 0:
+        b = np.float32(2 * level - 1) / np.float32(levels - 1) - _F1
+        e = np.abs(uu - _sigmoid32((b - mu) / s))
+        if e < d:
+            d = e
+    return level, d
+
+
+@njit(cache=True)
+def draw_logistic_mixture(v, k, channels, channel, drawn, levels, temperature, u_component, u):
+    """Level of image channel `channel` from one pixel's mixture head (see draw_logistic_mixture_with_margin)."""
+    return draw_logistic_mixture_with_margin(v, k, channels, channel, drawn, levels, temperature, u_component,
+                                             u)[0]
 
 
 @njit(cache=True)

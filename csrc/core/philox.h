@@ -174,6 +174,93 @@ PCF_HOST_DEVICE inline int draw_categorical_probs(const float* p, int n, int str
   return philox_detail::inverse_cdf(weight, n, s, u, margin);
 }
 
+// Logistic-mixture head (PixelCNN++, TFP's PixelCNN; docs/SEMANTICS.md, "Logistic-mixture heads").
+// A pixel's head holds K mixture logits and, per image channel, K means and K log-scales; RGB adds per channel
+// K coefficients. Two layouts, PixelCNN++'s (openai/pixel-cnn):
+//   grey (channels == 1), 3K values: [logits(K), means(K), log_scales(K)];
+//   RGB (channels == 3), 10K values: [logits(K), then per channel c: means(K), log_scales(K), coeffs(K)].
+// One component j is chosen per pixel: the categorical draw over logits / T with the pixel's component uniform
+// (word 1 of the channel-0 Philox block, so it is independent of every channel's own uniform, word 0). Channel
+// c's value is then logistic with mean mu_c and scale s = exp(max(log_scale_c, -7)) * T, where RGB couples the
+// means to the channels already drawn at the pixel, as openai's sampler does but with the *discretised* values
+// x = 2 * level / (L - 1) - 1 that the model's likelihood conditions on:
+//   mu_G += tanh(coeff_R) * x_R;   mu_B += tanh(coeff_G) * x_R + tanh(coeff_B) * x_G   (coeff_c: block c's).
+// The level is the inverse CDF of the discretised logistic over L levels (bin k = [b_{k-1}, b_k), b_k =
+// (2k + 1) / (L - 1) - 1, the outer bins open), computed as t = mu + s * (log(u) - log1p(-u)) and
+// level = clamp(floor((t + 1) * (L - 1) / 2 - 0.5) + 1, 0, L - 1), float32. Temperature: T = 1 is the model's
+// distribution; T -> 0 picks the most likely component and the bin of its mean. A NaN value anywhere the draw
+// reads gives level 0, margin 0. `margin` is the smaller of the component draw's margin and the distance from u
+// to the level's two CDF boundaries sigmoid((b - mu) / s). Unlike the categorical draws this one has products
+// feeding sums (mu + c * x, mu + s * logit(u)) that a compiler may contract to FMA (nvcc does by default) and
+// calls logf, log1pf and tanhf: backends agree up to rounding, and `margin` says where rounding decides a level.
+namespace philox_detail {
+PCF_HOST_DEVICE inline float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
+}  // namespace philox_detail
+
+// Number of head values per pixel for K components over `channels` image channels (0: layout not defined).
+PCF_HOST_DEVICE inline int mixture_head_values(int k, int channels) {
+  return channels == 1 ? 3 * k : channels == 3 ? 10 * k : 0;
+}
+
+// The component uniform of a pixel: word 1 of the (image, position, 0, 0) block.
+PCF_HOST_DEVICE inline float mixture_component_uniform(uint64_t seed, uint32_t image, uint32_t position) {
+  const PhiloxBlock out = philox4x32_10(PhiloxBlock{{image, position, 0u, 0u}}, static_cast<uint32_t>(seed),
+                                        static_cast<uint32_t>(seed >> 32));
+  return static_cast<float>(out.w[1] >> 8) * 5.9604644775390625e-8f;  // 2^-24: exact
+}
+
+// The level of image channel `channel` (0 <= channel < channels) drawn from a pixel's mixture head `v`
+// (mixture_head_values(k, channels) floats, contiguous); `drawn` holds the levels of channels < channel at this
+// pixel (read only for RGB's coupling). u_component: mixture_component_uniform; u: the channel's uniform01.
+PCF_HOST_DEVICE inline int draw_logistic_mixture(const float* v, int k, int channels, int channel, const int* drawn,
+                                                 int levels, float temperature, float u_component, float u,
+                                                 float* margin = nullptr) {
+  float component_margin = 0.0f;
+  const int j = draw_categorical_logits(v, k, 1, temperature, u_component, &component_margin);
+  const int block = channels == 1 ? k : k + 3 * k * channel;
+  float mu = v[block + j];
+  const float log_scale = v[block + k + j];
+  if (log_scale != log_scale) {  // the clip below would turn a NaN log-scale into -7
+    if (margin != nullptr) *margin = 0.0f;
+    return 0;
+  }
+  const float half = static_cast<float>(levels - 1) * 0.5f;
+  if (channels == 3 && channel > 0) {
+    const float x_r = static_cast<float>(drawn[0]) / half - 1.0f;
+    if (channel == 1) {
+      mu += tanhf(v[k + 2 * k + j]) * x_r;
+    } else {
+      const float x_g = static_cast<float>(drawn[1]) / half - 1.0f;
+      mu += tanhf(v[k + 3 * k + 2 * k + j]) * x_r;
+      mu += tanhf(v[k + 6 * k + 2 * k + j]) * x_g;
+    }
+  }
+  const float s = expf(log_scale > -7.0f ? log_scale : -7.0f) * temperature;
+  const float t = mu + s * (logf(u) - log1pf(-u));
+  const float y = (t + 1.0f) * half - 0.5f;
+  if (y != y || !(s > 0.0f) || s > FLT_MAX) {  // NaN somewhere, or no scale: decided by no u
+    if (margin != nullptr) *margin = 0.0f;
+    return 0;
+  }
+  const float yk = floorf(y) + 1.0f;
+  const int level = yk < 0.0f ? 0 : yk > static_cast<float>(levels - 1) ? levels - 1 : static_cast<int>(yk);
+  if (margin != nullptr) {
+    float d = component_margin;
+    if (level < levels - 1) {  // upper boundary b_level
+      const float b = static_cast<float>(2 * level + 1) / static_cast<float>(levels - 1) - 1.0f;
+      const float e = philox_detail::sigmoidf_((b - mu) / s) - u;
+      if (fabsf(e) < d) d = fabsf(e);
+    }
+    if (level > 0) {  // lower boundary b_{level-1}
+      const float b = static_cast<float>(2 * level - 1) / static_cast<float>(levels - 1) - 1.0f;
+      const float e = u - philox_detail::sigmoidf_((b - mu) / s);
+      if (fabsf(e) < d) d = fabsf(e);
+    }
+    *margin = d;
+  }
+  return level;
+}
+
 // The output heads a draw can come from (DESIGN.md, "Output heads").
 enum class DrawHead { kBernoulli, kLogits, kProbs };
 
