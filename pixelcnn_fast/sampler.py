@@ -68,6 +68,12 @@ class Sampler:
       backend: "cpu" (the C++ executor on this machine's cores) or "cuda" (one kernel per sample call on
         the current GPU, csrc/cuda/column_program.cu; needs a CUDA build and CuPy). Both return NumPy arrays
         and draw the same images for a seed up to draws within float rounding of a CDF boundary.
+
+    What a sampler holds, for tools built on it (tf_sampler, serving, the benchmarks): program (the lowered
+    pixelcnn_fast.program.ir.Program); head, kind, levels, head_levels, value_scale, value_offset (the resolved
+    head, sampler_head.py); cache_floats_per_image (the executor's cache per image, for the memory rule);
+    executor(n, conditions) (the C++ program a call runs, cached), check_conditions(n, conditions),
+    zero_conditions(n), and build_count / last_spec (C++ builds so far; the (spec, arrays) of the last one).
     """
 
     def __init__(self, model, head=None, levels=None, value_map=None, backend="cpu", image_shape=None,
