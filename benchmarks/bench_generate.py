@@ -56,7 +56,7 @@ def main():
     for first in range(0, n, size):
         sampler.sample(min(size, n - first), 0, image_offset=first)
     seconds = time.perf_counter() - start
-    exe = sampler._executor(min(size, n), [])
+    exe = sampler.executor(min(size, n), [])
     flops = 2.0 * exe.executed_macs_per_position() * h * w * n
     peak = gemm_peak_gflops()
     print(f"sample (this process, {-(-n // size)} calls of <= {size}): {n / seconds:.1f} images/s "

@@ -53,7 +53,7 @@ timed over a counted number of steps and extrapolated; extra_info and the report
 
 Correctness before any timing (a wrong fast path must never post a number), in the module fixture:
   * teacher forcing: Sampler.teacher_forced on random images (of the model's levels) equals one
-    forward pass of the lowered program (lowering.run_program), max relative error < 1e-5, on the
+    forward pass of the lowered program (pixelcnn_fast.program.tf_executor.run_program), max relative error < 1e-5, on the
     benchmarked model (batch 2);
   * same images: the cached sampler and naive.sample(mode="rows") draw the same images for the same
     seed on a small case (the same architecture on a 6x7 / 5x6 image, n=2),
@@ -64,7 +64,7 @@ Correctness before any timing (a wrong fast path must never post a number), in t
 
 Recorded (extra_info): full-image seconds per sample call (est_full_s: measured for cached,
 extrapolated for naive), pixels/s (n*H*W / that time), for cached the achieved GFLOP/s in the live
-convention -- 2 * exe.macs_per_position() * H*W * n / time, exe = sampler._executor(n, []); live
+convention -- 2 * exe.macs_per_position() * H*W * n / time, exe = sampler.executor(n, []); live
 multiply-adds of every conv at one position (dead masked taps not counted, border taps in the
 "same" padding counted), 2 FLOPs per MAC, softmax/activations/draws not counted -- its % of the
 float32 GEMM peak measured in the same run (conftest.py); the same with every executed multiply-add
@@ -91,7 +91,8 @@ if _TESTS not in sys.path:
 from fixtures import seed_models, zoo_models  # noqa: E402
 from sampling_checks import assert_same_images  # noqa: E402
 
-from pixelcnn_fast import lowering, naive  # noqa: E402
+from pixelcnn_fast import naive  # noqa: E402
+from pixelcnn_fast.program.tf_executor import run_program  # noqa: E402
 from pixelcnn_fast.sampler import Sampler  # noqa: E402
 
 SEED = 7
@@ -185,7 +186,7 @@ def checked(model_id):
     image = np.asarray(image, np.float32)
     got = sampler.teacher_forced(image)
     p = sampler.program
-    want = lowering.run_program(p, p.evaluate_consts(2, []), image)[p.logits_buffer].numpy()
+    want = run_program(p, p.evaluate_consts(2, []), image)[p.logits_buffer].numpy()
     err = float(np.abs(got - want).max() / (np.abs(want).max() + 1e-30))
     assert err < TF_REL_TOL, "teacher forcing != one forward pass: max relative error %.2e" % err
     dense_macs = sum(int(np.prod(v.shape)) for v in sm.model.weights if len(v.shape) == 4)
@@ -220,7 +221,7 @@ def layer_of(step_name):
 def bench_cached(benchmark, record_flops, ck, n):
     sampler = ck.sampler
     t0 = time.perf_counter()
-    exe = sampler._executor(n, [])
+    exe = sampler.executor(n, [])
     setup_s = time.perf_counter() - t0
     levels, _ = cached_reference(ck, n)
     assert np.array_equal(sampler.sample(n, SEED), levels), "cached sampler is not deterministic"

@@ -1,13 +1,14 @@
 # Benchmarks (GPU baseline, no TF): a column-program spec run as full-image PyTorch ops, and the naive repredict sampling loops on it.
-"""A column program (csrc/core/program_spec.h, version 1: the text + arrays that sampler.program_spec writes and
+"""A column program (csrc/core/program_spec.h, version 1: the text + arrays that pixelcnn_fast.program.spec writes and
 scripts/export_program.py saves) executed as ordinary full-image PyTorch ops, for the GPU benchmarks
 (benchmarks/bench_cuda.py): the baseline a PyTorch user gets, cuDNN convolutions on the dense masked kernels
 (zeros multiplied), re-run over the whole image once per pixel.
 
-Needs numpy and torch only (no TensorFlow, no numba, no pixelcnn_fast): the GPU machine has no TF.
+Needs numpy, numba and torch, and the package's TensorFlow-free parts: pixelcnn_fast.program.spec (the spec reader)
+and pixelcnn_fast.rng (the sampler's uniforms and draws). TensorFlow is not imported: the GPU machine may not have it.
 
-* ``parse_spec(text)``: the spec as a Python object (a small parser of the format; strict about the statements
-  and keys it reads, like the C++ one).
+* ``parse_spec(text)``: the spec as a Python object (pixelcnn_fast.program.spec.parse_spec: strict about the
+  statements and keys it reads, like the C++ parser).
 * ``TorchProgram(spec, arrays, device, layout="nchw"|"nhwc", dtype)``: ``forward(image)`` on an (n, C, h, W)
   tensor (h <= H: a row-cropped image) returns the head buffer (n, head channels, h, W). Convs are F.conv2d with
   the kernel (kh, kw, cin, cout) as (cout, cin, kh, kw) and TF's 'same' padding (pad (extent - 1) // 2 before,
@@ -16,22 +17,23 @@ Needs numpy and torch only (no TensorFlow, no numba, no pixelcnn_fast): the GPU 
   F.conv2d's bias (what a PyTorch user writes: one cuDNN call, not two kernels); steps the head does not read
   (the keras.io model's final sigmoid) are skipped; buffers are freed after their last reader. layout "nhwc"
   keeps every tensor in torch.channels_last memory format (logical shapes stay NCHW).
-* Randomness: ``philox_uniform_grid`` is csrc/core/philox.h's Philox4x32-10 uniform, vectorised in numpy
-  (integer arithmetic: bit-identical to the C++ and CUDA sampler); ``draw_levels`` the inverse-CDF draws in torch
-  float32 on the device (exp may differ from CUDA's/libm's in the last ulp: a level can then differ only where
-  the uniform lies within rounding of a CDF boundary, which the returned margins tell).
+* Randomness: the uniforms are pixelcnn_fast.rng.uniform_grid (csrc/core/philox.h's Philox4x32-10, bit-identical
+  to the C++ and CUDA samplers); ``draw_levels`` draws with pixelcnn_fast.rng.draw_levels on the host (the same
+  float32 inverse CDF as the C++ core, libm's exp), so one small device-to-host copy of the head values per step.
 * ``naive_sample(program, n, seed, temperature, mode)``: mode "full" re-runs ``forward`` on the whole image once
   per pixel and image channel (H*W*C forwards); mode "rows" on rows 0..i only (pixelcnn_fast/naive.py's "rows":
   for a causal model the outputs in row i depend only on rows <= i, so the crop gives the same values).
-  ``naive_sample_full`` / ``naive_sample_rows`` are the two modes. Everything stays on the device between steps
-  (no host copy per pixel); each new input shape (every crop height in "rows") is run once before its first
-  timed use (cuDNN's autotuner with cudnn.benchmark; pixelcnn_fast.naive excludes tf.function tracing the same
-  way) and that time is reported apart (warm_seconds). ``rows_seconds_estimate`` is naive.rows_seconds_estimate
-  on this loop.
+  ``naive_sample_full`` / ``naive_sample_rows`` are the two modes. The image stays on the device between steps;
+  only the head values of the drawn pixel come to the host for the draw (as pixelcnn_fast.naive does). Each new
+  input shape (every crop height in "rows") is run once before its first timed use (cuDNN's autotuner with
+  cudnn.benchmark; pixelcnn_fast.naive excludes tf.function tracing the same way) and that time is reported
+  apart (warm_seconds). ``rows_seconds_estimate`` is naive.rows_seconds_estimate on this loop.
 """
 
 import dataclasses
 import math
+import os
+import sys
 import time
 
 import numpy as np
@@ -39,286 +41,23 @@ import numpy as np
 try:
     import torch
     import torch.nn.functional as F
-except ImportError:  # pragma: no cover - the parser and Philox work without torch; the executor needs it
+except ImportError:  # pragma: no cover - the parser and the draws work without torch; the executor needs it
     torch = None
     F = None
 
-__all__ = ["parse_spec", "Spec", "TorchProgram", "philox_uniform_grid", "draw_levels", "boundary_tolerance",
-           "naive_sample", "naive_sample_full", "naive_sample_rows", "rows_seconds_estimate", "NaiveResult",
-           "first_disagreements", "macs_per_position"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.append(ROOT)  # the checkout's pixelcnn_fast when it is not installed
 
-MAGIC = "pixelcnn_fast.column_program"
-VERSION = 1
-BINARY_FNS = ("add", "sub", "mul", "div", "max", "min")
-ACT_FNS = ("relu", "relu6", "elu", "selu", "tanh", "sigmoid", "softplus", "softsign", "leaky_relu", "neg", "exp",
-           "square", "abs", "erf")
-REDUCE_FNS = ("sum", "mean", "max", "min")
-HEAD_KINDS = ("bernoulli", "logits", "probs")
-STEP_KEYS = {
-    "conv": ("out", "in", "kernel", "dh", "dw", "padding", "phase"),
-    "binary": ("out", "fn", "a", "b", "phase"),
-    "act": ("out", "in", "fn", "alpha", "phase"),
-    "concat": ("out", "parts", "phase"),
-    "gather": ("out", "in", "channels", "phase"),
-    "softmax": ("out", "in", "group", "log", "phase"),
-    "reduce": ("out", "in", "fn", "phase"),
-}
+from pixelcnn_fast import rng  # noqa: E402
+from pixelcnn_fast.program.spec import Spec, SpecError, parse_spec  # noqa: E402,F401 (re-exported)
+
+__all__ = ["parse_spec", "Spec", "SpecError", "TorchProgram", "draw_levels", "naive_sample", "naive_sample_full",
+           "naive_sample_rows", "rows_seconds_estimate", "NaiveResult", "first_disagreements", "macs_per_position",
+           "dense_macs_per_position"]
 
 
-# ----------------------------------------------------------------------------- the spec
-
-class SpecError(ValueError):
-    pass
-
-
-@dataclasses.dataclass
-class Step:
-    kind: str
-    out: int
-    phase: int
-    line: int
-    name: str = ""
-    attrs: dict = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass
-class Spec:
-    height: int
-    width: int
-    channels: int
-    buffer_channels: list
-    inputs: list  # [("const", None) | ("kernel", (kh, kw, cin, cout))]
-    steps: list
-    head: dict  # kind, buffer, levels, scale, offset
-
-
-def _decode_name(s, fail):
-    out, k = bytearray(), 0
-    raw = s.encode("utf-8")
-    while k < len(raw):
-        if raw[k:k + 1] == b"%":
-            hx = raw[k + 1:k + 3].decode("ascii", "replace")
-            if len(hx) != 2 or any(c not in "0123456789abcdefABCDEF" for c in hx):
-                fail(f"bad %XX escape '%{hx}'")
-            out.append(int(hx, 16))
-            k += 3
-        else:
-            out.append(raw[k])
-            k += 1
-    return out.decode("utf-8", "replace")
-
-
-def parse_spec(text):
-    """Spec of a program text; SpecError "program spec line N, token 'T': what" on anything malformed."""
-    lines = [(no, ln.split()) for no, ln in enumerate(text.splitlines(), 1)]
-    lines = [(no, toks) for no, toks in lines if toks and not toks[0].startswith("#")]
-    if not lines:
-        raise SpecError(f"program spec is empty (expected '{MAGIC} {VERSION}')")
-    no, toks = lines[0]
-    if toks[0] != MAGIC or len(toks) != 2:
-        raise SpecError(f"program spec line {no}, token '{toks[0]}': expected '{MAGIC} {VERSION}' first")
-    if toks[1] != str(VERSION):
-        raise SpecError(f"program spec line {no}, token '{toks[1]}': unsupported version (this parser reads {VERSION})")
-    image = buffers = head = None
-    inputs, steps, ended = [], [], False
-
-    for no, toks in lines[1:]:
-        kw = toks[0]
-
-        def fail(what, tok=kw, no=no):
-            raise SpecError(f"program spec line {no}, token '{tok}': {what}")
-
-        kv = {}
-        for t in toks[1:]:
-            key, eq, value = t.partition("=")
-            if not eq or not key:
-                fail("expected key=value", t)
-            if key in kv:
-                fail(f"key '{key}' given twice", t)
-            kv[key] = value
-
-        def take(key):
-            if key not in kv:
-                fail(f"'{kw}' needs {key}=")
-            return kv.pop(key)
-
-        def take_int(key, lo=0):
-            v = take(key)
-            try:
-                x = int(v)
-            except ValueError:
-                fail(f"expected an integer, got '{v}'", f"{key}={v}")
-            if x < lo:
-                fail(f"{x} is below {lo}", f"{key}={v}")
-            return x
-
-        def take_ints(key, lo=0):
-            v = take(key)
-            try:
-                xs = [int(x) for x in v.split(",")]
-            except ValueError:
-                fail("expected comma-separated integers", f"{key}={v}")
-            if any(x < lo for x in xs):
-                fail(f"values below {lo}", f"{key}={v}")
-            return xs
-
-        def take_float(key):
-            v = take(key)
-            try:
-                x = float(v)
-            except ValueError:
-                fail("expected a finite number", f"{key}={v}")
-            if not math.isfinite(x):
-                fail("expected a finite number", f"{key}={v}")
-            return x
-
-        def take_enum(key, names):
-            v = take(key)
-            if v not in names:
-                fail(f"unknown {key} '{v}' (expected one of {', '.join(names)})", f"{key}={v}")
-            return v
-
-        def operand(v, tok):
-            if len(v) < 2 or v[0] not in "bi" or not v[1:].isdigit():
-                fail(f"an operand is b<buffer> or i<input>, got '{v}'", tok)
-            return ("input" if v[0] == "i" else "buffer", int(v[1:]))
-
-        def done():
-            if kv:
-                fail(f"unknown key for '{kw}'", next(iter(kv)) + "=" + kv[next(iter(kv))])
-
-        if ended:
-            fail("statement after 'end'")
-        if kw == "end":
-            done()
-            ended = True
-            continue
-        if kw == "image":
-            if image is not None:
-                fail("'image' given twice")
-            image = (take_int("height", 1), take_int("width", 1), take_int("channels", 1))
-            done()
-            continue
-        if image is None:
-            fail("'image' must come right after the version line")
-        if kw == "buffers":
-            if buffers is not None:
-                fail("'buffers' given twice")
-            buffers = take_ints("channels", 1)
-            if buffers[0] != image[2]:
-                fail(f"buffer 0 is the image and must have {image[2]} channels")
-            done()
-            continue
-        if buffers is None:
-            fail("'buffers' must come right after 'image'")
-        if kw == "input":
-            if steps:
-                fail("inputs must be declared before the steps")
-            idx = take_int("index")
-            if idx != len(inputs):
-                fail(f"inputs must be declared in order; expected index={len(inputs)}")
-            kind = take_enum("kind", ("const", "kernel"))
-            if kind == "kernel":
-                shape = take_ints("shape", 1)
-                if len(shape) != 4:
-                    fail("a kernel shape is kh,kw,cin,cout")
-                inputs.append(("kernel", tuple(shape)))
-            else:
-                inputs.append(("const", None))
-            done()
-            continue
-        if kw == "head":
-            if head is not None:
-                fail("'head' given twice")
-            head = dict(kind=take_enum("kind", HEAD_KINDS), buffer=take_int("buffer"), levels=take_int("levels", 1),
-                        scale=take_float("scale"), offset=take_float("offset"))
-            if head["buffer"] >= len(buffers):
-                fail(f"buffer {head['buffer']} does not exist", f"buffer={head['buffer']}")
-            done()
-            continue
-        if kw not in STEP_KEYS:
-            fail("unknown statement (expected input, a step kind, head or end)")
-        if head is not None:
-            fail("steps must come before 'head'")
-        nb = len(buffers)
-
-        def buffer(key):
-            b = take_int(key)
-            if b >= nb:
-                fail(f"buffer {b} does not exist", f"{key}={b}")
-            return b
-
-        def check_input(op, want, tok):
-            if op[0] == "input":
-                if op[1] >= len(inputs):
-                    fail(f"input {op[1]} is not declared", tok)
-                if inputs[op[1]][0] != want:
-                    fail(f"input {op[1]} is declared as a {inputs[op[1]][0]}, used as a {want}", tok)
-            elif op[1] >= nb:
-                fail(f"buffer {op[1]} does not exist", tok)
-            return op
-
-        out = buffer("out")
-        if out == 0:
-            fail("buffer 0 is the image: never written", f"out={out}")
-        attrs = {}
-        if kw == "conv":
-            attrs["in"] = buffer("in")
-            attrs["kernel"] = take_int("kernel")
-            check_input(("input", attrs["kernel"]), "kernel", f"kernel={attrs['kernel']}")
-            attrs["dh"], attrs["dw"] = take_int("dh", 1), take_int("dw", 1)
-            attrs["padding"] = take_enum("padding", ("same", "valid"))
-            kh, kw_, cin, cout = inputs[attrs["kernel"]][1]
-            if cin != buffers[attrs["in"]] or cout != buffers[out]:
-                fail(f"kernel shape {(kh, kw_, cin, cout)} does not map buffer {attrs['in']} ({buffers[attrs['in']]} "
-                     f"channels) to buffer {out} ({buffers[out]} channels)", f"kernel={attrs['kernel']}")
-            if attrs["padding"] == "valid" and (kh, kw_) != (1, 1):
-                fail("padding=valid is supported for 1x1 kernels only (the output keeps the image size)")
-        elif kw == "binary":
-            attrs["fn"] = take_enum("fn", BINARY_FNS)
-            a, b = take("a"), take("b")
-            attrs["a"] = check_input(operand(a, f"a={a}"), "const", f"a={a}")
-            attrs["b"] = check_input(operand(b, f"b={b}"), "const", f"b={b}")
-            if attrs["a"][0] == "input" and attrs["b"][0] == "input":
-                fail("a binary step reads at least one buffer", f"b={b}")
-        elif kw == "act":
-            attrs["in"] = buffer("in")
-            attrs["fn"] = take_enum("fn", ACT_FNS)
-            attrs["alpha"] = take_float("alpha")
-        elif kw == "concat":
-            v = take("parts")
-            attrs["parts"] = [check_input(operand(p, f"parts={v}"), "const", f"parts={v}") for p in v.split(",")]
-        elif kw == "gather":
-            attrs["in"] = buffer("in")
-            attrs["channels"] = take_ints("channels")
-            if any(c >= buffers[attrs["in"]] for c in attrs["channels"]):
-                fail(f"a channel is out of range for buffer {attrs['in']}")
-        elif kw == "softmax":
-            attrs["in"] = buffer("in")
-            attrs["group"] = take_int("group", 1)
-            attrs["log"] = take_int("log") != 0
-            if buffers[out] % attrs["group"]:
-                fail(f"softmax groups of {attrs['group']} do not tile {buffers[out]} channels")
-        elif kw == "reduce":
-            attrs["in"] = buffer("in")
-            attrs["fn"] = take_enum("fn", REDUCE_FNS)
-        phase = take_int("phase")
-        # Optional per-channel phases (phase, count) runs: which colour pass computes each channel in the
-        # cached executor; this full-image executor needs none of it, but the key belongs to the format.
-        attrs["phases"] = take_ints("phases") if "phases" in kv else None
-        name = _decode_name(kv.pop("name"), fail) if "name" in kv else ""
-        done()
-        steps.append(Step(kind=kw, out=out, phase=phase, line=no, name=name, attrs=attrs))
-
-    last = lines[-1][0]
-    for cond, what in ((image is not None, "no 'image' statement"), (buffers is not None, "no 'buffers' statement"),
-                       (head is not None, "no 'head' statement"),
-                       (ended, "the spec does not end with 'end' (truncated?)")):
-        if not cond:
-            raise SpecError(f"program spec line {last}: {what}")
-    return Spec(height=image[0], width=image[1], channels=image[2], buffer_channels=buffers, inputs=inputs,
-                steps=steps, head=head)
-
+# ----------------------------------------------------------------------------- work counts of a parsed spec
 
 def macs_per_position(spec, arrays):
     """Multiply-adds per position per image of every conv over its live taps (a tap with any non-zero weight
@@ -338,84 +77,18 @@ def dense_macs_per_position(spec):
     return sum(int(np.prod(spec.inputs[st.attrs["kernel"]][1])) for st in spec.steps if st.kind == "conv")
 
 
-# ----------------------------------------------------------------------------- randomness (philox.h)
-
-_M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
-_W0, _W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
-_MASK32 = np.uint64(0xFFFFFFFF)
-
-
-def philox_uniform_grid(seed, n, h, w, c, image_offset=0):
-    """float32 (n, h, w, c): uniform01(seed, image_offset + b, i * w + j, ch) of csrc/core/philox.h, bit for bit:
-    Philox4x32-10 with key (seed mod 2**32, seed div 2**32), counter (image, position, channel, 0), first output
-    word >> 8 times 2**-24."""
-    seed = int(seed)
-    if not 0 <= seed < 2 ** 64:
-        raise ValueError(f"philox_uniform_grid: seed must be an integer in [0, 2**64), got {seed}")
-    img, pos, ch = np.meshgrid(np.arange(image_offset, image_offset + n, dtype=np.uint64),
-                               np.arange(h * w, dtype=np.uint64), np.arange(c, dtype=np.uint64), indexing="ij")
-    x0, x1, x2 = img.ravel(), pos.ravel(), ch.ravel()
-    x3 = np.zeros_like(x0)
-    k0, k1 = np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32)
-    with np.errstate(over="ignore"):
-        for r in range(10):
-            if r > 0:
-                k0 = (k0 + _W0) & _MASK32
-                k1 = (k1 + _W1) & _MASK32
-            p0 = _M0 * x0  # < 2**64: exact in uint64
-            p1 = _M1 * x2
-            x0, x1, x2, x3 = (p1 >> np.uint64(32)) ^ x1 ^ k0, p1 & _MASK32, (p0 >> np.uint64(32)) ^ x3 ^ k1, p0 & _MASK32
-    u = (x0 >> np.uint64(8)).astype(np.float32) * np.float32(2.0 ** -24)
-    return u.reshape(n, h, w, c)
-
-
-def boundary_tolerance(n_levels, ulps=4.0):
-    """pixelcnn_fast.rng.boundary_tolerance: below this margin two correct float32 draws may differ."""
-    return float((2 * n_levels + 2 * ulps + 4) * 2.0 ** -24)
-
+# ----------------------------------------------------------------------------- randomness (pixelcnn_fast.rng)
 
 def draw_levels(values, kind, temperature, u):
-    """(levels int32 (M,), margins float32 (M,)) on values' device: philox.h's draws, vectorised over M rows.
+    """(levels int32 (M,), margins float32 (M,)) on values' device: pixelcnn_fast.rng.draw_levels of each row.
 
-    values (M, L) float32 head values (bernoulli: L == 1, the logit); u (M,) float32 uniforms. Margins are each
-    uniform's distance to the nearest CDF boundary around the drawn level."""
-    # Python floats, not device tensors: a scalar argument costs no host-to-device copy (and no stream sync) per
-    # step; the float32 temperature is exact as a Python float and the ops run in float32.
-    t = float(np.float32(temperature))
-    if kind == "bernoulli":
-        p = 1.0 / (1.0 + torch.exp(-values[:, 0] / t))
-        margin = torch.where(torch.isnan(p), torch.zeros_like(p), (u - p).abs())
-        return (u < p).to(torch.int32), margin
-    if kind == "logits":
-        z = values / t
-        m = z.amax(dim=1, keepdim=True)
-        e = torch.where(z == m, torch.ones_like(z), torch.exp(z - m))
-    else:  # probs: p ** (1/T) (p itself at T == 1); rows whose weights all vanish: divided by their max first
-        power = t != 1.0
-        inv_t = float(np.float32(1.0) / np.float32(t))
-        e = values ** inv_t if power else values
-        zero = ~(e.sum(dim=1) > 0)  # computed for every row: no data-dependent branch (a host sync per step)
-        pmax = values.amax(dim=1, keepdim=True)
-        x = torch.where(values == pmax, torch.ones_like(values), values / pmax)
-        x = torch.where(pmax > 0, x, torch.ones_like(x))
-        e = torch.where(zero[:, None], x ** inv_t if power else x, e)
-    s = e.sum(dim=1, keepdim=True)
-    cdf = torch.cumsum(e / s, dim=1)
-    levels_n = e.shape[1]
-    k = (cdf <= u[:, None]).sum(dim=1)  # smallest k with u < c_k (c non-decreasing)
-    positive = torch.arange(levels_n, device=e.device).expand_as(e).masked_fill(~(e > 0), -1)
-    last_positive = positive.amax(dim=1).clamp(min=0)
-    fell_off = k >= levels_n
-    level = torch.where(fell_off, last_positive, k.clamp(max=levels_n - 1))
-    kk = k.clamp(max=levels_n - 1)
-    above = cdf.gather(1, kk[:, None])[:, 0]
-    below = torch.where(kk > 0, cdf.gather(1, (kk - 1).clamp(min=0)[:, None])[:, 0], torch.zeros_like(above))
-    d = above - u
-    d = torch.where((below > 0) & (u - below < d), u - below, d)
-    d = torch.where(fell_off, u - cdf[:, -1], d)
-    bad = ~((s[:, 0] > 0) & torch.isfinite(s[:, 0]))
-    return (torch.where(bad, torch.zeros_like(level), level).to(torch.int32),
-            torch.where(bad, torch.zeros_like(d), d))
+    values (M, L) head values (bernoulli: L == 1, the logit); u (M,) float32 uniforms (numpy or a tensor). The
+    draw runs on the host, in float32 as the C++ core's (so a level can differ from the core's only where the
+    uniform lies within rounding of a CDF boundary, which the margins tell)."""
+    host = np.ascontiguousarray(values.detach().to("cpu", torch.float32).numpy())
+    u = np.ascontiguousarray(u.detach().cpu().numpy() if torch.is_tensor(u) else u, np.float32)
+    levels, margins = rng.draw_levels(host, kind, temperature, u, return_margin=True)
+    return (torch.from_numpy(levels).to(values.device), torch.from_numpy(margins).to(values.device))
 
 
 # ----------------------------------------------------------------------------- the executor
@@ -673,7 +346,7 @@ def naive_sample(program, n, seed=0, temperature=1.0, mode="full", positions=Non
     dev = program.device
     scale = torch.tensor(np.float32(head["scale"]), device=dev)
     offset = torch.tensor(np.float32(head["offset"]), device=dev)
-    u = torch.from_numpy(philox_uniform_grid(seed, n, h, w, c, image_offset)).to(dev)
+    u = rng.uniform_grid(seed, n, h, w, c, image_offset)  # host float32: the draws run there
     if image is None:
         x = torch.zeros((n, c, h, w), dtype=program.dtype, device=dev).contiguous(memory_format=program.memory_format)
     else:
@@ -754,9 +427,9 @@ def rows_seconds_estimate(program, n, rows, steps_per_row, image=None, seed=0, t
 def first_disagreements(levels_a, margins_a, levels_b, margins_b, n_levels):
     """tests/sampling_checks.first_disagreements on arrays: per image the first raster-order draw where a and b
     differ, [(image, (row, col, channel), margin)]; raises AssertionError when its margin is at or above
-    boundary_tolerance (a real disagreement, not float rounding at a CDF boundary). Positions a did not reach
+    rng.boundary_tolerance (a real disagreement, not float rounding at a CDF boundary). Positions a did not reach
     (level -1) are ignored."""
-    tol = boundary_tolerance(n_levels)
+    tol = rng.boundary_tolerance(n_levels)
     found = []
     for k in range(levels_a.shape[0]):
         la, lb = levels_a[k].ravel(), levels_b[k].ravel()

@@ -22,9 +22,9 @@ from pixelcnn_fast._ext import build_info
 # Top-level names that need TensorFlow: name -> the module defining it.
 _TF_NAMES = {
     "MaskedConv2D": "pixelcnn_fast.layers",
-    "check": "pixelcnn_fast.lowering",
-    "LoweringError": "pixelcnn_fast.lowering",
-    "NotCausalError": "pixelcnn_fast.lowering",
+    "check": "pixelcnn_fast.program.report",
+    "LoweringError": "pixelcnn_fast.program.ir",
+    "NotCausalError": "pixelcnn_fast.program.ir",
     "Sampler": "pixelcnn_fast.sampler",
     "convert": "pixelcnn_fast.conversion",
 }

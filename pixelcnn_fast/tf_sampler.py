@@ -13,13 +13,14 @@ import tensorflow as tf
 
 from pixelcnn_fast._ext import tf_ops
 from pixelcnn_fast.checks import check_count, check_image_offset, check_sample_memory, check_seed, check_temperature
-from pixelcnn_fast.sampler import _walk, program_spec  # noqa: F401 (program_spec re-exported)
+from pixelcnn_fast.program.spec import program_spec, spec_with_recipes  # program_spec: re-exported (public here)
 
 __all__ = ["program_spec", "sample_op", "canonical_spec"]
 _WHERE = "sample_op"
 
+
 def _array_tf(recipe, consts):
-    # The graph-side twin of _array_np (conv_kernel_4d / _const_4d on tensors).
+    # The graph-side twin of pixelcnn_fast.program.spec.recipe_array (conv_kernel_4d / const_4d on tensors).
     kind, slot, step = recipe
     v = tf.cast(consts[slot], tf.float32)
     if kind == "const":
@@ -63,7 +64,7 @@ def sample_op(sampler, n, seed=0, temperature=1.0, conditions=None, name=None, i
     static_n = None
     if not isinstance(n, (tf.Tensor, tf.Variable)):
         static_n = check_count(n, _WHERE)
-        check_sample_memory(static_n, p.image_shape, sampler._cache_floats_per_image, _WHERE)
+        check_sample_memory(static_n, p.image_shape, sampler.cache_floats_per_image, _WHERE)
     if not isinstance(temperature, (tf.Tensor, tf.Variable)):
         temperature = float(check_temperature(temperature, _WHERE))
     seed = _seed_bits(seed)
@@ -71,18 +72,18 @@ def sample_op(sampler, n, seed=0, temperature=1.0, conditions=None, name=None, i
         # A tensor n is checked by the op, with the offset; a Python n here, with the same rule.
         image_offset = check_image_offset(image_offset, static_n if static_n is not None else 1, _WHERE)
     # n=None: a tensor n is checked by the op; the conditions' batch dimension then is not checked here.
-    conds = sampler._check_conditions(static_n, conditions)
+    conds = sampler.check_conditions(static_n, conditions)
     with tf.name_scope(name or "pixelcnn_fast_sample"):
         if tf.executing_eagerly():
             n_val = static_n if static_n is not None else int(n)
             if static_n is None:
-                conds = sampler._check_conditions(n_val, conditions)
+                conds = sampler.check_conditions(n_val, conditions)
             spec, arrays = program_spec(sampler, p.evaluate_consts(n_val, conds))
             inputs = [tf.constant(a) for a in arrays]
         else:
             # Structure from the variables' current values, evaluated eagerly outside the graph being built.
             with tf.init_scope():
-                spec, recipes = _walk(sampler, p.evaluate_consts(1, sampler._zero_conditions(1)))
+                spec, recipes = spec_with_recipes(sampler, p.evaluate_consts(1, sampler.zero_conditions(1)))
             n_t = tf.cast(n, tf.int64)
             dims = [tf.cast(n_t, tf.int32), h, w] + ([c] if p.input_rank == 4 else [])
             image = tf.zeros(tf.stack(dims), p.input_dtype)

@@ -88,7 +88,7 @@ def test_emulated_gpu_loops_complete_like_the_cpu_executor(name, size, rng):
     n, seed = 5, int(rng.integers(0, 2 ** 63))
     images, per_element, _ = random_case(sampler, n, rng)
     given = np.where(per_element, images, -1).astype(np.int32)
-    exe = sampler._executor(n, [])
+    exe = sampler.executor(n, [])
     h, w, c = sampler.program.image_shape
     want, want_margins = exe.sample(n, seed, 1.0, 7, h, w, c, None, given)
     probe = rng.random((n, h, w, c)).astype(np.float32)
@@ -121,7 +121,7 @@ def test_bad_completion_input_is_refused_naming_the_argument(rng):
     with pytest.raises(ValueError, match=r"Sampler.complete: seed must be an int"):
         sampler.complete(images, top, seed=-1)
     # The bindings check what reaches the core: shape, dtype, and each level (no Python check in between).
-    exe = sampler._executor(2, [])
+    exe = sampler.executor(2, [])
     with pytest.raises(ValueError, match=r"ColumnProgram.sample: known must be C-contiguous with shape "
                                          r"\(2, 5, 6, 1\)"):
         exe.sample(2, 0, 1.0, 0, 5, 6, 1, None, np.zeros((2, 5, 6, 2), np.int32))

@@ -25,7 +25,7 @@ from keras import layers
 import fuzz_core
 from pixelcnn_fast import MaskedConv2D, _core
 from pixelcnn_fast._ext import tf_ops
-from pixelcnn_fast.lowering import LoweringError, NotCausalError
+from pixelcnn_fast.program.ir import LoweringError, NotCausalError
 from pixelcnn_fast.sampler import Sampler
 
 SEED = fuzz_core.fuzz_seed()

@@ -105,7 +105,7 @@ def test_bad_offsets_are_refused_naming_the_argument(samplers):
                        match=r"pixelcnn_fast sample: image_offset \+ n must be <= 2\*\*32"):
         sample_op(sampler, 2, 0, image_offset=tf.constant(2 ** 32 - 1, tf.int64))
     # The C++ executor refuses it too (a direct binding call, no Python check in between).
-    exe = sampler._executor(1, [])
+    exe = sampler.executor(1, [])
     h, w, c = sampler.program.image_shape
     with pytest.raises(ValueError, match=r"sample: image_offset must be an integer in \[0, 2\*\*32\), got -1"):
         exe.sample(1, 0, 1.0, -1, h, w, c)

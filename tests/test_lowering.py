@@ -9,8 +9,11 @@ import tensorflow as tf
 import keras
 from keras import layers
 
-from pixelcnn_fast import MaskedConv2D, check, lowering
-from pixelcnn_fast.lowering import LoweringError, NotCausalError, decode_frontier
+from pixelcnn_fast import MaskedConv2D, check
+from pixelcnn_fast.program.causality import analyse_causality, decode_frontier
+from pixelcnn_fast.program.ir import LoweringError, NotCausalError
+from pixelcnn_fast.program.lower import lower
+from pixelcnn_fast.program.tf_executor import run_program
 
 
 class AssignMaskedConv(layers.Layer):
@@ -59,9 +62,9 @@ def keras_io_like(h=9, w=11, filters=16):
 
 
 def run_and_compare(model, inputs, n):
-    program = lowering.lower(model)
+    program = lower(model)
     consts = program.evaluate_consts(n, inputs[1:])
-    bufs = lowering.run_program(program, consts, inputs[0])
+    bufs = run_program(program, consts, inputs[0])
     tensors = [tf.convert_to_tensor(t) for t in inputs]
     want = model(tensors if len(tensors) > 1 else tensors[0])
     got = tf.reshape(bufs[program.output_buffer], want.shape)
@@ -75,7 +78,7 @@ def test_keras_io_like_program_reproduces_model(rng):
     assert err <= 1e-6
     assert program.final_activation == "sigmoid"
     assert sum(s.kind == "conv" for s in program.steps) == 6
-    keys = lowering.analyse_causality(program, consts)
+    keys = analyse_causality(program, consts)
     # 7x7 mask A reaches the left neighbour (0, -1); mask B and 1x1 layers never reach further.
     assert decode_frontier(keys[program.logits_buffer].max()) == (0, -1, 0)
     report = check(model)
@@ -109,7 +112,7 @@ def test_rich_model_with_condition_dense_slices_and_softmax_head(rng):
     # The Dense layer feeds the G and B blocks' centre-tap values into the R prediction.
     with pytest.raises(NotCausalError, match=r"layer 'mixer' \(Dense\).*image channel 1, into "
                                              r"channels that predict image channel 0"):
-        lowering.analyse_causality(program, consts)
+        analyse_causality(program, consts)
 
 
 def test_plain_conv_in_block_is_refused_naming_it():

@@ -280,7 +280,7 @@ def test_ctrl_c_stops_sample_within_a_row_and_the_sampler_stays_usable(python_si
         if k == 3:
             _thread.interrupt_main()  # as Ctrl-C: SIGINT's handler runs at the next check
 
-    exe = s._executor(2, [])
+    exe = s.executor(2, [])
     with pytest.raises(KeyboardInterrupt):
         exe.sample(2, 5, 1.0, 0, on_row=on_row)
     assert rows == [1, 2, 3], rows  # stopped at the row it was asked to, not at the end (48 rows)

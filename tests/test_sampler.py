@@ -9,8 +9,9 @@ import keras
 from keras import layers
 
 from fixtures import seed_models
-from pixelcnn_fast import MaskedConv2D, lowering
-from pixelcnn_fast.lowering import NotCausalError
+from pixelcnn_fast import MaskedConv2D
+from pixelcnn_fast.program.ir import NotCausalError
+from pixelcnn_fast.program.tf_executor import run_program
 from pixelcnn_fast.sampler import Sampler
 
 CAUSAL = ["keras_io", "book", "categorical4", "categorical256_logits", "rgb_3x256", "rgb_3x256_fast",
@@ -28,7 +29,7 @@ def full_pass_head(sampler, image, conditions):
     test_lowering_seeds shows equals the model itself)."""
     p = sampler.program
     consts = p.evaluate_consts(image.shape[0], [tf.convert_to_tensor(c) for c in conditions])
-    return lowering.run_program(p, consts, image)[p.logits_buffer].numpy()
+    return run_program(p, consts, image)[p.logits_buffer].numpy()
 
 
 @pytest.mark.parametrize("name", CAUSAL)
@@ -185,16 +186,16 @@ def test_built_program_is_reused_only_while_the_weights_are_the_same():
     sm = seed_models.keras_io(height=6, width=5, filters=8, blocks=1, seed=3)
     sampler = Sampler(sm.model)
     first = sampler.sample(3, seed=11)
-    builds = sampler._build_count
-    exe = sampler._executor(3, [])
-    assert sampler._executor(3, []) is exe                  # same weights, same n: reused
-    assert sampler._executor(2, []) is exe                  # no constant has a batch dimension: any n
-    assert sampler._build_count == builds                   # nothing was built again
+    builds = sampler.build_count
+    exe = sampler.executor(3, [])
+    assert sampler.executor(3, []) is exe                  # same weights, same n: reused
+    assert sampler.executor(2, []) is exe                  # no constant has a batch dimension: any n
+    assert sampler.build_count == builds                   # nothing was built again
     np.testing.assert_array_equal(sampler.sample(3, seed=11), first)
     weights = sm.model.get_weights()
     sm.model.set_weights([w * 1.5 + 0.3 for w in weights])
     changed = sampler.sample(3, seed=11)
-    assert sampler._build_count == builds + 1
+    assert sampler.build_count == builds + 1
     np.testing.assert_array_equal(changed, Sampler(sm.model).sample(3, seed=11))
     assert not np.array_equal(changed, first)
     sm.model.set_weights(weights)
@@ -229,9 +230,9 @@ def test_build_cache_follows_the_conditions_and_n():
     sampler = make_sampler(sm)
     labels = np.eye(sm.num_classes, dtype=np.float32)[[2, 7]]
     a = sampler.sample(2, seed=4, conditions=[labels])
-    exe = sampler._executor(2, sampler._check_conditions(2, [labels]))
+    exe = sampler.executor(2, sampler.check_conditions(2, [labels]))
     other = np.eye(sm.num_classes, dtype=np.float32)[[7, 2]]
-    assert sampler._executor(2, sampler._check_conditions(2, [other])) is not exe
+    assert sampler.executor(2, sampler.check_conditions(2, [other])) is not exe
     b = sampler.sample(2, seed=4, conditions=[other])
     assert not np.array_equal(a, b)
     np.testing.assert_array_equal(sampler.sample(2, seed=4, conditions=[labels]), a)
@@ -243,13 +244,13 @@ def test_executed_macs_count_the_colour_passes():
     # A grey model runs each step once per position. A colour-group model's spec gives every channel its
     # own phase (phases=), so each channel block is computed once, in the pass of the channels it depends
     # on: executed == counted. The same spec without phases= runs a step whole in every pass 0..phase.
-    grey = Sampler(seed_models.keras_io(height=5, width=6, filters=8, blocks=1).model)._executor(1, [])
+    grey = Sampler(seed_models.keras_io(height=5, width=6, filters=8, blocks=1).model).executor(1, [])
     assert grey.executed_macs_per_position() == grey.macs_per_position()
     sm = seed_models.rgb_3x256(height=5, width=6, hidden_dim=2, out_dim=4, n_layers=1)
     sampler = Sampler(sm.model, head="categorical", levels=256, value_map="level/255", image_shape=sm.image_shape)
-    rgb = sampler._executor(1, [])
+    rgb = sampler.executor(1, [])
     assert rgb.executed_macs_per_position() == rgb.macs_per_position()
-    spec, arrays = sampler._last_spec
+    spec, arrays = sampler.last_spec
     assert " phases=0," in spec
     whole = _core().ColumnProgram.from_spec(_without_channel_phases(spec), arrays, 0)
     assert whole.macs_per_position() == rgb.macs_per_position()
@@ -278,8 +279,8 @@ def test_channel_phases_draw_the_same_images_bit_for_bit(model, rng):
         sampler = Sampler(_rgb_groups_model(), head="categorical", levels=4, value_map="level/(N-1)")
     h, w, c = sampler.program.image_shape
     for n in (1, 2, 5):
-        fast = sampler._executor(n, sampler._zero_conditions(n))
-        spec, arrays = sampler._last_spec
+        fast = sampler.executor(n, sampler.zero_conditions(n))
+        spec, arrays = sampler.last_spec
         whole = _core().ColumnProgram.from_spec(_without_channel_phases(spec), arrays, 0)
         assert fast.executed_macs_per_position() < whole.executed_macs_per_position()
         for seed in (0, 3):
@@ -293,12 +294,12 @@ def test_channel_phases_draw_the_same_images_bit_for_bit(model, rng):
 
 def _sample_with(sampler, exe, n, seed):
     """(levels, margins) of Sampler.sample run on the given C++ build."""
-    built = sampler._executor
-    sampler._executor = lambda n_, conds: exe
+    built = sampler.executor
+    sampler.executor = lambda n_, conds: exe
     try:
         return sampler.sample(n, seed=seed, return_margins=True)
     finally:
-        sampler._executor = built
+        sampler.executor = built
 
 
 def _rgb_groups_model():

@@ -1,8 +1,8 @@
 # Tests: benchmarks/torch_program.py (the GPU benchmarks' PyTorch interpreter of a program spec and its naive loops) on CPU tensors, against the C++ core.
 """The PyTorch baseline of benchmarks/bench_cuda.py must compute what the cached sampler computes, or its
 ratios mean nothing. Checked here on CPU tensors against pixelcnn_fast._core (the C++ executor reading the same
-spec): the spec parser, every step kind and activation, teacher forcing (one full forward pass == the cached
-path), the Philox uniforms (bit for bit) and the naive full-image and row-cropped loops (same seed -> same images
+spec): every step kind and activation, teacher forcing (one full forward pass == the cached
+path), its draws (pixelcnn_fast.rng) and the naive full-image and row-cropped loops (same seed -> same images
 as _core's sampler, up to draws within float rounding of a CDF boundary).
 
 PyTorch is not a dependency of this package: without it the module is skipped, saying so.
@@ -22,6 +22,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.join(ROOT, "benchmarks") not in sys.path:
     sys.path.append(os.path.join(ROOT, "benchmarks"))  # appended: benchmarks/run.py, report.py must shadow nothing
 import torch_program as tp  # noqa: E402
+
+from pixelcnn_fast import rng  # noqa: E402
+from pixelcnn_fast.program.ir import ACT_FNS, BINARY_FNS  # noqa: E402
 
 NPZ = os.path.join(ROOT, "benchmarks", "data", "keras_io_program.npz")
 TF_TOL = 1e-5  # tests/test_sampler.py: |got - want| <= 1e-5 * (max |want| + 1)
@@ -116,60 +119,15 @@ def synthetic(rng, head, act="relu", binary="mul", h=5, w=6, dilation=(2, 1)):
     return "\n".join(lines) + "\n", arrays
 
 
-# --------------------------------------------------------------------------- parser
-
-def test_parser_reads_the_keras_io_program(keras_io):
-    spec, arrays, _, _ = keras_io
-    sp = tp.parse_spec(spec)
-    assert (sp.height, sp.width, sp.channels) == (28, 28, 1)
-    assert len(sp.inputs) == len(arrays) == 38
-    assert sp.head == dict(kind="bernoulli", buffer=61, levels=1, scale=1.0, offset=0.0)
-    assert [st.kind for st in sp.steps].count("conv") == 19  # 7x7 A, 5 blocks x 3, two 1x1 B, the head
-    assert sp.steps[0].name.startswith("pixel_conv_a (PixelcnnFastMaskedConv2D ")  # %20 decoded
-    # live taps: 7x7 A has 24 of 49, each 3x3 B 5 of 9 (the trained kernels' zeros are exactly the masks)
-    k0 = arrays[0]
-    assert np.count_nonzero(np.any(k0 != 0, axis=(2, 3))) == 24
-    assert tp.macs_per_position(sp, arrays) < tp.dense_macs_per_position(sp)
-
-
-@pytest.mark.parametrize("text, message", [
-    ("", "empty"),
-    ("pixelcnn_fast.column_program 2\n", "unsupported version"),
-    ("pixelcnn_fast.column_program 1\nimage height=2 width=2 channels=1\nbuffers channels=1,2\n"
-     "input index=0 kind=const\nbinary out=1 fn=pow a=b0 b=i0 phase=0\nhead kind=bernoulli buffer=1 levels=1 "
-     "scale=1 offset=0\nend\n", "unknown fn 'pow'"),
-    ("pixelcnn_fast.column_program 1\nimage height=2 width=2 channels=1\nbuffers channels=1,2\n"
-     "act out=1 in=0 fn=relu phase=0\nhead kind=bernoulli buffer=1 levels=1 scale=1 offset=0\nend\n",
-     "needs alpha="),
-    ("pixelcnn_fast.column_program 1\nimage height=2 width=2 channels=1\nbuffers channels=1,2\n"
-     "act out=1 in=0 fn=relu alpha=0.2 phase=0 colour=red\nhead kind=bernoulli buffer=1 levels=1 scale=1 "
-     "offset=0\nend\n", "unknown key"),
-    ("pixelcnn_fast.column_program 1\nimage height=2 width=2 channels=1\nbuffers channels=1,2\n"
-     "act out=1 in=0 fn=relu alpha=0.2 phase=0\nhead kind=bernoulli buffer=1 levels=1 scale=1 offset=0\n",
-     "truncated"),
-    ("pixelcnn_fast.column_program 1\nimage height=2 width=2 channels=1\nbuffers channels=1,2\n"
-     "input index=0 kind=kernel shape=3,3,1,2\nconv out=1 in=0 kernel=0 dh=1 dw=1 padding=valid phase=0\n"
-     "head kind=bernoulli buffer=1 levels=1 scale=1 offset=0\nend\n", "1x1 kernels only"),
-])
-def test_parser_refuses_malformed_specs(text, message):
-    with pytest.raises(tp.SpecError, match=message):
-        tp.parse_spec(text)
-
-
-def test_core_agrees_with_the_parser_on_what_is_malformed(core):
-    # The spec the parser refuses for an unknown key, C++ refuses too (both read the same format).
-    bad = ("pixelcnn_fast.column_program 1\nimage height=2 width=2 channels=1\nbuffers channels=1,2\n"
-           "act out=1 in=0 fn=relu alpha=0.2 phase=0 colour=red\nhead kind=bernoulli buffer=1 levels=1 scale=1 "
-           "offset=0\nend\n")
-    with pytest.raises(ValueError, match="unknown key"):
-        core.ColumnProgram.from_spec(bad, [], 1)
+# The spec parser's tests (pixelcnn_fast.program.spec.parse_spec, which this module runs programs from) are in
+# tests/test_program_spec.py: they need no torch.
 
 
 # --------------------------------------------------------------------------- randomness
 
 @pytest.mark.parametrize("seed", [0, 7, 2 ** 32 + 5, 2 ** 64 - 1])
 def test_philox_grid_is_bit_identical_to_the_core(core, seed):
-    got = tp.philox_uniform_grid(seed, 3, 4, 5, 3, image_offset=11)
+    got = rng.uniform_grid(seed, 3, 4, 5, 3, image_offset=11)
     want = core.philox_uniform_grid(seed, 3, 4, 5, 3, 11)
     assert got.dtype == np.float32 and np.array_equal(got, want)
 
@@ -189,7 +147,7 @@ def test_draws_agree_with_the_core(core, rng, kind, levels, temperature):
     got, margin = tp.draw_levels(torch.from_numpy(v), kind, temperature, torch.from_numpy(u))
     got, margin = got.numpy(), margin.numpy()
     diff = got != want
-    tol = tp.boundary_tolerance(max(levels, 2))
+    tol = rng.boundary_tolerance(max(levels, 2))
     assert np.all(np.minimum(margin, want_margin)[diff] < tol), "a draw differs away from a CDF boundary"
     assert diff.mean() < 0.01
     same = ~diff
@@ -218,7 +176,7 @@ def test_keras_io_rows_crop_equals_full_image_rows(keras_io):
             close(crop.numpy(), full[:, :, :r].numpy())
 
 
-@pytest.mark.parametrize("act", tp.ACT_FNS)
+@pytest.mark.parametrize("act", ACT_FNS)
 def test_every_activation_matches_the_core(core, rng, act):
     spec, arrays = synthetic(rng, "logits", act=act)
     image = (rng.random((2, 5, 6, 1)) < 0.5).astype(np.float32)
@@ -226,7 +184,7 @@ def test_every_activation_matches_the_core(core, rng, act):
     close(tp.TorchProgram(spec, arrays).teacher_forced(image), want)
 
 
-@pytest.mark.parametrize("binary", tp.BINARY_FNS)
+@pytest.mark.parametrize("binary", BINARY_FNS)
 @pytest.mark.parametrize("head", ["bernoulli", "logits", "probs"])
 def test_every_binary_and_head_matches_the_core(core, rng, binary, head):
     spec, arrays = synthetic(rng, head, binary=binary, dilation=(1, 2))

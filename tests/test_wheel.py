@@ -92,6 +92,7 @@ def test_cpu_wheel_contents(cpu_build):
     assert any(re.match(r"pixelcnn_fast/_core\.cpython-.*\.so$", n) for n in names), names
     assert "pixelcnn_fast/_tf_ops.so" in names
     assert "pixelcnn_fast/assets/pixelcnn_mnist.keras" in names
+    assert "pixelcnn_fast/program/lower.py" in names and "pixelcnn_fast/program/spec.py" in names, names  # subpackage
     assert not [n for n in names if "_cuda" in n], "the CPU wheel carries a CUDA module"
     # libtensorflow_framework comes from the tensorflow wheel, never grafted into ours.
     assert not [n for n in names if "tensorflow_framework" in n or "libcuda" in n], names

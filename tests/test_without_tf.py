@@ -89,7 +89,7 @@ def test_the_tf_names_load_lazily_and_register_the_keras_classes():
 import sys
 import pixelcnn_fast
 assert "tensorflow" not in sys.modules
-assert pixelcnn_fast.check.__module__ == "pixelcnn_fast.lowering"
+assert pixelcnn_fast.check.__module__ == "pixelcnn_fast.program.report"
 import keras
 for name in ("pixelcnn_fast>ResidualBlock", "pixelcnn_fast>MaskedConv2D"):
     assert keras.saving.get_registered_object(name) is not None, name

@@ -16,7 +16,7 @@ from scipy import stats
 
 from fixtures import zoo_models
 from pixelcnn_fast import check, naive, tf_sampler
-from pixelcnn_fast.lowering import LoweringError
+from pixelcnn_fast.program.ir import LoweringError
 from pixelcnn_fast.sampler import Sampler
 from sampling_checks import assert_same_images
 

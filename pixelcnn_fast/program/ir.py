@@ -1,0 +1,111 @@
+"""Python front end (program IR): the lowered program's records -- steps over named buffers, the program,
+the step vocabulary shared with the spec format -- and the errors the lowering raises.
+
+Importable without TensorFlow (the spec reader and the causality analysis use it on machines that have only
+NumPy); the methods of Program that run the traced model import TensorFlow when called.
+"""
+
+import dataclasses
+
+import numpy as np
+
+__all__ = ["LoweringError", "NotCausalError", "Step", "Program", "STEP_KINDS", "BINARY_FNS", "ACT_FNS",
+           "REDUCE_FNS", "HEAD_KINDS", "conv_taps", "conv_kernel_4d"]
+
+# The vocabulary of a program step, as csrc/core/program_spec.cc reads it (the spec writer emits only these
+# names; the spec reader refuses any other).
+STEP_KINDS = ("conv", "binary", "act", "concat", "gather", "softmax", "reduce")
+BINARY_FNS = ("add", "sub", "mul", "div", "max", "min")
+ACT_FNS = ("relu", "relu6", "elu", "selu", "tanh", "sigmoid", "softplus", "softsign", "leaky_relu", "neg", "exp",
+           "square", "abs", "erf")
+REDUCE_FNS = ("sum", "mean", "max", "min")
+HEAD_KINDS = ("bernoulli", "logits", "probs")
+
+
+class LoweringError(ValueError):
+    """The model contains an op the lowering does not support (the message names op, layer, class)."""
+
+
+class NotCausalError(ValueError):
+    """The model's prediction at a position depends on that position or later positions."""
+
+
+@dataclasses.dataclass
+class Step:
+    """One program step: out = kind(ins, consts; attrs). Every buffer is (batch, H, W, channels)."""
+    kind: str             # one of STEP_KINDS
+    out: int              # buffer written
+    ins: list             # buffers read
+    consts: list          # constant slots read
+    attrs: dict
+    op_name: str          # the TF op it came from, for messages
+    op_type: str
+    layer: str            # the Keras layer that created the op (from its name scope)
+    layer_class: str
+
+
+@dataclasses.dataclass
+class Program:
+    image_shape: tuple            # (H, W, C) of the image input; (H, W, 1) for a code input
+    buffer_channels: list         # channels of each buffer; buffer 0 is the image
+    steps: list
+    const_shapes: list            # static shapes of the constant slots (batch dims as traced)
+    output_buffer: int            # buffer of the model's output, before any reshape
+    output_levels: int            # trailing group size of the output (1 if the output is rank 4)
+    final_activation: str         # "sigmoid", "softmax", or "" when the output is raw values
+    logits_buffer: int            # input of the final sigmoid/softmax, else output_buffer
+    trace: object = None          # the traced tf.function: (image, *conditions) -> consts
+    cond_specs: tuple = ()
+    input_dtype: str = "float32"  # the image input's dtype: an integer dtype means codes (levels as they are)
+    input_rank: int = 4           # 3 for a (batch, H, W) code input
+
+    @property
+    def image_spec(self):
+        """The traced function's image argument: (None, H, W, C) float32, or the code input's own spec."""
+        import tensorflow as tf
+
+        h, w, c = self.image_shape
+        return tf.TensorSpec((None, h, w) if self.input_rank == 3 else (None, h, w, c), self.input_dtype)
+
+    @property
+    def codes(self):
+        """True for an integer image input: the model takes levels (codes), not values."""
+        import tensorflow as tf
+
+        return tf.as_dtype(self.input_dtype).is_integer
+
+    def model_image(self, image):
+        """The model's image input for buffer-0 values (n, H, W, C) float32: itself, or the codes."""
+        image = np.asarray(image)
+        if not self.codes:
+            return image.astype(np.float32, copy=False)
+        codes = np.rint(image).astype(self.input_dtype)
+        return codes[..., 0] if self.input_rank == 3 else codes
+
+    def evaluate_consts(self, n, conditions=()):
+        """Runs the traced model once (zeros image) and returns the constant slots as numpy arrays."""
+        import tensorflow as tf
+
+        h, w, c = self.image_shape
+        shape = (n, h, w) if self.input_rank == 3 else (n, h, w, c)
+        consts = self.trace(tf.zeros(shape, self.input_dtype), *conditions)
+        return [np.asarray(v) for v in consts]
+
+
+def conv_taps(kernel, dh, dw, padding):
+    """(ky, kx, offset_y, offset_x) of a conv, TF's 'same' placement (offsets relative to the output)."""
+    kh, kw = kernel.shape[:2]
+    if padding == "SAME":
+        pt, pl = ((kh - 1) * dh) // 2, ((kw - 1) * dw) // 2
+    else:
+        pt = pl = 0
+    return [(ky, kx, ky * dh - pt, kx * dw - pl) for ky in range(kh) for kx in range(kw)]
+
+
+def conv_kernel_4d(step, kernel):
+    """A conv step's kernel as (kh, kw, cin, cout); a MatMul (Dense) weight becomes a 1x1 kernel."""
+    kernel = np.asarray(kernel)
+    if step.attrs.get("matmul"):
+        kernel = kernel.T if step.attrs.get("transpose_b") else kernel
+        kernel = kernel[None, None]
+    return kernel

@@ -1,0 +1,69 @@
+"""Python front end (program IR): the pure-TF reference executor of a lowered program.
+
+Every step on the full image with ordinary TF ops: what the cached C++ and CUDA executors are tested against
+(teacher forcing through them equals this), and what the lowering is tested against (this equals the model).
+"""
+
+import tensorflow as tf
+
+from pixelcnn_fast.program.ir import conv_kernel_4d
+
+__all__ = ["run_program"]
+
+_ACT = {
+    "relu": tf.nn.relu, "relu6": tf.nn.relu6, "elu": tf.nn.elu, "selu": tf.nn.selu,
+    "tanh": tf.tanh, "sigmoid": tf.sigmoid, "softplus": tf.nn.softplus, "softsign": tf.nn.softsign,
+    "neg": tf.negative, "exp": tf.exp, "square": tf.square, "abs": tf.abs, "erf": tf.math.erf,
+}
+_BIN = {"add": tf.add, "sub": tf.subtract, "mul": tf.multiply, "div": tf.divide,
+        "max": tf.maximum, "min": tf.minimum}
+_REDUCE = {"sum": tf.reduce_sum, "mean": tf.reduce_mean, "max": tf.reduce_max, "min": tf.reduce_min}
+
+
+def run_program(program, consts, image):
+    """The pure-TF reference executor: every step on the full image. Returns every buffer."""
+    bufs = [None] * len(program.buffer_channels)
+    bufs[0] = tf.convert_to_tensor(image, tf.float32)
+    for step in program.steps:
+        x = [bufs[b] for b in step.ins]
+        c = [tf.convert_to_tensor(consts[i]) for i in step.consts]
+        if step.kind == "conv":
+            y = tf.nn.conv2d(x[0], conv_kernel_4d(step, consts[step.consts[0]]), 1, step.attrs["padding"],
+                             dilations=[1, step.attrs["dh"], step.attrs["dw"], 1])
+        elif step.kind == "act":
+            if step.attrs["fn"] == "leaky_relu":
+                y = tf.nn.leaky_relu(x[0], step.attrs["alpha"])
+            else:
+                y = _ACT[step.attrs["fn"]](x[0])
+        elif step.kind == "binary":
+            fn = _BIN[step.attrs["fn"]]
+            if len(x) == 2:
+                y = fn(x[0], x[1])
+            else:
+                k = c[0]
+                if k.shape.rank == 2:  # (batch or 1, C) from a flattened view: per image or channel
+                    k = k[:, None, None, :]
+                y = fn(k, x[0]) if step.attrs["const_first"] else fn(x[0], k)
+        elif step.kind == "concat":
+            n = tf.shape(x[0])[0]
+            parts = []
+            for kind, i in step.attrs["order"]:
+                if kind == "buf":
+                    parts.append(x[i])
+                else:
+                    k = c[i]
+                    parts.append(tf.broadcast_to(k, tf.concat([[n], tf.shape(x[0])[1:3], tf.shape(k)[3:]], 0)))
+            y = tf.concat(parts, axis=-1)
+        elif step.kind == "reduce":
+            y = _REDUCE[step.attrs["fn"]](x[0], axis=-1, keepdims=True)
+        elif step.kind == "gather":
+            y = tf.gather(x[0], step.attrs["channels"], axis=-1)
+        elif step.kind == "softmax":
+            g = step.attrs["group"]
+            s = tf.reshape(x[0], tf.concat([tf.shape(x[0])[:3], [-1, g]], 0))
+            s = tf.nn.log_softmax(s) if step.attrs["log"] else tf.nn.softmax(s)
+            y = tf.reshape(s, tf.shape(x[0]))
+        else:  # pragma: no cover
+            raise AssertionError(step.kind)
+        bufs[step.out] = y
+    return bufs

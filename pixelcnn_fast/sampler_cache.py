@@ -1,0 +1,102 @@
+"""Python front end: the Sampler's build cache -- the C++ program (and its GPU twin) for one sample call, built
+once and kept while nothing it was built from changed.
+
+What a build depends on: the values of the variables the traced function reads (kernels, biases, embeddings;
+training and set_weights change them in place), the condition values and, only when some constant has a batch
+dimension (a label embedding per image), n. So the cache is keyed by (n if batch-dependent, condition values)
+and revalidated by comparing each variable's current value (read in one tf.function call) with the copy taken
+after the build, bit for bit (so a NaN weight compares equal to itself): ~0.35 ms for keras.io's 2 MB, where
+evaluating the constants alone costs ~0.7 ms, and checking causality, writing the spec and packing the weights
+~5-9 ms. When a variable did change the constants are evaluated again, and the build is still reused if they
+came out identical.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from pixelcnn_fast._ext import core
+
+__all__ = ["ProgramCache"]
+
+MAX_BUILDS = 4  # a few batch sizes of a conditional model; the oldest goes first
+
+
+class ProgramCache:
+    """Builds of one Sampler's program. write_spec(consts) -> (spec text, arrays) writes a build's program.
+
+    Attributes: build_count (C++ programs built so far), last_spec ((spec, arrays) of the build the last
+    `executor` call returned)."""
+
+    def __init__(self, program, write_spec):
+        self.program = program
+        self.write_spec = write_spec
+        self.builds = {}
+        self.build_count = 0
+        self.last_spec = None
+        self.last_key = None        # identifies the last build, for the GPU program made from it
+        self.read_variables_fn = None
+        self.cuda = None            # ((build key, n), pixelcnn_fast.cuda.ColumnProgram) of the last GPU upload
+
+    def executor(self, n, conditions):
+        """The C++ ColumnProgram for a call with n images and these conditions (tensors, checked)."""
+        cond_values = [np.asarray(t) for t in conditions]
+        for key in (int(n), None):  # a build for this n, or one that serves any n
+            hit = self.builds.get(key)
+            if hit is not None and self.same_inputs(hit, cond_values):
+                self.last_spec, self.last_key = hit["spec"], hit["key"]
+                return hit["exe"]
+        consts = self.program.evaluate_consts(n, conditions)
+        # Variable values after the evaluation: a layer that assigns kernel * mask to its variable in
+        # call() has just done so, and the next call's comparison must see that value, not the old one.
+        snapshot = [np.array(v, copy=True) for v in self.read_variables()]
+        # A constant traced with an unknown dimension has the batch in it (the trace's image batch is None).
+        batch_free = all(d is not None for shape in self.program.const_shapes for d in shape)
+        key = None if batch_free else int(n)
+        old = self.builds.get(key)
+        if old is not None and len(old["consts"]) == len(consts) and all(
+                a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+                for a, b in zip(old["consts"], consts)):
+            old.update(snapshot=snapshot, conds=cond_values)
+            self.last_spec, self.last_key = old["spec"], old["key"]
+            return old["exe"]
+        spec, arrays = self.write_spec(consts)
+        exe = core().ColumnProgram.from_spec(spec, arrays, 0 if batch_free else int(n))
+        self.build_count += 1
+        if len(self.builds) >= MAX_BUILDS:
+            self.builds.pop(next(iter(self.builds)))
+        self.builds[key] = dict(exe=exe, consts=consts, snapshot=snapshot, conds=cond_values, spec=(spec, arrays),
+                                key=(key, self.build_count))
+        self.last_spec, self.last_key = (spec, arrays), (key, self.build_count)
+        return exe
+
+    def cuda_program(self, n):
+        """The GPU program of the last build `executor` returned (uploaded once per build and n)."""
+        if self.cuda is None or self.cuda[0] != (self.last_key, int(n)):
+            from pixelcnn_fast import cuda
+
+            spec, arrays = self.last_spec
+            self.cuda = ((self.last_key, int(n)), cuda.ColumnProgram(spec, arrays, n))
+        return self.cuda[1]
+
+    def read_variables(self):
+        """The current values of the variables the traced constants read (the concrete function's
+        captures), as NumPy arrays, read by one tf.function call (~0.25 ms for keras.io's 38 variables,
+        against ~0.7 ms for 38 eager reads)."""
+        if self.read_variables_fn is None:
+            p = self.program
+            fn = p.trace.get_concrete_function(p.image_spec, *p.cond_specs)
+            variables = list(fn.variables)
+            self.read_variables_fn = tf.function(lambda: [tf.convert_to_tensor(v) for v in variables],
+                                                 autograph=False)
+        return [t.numpy() for t in self.read_variables_fn()]
+
+    def same_inputs(self, build, cond_values):
+        """True when the conditions and every variable still hold what `build` was made from."""
+        if len(build["conds"]) != len(cond_values) or not all(
+                a.shape == b.shape and np.array_equal(a, b) for a, b in zip(build["conds"], cond_values)):
+            return False
+        now = self.read_variables()
+        bits = lambda a: a.reshape(-1).view(np.uint8)  # noqa: E731
+        return len(now) == len(build["snapshot"]) and all(
+            a.dtype == b.dtype and a.shape == b.shape and np.array_equal(bits(a), bits(b))
+            for a, b in zip(now, build["snapshot"]))

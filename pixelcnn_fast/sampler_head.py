@@ -1,0 +1,89 @@
+"""Python front end: the sampler's head -- how the model's output is drawn (bernoulli or categorical, logits
+or probabilities, levels) and how a drawn level goes back into the model input (the value map).
+
+`resolve_head` infers what the program says (a final sigmoid / softmax, the output's channels) and checks the
+user's arguments against it, with errors naming the argument; Sampler keeps the result.
+"""
+
+import dataclasses
+
+__all__ = ["VALUE_MAPS", "HEADS", "Head", "resolve_head"]
+
+# Named value maps: sampled level -> model input, as (scale(levels), offset).
+VALUE_MAPS = {
+    "identity": lambda n: (1.0, 0.0),
+    "level/N": lambda n: (1.0 / n, 0.0),
+    "level/(N-1)": lambda n: (1.0 / max(1, n - 1), 0.0),
+    "level/255": lambda n: (1.0 / 255.0, 0.0),
+}
+HEADS = ("bernoulli", "categorical")
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    head: str            # "bernoulli" or "categorical"
+    kind: str            # the spec's head kind: "bernoulli", "logits" or "probs"
+    levels: int          # levels per image channel (2 for bernoulli)
+    head_levels: int     # head values per image channel (1 for bernoulli: the logit)
+    value_scale: float   # model input = level * value_scale + value_offset
+    value_offset: float
+
+
+def resolve_head(program, model_name, head=None, levels=None, value_map=None, output="logits"):
+    """The Head of a lowered program for Sampler's head / levels / value_map / output arguments."""
+    p = program
+    h, w, c = p.image_shape
+    head_channels = p.buffer_channels[p.logits_buffer]
+    if head is None:
+        if p.final_activation == "sigmoid":
+            head = "bernoulli"
+        elif p.final_activation == "softmax":
+            head = "categorical"
+        else:
+            raise ValueError(
+                f"Sampler: cannot infer the head of model '{model_name}': its output is not a sigmoid "
+                f"or a softmax; pass head='bernoulli' or head='categorical' (and output='logits' or "
+                f"'probs' for what the model's values are)")
+    if head not in HEADS:
+        raise ValueError(f"Sampler: head must be 'bernoulli' or 'categorical', got {head!r}")
+    if output not in ("logits", "probs"):
+        raise ValueError(f"Sampler: output must be 'logits' or 'probs', got {output!r}")
+    if head == "bernoulli":
+        inferred = 1
+        kind = "bernoulli"
+        if p.final_activation == "" and output == "probs":
+            raise ValueError("Sampler: a bernoulli head needs the model's logits or a final sigmoid; "
+                             "got output='probs' without a sigmoid")
+    else:
+        inferred = head_channels // c
+        kind = "logits" if p.final_activation == "softmax" or output == "logits" else "probs"
+    if levels is not None and int(levels) != (2 if head == "bernoulli" else inferred):
+        raise ValueError(f"Sampler: levels={levels} does not match the model's output: "
+                         f"{head_channels} values per pixel for {c} image channel(s)")
+    if head_channels != c * inferred:
+        raise ValueError(f"Sampler: the model's output has {head_channels} values per pixel, not a "
+                         f"multiple of its {c} image channel(s)")
+    n_levels = 2 if head == "bernoulli" else inferred
+    if p.codes:
+        # DESIGN.md, "Integer inputs": the model takes the codes themselves, so a drawn level goes back as
+        # it is; any other map would feed the model codes it never saw.
+        if value_map not in (None, "identity", (1, 0), (1.0, 0.0)):
+            raise ValueError(f"Sampler: model '{model_name}' takes integer codes ({p.input_dtype}): a drawn "
+                             f"level is fed back as the code itself, so value_map must be 'identity' or "
+                             f"left out, got {value_map!r}")
+        value_map = "identity"
+    if value_map is None:
+        if head == "categorical":
+            raise ValueError(
+                "Sampler: value_map= is required for a categorical head: say how level k goes back "
+                f"into the model input, one of {sorted(VALUE_MAPS)} or a (scale, offset) pair")
+        value_map = "identity"
+    if isinstance(value_map, str):
+        if value_map not in VALUE_MAPS:
+            raise ValueError(f"Sampler: value_map must be one of {sorted(VALUE_MAPS)} or a (scale, "
+                             f"offset) pair, got {value_map!r}")
+        scale, offset = VALUE_MAPS[value_map](n_levels)
+    else:
+        scale, offset = (float(v) for v in value_map)
+    return Head(head=head, kind=kind, levels=n_levels, head_levels=1 if head == "bernoulli" else inferred,
+                value_scale=scale, value_offset=offset)
