@@ -116,6 +116,59 @@ def check_temperature(temperature, where, name="temperature"):
     return t32
 
 
+def parse_value_map(text, where, name="value_map"):
+    """A value map given as text (the CLI's --value-map): None for None, a name in Sampler's VALUE_MAPS as
+    it is, or 'SCALE,OFFSET' as the pair (scale, offset) of finite floats (input = level * SCALE + OFFSET);
+    ValueError naming `name` for anything else."""
+    if text is None:
+        return None
+    from pixelcnn_fast.sampler import VALUE_MAPS
+
+    if text in VALUE_MAPS:
+        return text
+    parts = text.split(",")
+    try:
+        if len(parts) == 2:
+            scale, offset = (float(p) for p in parts)
+            if math.isfinite(scale) and math.isfinite(offset):
+                return scale, offset
+    except ValueError:
+        pass
+    raise ValueError(f"{_prefix(where)}{name} must be one of {', '.join(sorted(VALUE_MAPS))} or SCALE,OFFSET "
+                     f"(two numbers), got {text!r}")
+
+
+class ModelLoadError(ValueError):
+    """A model file that cannot be loaded (missing, unreadable, corrupt): the message is one line,
+    "cannot load model 'path': <reason>", fit for a command line's error output (models.load_model)."""
+
+
+def check_model_file(path):
+    """Refuses a saved-model path that cannot be a loadable .keras file (ModelLoadError), without TensorFlow:
+    the CLI runs it before importing Keras, so a mistyped --model costs no waiting."""
+    import zipfile
+
+    where = f"cannot load model '{path}'"
+    if not os.path.exists(path):
+        raise ModelLoadError(f"{where}: no such file")
+    if os.path.isdir(path):
+        raise ModelLoadError(f"{where}: it is a directory, not a .keras file")
+    if not os.access(path, os.R_OK):
+        raise ModelLoadError(f"{where}: permission denied")
+    # Keras reports a .keras file that is not a zip archive as "File not found", which misleads: say
+    # what is wrong (a truncated download fails here too: the zip directory sits at the end).
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        raise ModelLoadError(f"{where}: not a .keras (zip) archive: the file is corrupt or truncated")
+    return path
+
+
+def one_line(exc, limit=400):
+    """An exception's message on one line (TF/Keras messages span many lines), shortened to `limit`: how the
+    CLI and models.load_model quote an error they report."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def physical_memory_bytes():
     """This machine's physical memory (0 when unknown: no limit), as checks.h reads it."""
     try:

@@ -21,10 +21,11 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit status 1."""
 
 
-def _one_line(exc, limit=400):
-    """An exception's message on one line (TF/Keras messages span many lines), shortened to `limit`."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+def _one_line(exc):
+    """checks.one_line, imported when an error is reported (it brings NumPy; `--help` stays light)."""
+    from pixelcnn_fast.checks import one_line
+
+    return one_line(exc)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,22 +37,11 @@ class _Parser(argparse.ArgumentParser):
 
 # ----------------------------------------------------------------------------------- shared helpers
 
-def bundled_model_path():
-    """Path of the bundled model (pixelcnn_fast/assets/pixelcnn_mnist.keras), whether or not it exists."""
-    from pixelcnn_fast.train import BUNDLED_NAME
-
-    try:
-        from importlib.resources import files
-
-        return os.fspath(files("pixelcnn_fast").joinpath("assets", BUNDLED_NAME))
-    except (ImportError, TypeError, ModuleNotFoundError):
-        # A loader without filesystem paths (a zipped package): fall back on the package directory.
-        return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", BUNDLED_NAME)
-
-
 def _model_path(path):
     if path is not None:
         return path
+    from pixelcnn_fast.models import bundled_model_path
+
     bundled = bundled_model_path()
     if not os.path.isfile(bundled):
         raise CliError(f"the bundled model is not installed ({bundled} does not exist): pass --model "
@@ -59,31 +49,18 @@ def _model_path(path):
     return bundled
 
 
-def load_model(path):
-    """keras.models.load_model(path, compile=False) with this package's layers registered; CliError
-    "cannot load model 'path': <reason>" for a missing, unreadable or corrupt file."""
-    import zipfile
-
-    where = f"cannot load model '{path}'"
-    if not os.path.exists(path):
-        raise CliError(f"{where}: no such file")
-    if os.path.isdir(path):
-        raise CliError(f"{where}: it is a directory, not a .keras file")
-    if not os.access(path, os.R_OK):
-        raise CliError(f"{where}: permission denied")
-    # Keras reports a .keras file that is not a zip archive as "File not found", which misleads: say
-    # what is wrong (a truncated download fails here too: the zip directory sits at the end).
-    if path.endswith(".keras") and not zipfile.is_zipfile(path):
-        raise CliError(f"{where}: not a .keras (zip) archive: the file is corrupt or truncated")
-    import keras
-
-    import pixelcnn_fast  # noqa: F401  registers MaskedConv2D for deserialisation
-    import pixelcnn_fast.models  # noqa: F401  registers ResidualBlock (the bundled architecture)
+def _load_model(path):
+    """models.load_model, its ModelLoadError ("cannot load model 'path': ...") as a CliError; the file is
+    checked before Keras is imported (a mistyped path fails at once)."""
+    from pixelcnn_fast.checks import ModelLoadError, check_model_file
 
     try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises ValueError, OSError, KeyError, zipfile errors ... for bad files
-        raise CliError(f"{where}: {_one_line(exc)}") from exc
+        check_model_file(path)
+        from pixelcnn_fast.models import load_model
+
+        return load_model(path)
+    except ModelLoadError as exc:
+        raise CliError(str(exc)) from exc
 
 
 def _cli_check(check, value, flag):
@@ -128,30 +105,16 @@ def _check_writable(out):
         raise CliError(f"cannot write --out '{out}': the existing file is not writable")
 
 
-def _value_map(text):
-    """--value-map: a name in Sampler's VALUE_MAPS, or 'SCALE,OFFSET' (input = level * SCALE + OFFSET)."""
-    if text is None:
-        return None
-    from pixelcnn_fast.sampler import VALUE_MAPS
-
-    if text in VALUE_MAPS:
-        return text
-    parts = text.split(",")
-    try:
-        if len(parts) == 2:
-            scale, offset = (float(p) for p in parts)
-            if math.isfinite(scale) and math.isfinite(offset):
-                return scale, offset
-    except ValueError:
-        pass
-    raise CliError(f"--value-map must be one of {', '.join(sorted(VALUE_MAPS))} or SCALE,OFFSET "
-                   f"(two numbers), got {text!r}")
+def value_map_option(text):
+    """--value-map as Sampler's value_map (checks.parse_value_map: a name in VALUE_MAPS or 'SCALE,OFFSET'),
+    None when not given; CliError naming --value-map when malformed."""
+    return _cli_check("parse_value_map", text, "--value-map")
 
 
 def _make_sampler(model, args):
     from pixelcnn_fast.sampler import Sampler
 
-    kwargs = {"head": args.head, "value_map": _value_map(args.value_map), "backend": args.backend}
+    kwargs = {"head": args.head, "value_map": value_map_option(args.value_map), "backend": args.backend}
     if args.output is not None:
         kwargs["output"] = args.output
     try:
@@ -177,9 +140,9 @@ def cmd_sample(args):
     _check_seed(args.seed)
     _check_temperature(args.temperature)
     _check_writable(args.out)
-    _value_map(args.value_map)  # refuse a malformed --value-map before loading the model
+    value_map_option(args.value_map)  # refuse a malformed --value-map before loading the model
     path = _model_path(args.model)
-    model = load_model(path)
+    model = _load_model(path)
     sampler = _make_sampler(model, args)
     channels = sampler.program.image_shape[2]
     if channels not in (1, 3):
@@ -227,8 +190,8 @@ def cmd_complete(args):
     _check_seed(args.seed)
     _check_temperature(args.temperature)
     _check_writable(args.out)
-    _value_map(args.value_map)
-    model = load_model(_model_path(args.model))
+    value_map_option(args.value_map)
+    model = _load_model(_model_path(args.model))
     sampler = _make_sampler(model, args)
     h, w, c = sampler.program.image_shape
     if c not in (1, 3):
@@ -282,7 +245,7 @@ def cmd_generate(args):
             mode = "multi_processing" if args.workers > 1 else "in_memory"
             beam_args = ["--direct_num_workers", str(args.workers), "--direct_running_mode", mode] + beam_args
     path = _model_path(args.model)
-    model = load_model(path)  # a missing or corrupt model file: one line here, not a worker's traceback
+    model = _load_model(path)  # a missing or corrupt model file: one line here, not a worker's traceback
     try:
         job = generate.Job(path, args.out, args.n, args.seed, args.temperature, args.shard_size)
         job.prepare()
@@ -308,7 +271,7 @@ def cmd_check(args):
     from pixelcnn_fast.lowering import LoweringError, NotCausalError, check
 
     path = _model_path(args.model)
-    model = load_model(path)
+    model = _load_model(path)
     try:
         report = check(model)
     except NotCausalError as exc:
@@ -329,7 +292,7 @@ def cmd_bench(args):
     if args.steps < 1:
         raise CliError(f"--steps must be a positive integer, got {args.steps}")
     path = _model_path(args.model)
-    model = load_model(path)
+    model = _load_model(path)
     sampler = _make_sampler(model, args)
     h, w, c = sampler.program.image_shape
     print(f"{_describe(model, sampler)} from {path}; batch {args.n}, seed {args.seed}, "
@@ -350,7 +313,7 @@ def cmd_bench(args):
     # trace time is excluded, as a long run amortises it), deeper rows timed step by step. Its cost per
     # step grows with the row, so row 0 alone would underestimate it several-fold: the cost is
     # interpolated between the timed rows and summed over every row.
-    vm = _value_map(args.value_map) or "identity"
+    vm = value_map_option(args.value_map) or "identity"
     if not isinstance(vm, str):  # a SCALE,OFFSET pair; a name goes through naive's own float32 table
         vm = (lambda scale, offset: lambda k: k * scale + offset)(*vm)
     first = naive.sample(model, args.n, mode="rows", head=sampler.head, levels=sampler.levels,
