@@ -1,5 +1,5 @@
 """Python front end: argument checks shared by the front ends (one place, one wording): the masked conv's (the fast
-op and the reference) and the samplers' (CLI, Sampler, sample_op, naive, rng)."""
+op and the reference), the samplers' (CLI, Sampler, sample_op, naive, rng) and a saved model file's (CLI, models)."""
 
 import math
 import os
@@ -116,6 +116,29 @@ def check_temperature(temperature, where, name="temperature"):
     return t32
 
 
+def physical_memory_bytes():
+    """This machine's physical memory (0 when unknown: no limit), as checks.h reads it."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGESIZE")
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
+def check_sample_memory(n, image_shape, cache_floats_per_image, where, head_floats_per_image=0, limit=None):
+    """Refuses a call whose outputs (levels int32 + margins float32 per image value) and per-image caches could
+    never fit in this machine's memory, before anything is allocated, naming the bytes it would need."""
+    h, w, c = (int(d) for d in image_shape)
+    limit = physical_memory_bytes() if limit is None else limit
+    need = (h * w * c * 8 + cache_floats_per_image * 4 + head_floats_per_image * 4) * int(n)
+    if limit and need > limit:
+        raise ValueError(f"{_prefix(where)}n={int(n)} images of {h}x{w}x{c} would need {float(need):.4g} bytes "
+                         f"for outputs and caches, more than this machine's memory ({limit} bytes)")
+
+
+# ----------------------------------------------------------------------------- text values, model files, messages
+# Python-only rules (no C++ door takes these): the CLI's text values, what it refuses before importing Keras,
+# and how it quotes an error (models.load_model does the same).
+
 def parse_value_map(text, where, name="value_map"):
     """A value map given as text (the CLI's --value-map): None for None, a name in Sampler's VALUE_MAPS as
     it is, or 'SCALE,OFFSET' as the pair (scale, offset) of finite floats (input = level * SCALE + OFFSET);
@@ -167,22 +190,3 @@ def one_line(exc, limit=400):
     CLI and models.load_model quote an error they report."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def physical_memory_bytes():
-    """This machine's physical memory (0 when unknown: no limit), as checks.h reads it."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGESIZE")
-    except (AttributeError, ValueError, OSError):
-        return 0
-
-
-def check_sample_memory(n, image_shape, cache_floats_per_image, where, head_floats_per_image=0, limit=None):
-    """Refuses a call whose outputs (levels int32 + margins float32 per image value) and per-image caches could
-    never fit in this machine's memory, before anything is allocated, naming the bytes it would need."""
-    h, w, c = (int(d) for d in image_shape)
-    limit = physical_memory_bytes() if limit is None else limit
-    need = (h * w * c * 8 + cache_floats_per_image * 4 + head_floats_per_image * 4) * int(n)
-    if limit and need > limit:
-        raise ValueError(f"{_prefix(where)}n={int(n)} images of {h}x{w}x{c} would need {float(need):.4g} bytes "
-                         f"for outputs and caches, more than this machine's memory ({limit} bytes)")
