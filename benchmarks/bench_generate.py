@@ -44,11 +44,11 @@ def main():
     ap.add_argument("--shard-size", type=int, default=64)
     ap.add_argument("--model", default=None)
     args = ap.parse_args()
-    from pixelcnn_fast import cli
+    from pixelcnn_fast import models
     from pixelcnn_fast.sampler import Sampler
 
-    model_path = args.model or cli.bundled_model_path()
-    sampler = Sampler(cli.load_model(model_path))
+    model_path = args.model or models.bundled_model_path()
+    sampler = Sampler(models.load_model(model_path))
     h, w, c = sampler.program.image_shape
     n, size = args.n, args.shard_size
     sampler.sample(min(size, n), 0)  # warm: the first call builds the program

@@ -1,5 +1,5 @@
 """Python front end: argument checks shared by the front ends (one place, one wording): the masked conv's (the fast
-op and the reference) and the samplers' (CLI, Sampler, sample_op, naive, rng)."""
+op and the reference), the samplers' (CLI, Sampler, sample_op, naive, rng) and a saved model file's (CLI, models)."""
 
 import math
 import os
@@ -133,3 +133,60 @@ def check_sample_memory(n, image_shape, cache_floats_per_image, where, head_floa
     if limit and need > limit:
         raise ValueError(f"{_prefix(where)}n={int(n)} images of {h}x{w}x{c} would need {float(need):.4g} bytes "
                          f"for outputs and caches, more than this machine's memory ({limit} bytes)")
+
+
+# ----------------------------------------------------------------------------- text values, model files, messages
+# Python-only rules (no C++ door takes these): the CLI's text values, what it refuses before importing Keras,
+# and how it quotes an error (models.load_model does the same).
+
+def parse_value_map(text, where, name="value_map"):
+    """A value map given as text (the CLI's --value-map): None for None, a name in Sampler's VALUE_MAPS as
+    it is, or 'SCALE,OFFSET' as the pair (scale, offset) of finite floats (input = level * SCALE + OFFSET);
+    ValueError naming `name` for anything else."""
+    if text is None:
+        return None
+    from pixelcnn_fast.sampler import VALUE_MAPS
+
+    if text in VALUE_MAPS:
+        return text
+    parts = text.split(",")
+    try:
+        if len(parts) == 2:
+            scale, offset = (float(p) for p in parts)
+            if math.isfinite(scale) and math.isfinite(offset):
+                return scale, offset
+    except ValueError:
+        pass
+    raise ValueError(f"{_prefix(where)}{name} must be one of {', '.join(sorted(VALUE_MAPS))} or SCALE,OFFSET "
+                     f"(two numbers), got {text!r}")
+
+
+class ModelLoadError(ValueError):
+    """A model file that cannot be loaded (missing, unreadable, corrupt): the message is one line,
+    "cannot load model 'path': <reason>", fit for a command line's error output (models.load_model)."""
+
+
+def check_model_file(path):
+    """Refuses a saved-model path that cannot be a loadable .keras file (ModelLoadError), without TensorFlow:
+    the CLI runs it before importing Keras, so a mistyped --model costs no waiting."""
+    import zipfile
+
+    where = f"cannot load model '{path}'"
+    if not os.path.exists(path):
+        raise ModelLoadError(f"{where}: no such file")
+    if os.path.isdir(path):
+        raise ModelLoadError(f"{where}: it is a directory, not a .keras file")
+    if not os.access(path, os.R_OK):
+        raise ModelLoadError(f"{where}: permission denied")
+    # Keras reports a .keras file that is not a zip archive as "File not found", which misleads: say
+    # what is wrong (a truncated download fails here too: the zip directory sits at the end).
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        raise ModelLoadError(f"{where}: not a .keras (zip) archive: the file is corrupt or truncated")
+    return path
+
+
+def one_line(exc, limit=400):
+    """An exception's message on one line (TF/Keras messages span many lines), shortened to `limit`: how the
+    CLI and models.load_model quote an error they report."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."

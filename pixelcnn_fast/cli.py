@@ -3,17 +3,18 @@
 Every failure a user can cause (a missing or corrupt model file, a bad --n / --temperature / --seed, an
 unwritable --out, a non-causal or unsupported model) ends as ONE line on stderr, `pixelcnn-fast
 <command>: error: ...`, and a non-zero exit; no traceback. Cheap argument checks run before TensorFlow
-work starts (loading a model, lowering it), so a typo costs no waiting.
+work starts (loading a model, lowering it), so a typo costs no waiting. The flags and help texts are
+cli_parser.py's; models load through pixelcnn_fast.models.
 """
 
-import argparse
 import math
 import os
 import sys
 import tempfile
 import time
 
-PROG = "pixelcnn-fast"
+from pixelcnn_fast.cli_parser import BEAM_INSTALL, PROG, build_parser
+
 _TRACEBACK_ENV = "PIXELCNN_FAST_TRACEBACK"
 
 
@@ -21,37 +22,20 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit status 1."""
 
 
-def _one_line(exc, limit=400):
-    """An exception's message on one line (TF/Keras messages span many lines), shortened to `limit`."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+def _one_line(exc):
+    """checks.one_line, imported when an error is reported (it brings NumPy; `--help` stays light)."""
+    from pixelcnn_fast.checks import one_line
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (argparse's message plus a --help pointer) and exit 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+    return one_line(exc)
 
 
 # ----------------------------------------------------------------------------------- shared helpers
 
-def bundled_model_path():
-    """Path of the bundled model (pixelcnn_fast/assets/pixelcnn_mnist.keras), whether or not it exists."""
-    from pixelcnn_fast.train import BUNDLED_NAME
-
-    try:
-        from importlib.resources import files
-
-        return os.fspath(files("pixelcnn_fast").joinpath("assets", BUNDLED_NAME))
-    except (ImportError, TypeError, ModuleNotFoundError):
-        # A loader without filesystem paths (a zipped package): fall back on the package directory.
-        return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", BUNDLED_NAME)
-
-
 def _model_path(path):
     if path is not None:
         return path
+    from pixelcnn_fast.models import bundled_model_path
+
     bundled = bundled_model_path()
     if not os.path.isfile(bundled):
         raise CliError(f"the bundled model is not installed ({bundled} does not exist): pass --model "
@@ -59,31 +43,18 @@ def _model_path(path):
     return bundled
 
 
-def load_model(path):
-    """keras.models.load_model(path, compile=False) with this package's layers registered; CliError
-    "cannot load model 'path': <reason>" for a missing, unreadable or corrupt file."""
-    import zipfile
-
-    where = f"cannot load model '{path}'"
-    if not os.path.exists(path):
-        raise CliError(f"{where}: no such file")
-    if os.path.isdir(path):
-        raise CliError(f"{where}: it is a directory, not a .keras file")
-    if not os.access(path, os.R_OK):
-        raise CliError(f"{where}: permission denied")
-    # Keras reports a .keras file that is not a zip archive as "File not found", which misleads: say
-    # what is wrong (a truncated download fails here too: the zip directory sits at the end).
-    if path.endswith(".keras") and not zipfile.is_zipfile(path):
-        raise CliError(f"{where}: not a .keras (zip) archive: the file is corrupt or truncated")
-    import keras
-
-    import pixelcnn_fast  # noqa: F401  registers MaskedConv2D for deserialisation
-    import pixelcnn_fast.models  # noqa: F401  registers ResidualBlock (the bundled architecture)
+def _load_model(path):
+    """models.load_model, its ModelLoadError ("cannot load model 'path': ...") as a CliError; the file is
+    checked before Keras is imported (a mistyped path fails at once)."""
+    from pixelcnn_fast.checks import ModelLoadError, check_model_file
 
     try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises ValueError, OSError, KeyError, zipfile errors ... for bad files
-        raise CliError(f"{where}: {_one_line(exc)}") from exc
+        check_model_file(path)
+        from pixelcnn_fast.models import load_model
+
+        return load_model(path)
+    except ModelLoadError as exc:
+        raise CliError(str(exc)) from exc
 
 
 def _cli_check(check, value, flag):
@@ -128,30 +99,16 @@ def _check_writable(out):
         raise CliError(f"cannot write --out '{out}': the existing file is not writable")
 
 
-def _value_map(text):
-    """--value-map: a name in Sampler's VALUE_MAPS, or 'SCALE,OFFSET' (input = level * SCALE + OFFSET)."""
-    if text is None:
-        return None
-    from pixelcnn_fast.sampler import VALUE_MAPS
-
-    if text in VALUE_MAPS:
-        return text
-    parts = text.split(",")
-    try:
-        if len(parts) == 2:
-            scale, offset = (float(p) for p in parts)
-            if math.isfinite(scale) and math.isfinite(offset):
-                return scale, offset
-    except ValueError:
-        pass
-    raise CliError(f"--value-map must be one of {', '.join(sorted(VALUE_MAPS))} or SCALE,OFFSET "
-                   f"(two numbers), got {text!r}")
+def value_map_option(text):
+    """--value-map as Sampler's value_map (checks.parse_value_map: a name in VALUE_MAPS or 'SCALE,OFFSET'),
+    None when not given; CliError naming --value-map when malformed."""
+    return _cli_check("parse_value_map", text, "--value-map")
 
 
 def _make_sampler(model, args):
     from pixelcnn_fast.sampler import Sampler
 
-    kwargs = {"head": args.head, "value_map": _value_map(args.value_map), "backend": args.backend}
+    kwargs = {"head": args.head, "value_map": value_map_option(args.value_map), "backend": args.backend}
     if args.output is not None:
         kwargs["output"] = args.output
     try:
@@ -177,9 +134,9 @@ def cmd_sample(args):
     _check_seed(args.seed)
     _check_temperature(args.temperature)
     _check_writable(args.out)
-    _value_map(args.value_map)  # refuse a malformed --value-map before loading the model
+    value_map_option(args.value_map)  # refuse a malformed --value-map before loading the model
     path = _model_path(args.model)
-    model = load_model(path)
+    model = _load_model(path)
     sampler = _make_sampler(model, args)
     channels = sampler.program.image_shape[2]
     if channels not in (1, 3):
@@ -227,8 +184,8 @@ def cmd_complete(args):
     _check_seed(args.seed)
     _check_temperature(args.temperature)
     _check_writable(args.out)
-    _value_map(args.value_map)
-    model = load_model(_model_path(args.model))
+    value_map_option(args.value_map)
+    model = _load_model(_model_path(args.model))
     sampler = _make_sampler(model, args)
     h, w, c = sampler.program.image_shape
     if c not in (1, 3):
@@ -255,9 +212,6 @@ def cmd_complete(args):
     return 0
 
 
-BEAM_INSTALL = 'pip install "pixelcnn-fast[beam]"'
-
-
 def cmd_generate(args):
     from pixelcnn_fast import generate
 
@@ -282,7 +236,7 @@ def cmd_generate(args):
             mode = "multi_processing" if args.workers > 1 else "in_memory"
             beam_args = ["--direct_num_workers", str(args.workers), "--direct_running_mode", mode] + beam_args
     path = _model_path(args.model)
-    model = load_model(path)  # a missing or corrupt model file: one line here, not a worker's traceback
+    model = _load_model(path)  # a missing or corrupt model file: one line here, not a worker's traceback
     try:
         job = generate.Job(path, args.out, args.n, args.seed, args.temperature, args.shard_size)
         job.prepare()
@@ -308,7 +262,7 @@ def cmd_check(args):
     from pixelcnn_fast.lowering import LoweringError, NotCausalError, check
 
     path = _model_path(args.model)
-    model = load_model(path)
+    model = _load_model(path)
     try:
         report = check(model)
     except NotCausalError as exc:
@@ -329,7 +283,7 @@ def cmd_bench(args):
     if args.steps < 1:
         raise CliError(f"--steps must be a positive integer, got {args.steps}")
     path = _model_path(args.model)
-    model = load_model(path)
+    model = _load_model(path)
     sampler = _make_sampler(model, args)
     h, w, c = sampler.program.image_shape
     print(f"{_describe(model, sampler)} from {path}; batch {args.n}, seed {args.seed}, "
@@ -350,7 +304,7 @@ def cmd_bench(args):
     # trace time is excluded, as a long run amortises it), deeper rows timed step by step. Its cost per
     # step grows with the row, so row 0 alone would underestimate it several-fold: the cost is
     # interpolated between the timed rows and summed over every row.
-    vm = _value_map(args.value_map) or "identity"
+    vm = value_map_option(args.value_map) or "identity"
     if not isinstance(vm, str):  # a SCALE,OFFSET pair; a name goes through naive's own float32 table
         vm = (lambda scale, offset: lambda k: k * scale + offset)(*vm)
     first = naive.sample(model, args.n, mode="rows", head=sampler.head, levels=sampler.levels,
@@ -385,103 +339,9 @@ def cmd_train(argv):
     return 0
 
 
-# ----------------------------------------------------------------------------------- parser
-
-def _add_sampler_flags(p):
-    p.add_argument("--model", metavar="PATH.keras", default=None,
-                   help="a saved Keras model (default: the bundled MNIST model)")
-    p.add_argument("--backend", default="cpu", choices=["cpu", "cuda"],
-                   help="sampler backend: cpu, or cuda (the GPU kernel; needs a CUDA build and CuPy) (default: cpu)")
-    p.add_argument("--head", choices=["bernoulli", "categorical"], default=None,
-                   help="for a model without a final sigmoid/softmax: how its output is drawn")
-    p.add_argument("--value-map", default=None, metavar="MAP",
-                   help="categorical heads: how a sampled level goes back into the model input: identity, "
-                        "level/N, level/(N-1), level/255 or SCALE,OFFSET")
-    p.add_argument("--output", choices=["logits", "probs"], default=None,
-                   help="for a model without a final sigmoid/softmax: what its values are (default: logits)")
-
-
-def _add_draw_flags(p, n_default, n_help, out_default, quiet_help):
-    """--n, --seed, --temperature, --out (a PNG) and --quiet of the commands that draw a PNG grid."""
-    p.add_argument("--n", type=int, default=n_default, help=f"{n_help} (default: {n_default})")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--temperature", type=float, default=1.0, help="> 0; divides the logits (default: 1.0)")
-    p.add_argument("--out", default=out_default, help=f"PNG file to write (default: {out_default})")
-    p.add_argument("--quiet", action="store_true", help=quiet_help)
-
-
-def build_parser():
-    parser = _Parser(prog=PROG, description="Fast PixelCNN sampling: draw digits to a PNG, check a model's "
-                                            "causality, time the cached sampler, train the bundled model.")
-    from pixelcnn_fast._version import __version__
-
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser("sample", help="draw images and write them as a PNG grid",
-                       description="Draw images with the cached sampler and write them as a near-square PNG "
-                                   "grid (grey padding; level 0 black, the top level white).")
-    _add_sampler_flags(p)
-    _add_draw_flags(p, 16, "number of images", "samples.png", "no progress bar")
-    p.set_defaults(func=cmd_sample)
-
-    p = sub.add_parser("complete", help="complete the lower part of an image (keep its top rows)",
-                       description="Keep the top --keep-rows rows of --image and sample the rest --n times with the "
-                                   "cached sampler (Sampler.complete). Writes a PNG grid: first the given part "
-                                   "(the rows to complete in grey), then the completions.")
-    _add_sampler_flags(p)
-    p.add_argument("--image", required=True, metavar="PATH.png",
-                   help="8-bit PNG of the model's size: grey for 1 channel, RGB for 3 (pixel p -> level "
-                        "round(p * (levels - 1) / 255))")
-    p.add_argument("--keep-rows", type=int, default=None, help="rows kept from the top (default: half)")
-    _add_draw_flags(p, 8, "number of completions", "completions.png", "print nothing but the result line")
-    p.set_defaults(func=cmd_complete)
-
-    p = sub.add_parser("generate", help="sample a dataset in shards (TFRecord + manifest) with Apache Beam",
-                       description="Sample --n images in shards of --shard-size, each shard drawn by global image "
-                                   "index (the same images whatever the number of workers), written as TFRecord "
-                                   "files of tf.train.Example (levels, PNG bytes) plus manifest.json. A re-run "
-                                   "skips complete shards. Runs on Apache Beam (DirectRunner with --workers "
-                                   "processes; other runners through Beam options after '--', e.g. -- --runner "
-                                   f"DataflowRunner ...); needs {BEAM_INSTALL}, or --local for this process "
-                                   "without Beam.")
-    p.add_argument("--model", metavar="PATH.keras", default=None,
-                   help="a saved Keras model (default: the bundled MNIST model)")
-    p.add_argument("--n", type=int, required=True, help="number of images")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
-    p.add_argument("--shard-size", type=int, default=1000, help="images per shard (default: 1000)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--temperature", type=float, default=1.0, help="> 0; divides the logits (default: 1.0)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="DirectRunner worker processes (multi_processing when > 1) (default: 1)")
-    p.add_argument("--local", action="store_true", help="no Beam: write the shards one by one in this process")
-    p.set_defaults(func=cmd_generate, beam_args=[])
-
-    p = sub.add_parser("check", help="lower a model and check its causality",
-                       description="Lower a saved model for the cached sampler and check that it is causal: no "
-                                   "prediction sees its own or a later pixel. Exit status 1 names the offending layer.")
-    p.add_argument("model", nargs="?", default=None, metavar="PATH.keras",
-                   help="a saved Keras model (default: the bundled MNIST model)")
-    p.set_defaults(func=cmd_check)
-
-    p = sub.add_parser("bench", help="quick speed ratio: cached sampler vs the naive rows loop",
-                       description="Time the cached sampler on the full image against the naive 'rows' "
-                                   "loop (pixelcnn_fast.naive): row 0 by the real loop, three deeper rows "
-                                   "over --steps steps each, the cost per step interpolated over the rows "
-                                   "and extrapolated to the full image (said so in the output). Under a "
-                                   "minute for the bundled model at batch 16.")
-    _add_sampler_flags(p)
-    p.add_argument("--n", type=int, default=16, help="batch size (default: 16)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--steps", type=int, default=8,
-                   help="naive steps timed at each deeper row (default: 8)")
-    p.add_argument("--repeats", type=int, default=3, help="cached sampler timings, best taken (default: 3)")
-    p.set_defaults(func=cmd_bench)
-
-    # Listed for --help only: main() hands `train ...` to pixelcnn_fast.train.main, which owns its flags.
-    sub.add_parser("train", add_help=False, help="train the keras.io PixelCNN on binarized MNIST "
-                                                 f"('{PROG} train --help' for its flags)")
-    return parser
+# Subcommand -> handler (`train` is handed its argv whole: pixelcnn_fast.train owns its flags).
+COMMANDS = {"sample": cmd_sample, "complete": cmd_complete, "generate": cmd_generate, "check": cmd_check,
+            "bench": cmd_bench}
 
 
 def _fail(command, message):
@@ -500,11 +360,11 @@ def main(argv=None):
         if command == "generate" and "--" in argv:  # what follows '--' is Beam's (runner options)
             cut = argv.index("--")
             argv, beam_args = argv[:cut], argv[cut + 1:]
-        args = build_parser().parse_args(argv)
+        args = build_parser(COMMANDS).parse_args(argv)
         if beam_args:
             args.beam_args = beam_args
         if args.command is None:
-            build_parser().print_help()
+            build_parser(COMMANDS).print_help()
             return 2
         return args.func(args)
     except CliError as exc:

@@ -187,7 +187,7 @@ def write_manifest(job, entries, image_shape, levels_count):
 
 def load_sampler(job):
     """The Sampler a worker builds once (Beam: DoFn.setup) for the job's model file."""
-    from pixelcnn_fast.cli import load_model
+    from pixelcnn_fast.models import load_model
     from pixelcnn_fast.sampler import Sampler
 
     model = load_model(job.model)

@@ -43,11 +43,13 @@ EXCLUDE = ["libtensorflow_framework.so.2", "libcuda.so.1", "libcudart.so.*", "li
 
 
 def find_nvcc():
-    """nvcc the way setup.py looks for it (CUDA_HOME, CUDA_PATH, /usr/local/cuda, PATH)."""
-    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if home and os.path.exists(os.path.join(home, "bin", "nvcc")):
-            return os.path.join(home, "bin", "nvcc")
-    return shutil.which("nvcc")
+    """nvcc the way setup.py looks for it (build_support.toolkits: CUDA_HOME, CUDA_PATH, /usr/local/cuda,
+    PATH), whatever PIXELCNN_FAST_CUDA says: this script sets that switch per wheel variant."""
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    from build_support.toolkits import find_nvcc as build_find_nvcc
+
+    return build_find_nvcc(honour_switch=False)
 
 
 def nvcc_major(nvcc):

@@ -34,8 +34,8 @@ TEACHER_INDICES = (0, 150, 250, 400)
 
 
 def load_bundled():
-    """The bundled keras.io model, loaded as the CLI loads it."""
-    from pixelcnn_fast.cli import bundled_model_path, load_model
+    """The bundled keras.io model, loaded as the CLI loads it (pixelcnn_fast.models)."""
+    from pixelcnn_fast.models import bundled_model_path, load_model
 
     return load_model(bundled_model_path())
 

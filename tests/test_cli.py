@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from pixelcnn_fast import cli
+from pixelcnn_fast.models import bundled_model_path, load_model
 from pixelcnn_fast.png import encode_png, grid_shape, image_grid, read_png, write_png
 
 # TensorFlow / absl log lines written at import, before our code runs (TF_CPP_MIN_LOG_LEVEL does not
@@ -85,7 +86,7 @@ def runs(models):
         locked = models / "locked"
         locked.mkdir(mode=0o555)
         jobs["out_locked"] = py + ["sample", "--model", small, "--out", str(locked / "x.png")]
-    bundled = cli.bundled_model_path()
+    bundled = bundled_model_path()
     if os.path.isfile(bundled):
         jobs["bundled"] = py + ["sample", "--n", "4", "--out", str(out / "bundled.png"), "--quiet"]
     script = _script()
@@ -252,7 +253,7 @@ def test_installed_script(runs):
 
 def test_bundled_model_samples(runs):
     if "bundled" not in runs:
-        pytest.skip(f"the bundled model {cli.bundled_model_path()} does not exist yet "
+        pytest.skip(f"the bundled model {bundled_model_path()} does not exist yet "
                     f"(train it with `pixelcnn-fast train --out <that path>`)")
     proc = runs["bundled"]
     assert proc.returncode == 0, proc.stderr
@@ -261,7 +262,7 @@ def test_bundled_model_samples(runs):
 
 def test_load_model_reads_the_bundled_architecture(models):
     """keras_io_pixelcnn's residual blocks reload from .keras (they need a build(): the bundled model has 5)."""
-    model = cli.load_model(str(models / "small.keras"))
+    model = load_model(str(models / "small.keras"))
     assert [layer.name for layer in model.layers if "residual" in layer.name] == ["residual_block_0"]
 
 
@@ -284,11 +285,11 @@ def test_help(capsys, argv, expect):
 
 
 def test_value_map_parsing():
-    assert cli._value_map("level/255") == "level/255"
-    assert cli._value_map("0.5,-1") == (0.5, -1.0)
+    assert cli.value_map_option("level/255") == "level/255"
+    assert cli.value_map_option("0.5,-1") == (0.5, -1.0)
     for bad in ("level/256", "1,2,3", "a,b", "nan,0"):
         with pytest.raises(cli.CliError, match="--value-map"):
-            cli._value_map(bad)
+            cli.value_map_option(bad)
 
 
 # ----------------------------------------------------------------------------------- PNG

@@ -273,9 +273,9 @@ def test_convert_sequential_nested_and_shared_layers():
 
 def test_convert_verifies_its_result(monkeypatch):
     # The safety net: a misread layer (here: relu carried over as tanh) is caught, not returned.
-    from pixelcnn_fast import conversion as convert_module
+    from pixelcnn_fast import conversion_plan
 
-    monkeypatch.setitem(convert_module._ACTIVATIONS, "relu", "tanh")
+    monkeypatch.setitem(conversion_plan.ACTIVATIONS, "relu", "tanh")
     sm = seed_models.keras_io(filters=8, blocks=0)
     with pytest.raises(RuntimeError, match="outputs differ"):
         convert(sm.model)

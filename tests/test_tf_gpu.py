@@ -33,7 +33,7 @@ HOST_MEMORY = {"PixelcnnFastMaskedConv2D": [], "PixelcnnFastMaskedConv2DBackprop
                "PixelcnnFastMaskedConv2DBackpropFilter": ["kernel_shape"], "PixelcnnFastSample": []}
 # The GPU sampler builds its program on the host: every input stays there.
 GPU_HOST_MEMORY = dict(HOST_MEMORY, PixelcnnFastSample=["consts", "image_offset", "n", "seed", "temperature"])  # sorted
-CUDA_SMS = [75, 80, 86, 89, 90]  # setup.py's CUDA_ARCHS; the last one also as PTX
+CUDA_SMS = [75, 80, 86, 89, 90]  # build_support/toolkits.py: DEFAULT_CUDA_ARCHS; the last one also as PTX
 
 
 def _built():
@@ -72,7 +72,7 @@ def link_report(so_path):
 
 
 def check_link_report(report):
-    # cudart is static (TfGpuKernels in setup.py): nothing CUDA is needed to load the library, and no
+    # cudart is static (TfGpuKernels in build_support/tf_gpu.py): nothing CUDA is needed to load the library, and no
     # cuda* call may bind to another library's definition (libtensorflow_framework.so.2 exports a cudart
     # stub that forwards to TF's libcudart.so.12).
     assert report["cuda_needed"] == [], report
@@ -188,7 +188,7 @@ def build_tree_copy(root, **env_updates):
     os.makedirs(root)
     for name in ("setup.py", "pyproject.toml", "README.md"):
         shutil.copy(os.path.join(REPO, name), root)
-    for name in ("csrc", "pixelcnn_fast"):
+    for name in ("csrc", "pixelcnn_fast", "build_support"):
         shutil.copytree(os.path.join(REPO, name), root / name, ignore=ignore)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIXELCNN_FAST_TF_CUDA_HOME",
                                                             "PIXELCNN_FAST_TF_GPU", "PIXELCNN_FAST_CUDA_ARCHS")}

@@ -21,7 +21,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "build_wheels.py")
-CUDA_SMS = [75, 80, 86, 89, 90]  # setup.py's CUDA_ARCHS; the last one also as PTX
+CUDA_SMS = [75, 80, 86, 89, 90]  # build_support/toolkits.py: DEFAULT_CUDA_ARCHS; the last one also as PTX
 
 pytestmark = pytest.mark.skipif(os.environ.get("PIXELCNN_FAST_SKIP_WHEEL_TEST") == "1",
                                 reason="PIXELCNN_FAST_SKIP_WHEEL_TEST=1")

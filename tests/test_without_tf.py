@@ -117,7 +117,7 @@ def test_cuda_tests_pass_without_tensorflow():
 
 def _copy_sources(dst):
     ignore = shutil.ignore_patterns("*.so", "*.o", "_build_info.py", "__pycache__", "build")
-    for name in ("csrc", "pixelcnn_fast"):
+    for name in ("csrc", "pixelcnn_fast", "build_support"):
         shutil.copytree(os.path.join(REPO, name), os.path.join(dst, name), ignore=ignore)
     for name in ("setup.py", "pyproject.toml", "README.md", "MANIFEST.in"):
         shutil.copy(os.path.join(REPO, name), dst)

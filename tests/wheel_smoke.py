@@ -38,7 +38,7 @@ for mask, k, cin, cout, groups in [("A", 7, 1, 16, 1), ("B", 3, 12, 9, 3), ("B",
     print(f"masked_conv2d {k}x{k} mask {mask} {cin}->{cout} groups {groups}: max |fast - reference| = {err:.2e}")
 
 # Sample 2 images from the bundled model, in this process and through the installed command.
-from pixelcnn_fast.cli import bundled_model_path, load_model  # noqa: E402
+from pixelcnn_fast.models import bundled_model_path, load_model  # noqa: E402
 
 model = load_model(bundled_model_path())
 images = pixelcnn_fast.Sampler(model).sample(2, seed=0)

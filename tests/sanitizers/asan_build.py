@@ -4,14 +4,13 @@ script under it with the ASan runtime preloaded into Python.
 
     python tests/sanitizers/asan_build.py OUT_DIR [--seeded-bug] [--run] [core_checks.py arguments]
 
-The source lists come from setup.py (CORE_SOURCES, ISA_SOURCES), so this build compiles what the package
-compiles. -O1 -g keeps the reports readable; NDEBUG is not defined, so the core's precondition asserts are
+The source lists come from the package build's (build_support/sources.py: CORE_SOURCES, ISA_SOURCES), so
+this build compiles what the package compiles. -O1 -g keeps the reports readable; NDEBUG is not defined, so the core's precondition asserts are
 on; -fno-sanitize-recover=all makes the first UB report fatal. --seeded-bug adds -DPCF_SANITIZER_SEEDED_BUG,
 which compiles an off-by-one into the column program's ring cache (csrc/core/column_program.cc): that build
 must fail the job (tests/test_sanitizers.py checks both ways).
 """
 
-import ast
 import os
 import shutil
 import subprocess
@@ -26,14 +25,12 @@ CXXFLAGS = ["-std=c++17", "-O1", "-g", "-fPIC", "-fvisibility=hidden", "-Wall", 
 
 
 def _setup_lists():
-    """CORE_SOURCES and ISA_SOURCES as setup.py defines them (read, not imported: importing runs setup())."""
-    tree = ast.parse(open(os.path.join(REPO, "setup.py")).read())
-    found = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
-                and node.targets[0].id in ("CORE_SOURCES", "ISA_SOURCES"):
-            found[node.targets[0].id] = ast.literal_eval(node.value)
-    return found["CORE_SOURCES"], found["ISA_SOURCES"]
+    """CORE_SOURCES and ISA_SOURCES as the package build defines them (build_support/sources.py)."""
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    from build_support.sources import CORE_SOURCES, ISA_SOURCES
+
+    return CORE_SOURCES, ISA_SOURCES
 
 
 def compiler():

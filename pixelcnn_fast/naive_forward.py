@@ -1,0 +1,208 @@
+"""Python front end: the naive loops' traced forwards (naive.py runs them): tf.function forwards of the model
+that return one pixel's outputs, the output-shape rule, and what the traced graph says the output is."""
+
+# Output probabilities vs logits (argument `output`).  The draws are defined on logits (bernoulli: u <
+# sigmoid(z / T); categorical: softmax(z / T)) or on probabilities (categorical: p ** (1/T), renormalised).
+# Guessing from the values (all in [0, 1], summing to 1) is fragile: a logit head can emit such values, and a
+# sigmoid head's values never sum to anything in particular.  So output="auto" reads the model's LAST OP from
+# one trace of the model (cheap: a tf.function trace, no execution): looking through shape-only ops (Reshape,
+# Identity, Cast, Transpose, slicing, concat), a Sigmoid or Softmax op means "probs"; a convolution, matmul,
+# BiasAdd or LogSoftmax means "logits", and so does a sum of such terms, plus image-independent ones (a label
+# bias), or one scaled by an image-independent factor.  Anything else (arithmetic on a sigmoid/softmax, a
+# product of two image-dependent tensors, an Exp, a clip, a custom normalisation ...) is ambiguous and
+# output="auto" raises ValueError asking for output="probs" or output="logits".
+
+import time
+
+import tensorflow as tf
+
+WHERE = "naive.sample"  # how naive.sample's errors begin (naive.complete's too, with its own name)
+
+
+class OwnArgumentError(ValueError):
+    """An error about sample()'s arguments found while tracing: never taken for a model refusing a crop."""
+
+
+def _expected_output_shapes(n, rows, width, channels, head, levels):
+    lead = (n, rows, width)
+    if head == "bernoulli":
+        return [lead + (channels,)]
+    return [lead + (channels * levels,), lead + (channels, levels)]
+
+
+def _output_shape_ok(shape, n, rows, width, channels, head, levels):
+    shape = tuple(None if d is None else int(d) for d in shape)
+    return shape in _expected_output_shapes(n, rows, width, channels, head, levels)
+
+
+def check_output_shape(shape, n, rows, width, channels, head, levels):
+    """Raises OwnArgumentError (a ValueError) unless the model output's shape fits the head and the image."""
+    shape = tuple(None if d is None else int(d) for d in shape)
+    expected = _expected_output_shapes(n, rows, width, channels, head, levels)
+    if shape not in expected:
+        what = ("(n, H, W, C)" if head == "bernoulli" else "(n, H, W, C*levels) or (n, H, W, C, levels)")
+        raise OwnArgumentError(
+            f"{WHERE}: the model output must have shape {what} = "
+            f"{' or '.join(str(e) for e in expected)} for head={head!r}"
+            + (f" with levels={levels}" if head == "categorical" else "")
+            + f" (C = {channels} image channels), got {shape}")
+
+
+# --------------------------------------------------------------------------- output kind from the graph
+
+_PROB_OPS = {"Sigmoid", "Softmax"}
+# Ops whose output is an affine function of features: what a logits head ends in.
+_LOGIT_OPS = {"Conv2D", "Conv3D", "DepthwiseConv2dNative", "PixelcnnFastMaskedConv2D", "MatMul",
+              "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum", "BiasAdd", "LogSoftmax",
+              "BatchToSpaceND"}
+# Ops that move or select values without changing what they are.
+_TRANSPARENT = {"Identity", "IdentityN", "Reshape", "Cast", "EnsureShape", "Transpose", "ExpandDims", "Squeeze",
+                "StridedSlice", "Slice", "GatherV2", "ConcatV2", "Pack", "Split", "SplitV", "Unpack",
+                "StopGradient", "Snapshot", "PreventGradient"}
+# Adding or subtracting terms, or scaling by image-independent factors, keeps logits logits (not probs).
+_AFFINE = {"AddV2", "Add", "Sub", "Mul", "RealDiv", "AddN", "Neg"}
+
+
+def classify_output(out_tensor, image_tensor):
+    """'probs', 'logits' or None (ambiguous) for the traced model output; also the op that decided."""
+    depends = {}
+
+    def image_dependent(t):
+        # Memoised walk: does tensor t depend on the image placeholder?  Captured variables, constants and
+        # condition inputs do not; their contributions are neutral for the classification.
+        key = t.ref()
+        if key in depends:
+            return depends[key]
+        stack = [t]
+        while stack:
+            u = stack.pop()
+            if u.ref() in depends:
+                continue
+            pending = [v for v in u.op.inputs if v.ref() not in depends]
+            if pending:
+                stack.append(u)
+                stack.extend(pending)
+                continue
+            depends[u.ref()] = (u.ref() == image_tensor.ref()
+                                or any(depends[v.ref()] for v in u.op.inputs))
+        return depends[key]
+
+    def classify(t, depth):
+        if depth > 64:
+            return None, t.op
+        op = t.op
+        kind = op.type
+        if kind in _PROB_OPS:
+            return "probs", op
+        if kind in _LOGIT_OPS:
+            return "logits", op
+        if kind in _TRANSPARENT or kind in _AFFINE:
+            found = [classify(v, depth + 1) for v in op.inputs if v.dtype.is_floating and image_dependent(v)]
+            kinds = {k for k, _ in found}
+            if not found:
+                return None, op
+            if kind in _TRANSPARENT:
+                return (found[0] if len(kinds) == 1 else (None, op))
+            # Affine: logits plus image-independent terms (a label bias), logits plus logits, logits times a
+            # constant (a temperature): still logits.  Probs through arithmetic, or a product of two
+            # image-dependent tensors: no longer a declared head.
+            if kinds == {"logits"} and not (kind in ("Mul", "RealDiv") and len(found) > 1):
+                return "logits", found[0][1]
+            return None, op
+        return None, op
+
+    return classify(out_tensor, 0)
+
+
+# --------------------------------------------------------------------------- traced forwards
+
+def _call_model(model, args, use_call):
+    if use_call:
+        # Functional models check their declared input shape in __call__; Model.call runs the same layer
+        # graph without that check, so an image cropped to its first rows goes through (see trace_rows).
+        return model.call(args, training=False)
+    try:
+        return model(args, training=False)
+    except TypeError:  # a model that overrides __call__ without a training argument (the CIFAR blog's)
+        return model(args)
+
+
+class PixelTracer:
+    """tf.function forwards of the model that return only the outputs of one pixel, (n, C, L) float32.
+
+    Selecting the pixel in the graph keeps the device->host copy per step at n*C*L values instead of the
+    whole output: the strongest version of the naive loop a user could write without caching.
+    """
+
+    def __init__(self, model, n, image_shape, conditions, head, levels, code_input=None):
+        self.model = model
+        self.code_input = code_input
+        self.n = n
+        self.h, self.w, self.c = image_shape
+        self.cond_specs = [tf.TensorSpec(a.shape, tf.as_dtype(a.dtype)) for a in conditions]
+        self.head = head
+        self.levels = levels
+        self.per_channel = 1 if head == "bernoulli" else levels
+        self.trace_seconds = 0.0
+        self.out_tensor = None
+        self.image_tensor = None
+
+    def concrete(self, rows, use_call=False):
+        """The concrete function for images cropped to `rows` rows: f(image, *conditions, row, col)."""
+        n, w, c, model = self.n, self.w, self.c, self.model
+
+        def forward(image, *rest):
+            conditions, row, col = rest[:-2], rest[-2], rest[-1]
+            args = [image, *conditions] if conditions else image
+            out = _call_model(model, args, use_call)
+            # Errors about the output are raised after tracing, outside TF's "in user code" wrapping.
+            self.out_tensor, self.image_tensor = out, image
+            if isinstance(out, (list, tuple, dict)) or not _output_shape_ok(out.shape, n, rows, w, c, self.head,
+                                                                            self.levels):
+                return tf.zeros((n, c, self.per_channel), tf.float32)
+            pixel = out[:, row, col]
+            return tf.cast(tf.reshape(pixel, (n, c, self.per_channel)), tf.float32)
+
+        image_spec = tf.TensorSpec((n, rows, w, c), tf.float32) if self.code_input is None else \
+            tf.TensorSpec((n, rows, w) + ((c,) if self.code_input[1] == 4 else ()), self.code_input[0])
+        specs = [image_spec, *self.cond_specs,
+                 tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.int32)]
+        start = time.perf_counter()
+        fn = tf.function(forward, autograph=False).get_concrete_function(*specs)
+        self.trace_seconds += time.perf_counter() - start
+        out = self.out_tensor
+        if isinstance(out, (list, tuple, dict)):
+            raise OwnArgumentError(f"{WHERE}: the model must return one output tensor, got {type(out).__name__}")
+        check_output_shape(out.shape, n, rows, w, c, self.head, self.levels)
+        return fn
+
+
+def trace_rows(tracer, rows, use_call):
+    """(concrete function, use_call) for `rows`: the model's own __call__ first, Model.call if it refuses."""
+    if use_call is None:
+        try:
+            return tracer.concrete(rows, False), False
+        except OwnArgumentError:
+            raise
+        except ValueError as first:  # Keras' input-shape check (functional models)
+            try:
+                return tracer.concrete(rows, True), True
+            except OwnArgumentError:
+                raise
+            except Exception as second:
+                raise _rows_error(tracer, rows, second) from first
+    try:
+        return tracer.concrete(rows, use_call), use_call
+    except OwnArgumentError:
+        raise
+    except Exception as exc:
+        raise _rows_error(tracer, rows, exc) from exc
+
+
+def _rows_error(tracer, rows, exc):
+    msg = str(exc).strip().splitlines()
+    return ValueError(
+        f"{WHERE}: mode='rows' runs the model on the image cropped to its first r+1 rows and needs a model "
+        f"that accepts shape (n, r+1, W, C); model '{tracer.model.name}' refused (n, {rows}, {tracer.w}, "
+        f"{tracer.c}) (expected a model without fixed-height reshapes), got: {msg[-1] if msg else exc!r}. "
+        f"Use mode='graph'.")
