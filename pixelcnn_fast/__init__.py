@@ -29,7 +29,7 @@ _TF_NAMES = {
     "convert": "pixelcnn_fast.conversion",
 }
 # Submodules this package used to import eagerly (so `pixelcnn_fast.layers` worked after a bare import).
-_TF_SUBMODULES = ("layers", "lowering", "sampler", "conversion", "models")
+_TF_SUBMODULES = ("layers", "sampler", "conversion", "models")
 _PLAIN_SUBMODULES = ("masks",)
 
 __all__ = ["__version__", "build_info", "MaskedConv2D", "Sampler", "check", "convert", "LoweringError",
@@ -51,7 +51,7 @@ def _load_tf_parts(wanted):
         _importlib.import_module(f"pixelcnn_fast.{module}")
     g = globals()
     for name, module in _TF_NAMES.items():
-        g[name] = getattr(_sys.modules[module], name)
+        g[name] = getattr(_importlib.import_module(module), name)
 
 
 def __getattr__(name):

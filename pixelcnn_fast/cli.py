@@ -259,7 +259,8 @@ def cmd_generate(args):
 
 
 def cmd_check(args):
-    from pixelcnn_fast.lowering import LoweringError, NotCausalError, check
+    from pixelcnn_fast.program.ir import LoweringError, NotCausalError
+    from pixelcnn_fast.program.report import check
 
     path = _model_path(args.model)
     model = _load_model(path)

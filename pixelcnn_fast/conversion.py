@@ -1,6 +1,6 @@
 """Python front end: `convert(model)`, rebuilding a Keras PixelCNN with pixelcnn_fast.MaskedConv2D.
 
-Masked convolutions are found through the lowering (pixelcnn_fast.lowering), not by class name (that
+Masked convolutions are found through the lowering (pixelcnn_fast.program), not by class name (that
 search is conversion_plan.py; this file rebuilds the model from its plan and verifies the result): a
 conv step whose effective kernel (after whatever masking mechanism the layer uses: assign in call,
 multiply in call, a kernel constraint) has exact zeros wherever a PixelCNN mask A or B (colour groups
@@ -33,7 +33,7 @@ import tensorflow as tf
 from pixelcnn_fast.conversion_plan import (SublayerReplacement, find_mask, follow_path, is_graph_model,
                                            plan_replacements)
 from pixelcnn_fast.layers import MaskedConv2D
-from pixelcnn_fast.lowering import lower
+from pixelcnn_fast.program.lower import lower
 
 __all__ = ["convert", "find_mask"]
 

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from pixelcnn_fast.layers import MaskedConv2D
-from pixelcnn_fast.lowering import conv_kernel_4d
+from pixelcnn_fast.program.ir import conv_kernel_4d
 from pixelcnn_fast.masks import make_mask
 
 # Most restrictive first: a mask-A kernel also fits B (B's zeros are a subset of A's), so the first
@@ -60,7 +60,7 @@ def _is_keras_builtin(layer):
 def _resolve(model, op_name):
     """[(layer, name scope of that call)] enclosing a traced op, outermost first.
 
-    As pixelcnn_fast.lowering names layers: Keras opens a layer's scope as its name and TF
+    As pixelcnn_fast.program.lower names layers: Keras opens a layer's scope as its name and TF
     uniquifies a reused scope with '_N', so a component matches the child named like it without
     that suffix, else the child named exactly like it. The scope tells two calls of a shared layer
     apart."""
