@@ -34,6 +34,8 @@ TF_REQUIREMENT = re.search(r'TF_REQUIREMENT = "([^"]+)"',
 CORE_SOURCES = ["csrc/core/tapset.cc", "csrc/core/gather_plan.cc", "csrc/core/masked_conv.cc",
                 "csrc/core/masked_conv_elementwise.cc", "csrc/core/column_program.cc", "csrc/core/program_spec.cc",
                 "csrc/core/flat_program.cc",
+                "csrc/core/flatten.cc",
+                "csrc/core/program.cc",
                 "csrc/core/kernels.cc", "csrc/core/threadpool.cc"]
 # Microkernel builds and their flags; kernels.cc picks one at run time with cpuid.
 ISA_SOURCES = {

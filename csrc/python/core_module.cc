@@ -17,7 +17,8 @@
 #include <vector>
 
 #include "../core/column_program.h"
-#include "../core/program_spec.h"
+#include "../core/flatten.h"
+#include "../core/program.h"
 #include "../core/kernels.h"
 #include "../core/masked_conv.h"
 #include "../core/masked_conv_element.h"
@@ -79,7 +80,7 @@ const float* checked_input(const py::handle& obj, const char* fn, const char* na
 }
 
 // Image completion's known levels: None, or int32 C-contiguous (n, H, W, C) of the program's image; the values
-// are checked by the core (known_levels_error).
+// are checked by the core (checks::known_levels).
 const int32_t* checked_known(const py::object& obj, const char* fn, int64_t n, int h, int w, int c) {
   if (obj.is_none()) return nullptr;
   if (!py::isinstance<py::array>(obj))
@@ -245,10 +246,13 @@ py::object rng_draw_levels(const py::object& values_obj, const std::string& head
   const float* u = checked_input(u_obj, fn, "u", 1);
   py::array va = py::reinterpret_borrow<py::array>(values_obj), ua = py::reinterpret_borrow<py::array>(u_obj);
   pcf::DrawHead head;
-  if (head_name == "bernoulli") head = pcf::DrawHead::kBernoulli;
-  else if (head_name == "logits") head = pcf::DrawHead::kLogits;
-  else if (head_name == "probs") head = pcf::DrawHead::kProbs;
-  else throw py::value_error(std::string(fn) + ": head must be 'bernoulli', 'logits' or 'probs', got '" + head_name + "'");
+  if (!pcf::parse_name(head_name, &head)) {  // program.h's head names, as the spec's `head kind=`
+    std::string names;
+    const auto& table = pcf::name_table<pcf::DrawHead>();
+    for (size_t k = 0; k < table.size(); ++k)
+      names += (k == 0 ? "'" : k + 1 == table.size() ? " or '" : ", '") + std::string(table[k].first) + "'";
+    throw py::value_error(std::string(fn) + ": head must be " + names + ", got '" + head_name + "'");
+  }
   const py::ssize_t m = va.shape(0), n = va.shape(1);
   if (head == pcf::DrawHead::kBernoulli && n != 1)
     throw py::value_error(std::string(fn) + ": values must have shape (M, 1) for head 'bernoulli' (one logit per "
@@ -352,7 +356,9 @@ void bind_column_program(py::module_& m) {
   py::class_<pcf::ColumnProgram>(m, "ColumnProgram",
                                  "A lowered model's column program and its cached incremental executor.")
       .def_static("from_spec", [](const std::string& spec, const std::vector<py::object>& arrays, int64_t batch) {
-        return new pcf::ColumnProgram(pcf_binding::program_from_spec(spec, arrays, batch, "ColumnProgram.from_spec"));
+        // flattenable: this class also runs the GPU's loops on the host (sample_emulated below).
+        return new pcf::ColumnProgram(
+            pcf_binding::program_from_spec(spec, arrays, batch, "ColumnProgram.from_spec", /*flattenable=*/true));
       }, py::arg("spec"), py::arg("arrays"), py::arg("batch") = 0,
          "Builds a program from its text spec (csrc/core/program_spec.h) and the arrays it lists.")
       .def("teacher_forced", [](const pcf::ColumnProgram& p, const py::object& image) {
@@ -415,7 +421,7 @@ void bind_column_program(py::module_& m) {
         const char* fn = "sample_emulated";
         const SampleArgs a = program_sample_args(p, fn, n, seed, temperature, image_offset);
         const int32_t* known = checked_known(known_obj, fn, a.n, p.height(), p.width(), p.channels());
-        pcf::FlatProgram f = p.flatten();
+        pcf::FlatProgram f = pcf::flatten(p);
         const std::vector<py::ssize_t> shape = image_batch_shape(p, a.n);
         py::array_t<int32_t> levels(shape);
         py::array_t<float> margins(shape);
@@ -437,7 +443,7 @@ void bind_column_program(py::module_& m) {
         py::array a = py::reinterpret_borrow<py::array>(image);
         check_image_shape(p, a, "ColumnProgram.teacher_forced_emulated");
         check_teacher_forced_batch(p, a, "ColumnProgram.teacher_forced_emulated");
-        pcf::FlatProgram f = p.flatten();
+        pcf::FlatProgram f = pcf::flatten(p);
         py::array_t<float> out({a.shape(0), a.shape(1), a.shape(2), static_cast<py::ssize_t>(p.head_channels())});
         float* o = out.mutable_data();
         try {
@@ -450,7 +456,7 @@ void bind_column_program(py::module_& m) {
       }, py::arg("image"), py::arg("images_per_block") = 1,
          "Head values with `image` fed in, by the CUDA executor's loops run on the host (tests only).")
       .def("gpu_step_count", [](const pcf::ColumnProgram& p) {
-        const pcf::FlatProgram f = p.flatten();
+        const pcf::FlatProgram f = pcf::flatten(p);
         return py::make_tuple(static_cast<int>(f.steps.size()), f.fused_steps, f.dropped_steps);
       }, "(steps the GPU executor runs per pass, program steps fused into conv epilogues, steps dropped because "
          "nothing reads their output).")
