@@ -1,5 +1,11 @@
-// Binding (pybind11): pixelcnn_fast._core — the csrc/core masked conv on NumPy arrays. A thin adapter:
-// it checks arguments once, with messages naming the argument, and calls the core. No algorithm here.
+// Binding (pybind11): pixelcnn_fast._core — the csrc/core masked conv and the cached sampler's executor on
+// NumPy arrays. A thin adapter: it checks arguments once, with messages naming the argument, and calls the
+// core. No algorithm here.
+//
+// `_core` itself is the product (what pixelcnn_fast's front end and users call). The test seams -- the CUDA
+// kernels' per-element arithmetic and sampler loops run on the host, the core's Philox and draws, its tap
+// analysis -- live in the submodule `_core.testing`, which tests, benchmarks and scripts import explicitly
+// (`from pixelcnn_fast._core import testing`).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -356,9 +362,7 @@ void bind_column_program(py::module_& m) {
   py::class_<pcf::ColumnProgram>(m, "ColumnProgram",
                                  "A lowered model's column program and its cached incremental executor.")
       .def_static("from_spec", [](const std::string& spec, const std::vector<py::object>& arrays, int64_t batch) {
-        // flattenable: this class also runs the GPU's loops on the host (sample_emulated below).
-        return new pcf::ColumnProgram(
-            pcf_binding::program_from_spec(spec, arrays, batch, "ColumnProgram.from_spec", /*flattenable=*/true));
+        return new pcf::ColumnProgram(pcf_binding::program_from_spec(spec, arrays, batch, "ColumnProgram.from_spec"));
       }, py::arg("spec"), py::arg("arrays"), py::arg("batch") = 0,
          "Builds a program from its text spec (csrc/core/program_spec.h) and the arrays it lists.")
       .def("teacher_forced", [](const pcf::ColumnProgram& p, const py::object& image) {
@@ -413,53 +417,6 @@ void bind_column_program(py::module_& m) {
          py::arg("width") = py::none(), py::arg("channels") = py::none(),
          "Samples n images and returns [(step name, kind, thread-seconds)] per program step plus the draws: "
          "where the cached sampler's time goes (two clock reads per step and position).")
-      // The CUDA executor's loops (core/flat_program.h) run on the host: tests check the GPU's arithmetic
-      // with these on machines without one. Slow; not a backend.
-      .def("sample_emulated", [](const pcf::ColumnProgram& p, const py::object& n, const py::object& seed,
-                                 const py::object& temperature, const py::object& image_offset,
-                                 int images_per_block, const py::object& known_obj) {
-        const char* fn = "sample_emulated";
-        const SampleArgs a = program_sample_args(p, fn, n, seed, temperature, image_offset);
-        const int32_t* known = checked_known(known_obj, fn, a.n, p.height(), p.width(), p.channels());
-        pcf::FlatProgram f = pcf::flatten(p);
-        const std::vector<py::ssize_t> shape = image_batch_shape(p, a.n);
-        py::array_t<int32_t> levels(shape);
-        py::array_t<float> margins(shape);
-        int32_t* lv = levels.mutable_data();
-        float* mg = margins.mutable_data();
-        try {
-          py::gil_scoped_release release;
-          f.sample_emulated(a.n, a.seed, a.temperature, a.image_offset, images_per_block, lv, mg, known);
-        } catch (const std::invalid_argument& e) {
-          throw py::value_error(e.what());
-        }
-        return py::make_tuple(levels, margins);
-      }, py::arg("n"), py::arg("seed"), py::arg("temperature"), py::arg("image_offset") = 0,
-         py::arg("images_per_block") = 1, py::arg("known") = py::none(),
-         "(levels, margins) drawn by the CUDA sampler's loops run on the host, images_per_block images per "
-         "emulated block (tests only); known as for sample.")
-      .def("teacher_forced_emulated", [](const pcf::ColumnProgram& p, const py::object& image, int images_per_block) {
-        const float* x = checked_input(image, "ColumnProgram.teacher_forced_emulated", "image", 4);
-        py::array a = py::reinterpret_borrow<py::array>(image);
-        check_image_shape(p, a, "ColumnProgram.teacher_forced_emulated");
-        check_teacher_forced_batch(p, a, "ColumnProgram.teacher_forced_emulated");
-        pcf::FlatProgram f = pcf::flatten(p);
-        py::array_t<float> out({a.shape(0), a.shape(1), a.shape(2), static_cast<py::ssize_t>(p.head_channels())});
-        float* o = out.mutable_data();
-        try {
-          py::gil_scoped_release release;
-          f.teacher_forced_emulated(x, a.shape(0), images_per_block, o);
-        } catch (const std::invalid_argument& e) {
-          throw py::value_error(e.what());
-        }
-        return out;
-      }, py::arg("image"), py::arg("images_per_block") = 1,
-         "Head values with `image` fed in, by the CUDA executor's loops run on the host (tests only).")
-      .def("gpu_step_count", [](const pcf::ColumnProgram& p) {
-        const pcf::FlatProgram f = pcf::flatten(p);
-        return py::make_tuple(static_cast<int>(f.steps.size()), f.fused_steps, f.dropped_steps);
-      }, "(steps the GPU executor runs per pass, program steps fused into conv epilogues, steps dropped because "
-         "nothing reads their output).")
       .def_property_readonly("image_shape", [](const pcf::ColumnProgram& p) {
         return py::make_tuple(p.height(), p.width(), p.channels());
       }, "(H, W, C) of the images the program draws (every output is sized from it).")
@@ -471,10 +428,135 @@ void bind_column_program(py::module_& m) {
       .def("executed_macs_per_position", &pcf::ColumnProgram::executed_macs_per_position);
 }
 
+// ------------------------------------------------------------------ test seams (_core.testing)
+
+// A program built flattenable plus its flat tables (flatten.h), flattened once: the CUDA executor's loops
+// (core/flat_program.h) run on the host, so the CPU tests check the GPU's arithmetic on machines without one.
+struct EmulatedGpuProgram {
+  pcf::ColumnProgram program;
+  pcf::FlatProgram flat;
+};
+
+void bind_emulated_gpu_program(py::module_& m) {
+  py::class_<EmulatedGpuProgram>(m, "EmulatedGpuProgram",
+                                 "The GPU sampler's flat program with its loops run on the host (tests only; slow, "
+                                 "not a backend).")
+      .def_static("from_spec", [](const std::string& spec, const std::vector<py::object>& arrays, int64_t batch) {
+        const char* fn = "EmulatedGpuProgram.from_spec";
+        pcf::ColumnProgram program = pcf_binding::program_from_spec(spec, arrays, batch, fn, /*flattenable=*/true);
+        pcf::FlatProgram flat = pcf::flatten(program);
+        return new EmulatedGpuProgram{std::move(program), std::move(flat)};
+      }, py::arg("spec"), py::arg("arrays"), py::arg("batch") = 0,
+         "Builds and flattens a program as _cuda.ColumnProgram.from_spec does, without a device.")
+      .def("sample_emulated", [](const EmulatedGpuProgram& e, const py::object& n, const py::object& seed,
+                                 const py::object& temperature, const py::object& image_offset,
+                                 int images_per_block, const py::object& known_obj) {
+        const char* fn = "sample_emulated";
+        const pcf::ColumnProgram& p = e.program;
+        const SampleArgs a = program_sample_args(p, fn, n, seed, temperature, image_offset);
+        const int32_t* known = checked_known(known_obj, fn, a.n, p.height(), p.width(), p.channels());
+        const std::vector<py::ssize_t> shape = image_batch_shape(p, a.n);
+        py::array_t<int32_t> levels(shape);
+        py::array_t<float> margins(shape);
+        int32_t* lv = levels.mutable_data();
+        float* mg = margins.mutable_data();
+        try {
+          py::gil_scoped_release release;
+          e.flat.sample_emulated(a.n, a.seed, a.temperature, a.image_offset, images_per_block, lv, mg, known);
+        } catch (const std::invalid_argument& err) {
+          throw py::value_error(err.what());
+        }
+        return py::make_tuple(levels, margins);
+      }, py::arg("n"), py::arg("seed"), py::arg("temperature"), py::arg("image_offset") = 0,
+         py::arg("images_per_block") = 1, py::arg("known") = py::none(),
+         "(levels, margins) drawn by the CUDA sampler's loops run on the host, images_per_block images per "
+         "emulated block; known as for _core.ColumnProgram.sample.")
+      .def("teacher_forced_emulated", [](const EmulatedGpuProgram& e, const py::object& image, int images_per_block) {
+        const char* fn = "EmulatedGpuProgram.teacher_forced_emulated";
+        const pcf::ColumnProgram& p = e.program;
+        const float* x = checked_input(image, fn, "image", 4);
+        py::array a = py::reinterpret_borrow<py::array>(image);
+        check_image_shape(p, a, fn);
+        check_teacher_forced_batch(p, a, fn);
+        py::array_t<float> out({a.shape(0), a.shape(1), a.shape(2), static_cast<py::ssize_t>(p.head_channels())});
+        float* o = out.mutable_data();
+        try {
+          py::gil_scoped_release release;
+          e.flat.teacher_forced_emulated(x, a.shape(0), images_per_block, o);
+        } catch (const std::invalid_argument& err) {
+          throw py::value_error(err.what());
+        }
+        return out;
+      }, py::arg("image"), py::arg("images_per_block") = 1,
+         "Head values with `image` fed in, by the CUDA executor's loops run on the host.")
+      .def("gpu_step_count", [](const EmulatedGpuProgram& e) {
+        return py::make_tuple(static_cast<int>(e.flat.steps.size()), e.flat.fused_steps, e.flat.dropped_steps);
+      }, "(steps the GPU executor runs per pass, program steps fused into conv epilogues, steps dropped because "
+         "nothing reads their output).");
+}
+
+// (live taps, live MACs per pixel, dense MACs per pixel) of a TapSet, as the tap-analysis seams return it.
+py::tuple tap_summary(const pcf::TapSet& ts) {
+  std::vector<std::pair<int, int>> taps;
+  for (int t = 0; t < ts.num_taps(); ++t) taps.push_back({ts.ky[t], ts.kx[t]});
+  return py::make_tuple(taps, ts.live_macs_per_pixel(), ts.dense_macs_per_pixel());
+}
+
+void bind_testing(py::module_& t) {
+  t.doc() = "Test seams of the C++ core (not the product; import explicitly: from pixelcnn_fast._core import "
+            "testing): the CUDA kernels' arithmetic and sampler loops run on the host, the core's Philox and "
+            "inverse-CDF draws, its live-tap analysis. Slow where it emulates.";
+  // The CUDA kernels' per-element arithmetic (core/masked_conv_element.h) on the host: the CPU tests check
+  // the GPU's index math and channel ranges with these.
+  t.def("masked_conv2d_forward_elementwise", &forward<pcf::masked_conv2d_forward_elementwise>, py::arg("x"),
+        py::arg("kernel"), py::arg("mask_type"), py::arg("color_groups") = 1,
+        py::arg("dilation") = py::make_tuple(1, 1), py::arg("padding") = "same", py::arg("out") = py::none(),
+        "masked_conv2d_forward computed one element at a time as a CUDA thread does.");
+  t.def("masked_conv2d_backprop_input_elementwise", &backprop_input<pcf::masked_conv2d_backprop_input_elementwise>,
+        py::arg("dy"), py::arg("kernel"), py::arg("input_hw"), py::arg("mask_type"), py::arg("color_groups") = 1,
+        py::arg("dilation") = py::make_tuple(1, 1), py::arg("padding") = "same", py::arg("out") = py::none(),
+        "masked_conv2d_backprop_input computed one element at a time as a CUDA thread does.");
+  t.def("masked_conv2d_backprop_filter_elementwise",
+        &backprop_filter<pcf::masked_conv2d_backprop_filter_elementwise>, py::arg("x"), py::arg("dy"),
+        py::arg("kernel_hw"), py::arg("mask_type"), py::arg("color_groups") = 1,
+        py::arg("dilation") = py::make_tuple(1, 1), py::arg("padding") = "same", py::arg("out") = py::none(),
+        "masked_conv2d_backprop_filter computed as the CUDA kernels' partial sums do.");
+  bind_emulated_gpu_program(t);
+  // The core's tap analysis (tapset.h), which every conv path and the sampler's executor build on.
+  t.def("kernel_live_taps", [](const py::object& k_obj) {
+    const float* k = checked_input(k_obj, "kernel_live_taps", "kernel", 4);
+    py::array ka = py::reinterpret_borrow<py::array>(k_obj);
+    return tap_summary(pcf::TapSet::from_kernel(k, static_cast<int>(ka.shape(0)), static_cast<int>(ka.shape(1)),
+                                                ka.shape(2), ka.shape(3)));
+  }, py::arg("kernel"), "(live taps, MACs per pixel read, dense MACs per pixel) of a kernel's non-zero structure.");
+  t.def("live_taps", [](int kh, int kw, const std::string& mask_type, int color_groups, int64_t cin, int64_t cout) {
+    std::string err = pcf::check_mask_args(kh, kw, cin, cin, cout, mask_type, color_groups, 1, 1, "same");
+    if (!err.empty()) throw py::value_error("live_taps: " + err);
+    return tap_summary(
+        pcf::TapSet::from_mask(kh, kw, cin, cout, pcf::parse_mask_type(mask_type), color_groups));
+  }, py::arg("kh"), py::arg("kw"), py::arg("mask_type"), py::arg("color_groups") = 1, py::arg("cin") = 1,
+     py::arg("cout") = 1, "(live taps, live MACs per pixel, dense MACs per pixel) of a mask.");
+  // The sampler's randomness (core/philox.h): pixelcnn_fast.rng (Numba) and the tests' NumPy twin are
+  // checked against these.
+  t.def("philox4x32_10", &rng_block, py::arg("counter"), py::arg("key"),
+        "Philox4x32-10 of counter (4 words) under key (2 words): the output block as 4 ints (core/philox.h).");
+  t.def("philox_uniform", &rng_uniform, py::arg("seed"), py::arg("image"), py::arg("position"), py::arg("channel"),
+        "The sampler's uniform in [0, 1) for (image, position = i * W + j, channel) under a 64-bit seed.");
+  t.def("philox_uniform_grid", &rng_uniform_grid, py::arg("seed"), py::arg("n"), py::arg("h"), py::arg("w"),
+        py::arg("c"), py::arg("image_offset") = 0,
+        "float32 (n, h, w, c): u[b, i, j, ch] = philox_uniform(seed, image_offset + b, i * w + j, ch).");
+  t.def("draw_levels", &rng_draw_levels, py::arg("values"), py::arg("head"), py::arg("temperature"), py::arg("u"),
+        py::arg("return_margin") = false,
+        "int32 (M,) levels drawn by inverse CDF from each row of values (M, N) float32 with uniform u[i]; head "
+        "'bernoulli' (N == 1, logits), 'logits' or 'probs'. return_margin: also the float32 distance of each u to "
+        "the nearest cdf boundary (draws closer than rounding may differ between backends).");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "pixelcnn_fast C++ core (CPU): masked convolution over live taps on NumPy float32 arrays.";
+  m.doc() = "pixelcnn_fast C++ core (CPU): masked convolution over live taps and the cached sampler on NumPy float32 "
+            "arrays. Test seams: the submodule testing.";
   m.def("masked_conv2d_forward", &forward<pcf::masked_conv2d_forward>, py::arg("x"), py::arg("kernel"), py::arg("mask_type"),
         py::arg("color_groups") = 1, py::arg("dilation") = py::make_tuple(1, 1), py::arg("padding") = "same",
         py::arg("out") = py::none(), "y = masked conv of x (N,H,W,Cin) with kernel (kh,kw,Cin,Cout), live taps only. mask_type None: the "
@@ -486,21 +568,6 @@ PYBIND11_MODULE(_core, m) {
         py::arg("mask_type"), py::arg("color_groups") = 1, py::arg("dilation") = py::make_tuple(1, 1),
         py::arg("padding") = "same", py::arg("out") = py::none(),
         "Gradient w.r.t. the kernel; entries of dead taps are exactly 0.");
-  // The CUDA kernels' per-element arithmetic (core/masked_conv_element.h) on the host: the CPU tests check
-  // the GPU's index math and channel ranges with these. Slow; not a backend.
-  m.def("masked_conv2d_forward_elementwise", &forward<pcf::masked_conv2d_forward_elementwise>, py::arg("x"),
-        py::arg("kernel"), py::arg("mask_type"), py::arg("color_groups") = 1,
-        py::arg("dilation") = py::make_tuple(1, 1), py::arg("padding") = "same", py::arg("out") = py::none(),
-        "masked_conv2d_forward computed one element at a time as a CUDA thread does (tests only).");
-  m.def("masked_conv2d_backprop_input_elementwise", &backprop_input<pcf::masked_conv2d_backprop_input_elementwise>,
-        py::arg("dy"), py::arg("kernel"), py::arg("input_hw"), py::arg("mask_type"), py::arg("color_groups") = 1,
-        py::arg("dilation") = py::make_tuple(1, 1), py::arg("padding") = "same", py::arg("out") = py::none(),
-        "masked_conv2d_backprop_input computed one element at a time as a CUDA thread does (tests only).");
-  m.def("masked_conv2d_backprop_filter_elementwise",
-        &backprop_filter<pcf::masked_conv2d_backprop_filter_elementwise>, py::arg("x"), py::arg("dy"),
-        py::arg("kernel_hw"), py::arg("mask_type"), py::arg("color_groups") = 1,
-        py::arg("dilation") = py::make_tuple(1, 1), py::arg("padding") = "same", py::arg("out") = py::none(),
-        "masked_conv2d_backprop_filter computed as the CUDA kernels' partial sums do (tests only).");
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
     pool_slot() = std::make_shared<pcf::ThreadPool>(n);
@@ -514,35 +581,9 @@ PYBIND11_MODULE(_core, m) {
   }, "Microkernel builds this CPU can run (PIXELCNN_FAST_ISA picks one at process start).");
   m.def("isa", [] { return std::string(pcf::active_kernels().isa); },
         "The instruction set of the microkernels in use (avx512, avx2 or generic).");
-  m.def("kernel_live_taps", [](const py::object& k_obj) {
-    const float* k = checked_input(k_obj, "kernel_live_taps", "kernel", 4);
-    py::array ka = py::reinterpret_borrow<py::array>(k_obj);
-    pcf::TapSet ts = pcf::TapSet::from_kernel(k, static_cast<int>(ka.shape(0)), static_cast<int>(ka.shape(1)),
-                                              ka.shape(2), ka.shape(3));
-    std::vector<std::pair<int, int>> taps;
-    for (int t = 0; t < ts.num_taps(); ++t) taps.push_back({ts.ky[t], ts.kx[t]});
-    return py::make_tuple(taps, ts.live_macs_per_pixel(), ts.dense_macs_per_pixel());
-  }, py::arg("kernel"), "(live taps, MACs per pixel read, dense MACs per pixel) of a kernel's non-zero structure.");
-  m.def("live_taps", [](int kh, int kw, const std::string& mask_type, int color_groups, int64_t cin, int64_t cout) {
-    std::string err = pcf::check_mask_args(kh, kw, cin, cin, cout, mask_type, color_groups, 1, 1, "same");
-    if (!err.empty()) throw py::value_error("live_taps: " + err);
-    pcf::TapSet ts = pcf::TapSet::from_mask(kh, kw, cin, cout, pcf::parse_mask_type(mask_type), color_groups);
-    std::vector<std::pair<int, int>> taps;
-    for (int t = 0; t < ts.num_taps(); ++t) taps.push_back({ts.ky[t], ts.kx[t]});
-    return py::make_tuple(taps, ts.live_macs_per_pixel(), ts.dense_macs_per_pixel());
-  }, py::arg("kh"), py::arg("kw"), py::arg("mask_type"), py::arg("color_groups") = 1, py::arg("cin") = 1,
-     py::arg("cout") = 1, "(live taps, live MACs per pixel, dense MACs per pixel) of a mask.");
-  m.def("philox4x32_10", &rng_block, py::arg("counter"), py::arg("key"),
-        "Philox4x32-10 of counter (4 words) under key (2 words): the output block as 4 ints (core/philox.h).");
-  m.def("philox_uniform", &rng_uniform, py::arg("seed"), py::arg("image"), py::arg("position"), py::arg("channel"),
-        "The sampler's uniform in [0, 1) for (image, position = i * W + j, channel) under a 64-bit seed.");
-  m.def("philox_uniform_grid", &rng_uniform_grid, py::arg("seed"), py::arg("n"), py::arg("h"), py::arg("w"),
-        py::arg("c"), py::arg("image_offset") = 0,
-        "float32 (n, h, w, c): u[b, i, j, ch] = philox_uniform(seed, image_offset + b, i * w + j, ch).");
-  m.def("draw_levels", &rng_draw_levels, py::arg("values"), py::arg("head"), py::arg("temperature"), py::arg("u"),
-        py::arg("return_margin") = false,
-        "int32 (M,) levels drawn by inverse CDF from each row of values (M, N) float32 with uniform u[i]; head "
-        "'bernoulli' (N == 1, logits), 'logits' or 'probs'. return_margin: also the float32 distance of each u to "
-        "the nearest cdf boundary (draws closer than rounding may differ between backends).");
   bind_column_program(m);
+  py::module_ testing = m.def_submodule("testing");
+  bind_testing(testing);
+  // Also importable by name (import pixelcnn_fast._core.testing, importlib), not only as an attribute.
+  py::module_::import("sys").attr("modules")[py::str(std::string(PyModule_GetName(m.ptr())) + ".testing")] = testing;
 }
