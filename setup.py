@@ -37,6 +37,8 @@ CORE_SOURCES = ["csrc/core/tapset.cc", "csrc/core/gather_plan.cc", "csrc/core/ma
                 "csrc/core/flatten.cc",
                 "csrc/core/program.cc",
                 "csrc/core/kernels.cc", "csrc/core/threadpool.cc"]
+# pixelcnn_fast._core: the product's bindings and its test seams (the submodule _core.testing).
+CORE_MODULE_SOURCES = ["csrc/python/core_module.cc", "csrc/python/core_testing.cc"]
 # Microkernel builds and their flags; kernels.cc picks one at run time with cpuid.
 ISA_SOURCES = {
     "csrc/core/isa_avx512.cc": ["-mavx512f", "-mavx2", "-mfma"],
@@ -394,8 +396,7 @@ class BuildExt(TfGpuKernels, build_ext):
 
 
 ext_modules = [
-    Extension("pixelcnn_fast._core", ["csrc/python/core_module.cc"], include_dirs=[pybind11.get_include()],
-              language="c++"),
+    Extension("pixelcnn_fast._core", CORE_MODULE_SOURCES, include_dirs=[pybind11.get_include()], language="c++"),
     Extension("pixelcnn_fast._tf_ops", sorted(glob.glob("csrc/tf/*.cc")), language="c++"),
 ]
 # The CUDA binding (GPU backend) is built when its source exists and nvcc compiles csrc/cuda. Decided here,

@@ -19,7 +19,7 @@ namespace pcf {
 // -> relu -> residual add becomes one step: fewer block-wide synchronisations and no round trip through
 // memory per elementwise step. The arithmetic is unchanged.
 struct FusionPlan {
-  std::vector<bool> dead;               // [step]: its output is read by nothing (a final sigmoid beside the logits head)
+  std::vector<bool> dead;               // [step]: nothing reads its output (a final sigmoid beside the logits head)
   std::vector<bool> fused;              // [step]: folded into the epilogue of a conv before it
   std::vector<std::vector<int>> chain;  // [conv step]: the steps fused into it, in order
 };

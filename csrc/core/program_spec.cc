@@ -120,7 +120,7 @@ class Statement {
   template <typename E>
   E take_enum(const std::string& key) {
     auto [tok, v] = take(key);
-    E e;
+    E e{};
     if (!parse_name(v, &e)) fail(tok, "unknown " + key + " '" + v + "' (expected one of " + name_list<E>() + ")");
     return e;
   }

@@ -11,8 +11,8 @@
 // '#' are ignored. A statement is a keyword followed by key=value tokens separated by blanks; every key
 // of a statement is required (except name=), keys may come in any order, unknown or repeated keys are
 // errors. Lists are comma-separated without blanks. An operand is `b<k>` (buffer k) or `i<k>` (input
-// k, i.e. consts[k] of build_from_spec: a Step's constant Operand). Names are percent-encoded (bytes <= ' ', >= 0x7f and '%' as
-// %XX) so that a layer path with blanks stays one token.
+// k, i.e. consts[k] of build_from_spec; a Step's constant Operand). Names are percent-encoded (bytes
+// <= ' ', >= 0x7f and '%' as %XX) so that a layer path with blanks stays one token.
 //
 //   pixelcnn_fast.column_program 1                      first statement: magic and version
 //   image height=H width=W channels=C

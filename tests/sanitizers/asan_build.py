@@ -4,11 +4,11 @@ script under it with the ASan runtime preloaded into Python.
 
     python tests/sanitizers/asan_build.py OUT_DIR [--seeded-bug] [--run] [core_checks.py arguments]
 
-The source lists come from setup.py (CORE_SOURCES, ISA_SOURCES), so this build compiles what the package
-compiles. -O1 -g keeps the reports readable; NDEBUG is not defined, so the core's precondition asserts are
-on; -fno-sanitize-recover=all makes the first UB report fatal. --seeded-bug adds -DPCF_SANITIZER_SEEDED_BUG,
-which compiles an off-by-one into the column program's ring cache (csrc/core/column_program.cc): that build
-must fail the job (tests/test_sanitizers.py checks both ways).
+The source lists come from setup.py (CORE_SOURCES, ISA_SOURCES, CORE_MODULE_SOURCES), so this build compiles
+what the package compiles. -O1 -g keeps the reports readable; NDEBUG is not defined, so the core's
+precondition asserts are on; -fno-sanitize-recover=all makes the first UB report fatal. --seeded-bug adds
+-DPCF_SANITIZER_SEEDED_BUG, which compiles an off-by-one into the column program's ring cache
+(csrc/core/column_program.cc): that build must fail the job (tests/test_sanitizers.py checks both ways).
 """
 
 import ast
@@ -26,14 +26,15 @@ CXXFLAGS = ["-std=c++17", "-O1", "-g", "-fPIC", "-fvisibility=hidden", "-Wall", 
 
 
 def _setup_lists():
-    """CORE_SOURCES and ISA_SOURCES as setup.py defines them (read, not imported: importing runs setup())."""
+    """CORE_SOURCES, ISA_SOURCES and CORE_MODULE_SOURCES (the _core binding) as setup.py defines them (read, not
+    imported: importing runs setup())."""
     tree = ast.parse(open(os.path.join(REPO, "setup.py")).read())
     found = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
-                and node.targets[0].id in ("CORE_SOURCES", "ISA_SOURCES"):
+                and node.targets[0].id in ("CORE_SOURCES", "ISA_SOURCES", "CORE_MODULE_SOURCES"):
             found[node.targets[0].id] = ast.literal_eval(node.value)
-    return found["CORE_SOURCES"], found["ISA_SOURCES"]
+    return found["CORE_SOURCES"], found["ISA_SOURCES"], found["CORE_MODULE_SOURCES"]
 
 
 def compiler():
@@ -64,16 +65,16 @@ SEEDED_SOURCE = "csrc/core/column_program.cc"  # where PCF_SANITIZER_SEEDED_BUG 
 
 
 def build(out_dir, seeded_bug=False, jobs=2):
-    """Compiles every core source, the ISA microkernels and csrc/python/core_module.cc, links _core<EXT_SUFFIX>
+    """Compiles every core source, the ISA microkernels and the _core binding's sources, links _core<EXT_SUFFIX>
     in out_dir/clean (or out_dir/seeded) and returns its path. Objects are kept in out_dir/obj and reused: the
     seeded build recompiles only the file holding the seeded bug (an object newer than its source is reused:
     use a fresh out_dir after editing a header)."""
     import pybind11
 
-    core, isa = _setup_lists()
+    core, isa, module = _setup_lists()
     cxx = compiler()
     includes = ["-I", sysconfig.get_paths()["include"], "-I", pybind11.get_include()]
-    sources = [(s, []) for s in core] + list(isa.items()) + [("csrc/python/core_module.cc", [])]
+    sources = [(s, []) for s in core] + list(isa.items()) + [(s, []) for s in module]
 
     def compile_one(item):
         src, flags = item
