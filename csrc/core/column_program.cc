@@ -406,15 +406,9 @@ void ColumnProgram::run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int
   }
 }
 
-const float* ColumnProgram::operand_pixel(Slice& s, const Operand& o, int64_t i, int64_t img, int64_t j,
-                                          int64_t* stride) const {
-  if (o.is_const) {
-    const ConstTensor& k = consts_[o.index];
-    *stride = k.c > 1 ? 1 : 0;
-    return k.pixel(s.img0 + img, i, j);
-  }
-  *stride = buffer_channels_[o.index] > 1 ? 1 : 0;
-  return s.px(*this, o.index, i, img, j);
+inline const float* ColumnProgram::operand_pixel(Slice& s, const Operand& o, int64_t i, int64_t img,
+                                                 int64_t j) const {
+  return o.is_const ? consts_[o.index].pixel(s.img0 + img, i, j) : s.px(*this, o.index, i, img, j);
 }
 
 void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j, const PassPart* part) const {
@@ -456,11 +450,14 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
       case StepKind::kBinary: {
         // (a, b): each a buffer or a constant at this pixel; a 1-channel one is broadcast (stride 0).
         const Operand &oa = st.operands[0], &ob = st.operands[1];
+        const int64_t astride = operand_channels(oa) > 1 ? 1 : 0, bstride = operand_channels(ob) > 1 ? 1 : 0;
+        const ConstTensor* ka = oa.is_const ? &consts_[oa.index] : nullptr;
+        const ConstTensor* kb = ob.is_const ? &consts_[ob.index] : nullptr;
         for (int64_t img = 0; img < nb; ++img) {
-          int64_t astride, bstride;
-          const float* a = operand_pixel(s, oa, i, img, j, &astride) + c0 * astride;
-          const float* b = operand_pixel(s, ob, i, img, j, &bstride) + c0 * bstride;
-          apply_binary_row(st.binary, a, astride, b, bstride, s.px(*this, st.out, i, img, j) + c0, cout);
+          const float* a = ka != nullptr ? ka->pixel(s.img0 + img, i, j) : s.px(*this, oa.index, i, img, j);
+          const float* b = kb != nullptr ? kb->pixel(s.img0 + img, i, j) : s.px(*this, ob.index, i, img, j);
+          apply_binary_row(st.binary, a + c0 * astride, astride, b + c0 * bstride, bstride,
+                           s.px(*this, st.out, i, img, j) + c0, cout);
         }
         break;
       }
@@ -475,10 +472,8 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
         for (int64_t img = 0; img < nb; ++img) {
           float* y = s.px(*this, st.out, i, img, j);
           for (const Operand& o : st.operands) {
-            int64_t stride;
-            const float* part = operand_pixel(s, o, i, img, j, &stride);
-            const int64_t len = o.is_const ? consts_[o.index].c : buffer_channels_[o.index];
-            std::memcpy(y, part, len * sizeof(float));
+            const int64_t len = operand_channels(o);
+            std::memcpy(y, operand_pixel(s, o, i, img, j), len * sizeof(float));
             y += len;
           }
         }

@@ -126,8 +126,11 @@ class ColumnProgram {
   Slice make_slice(int64_t b0, int64_t b1) const;  // ring caches for images [b0, b1)
   // Steps of phase >= min_phase at (i, j); ns (optional, one entry per step) accumulates their times.
   void run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int64_t* ns = nullptr) const;
-  // Operand o's values at (i, j) of the slice's image img; *stride: 1, or 0 for a broadcast 1-channel one.
-  const float* operand_pixel(Slice& s, const Operand& o, int64_t i, int64_t img, int64_t j, int64_t* stride) const;
+  // Operand o's channels, and its values at (i, j) of the slice's image img.
+  int64_t operand_channels(const Operand& o) const {
+    return o.is_const ? consts_[o.index].c : buffer_channels_[o.index];
+  }
+  const float* operand_pixel(Slice& s, const Operand& o, int64_t i, int64_t img, int64_t j) const;
   void run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j, const PassPart* part = nullptr) const;
   void check_buffer(int b, const char* what, const std::string& name) const;
   // add_step's per-kind checks and derived data.
