@@ -17,8 +17,15 @@ CORE_SOURCES = [
     "csrc/core/column_program.cc",
     "csrc/core/program_spec.cc",
     "csrc/core/flat_program.cc",
+    "csrc/core/flatten.cc",
+    "csrc/core/program.cc",
     "csrc/core/kernels.cc",
     "csrc/core/threadpool.cc",
+]
+# pixelcnn_fast._core: the product's bindings and its test seams (the submodule _core.testing).
+CORE_MODULE_SOURCES = [
+    "csrc/python/core_module.cc",
+    "csrc/python/core_testing.cc",
 ]
 # Microkernel builds and their flags; kernels.cc picks one at run time with cpuid.
 ISA_SOURCES = {
@@ -47,7 +54,7 @@ def ext_modules():
     import pybind11
 
     modules = [
-        Extension("pixelcnn_fast._core", ["csrc/python/core_module.cc"], include_dirs=[pybind11.get_include()],
+        Extension("pixelcnn_fast._core", CORE_MODULE_SOURCES, include_dirs=[pybind11.get_include()],
                   language="c++"),
         Extension("pixelcnn_fast._tf_ops", sorted(glob.glob("csrc/tf/*.cc")), language="c++"),
     ]

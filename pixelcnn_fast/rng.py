@@ -122,7 +122,7 @@ def _check_uint(value, name, bits, where):
 
 
 def uniform_grid(seed, n, h, w, c, image_offset=0):
-    """float32 (n, h, w, c) uniforms of images image_offset .. image_offset + n - 1 (as _core.philox_uniform_grid)."""
+    """float32 (n, h, w, c) uniforms of images image_offset .. image_offset + n - 1 (as _core.testing.philox_uniform_grid)."""
     where = "uniform_grid"
     seed = _check_uint(seed, "seed", 64, where)
     n, h, w, c = (_check_uint(v, name, 32, where) for v, name in ((n, "n"), (h, "h"), (w, "w"), (c, "c")))
@@ -344,7 +344,7 @@ def _draw_rows(values, head, temperature, u, levels, margins):
 
 
 def draw_levels(values, head, temperature, u, return_margin=False):
-    """int32 (M,) levels from each row of values (M, N) float32 with uniform u[i] (as _core.draw_levels).
+    """int32 (M,) levels from each row of values (M, N) float32 with uniform u[i] (as _core.testing.draw_levels).
 
     head: 'bernoulli' (N == 1, logits), 'logits' or 'probs'. return_margin: also the float32 (M,) distance of
     each u to the nearest cdf boundary.

@@ -132,6 +132,12 @@ def core():
     return _CompiledModule("pixelcnn_fast._core")
 
 
+@pytest.fixture
+def core_testing():
+    """pixelcnn_fast._core.testing (the core's test seams); a test using it fails if it is missing."""
+    return _CompiledModule("pixelcnn_fast._core.testing")
+
+
 # --------------------------------------------------------------------------- float64 direct
 
 def _pair(v):

@@ -93,9 +93,10 @@ def check_conv_case(core, seed, case, elementwise=False):
     what = (f"conv fuzz seed={seed} case={case}: x{x.shape} k{k.shape} mask={mask} groups={g} dilation={dil} "
             f"padding={pad}{' elementwise' if elementwise else ''}")
     sfx = "_elementwise" if elementwise else ""
-    fwd = getattr(core, "masked_conv2d_forward" + sfx)
-    bwd_in = getattr(core, "masked_conv2d_backprop_input" + sfx)
-    bwd_k = getattr(core, "masked_conv2d_backprop_filter" + sfx)
+    module = core.testing if elementwise else core  # the CUDA kernels' per-element arithmetic is a test seam
+    fwd = getattr(module, "masked_conv2d_forward" + sfx)
+    bwd_in = getattr(module, "masked_conv2d_backprop_input" + sfx)
+    bwd_k = getattr(module, "masked_conv2d_backprop_filter" + sfx)
     kh, kw, cin, cout = k.shape
     terms = kh * kw * cin
     want = direct_forward(x, k, om, g, dil, pad)
@@ -244,7 +245,8 @@ TYPED = (ValueError, TypeError)
 
 def check_spec_case(core, seed, case, tf_op=None):
     """One mutated spec through _core.ColumnProgram.from_spec and (if it builds) every path that runs it:
-    sample, sample_profile, teacher_forced and the host emulation of the CUDA program. Each either works,
+    sample, sample_profile, teacher_forced and the host emulation of the CUDA program (_core.testing.
+    EmulatedGpuProgram, which must build whenever the CPU program does). Each either works,
     with outputs of the program's shape and levels in range, or raises a typed error. tf_op(spec, arrays, n)
     (optional) runs the TF op on the same case: it must build and sample exactly when _core does, or raise
     InvalidArgumentError. Returns True when the mutant built."""
@@ -266,6 +268,11 @@ def check_spec_case(core, seed, case, tf_op=None):
     calls = max(1, n)
     lv = _head_levels(spec)
     try:
+        emulated = core.testing.EmulatedGpuProgram.from_spec(spec, arrays, n)
+    except Exception as e:
+        raise AssertionError(f"{what}: built for the CPU but not as the GPU's flat program: "
+                             f"{type(e).__name__}: {e}") from e
+    try:
         levels, margins = program.sample(calls, case, 1.0)
         assert levels.shape == margins.shape == (calls, h, w, c), f"{what}: sample shape {levels.shape}"
         # Every draw is a level of the head, NaN/inf constants included: never an out-of-range index.
@@ -274,9 +281,9 @@ def check_spec_case(core, seed, case, tf_op=None):
         head = program.teacher_forced(image)
         assert head.shape[:3] == (calls, h, w), f"{what}: teacher_forced shape {head.shape}"
         program.sample_profile(calls, case, 0.5)
-        el, _ = program.sample_emulated(calls, case, 1.0, 0, 2)
+        el, _ = emulated.sample_emulated(calls, case, 1.0, 0, 2)
         assert el.shape == levels.shape and ((el >= 0) & (el < lv)).all(), f"{what}: emulated levels"
-        he = program.teacher_forced_emulated(image, 2)
+        he = emulated.teacher_forced_emulated(image, 2)
         assert he.shape == head.shape, f"{what}: emulated teacher_forced shape {he.shape}"
     except TYPED:
         pass

@@ -81,8 +81,8 @@ def oracles(direct, x, kernel, dy, c):
 
 
 def cpu_results(core, x, kernel, dy, c, suffix=""):
-    """The three functions of the CPU module (the blocked fast path, or with suffix "_elementwise" the CUDA
-    kernels' per-element arithmetic), every output buffer poisoned with NaN first."""
+    """The three functions of the CPU module (_core: the blocked fast path, or _core.testing with suffix
+    "_elementwise": the CUDA kernels' per-element arithmetic), every output buffer poisoned with NaN first."""
     kw = dict(color_groups=c.groups, dilation=c.dilation, padding=c.padding)
     outs = {"forward": np.full((c.n, *out_hw(c), c.cout), np.nan, np.float32),
             "backprop_input": np.full(x.shape, np.nan, np.float32),
@@ -170,28 +170,28 @@ def test_front_end_reports_a_build_without_cuda(monkeypatch):
 
 
 # --------------------------------------------------------------------------- everywhere: GPU arithmetic on CPU
-# _core.*_elementwise run csrc/core/masked_conv_element.h — the per-thread code of csrc/cuda/masked_conv.cu,
+# _core.testing.*_elementwise run csrc/core/masked_conv_element.h — the per-thread code of csrc/cuda/masked_conv.cu,
 # with the index math of csrc/core/conv_index.h — over every element on the host.
 
 @pytest.mark.parametrize("c", EDGE_CASES, ids=_case_id)
-def test_gpu_arithmetic_on_cpu_edge_cases(rng, direct, core, close_to_f64, c):
+def test_gpu_arithmetic_on_cpu_edge_cases(rng, direct, core, core_testing, close_to_f64, c):
     x, kernel, dy = make_problem(rng, c)
     exact = oracles(direct, x, kernel, dy, c)
-    check_results("elementwise", cpu_results(core, x, kernel, dy, c, "_elementwise"),
+    check_results("elementwise", cpu_results(core_testing, x, kernel, dy, c, "_elementwise"),
                   cpu_results(core, x, kernel, dy, c), exact, close_to_f64, direct, c)
 
 
 @pytest.mark.parametrize("draw", range(12))
-def test_gpu_arithmetic_on_cpu_random_shapes(rng, direct, core, close_to_f64, draw):
+def test_gpu_arithmetic_on_cpu_random_shapes(rng, direct, core, core_testing, close_to_f64, draw):
     c = random_case(rng)
     print("case", _case_id(c))
     x, kernel, dy = make_problem(rng, c)
     exact = oracles(direct, x, kernel, dy, c)
-    check_results("elementwise", cpu_results(core, x, kernel, dy, c, "_elementwise"),
+    check_results("elementwise", cpu_results(core_testing, x, kernel, dy, c, "_elementwise"),
                   cpu_results(core, x, kernel, dy, c), exact, close_to_f64, direct, c)
 
 
-def test_gpu_arithmetic_on_cpu_taps_from_kernel_zeros(rng, core):
+def test_gpu_arithmetic_on_cpu_taps_from_kernel_zeros(rng, core, core_testing):
     # mask_type None: the tap tables come from the kernel's non-zeros (hulls per (tap, output)); the
     # per-element sums must equal the CPU core's on the same tap set, including a kernel with a hole.
     kernel = rng.standard_normal((5, 3, 4, 7)).astype(np.float32)
@@ -203,9 +203,9 @@ def test_gpu_arithmetic_on_cpu_taps_from_kernel_zeros(rng, core):
     dy = rng.standard_normal((2, 6, 9, 7)).astype(np.float32)
     kw = dict(dilation=(2, 1), padding="same")
     pairs = [(core.masked_conv2d_forward(x, kernel, None, **kw),
-              core.masked_conv2d_forward_elementwise(x, kernel, None, **kw)),
+              core_testing.masked_conv2d_forward_elementwise(x, kernel, None, **kw)),
              (core.masked_conv2d_backprop_input(dy, kernel, (6, 9), None, **kw),
-              core.masked_conv2d_backprop_input_elementwise(dy, kernel, (6, 9), None, **kw))]
+              core_testing.masked_conv2d_backprop_input_elementwise(dy, kernel, (6, 9), None, **kw))]
     for blocked, elementwise in pairs:
         np.testing.assert_allclose(elementwise, blocked, rtol=1e-5, atol=1e-5 * np.max(np.abs(blocked)))
 

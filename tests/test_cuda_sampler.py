@@ -1,8 +1,8 @@
 """Tests: the CUDA cached sampler (csrc/cuda/column_program.cu over csrc/core/flat_program.h).
 
-Everywhere: the GPU executor's loops and per-thread arithmetic run on the host (`_core.ColumnProgram.
-*_emulated`) and must draw the CPU executor's images for a seed and reproduce its teacher-forced head values,
-for every seed program (tests/fixtures/programs.npz), several images-per-block splits and odd sizes.
+Everywhere: the GPU executor's loops and per-thread arithmetic run on the host (`_core.testing.
+EmulatedGpuProgram.*_emulated`) and must draw the CPU executor's images for a seed and reproduce its
+teacher-forced head values, for every seed program (tests/fixtures/programs.npz), several images-per-block splits and odd sizes.
 GPU only (skipped, saying why, without a CUDA build, CuPy or a device; PIXELCNN_FAST_REQUIRE_GPU=1 turns
 those skips into failures, tests/conftest.py): the kernel itself against the CPU executor, poisoned outputs, launch shapes,
 streams and bad input. Nothing here needs TensorFlow except the fixture's freshness check, so the GPU
@@ -41,6 +41,12 @@ def require_module(name, why, skip):
 def cpu_program(name):
     spec, arrays, n = PROGRAMS[name]
     return core().ColumnProgram.from_spec(spec, arrays, n), n
+
+
+def emulated_program(name):
+    """The same program as the GPU executor's flat tables, its loops run on the host."""
+    spec, arrays, n = PROGRAMS[name]
+    return core().testing.EmulatedGpuProgram.from_spec(spec, arrays, n)
 
 
 def image_shape(spec):
@@ -124,12 +130,13 @@ def test_boundary_tolerance_matches_rng(skip_not_a_gpu_problem):
 @pytest.mark.parametrize("name", NAMES)
 def test_emulated_gpu_loops_teacher_force_like_the_cpu_executor(name, rng):
     program, n = cpu_program(name)
+    gpu = emulated_program(name)
     batch = n or 5
     image = random_image(rng, name, batch)
     want = program.teacher_forced(image)
     scale = np.abs(want).max() + 1e-30
     for ipb in (1, 2, 5):  # 5 > kImagesPerItem: an item group and a partial one
-        got = program.teacher_forced_emulated(image, ipb)
+        got = gpu.teacher_forced_emulated(image, ipb)
         assert got.shape == want.shape
         err = np.abs(got - want).max() / scale
         assert err < 1e-5, f"{name}, {ipb} images per block: max relative error {err:.2e}"
@@ -138,6 +145,7 @@ def test_emulated_gpu_loops_teacher_force_like_the_cpu_executor(name, rng):
 @pytest.mark.parametrize("name", NAMES)
 def test_emulated_gpu_loops_draw_the_cpu_executors_images(name, rng):
     program, n = cpu_program(name)
+    gpu = emulated_program(name)
     spec = PROGRAMS[name][0]
     h, w, c = image_shape(spec)
     batch = n or 6
@@ -148,9 +156,9 @@ def test_emulated_gpu_loops_draw_the_cpu_executors_images(name, rng):
     # How far the two executors' head values differ (summation order) bounds how near a CDF boundary a
     # legitimately different draw can be.
     probe = random_image(rng, name, batch)
-    head_error = 4 * float(np.abs(program.teacher_forced_emulated(probe, 1) - program.teacher_forced(probe)).max())
+    head_error = 4 * float(np.abs(gpu.teacher_forced_emulated(probe, 1) - program.teacher_forced(probe)).max())
     for ipb in (1, 4, 6):
-        got_levels, got_margins = program.sample_emulated(batch, seed, temperature, offset, ipb)
+        got_levels, got_margins = gpu.sample_emulated(batch, seed, temperature, offset, ipb)
         assert_same_draws(got_levels, got_margins, levels, margins, head_levels(spec), head_error, temperature,
                           f"{name}, {ipb} images per block")
         np.testing.assert_array_equal(np.isfinite(got_margins), True)
@@ -163,22 +171,21 @@ SPLITS = ([1, 1, 1, 1, 1], [2, 3], [4, 1], [1, 3, 1])
 def test_emulated_gpu_loops_split_into_calls_with_offsets_draw_the_one_call_images(name, rng):
     """The global image index (DESIGN.md) on the GPU executor's loops: any split of a job into calls with
     image_offset draws the images of one call, bit for bit."""
-    program, _ = cpu_program(name)
+    gpu = emulated_program(name)
     seed, start = int(rng.integers(0, 2 ** 63)), int(rng.integers(0, 2 ** 31))
-    whole, _ = program.sample_emulated(5, seed, 1.0, start, 2)
+    whole, _ = gpu.sample_emulated(5, seed, 1.0, start, 2)
     for sizes in SPLITS:
         offsets = np.cumsum([0] + sizes[:-1])
-        parts = [program.sample_emulated(k, seed, 1.0, start + int(o), 1)[0] for k, o in zip(sizes, offsets)]
+        parts = [gpu.sample_emulated(k, seed, 1.0, start + int(o), 1)[0] for k, o in zip(sizes, offsets)]
         np.testing.assert_array_equal(np.concatenate(parts), whole, err_msg=f"{name}: split {sizes}")
     with pytest.raises(ValueError, match=r"sample_emulated: image_offset \+ n must be <= 2\*\*32"):
-        program.sample_emulated(2, seed, 1.0, 2 ** 32 - 1, 1)
+        gpu.sample_emulated(2, seed, 1.0, 2 ** 32 - 1, 1)
 
 
 def test_gpu_program_fuses_elementwise_chains_into_convs():
     """keras.io's conv -> bias -> relu (-> residual add) chains become one GPU step each (the teacher-forcing
     and sampling tests above show the fused program computes the same values)."""
-    program, _ = cpu_program("keras_io")
-    steps, fused, dropped = program.gpu_step_count()
+    steps, fused, dropped = emulated_program("keras_io").gpu_step_count()
     spec = PROGRAMS["keras_io"][0]
     kinds = [ln.split()[0] for ln in spec.splitlines()]
     convs, total = kinds.count("conv"), sum(kinds.count(k) for k in ("conv", "binary", "act"))
@@ -187,26 +194,25 @@ def test_gpu_program_fuses_elementwise_chains_into_convs():
     assert steps == convs, f"{steps} GPU steps for {convs} convs: some chain was not fused ({fused} fused)"
     # The colour-group model: 4 convs with bias and relu/elu fused; its final softmax (the head reads the
     # logits before it) dropped.
-    rgb, _ = cpu_program("dilated_rgb_groups")
-    steps, fused, dropped = rgb.gpu_step_count()
+    steps, fused, dropped = emulated_program("dilated_rgb_groups").gpu_step_count()
     assert (steps, dropped) == (4, 1) and fused > 0
 
 
 def test_emulated_gpu_loops_refuse_bad_arguments():
     program, _ = cpu_program("keras_io")
+    gpu = emulated_program("keras_io")
     with pytest.raises(ValueError, match=r"sample_emulated: images_per_block must be >= 1, got 0"):
-        program.sample_emulated(2, 0, 1.0, 0, 0)
+        gpu.sample_emulated(2, 0, 1.0, 0, 0)
     with pytest.raises(ValueError, match=r"sample_emulated: n must be an integer in \[1, 2\*\*32\), got 0"):
-        program.sample_emulated(0, 0, 1.0, 0, 1)
+        gpu.sample_emulated(0, 0, 1.0, 0, 1)
     with pytest.raises(ValueError, match=r"sample_emulated: temperature must be a positive finite float32, got nan"):
-        program.sample_emulated(1, 0, float("nan"), 0, 1)
+        gpu.sample_emulated(1, 0, float("nan"), 0, 1)
     with pytest.raises(ValueError, match=r"image must have shape \(n >= 1, 8, 8, 1\), got \(2, 8, 7, 1\)"):
-        program.teacher_forced_emulated(np.zeros((2, 8, 7, 1), np.float32), 1)
+        gpu.teacher_forced_emulated(np.zeros((2, 8, 7, 1), np.float32), 1)
     with pytest.raises(ValueError, match=r"ColumnProgram.teacher_forced: image must have shape \(n >= 1, 8, 8, 1\)"):
         program.teacher_forced(np.zeros((1, 9, 8, 1), np.float32))
-    conditional, n = cpu_program("conditional_n3")
     with pytest.raises(ValueError, match=r"n must equal the 3 images the program's per-image constants were built for, got 2"):
-        conditional.sample_emulated(2, 0, 1.0, 0, 1)
+        emulated_program("conditional_n3").sample_emulated(2, 0, 1.0, 0, 1)
 
 
 def test_sampler_refuses_the_cuda_backend_where_it_cannot_run(skip_not_a_gpu_problem):

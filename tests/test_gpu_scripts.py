@@ -69,9 +69,9 @@ def test_gpu_check_refuses_an_unknown_stage(tmp_path):
     assert proc.returncode == 2 and "unknown stage 'nonsense'" in proc.stderr
 
 
-def test_sanitize_driver_conv_cases_on_the_cpu(core):
+def test_sanitize_driver_conv_cases_on_the_cpu(core, core_testing):
     driver = _load_sanitize()
-    cuda = types.SimpleNamespace(**{f"masked_conv2d_{fn}": getattr(core, f"masked_conv2d_{fn}_elementwise")
+    cuda = types.SimpleNamespace(**{f"masked_conv2d_{fn}": getattr(core_testing, f"masked_conv2d_{fn}_elementwise")
                                     for fn in ("forward", "backprop_input", "backprop_filter")})
     assert driver.run_conv(_fake_cupy(), cuda, core) == 0
 

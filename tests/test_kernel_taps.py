@@ -81,11 +81,11 @@ def test_taps_from_kernel_match_dense_conv(core, rng, shape):
         assert np.max(np.abs(dx - dx_ref)) <= 1e-5 * scale, name
 
 
-def test_kernel_live_taps_reads_structure(core, rng):
+def test_kernel_live_taps_reads_structure(core_testing, rng):
     k = rng.standard_normal((7, 7, 1, 8)).astype(np.float32)
     k[3, 3:] = 0
     k[4:] = 0  # mask A by zeros alone
-    taps, live_macs, dense_macs = core.kernel_live_taps(k)
+    taps, live_macs, dense_macs = core_testing.kernel_live_taps(k)
     assert len(taps) == 24 and live_macs == 24 * 8 and dense_macs == 49 * 8
     assert taps == [(y, x) for y in range(7) for x in range(7) if y < 3 or (y == 3 and x < 3)]
     # Colour-group centre tap (mask B, groups 3): input block i feeds output block j iff i <= j.
@@ -94,7 +94,7 @@ def test_kernel_live_taps_reads_structure(core, rng):
         for j in range(3):
             if i > j:
                 k3[0, 0, 2 * i:2 * i + 2, 3 * j:3 * j + 3] = 0
-    _, live, _ = core.kernel_live_taps(k3)
+    _, live, _ = core_testing.kernel_live_taps(k3)
     assert live == 3 * (2 + 4 + 6)  # output block j reads (j+1)*2 input channels
 
 

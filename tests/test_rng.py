@@ -1,4 +1,4 @@
-"""Tests: sampler randomness — Philox4x32-10 known answers, C++ (_core) == numba (rng) bit for bit, uniformity,
+"""Tests: sampler randomness — Philox4x32-10 known answers, C++ (_core.testing) == numba (rng) bit for bit, uniformity,
 and the inverse-CDF level draws (agreement, frequencies, temperature limits, degenerate heads, argument errors).
 
 Oracles: the Random123 known-answer vectors and TensorFlow's own Philox4x32-10 (tf.raw_ops with alg=1) for the
@@ -97,12 +97,12 @@ def contract_levels_numpy_f32(values, head, temperature, u):
 # --------------------------------------------------------------------------- Philox4x32-10
 
 @pytest.mark.parametrize("counter,key,want", PHILOX_KAT)
-def test_philox_known_answers(core, counter, key, want):
+def test_philox_known_answers(core_testing, counter, key, want):
     assert tuple(int(w) for w in prng.philox4x32_10(*counter, *key)) == want
-    assert tuple(core.philox4x32_10(list(counter), list(key))) == want
+    assert tuple(core_testing.philox4x32_10(list(counter), list(key))) == want
 
 
-def test_philox_matches_tensorflow(core, rng):
+def test_philox_matches_tensorflow(core_testing, rng):
     """TensorFlow's stateless Philox4x32-10 (alg=1) takes key and counter directly: a second, independent oracle."""
     import tensorflow as tf
 
@@ -114,7 +114,7 @@ def test_philox_matches_tensorflow(core, rng):
             counter=tf.constant([ctr[0] | ctr[1] << 32, ctr[2] | ctr[3] << 32], tf.uint64), alg=1, dtype=tf.uint32)
         want = tuple(int(x) for x in out.numpy())
         assert tuple(int(w) for w in prng.philox4x32_10(*ctr, *key)) == want, (ctr, key)
-        assert tuple(core.philox4x32_10(ctr, key)) == want, (ctr, key)
+        assert tuple(core_testing.philox4x32_10(ctr, key)) == want, (ctr, key)
 
 
 def test_uniform_is_first_philox_word_under_the_seed_key(rng):
@@ -124,26 +124,26 @@ def test_uniform_is_first_philox_word_under_the_seed_key(rng):
         assert float(prng.uniform01(seed, image, position, channel)) == (w0 >> 8) * 2.0 ** -24
 
 
-def test_uniform_cpp_equals_numba_bit_for_bit(core, rng):
+def test_uniform_cpp_equals_numba_bit_for_bit(core_testing, rng):
     edges = [0, 1, 2 ** 32 - 1, 2 ** 32, 2 ** 32 + 1, 2 ** 63 - 1, 2 ** 63, 2 ** 64 - 1]
     seeds = edges + [int(s) for s in rng.integers(0, 2 ** 32, 200)] + \
         [int(s) for s in rng.integers(2 ** 32, 2 ** 64 - 1, 400, dtype=np.uint64)]
     for seed in seeds:
         image, position, channel = (int(x) for x in rng.integers(0, 2 ** 32, 3))
         for args in ((image, position, channel), (0, position % 4096, channel % 3), (2 ** 32 - 1, 2 ** 32 - 1, 2)):
-            want = core.philox_uniform(seed, *args)
+            want = core_testing.philox_uniform(seed, *args)
             got = prng.uniform01(seed, *args)  # numba types seeds >= 2**63 as uint64, others as int64
             assert np.float32(got).tobytes() == np.float32(want).tobytes(), (seed, args)
             assert got == prng.uniform01(np.uint64(seed), *(np.uint32(a) for a in args))
-            assert want == core.philox_uniform(np.uint64(seed), *(np.int64(a) for a in args))  # NumPy integers
+            assert want == core_testing.philox_uniform(np.uint64(seed), *(np.int64(a) for a in args))  # NumPy integers
 
 
 @pytest.mark.parametrize("shape,offset", [((1, 1, 1, 1), 0), ((3, 5, 7, 3), 11), ((2, 28, 28, 1), 2 ** 32 - 2),
                                           ((4, 8, 9, 3), 1000)])
-def test_uniform_grid_cpp_equals_numba_and_layout(core, rng, shape, offset):
+def test_uniform_grid_cpp_equals_numba_and_layout(core_testing, rng, shape, offset):
     seed = int(rng.integers(0, 2 ** 64, dtype=np.uint64))
     n, h, w, c = shape
-    got_cpp = core.philox_uniform_grid(seed, n, h, w, c, image_offset=offset)
+    got_cpp = core_testing.philox_uniform_grid(seed, n, h, w, c, image_offset=offset)
     got_nb = prng.uniform_grid(seed, n, h, w, c, image_offset=offset)
     assert got_cpp.dtype == got_nb.dtype == np.float32 and got_cpp.shape == got_nb.shape == shape
     assert got_cpp.tobytes() == got_nb.tobytes()
@@ -188,11 +188,11 @@ _AGREEMENT = {"draws": 0, "disagreements": 0, "near": 0}
 
 @pytest.mark.parametrize("head,n", HEAD_CASES)
 @pytest.mark.parametrize("temperature", [1.0, 0.7, 1.9, 0.05])
-def test_draws_cpp_equal_numba(core, rng, head, n, temperature):
+def test_draws_cpp_equal_numba(core_testing, rng, head, n, temperature):
     m = 20000
     values = random_values(rng, head, m, n)
     u = philox_uniforms(int(rng.integers(0, 2 ** 63)), m)
-    lev_cpp, mar_cpp = core.draw_levels(values, head, temperature, u, return_margin=True)
+    lev_cpp, mar_cpp = core_testing.draw_levels(values, head, temperature, u, return_margin=True)
     lev_nb, mar_nb = prng.draw_levels(values, head, temperature, u, return_margin=True)
     tol = prng.boundary_tolerance(max(n, 2))
     near = np.minimum(mar_cpp, mar_nb) < tol
@@ -214,13 +214,13 @@ def test_draws_cpp_equal_numba(core, rng, head, n, temperature):
 
 @pytest.mark.parametrize("head,n", HEAD_CASES)
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
-def test_draws_match_float64_oracle_except_within_margin(core, rng, head, n, temperature):
+def test_draws_match_float64_oracle_except_within_margin(core_testing, rng, head, n, temperature):
     """The margin is a correct detector: every disagreement with an independent float64 computation (and with a
     numpy float32 transcription using numpy's SIMD exp, which differs from libm's in the last ulp) is flagged."""
     m = 20000
     values = random_values(rng, head, m, n)
     u = philox_uniforms(int(rng.integers(0, 2 ** 63)), m)
-    levels, margins = core.draw_levels(values, head, temperature, u, return_margin=True)
+    levels, margins = core_testing.draw_levels(values, head, temperature, u, return_margin=True)
     tol = prng.boundary_tolerance(max(n, 2))
     near = margins < tol
     for name, other in (("float64 oracle", oracle_levels_f64(values, head, temperature, u)),
@@ -232,13 +232,13 @@ def test_draws_match_float64_oracle_except_within_margin(core, rng, head, n, tem
     assert near.mean() < rare_fraction(n, tol)
 
 
-def test_probs_at_unit_temperature_is_the_direct_inverse_cdf(core, rng):
+def test_probs_at_unit_temperature_is_the_direct_inverse_cdf(core_testing, rng):
     """T == 1 on the probabilities path is the contract's inverse CDF exactly (no exp, no pow): bit for bit."""
     for n in (2, 7, 256):
         values = random_values(rng, "probs", 5000, n)
         u = philox_uniforms(int(rng.integers(0, 2 ** 63)), values.shape[0])
         want = contract_levels_numpy_f32(values, "probs", 1.0, u)
-        assert np.array_equal(core.draw_levels(values, "probs", 1.0, u), want)
+        assert np.array_equal(core_testing.draw_levels(values, "probs", 1.0, u), want)
         assert np.array_equal(prng.draw_levels(values, "probs", 1.0, u), want)
 
 
@@ -256,25 +256,25 @@ def test_numba_draws_accept_strided_views(rng):
 
 # --------------------------------------------------------------------------- draws: distributions
 
-def _draw_both(core, values, head, temperature, u):
-    lev = core.draw_levels(values, head, temperature, u)
+def _draw_both(core_testing, values, head, temperature, u):
+    lev = core_testing.draw_levels(values, head, temperature, u)
     assert np.array_equal(lev, prng.draw_levels(values, head, temperature, u))
     return lev
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
-def test_bernoulli_frequencies(core, rng, temperature):
+def test_bernoulli_frequencies(core_testing, rng, temperature):
     m = 100000
     for logit in (-3.0, -0.5, 0.0, 0.7, 2.5):
         u = philox_uniforms(int(rng.integers(0, 2 ** 63)), m)
-        lev = _draw_both(core, np.full((m, 1), logit, np.float32), "bernoulli", temperature, u)
+        lev = _draw_both(core_testing, np.full((m, 1), logit, np.float32), "bernoulli", temperature, u)
         p = 1.0 / (1.0 + np.exp(-logit / temperature))
         assert abs(lev.mean() - p) < 6 * np.sqrt(p * (1 - p) / m) + 1e-6, (logit, lev.mean(), p)
 
 
 @pytest.mark.parametrize("head", ["logits", "probs"])
 @pytest.mark.parametrize("temperature", [1.0, 0.6, 2.5])
-def test_categorical_frequencies(core, rng, head, temperature):
+def test_categorical_frequencies(core_testing, rng, head, temperature):
     m, n = 200000, 6
     if head == "logits":
         z = rng.standard_normal(n).astype(np.float32)
@@ -286,12 +286,12 @@ def test_categorical_frequencies(core, rng, head, temperature):
         row = p
     expected = m * w / w.sum()
     u = philox_uniforms(int(rng.integers(0, 2 ** 63)), m)
-    lev = _draw_both(core, np.tile(row, (m, 1)), head, temperature, u)
+    lev = _draw_both(core_testing, np.tile(row, (m, 1)), head, temperature, u)
     counts = np.bincount(lev, minlength=n)
     assert ((counts - expected) ** 2 / expected).sum() < chi2_bound(n - 1), (counts, expected)
 
 
-def test_low_temperature_approaches_argmax(core, rng):
+def test_low_temperature_approaches_argmax(core_testing, rng):
     m, n = 4000, 10
     z = rng.standard_normal((m, n)).astype(np.float32)
     top2 = np.sort(z, axis=1)[:, -2:]
@@ -302,17 +302,17 @@ def test_low_temperature_approaches_argmax(core, rng):
     p = (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
     rates = []
     for t in (1.0, 0.3, 0.1, 0.01, 1e-4):
-        hit = _draw_both(core, z, "logits", t, u) == argmax
+        hit = _draw_both(core_testing, z, "logits", t, u) == argmax
         rates.append(hit.mean())
         # probabilities: at T = 1e-4 every p_k ** (1/T) underflows to 0 unless rescaled by max p (philox.h).
-        hit_p = _draw_both(core, p, "probs", t, u) == argmax
+        hit_p = _draw_both(core_testing, p, "probs", t, u) == argmax
         if t == 1e-4:  # the top two differ by >= 1e-2, so the runner-up's weight is <= exp(-100)
             assert hit.all() and hit_p.all(), t
     assert all(a <= b + 0.01 for a, b in zip(rates, rates[1:])), rates
     logits = rng.standard_normal((m, 1)).astype(np.float32)
     logits[np.abs(logits) < 1e-3] = 1.0
     u = philox_uniforms(3, m)
-    assert np.array_equal(_draw_both(core, logits, "bernoulli", 1e-6, u), (logits[:, 0] > 0).astype(np.int32))
+    assert np.array_equal(_draw_both(core_testing, logits, "bernoulli", 1e-6, u), (logits[:, 0] > 0).astype(np.int32))
 
 
 # --------------------------------------------------------------------------- draws: degenerate heads
@@ -322,7 +322,7 @@ EDGE_U = np.array([0.0, 2.0 ** -24, 0.25, 0.5, 0.75, U_MAX], np.float32)
 
 @pytest.mark.parametrize("n", [1, 5, 256])
 @pytest.mark.parametrize("temperature", [1.0, 0.3, 3.0])
-def test_all_mass_on_one_level(core, n, temperature):
+def test_all_mass_on_one_level(core_testing, n, temperature):
     for j in sorted({0, n // 2, n - 1}):
         probs = np.zeros((len(EDGE_U), n), np.float32)
         probs[:, j] = 1.0
@@ -330,10 +330,10 @@ def test_all_mass_on_one_level(core, n, temperature):
         logits[:, j] = 0.0
         very_negative = np.where(np.isinf(logits), np.float32(-1e30), logits)
         for values, head in ((probs, "probs"), (logits, "logits"), (very_negative, "logits")):
-            assert np.all(_draw_both(core, values, head, temperature, EDGE_U) == j), (head, j)
+            assert np.all(_draw_both(core_testing, values, head, temperature, EDGE_U) == j), (head, j)
 
 
-def test_minus_inf_logits_and_zero_probs_are_never_drawn(core, rng):
+def test_minus_inf_logits_and_zero_probs_are_never_drawn(core_testing, rng):
     m, n = 20000, 8
     z = rng.standard_normal((m, n)).astype(np.float32)
     dead = rng.random((m, n)) < 0.4
@@ -346,11 +346,11 @@ def test_minus_inf_logits_and_zero_probs_are_never_drawn(core, rng):
     u[200:400] = 0.0
     for values, head in ((z, "logits"), (p, "probs")):
         for t in (1.0, 0.5, 2.0):
-            lev = _draw_both(core, values, head, t, u)
+            lev = _draw_both(core_testing, values, head, t, u)
             assert not dead[np.arange(m), lev].any(), (head, t)
 
 
-def test_rounding_fallback_skips_trailing_zero_levels(core, rng):
+def test_rounding_fallback_skips_trailing_zero_levels(core_testing, rng):
     """When the float32 cdf ends below u, the level is the last one with mass, never a massless one after it."""
     n_live, n_dead = 256, 5
     p = np.zeros((4000, n_live + n_dead), np.float32)
@@ -361,81 +361,81 @@ def test_rounding_fallback_skips_trailing_zero_levels(core, rng):
     rows = np.flatnonzero(c_last <= U_MAX)
     assert rows.size > 10, "no row whose float32 cdf ends below the largest uniform: the fallback is untested"
     u = np.full(rows.size, U_MAX, np.float32)
-    lev, margin = core.draw_levels(p[rows], "probs", 1.0, u, return_margin=True)
+    lev, margin = core_testing.draw_levels(p[rows], "probs", 1.0, u, return_margin=True)
     assert np.all(lev == n_live - 1)
     assert np.all(margin < prng.boundary_tolerance(n_live))  # a fallback draw is always flagged as rounding-decided
     assert np.array_equal(lev, prng.draw_levels(p[rows], "probs", 1.0, u))
 
 
-def test_bernoulli_infinite_and_zero_logits(core):
+def test_bernoulli_infinite_and_zero_logits(core_testing):
     u = EDGE_U
     for logit, want in ((np.inf, np.ones(len(u))), (-np.inf, np.zeros(len(u))), (0.0, u < 0.5),
                         (1e30, np.ones(len(u))), (-1e30, np.zeros(len(u)))):
         for t in (1.0, 1e-3, 100.0):
-            lev = _draw_both(core, np.full((len(u), 1), logit, np.float32), "bernoulli", t, u)
+            lev = _draw_both(core_testing, np.full((len(u), 1), logit, np.float32), "bernoulli", t, u)
             assert np.array_equal(lev, np.asarray(want, np.int32)), (logit, t)
 
 
-def test_no_distribution_draws_level_zero_flagged(core):
+def test_no_distribution_draws_level_zero_flagged(core_testing):
     """NaN anywhere in the weights: level 0 with margin 0 (decided by no u), the same in both implementations."""
     u = EDGE_U
     cases = [(np.array([0.3, np.nan, 1.0], np.float32), "logits"), (np.array([0.2, np.nan, 0.8], np.float32), "probs"),
              (np.array([np.nan], np.float32), "bernoulli")]
     for row, head in cases:
         values = np.tile(row, (len(u), 1))
-        for impl in (core.draw_levels, prng.draw_levels):
+        for impl in (core_testing.draw_levels, prng.draw_levels):
             lev, margin = impl(values, head, 1.0, u, return_margin=True)
             assert np.all(lev == 0) and np.all(margin == 0), (head, impl)
 
 
-def test_flat_heads_are_uniform(core):
+def test_flat_heads_are_uniform(core_testing):
     """All logits -inf or all probabilities 0 (no mass anywhere): every level equally likely, like equal logits."""
     n = 4
     u = ((np.arange(n) + 0.5) / n).astype(np.float32)
     for values, head in ((np.full((n, n), -np.inf, np.float32), "logits"), (np.zeros((n, n), np.float32), "probs"),
                          (np.full((n, n), 3.0, np.float32), "logits")):
         for t in (1.0, 0.25):
-            assert np.array_equal(_draw_both(core, values, head, t, u), np.arange(n)), (head, t)
+            assert np.array_equal(_draw_both(core_testing, values, head, t, u), np.arange(n)), (head, t)
 
 
-def test_small_cases(core):
+def test_small_cases(core_testing):
     u = EDGE_U
-    assert np.all(_draw_both(core, np.full((len(u), 1), 2.0, np.float32), "logits", 0.5, u) == 0)  # one level
+    assert np.all(_draw_both(core_testing, np.full((len(u), 1), 2.0, np.float32), "logits", 0.5, u) == 0)  # one level
     first_live = np.tile(np.array([0.0, 0.0, 0.3, 0.7], np.float32), (len(u), 1))
-    lev = _draw_both(core, first_live, "probs", 1.0, u)
+    lev = _draw_both(core_testing, first_live, "probs", 1.0, u)
     assert lev[0] == 2 and lev[-1] == 3 and set(lev) <= {2, 3}  # u = 0 draws the first level with mass
 
 
 # --------------------------------------------------------------------------- argument errors
 
-def test_core_rng_argument_errors(core):
+def test_core_rng_argument_errors(core_testing):
     ok_v, ok_u = np.zeros((3, 4), np.float32), np.zeros(3, np.float32)
     cases = [
-        (lambda: core.philox_uniform(-1, 0, 0, 0), ValueError, r"seed must be an integer in \[0, 2\*\*64\), got -1"),
-        (lambda: core.philox_uniform(2 ** 64, 0, 0, 0), ValueError, r"seed .* got 18446744073709551616"),
-        (lambda: core.philox_uniform(1.5, 0, 0, 0), TypeError, r"seed must be an integer .* got float"),
-        (lambda: core.philox_uniform(True, 0, 0, 0), TypeError, r"seed must be an integer .* got bool"),
-        (lambda: core.philox_uniform(0, 2 ** 32, 0, 0), ValueError, r"image must be an integer in \[0, 2\*\*32\)"),
-        (lambda: core.philox_uniform(0, 0, -3, 0), ValueError, r"position .* got -3"),
-        (lambda: core.philox_uniform_grid(0, 3, 2, 2, 1, image_offset=2 ** 32 - 2), ValueError,
+        (lambda: core_testing.philox_uniform(-1, 0, 0, 0), ValueError, r"seed must be an integer in \[0, 2\*\*64\), got -1"),
+        (lambda: core_testing.philox_uniform(2 ** 64, 0, 0, 0), ValueError, r"seed .* got 18446744073709551616"),
+        (lambda: core_testing.philox_uniform(1.5, 0, 0, 0), TypeError, r"seed must be an integer .* got float"),
+        (lambda: core_testing.philox_uniform(True, 0, 0, 0), TypeError, r"seed must be an integer .* got bool"),
+        (lambda: core_testing.philox_uniform(0, 2 ** 32, 0, 0), ValueError, r"image must be an integer in \[0, 2\*\*32\)"),
+        (lambda: core_testing.philox_uniform(0, 0, -3, 0), ValueError, r"position .* got -3"),
+        (lambda: core_testing.philox_uniform_grid(0, 3, 2, 2, 1, image_offset=2 ** 32 - 2), ValueError,
          r"image_offset \+ n must be <= 2\*\*32"),
-        (lambda: core.philox4x32_10([0, 0, 0], [0, 0]), ValueError, r"counter must hold 4 words and key 2, got 3"),
-        (lambda: core.draw_levels(ok_v.astype(np.float64), "logits", 1.0, ok_u), TypeError,
+        (lambda: core_testing.philox4x32_10([0, 0, 0], [0, 0]), ValueError, r"counter must hold 4 words and key 2, got 3"),
+        (lambda: core_testing.draw_levels(ok_v.astype(np.float64), "logits", 1.0, ok_u), TypeError,
          r"values must have dtype float32, got float64"),
-        (lambda: core.draw_levels(ok_v[0], "logits", 1.0, ok_u), ValueError, r"values must have rank 2"),
-        (lambda: core.draw_levels(np.asfortranarray(np.zeros((3, 2), np.float32)), "logits", 1.0, ok_u), ValueError,
+        (lambda: core_testing.draw_levels(ok_v[0], "logits", 1.0, ok_u), ValueError, r"values must have rank 2"),
+        (lambda: core_testing.draw_levels(np.asfortranarray(np.zeros((3, 2), np.float32)), "logits", 1.0, ok_u), ValueError,
          r"values must be C-contiguous"),
-        (lambda: core.draw_levels(ok_v, "bernoulli", 1.0, ok_u), ValueError,
+        (lambda: core_testing.draw_levels(ok_v, "bernoulli", 1.0, ok_u), ValueError,
          r"values must have shape \(M, 1\) for head 'bernoulli' .* got \(3, 4\)"),
-        (lambda: core.draw_levels(ok_v, "softmax", 1.0, ok_u), ValueError,
+        (lambda: core_testing.draw_levels(ok_v, "softmax", 1.0, ok_u), ValueError,
          r"head must be 'bernoulli', 'logits' or 'probs', got 'softmax'"),
-        (lambda: core.draw_levels(np.zeros((3, 0), np.float32), "logits", 1.0, ok_u), ValueError, r"1 <= N"),
-        (lambda: core.draw_levels(ok_v, "logits", 1.0, ok_u[:2]), ValueError, r"u must have shape \(3,\).* got \(2,\)"),
-        (lambda: core.draw_levels(ok_v, "logits", 1.0, np.ones(3, np.float32)), ValueError,
+        (lambda: core_testing.draw_levels(np.zeros((3, 0), np.float32), "logits", 1.0, ok_u), ValueError, r"1 <= N"),
+        (lambda: core_testing.draw_levels(ok_v, "logits", 1.0, ok_u[:2]), ValueError, r"u must have shape \(3,\).* got \(2,\)"),
+        (lambda: core_testing.draw_levels(ok_v, "logits", 1.0, np.ones(3, np.float32)), ValueError,
          r"u must lie in \[0, 1\), got u\[0\] = 1.0"),
     ]
     for t in (0.0, -1.0, np.inf, np.nan, 1e-50, 1e39):
-        cases.append((lambda t=t: core.draw_levels(ok_v, "logits", t, ok_u), ValueError,
+        cases.append((lambda t=t: core_testing.draw_levels(ok_v, "logits", t, ok_u), ValueError,
                       r"temperature must be a positive finite float32"))
     for call, exc, pattern in cases:
         with pytest.raises(exc, match=pattern):

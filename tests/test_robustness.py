@@ -2,9 +2,10 @@
 front door, absurd sizes refused before allocating, Ctrl-C within one row, concurrent sample() calls.
 
 The front doors of a sample call: the CLI, Sampler.sample / profile, sample_op (Python and the TF kernel),
-naive.sample, rng.draw_levels, SampleCallback, and the bindings _core.ColumnProgram.sample / sample_profile /
-sample_emulated and _core.draw_levels. The Python ones use pixelcnn_fast/checks.py, the C++ ones
-csrc/core/checks.h; each bad value must read the same after the door's own "<where>: " prefix.
+naive.sample, rng.draw_levels, SampleCallback, and the bindings _core.ColumnProgram.sample / sample_profile,
+_core.testing.EmulatedGpuProgram.sample_emulated and _core.testing.draw_levels. The Python ones use
+pixelcnn_fast/checks.py, the C++ ones csrc/core/checks.h; each bad value must read the same after the door's
+own "<where>: " prefix.
 """
 
 import _thread
@@ -18,6 +19,7 @@ import tensorflow as tf
 
 from fixtures import make_programs, seed_models
 from pixelcnn_fast import _core, checks, naive
+from pixelcnn_fast._core import testing as core_testing
 from pixelcnn_fast import rng as prng
 from pixelcnn_fast.sampler import Sampler
 from pixelcnn_fast.tf_sampler import program_spec, sample_op
@@ -28,6 +30,12 @@ PROGRAMS = make_programs.load()
 def program(name):
     spec, arrays, n = PROGRAMS[name]
     return _core.ColumnProgram.from_spec(spec, arrays, n)
+
+
+def emulated(name):
+    """The same program as the GPU sampler's flat tables, its loops run on the host."""
+    spec, arrays, n = PROGRAMS[name]
+    return core_testing.EmulatedGpuProgram.from_spec(spec, arrays, n)
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +69,11 @@ def test_caller_shape_cannot_overflow_the_output():
 def test_per_image_constants_fix_the_batch():
     """A program built for 3 images' condition embeddings read past them when asked for more."""
     p = program("conditional_n3")
+    emu = emulated("conditional_n3")
     msg = "n must equal the 3 images the program's per-image constants were built for, got 6"
     for call, where in ((lambda: p.sample(6, 0, 1.0), "ColumnProgram.sample"),
                         (lambda: p.sample_profile(6, 0, 1.0), "ColumnProgram.sample_profile"),
-                        (lambda: p.sample_emulated(6, 0, 1.0), "sample_emulated"),
+                        (lambda: emu.sample_emulated(6, 0, 1.0), "sample_emulated"),
                         (lambda: p.teacher_forced(np.zeros((6, 8, 8, 1), np.float32)),
                          "ColumnProgram.teacher_forced")):
         with pytest.raises(ValueError) as e:
@@ -112,6 +121,7 @@ BAD = [
 def _doors(sm, s):
     """name -> call(n, seed, temperature) for every door that takes all three."""
     p = program("keras_io")
+    emu = emulated("keras_io")
     from pixelcnn_fast.keras import SampleCallback
 
     return {
@@ -123,7 +133,7 @@ def _doors(sm, s):
         "SampleCallback": lambda n, seed, t: SampleCallback(n=n, seed=seed, temperature=t),
         "ColumnProgram.sample": lambda n, seed, t: p.sample(n, seed, t),
         "ColumnProgram.sample_profile": lambda n, seed, t: p.sample_profile(n, seed, t),
-        "sample_emulated": lambda n, seed, t: p.sample_emulated(n, seed, t),
+        "sample_emulated": lambda n, seed, t: emu.sample_emulated(n, seed, t),
     }
 
 
@@ -139,7 +149,7 @@ def test_every_front_door_gives_the_same_message(sampler, arg, value, exc, messa
     if arg == "temperature":
         v, u = np.zeros((1, 2), np.float32), np.zeros(1, np.float32)
         for where, call in (("draw_levels", lambda: prng.draw_levels(v, "logits", value, u)),
-                            ("draw_levels", lambda: _core.draw_levels(v, "logits", value, u))):
+                            ("draw_levels", lambda: core_testing.draw_levels(v, "logits", value, u))):
             with pytest.raises(exc) as e:
                 call()
             assert str(e.value) == f"{where}: {message}", str(e.value)
@@ -179,7 +189,7 @@ def test_python_and_cpp_print_values_alike():
     for t in (0.0, -0.0, -1.0, -1e-5, -123456.789, -1e16, -3.4028235677973366e38, 1e39, 1e-46, float("nan"),
               float("-inf"), -2.5e-310, -0.0001, -1234567890123456.0):
         for door in (lambda: prng.draw_levels(np.zeros((1, 2), np.float32), "logits", t, np.zeros(1, np.float32)),
-                     lambda: _core.draw_levels(np.zeros((1, 2), np.float32), "logits", t, np.zeros(1, np.float32))):
+                     lambda: core_testing.draw_levels(np.zeros((1, 2), np.float32), "logits", t, np.zeros(1, np.float32))):
             with pytest.raises(ValueError) as e:
                 door()
             assert str(e.value) == f"draw_levels: temperature must be a positive finite float32, got {t!r}"
@@ -187,11 +197,12 @@ def test_python_and_cpp_print_values_alike():
 
 def test_image_offset_rule_is_shared():
     p = program("keras_io")
+    emu = emulated("keras_io")
     msg = "image_offset + n must be <= 2**32 (image indices are 32-bit), got 4294967295 + 2"
     for call, where in ((lambda: p.sample(2, 0, 1.0, 2 ** 32 - 1), "ColumnProgram.sample"),
-                        (lambda: p.sample_emulated(2, 0, 1.0, 2 ** 32 - 1), "sample_emulated"),
+                        (lambda: emu.sample_emulated(2, 0, 1.0, 2 ** 32 - 1), "sample_emulated"),
                         (lambda: prng.uniform_grid(0, 2, 1, 1, 1, 2 ** 32 - 1), "uniform_grid"),
-                        (lambda: _core.philox_uniform_grid(0, 2, 1, 1, 1, 2 ** 32 - 1), "philox_uniform_grid"),
+                        (lambda: core_testing.philox_uniform_grid(0, 2, 1, 1, 1, 2 ** 32 - 1), "philox_uniform_grid"),
                         (lambda: checks.check_image_offset(2 ** 32 - 1, 2, "check"), "check")):
         with pytest.raises(ValueError) as e:
             call()
@@ -206,12 +217,13 @@ def test_image_offset_rule_is_shared():
 def test_absurd_sizes_are_refused_before_allocating(sampler):
     sm, s = sampler
     p = program("keras_io")
+    emu = emulated("keras_io")
     n = 2 ** 32 - 1  # the most images a call may ask for: ~2**32 * (512 + caches) bytes, terabytes
     pattern = (r"n=4294967295 images of 8x8x1 would need [0-9.e+]+ bytes for outputs and caches, more than this "
                r"machine's memory \(\d+ bytes\)")
     for where, call in (("Sampler.sample", lambda: s.sample(n)), ("sample_op", lambda: sample_op(s, n)),
                         ("ColumnProgram.sample", lambda: p.sample(n, 0, 1.0)),
-                        ("sample_emulated", lambda: p.sample_emulated(n, 0, 1.0))):
+                        ("sample_emulated", lambda: emu.sample_emulated(n, 0, 1.0))):
         t0 = time.perf_counter()
         with pytest.raises(ValueError, match=re.escape(where) + ": " + pattern) as e:
             call()

@@ -90,6 +90,16 @@ inline std::string batch(const std::string& where, int64_t program_batch, int64_
          " images the program's per-image constants were built for, got " + std::to_string(n);
 }
 
+// Image completion: known[k] (k < count) must be -1 (draw) or a level in [0, levels) of the head. Every
+// executor checks it before it trusts a known level (the CUDA module on a host copy).
+inline std::string known_levels(const std::string& where, const int32_t* known, int64_t count, int levels) {
+  for (int64_t k = 0; k < count; ++k)
+    if (known[k] < -1 || known[k] >= levels)
+      return prefix(where) + "known levels must be -1 (draw) or in [0, " + std::to_string(levels) + "), got " +
+             std::to_string(known[k]) + " at flat index " + std::to_string(k);
+  return "";
+}
+
 // Physical memory in bytes (0 when unknown: no limit is applied).
 inline uint64_t physical_memory_bytes() {
 #if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)

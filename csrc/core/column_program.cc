@@ -1,4 +1,5 @@
-// Core (framework-free C++17): the cached incremental executor of a column program.
+// Core (framework-free C++17): the cached incremental executor of a column program, and its builder from the
+// program record (build_from_spec).
 #include "column_program.h"
 
 #include <algorithm>
@@ -12,7 +13,9 @@
 
 #include "checks.h"
 #include "conv_index.h"
+#include "elementwise.h"
 #include "kernels.h"
+#include "program_spec.h"
 
 namespace pcf {
 
@@ -20,17 +23,6 @@ namespace {
 
 std::invalid_argument step_error(const std::string& name, const std::string& what) {
   return std::invalid_argument("step '" + name + "': " + what);
-}
-
-// The fields every step has; each add_* fills in its own.
-ProgramStep new_step(StepKind kind, int out, std::vector<int> ins, int phase, const std::string& name) {
-  ProgramStep st;
-  st.kind = kind;
-  st.out = out;
-  st.ins = std::move(ins);
-  st.phase = phase;
-  st.name = name;
-  return st;
 }
 
 // Applies f over n channels; the dispatch on the activation happens once per call, not per element,
@@ -46,8 +38,8 @@ void apply_act_row(ActFn fn, float alpha, const float* a, float* y, int64_t n) {
     case ActFn::kLeakyRelu: map_channels(a, y, n, [alpha](float x) { return x > 0.0f ? x : alpha * x; }); return;
     case ActFn::kNeg: map_channels(a, y, n, [](float x) { return -x; }); return;
     case ActFn::kSquare: map_channels(a, y, n, [](float x) { return x * x; }); return;
-    default:  // the other activations: the scalar function the GPU executor uses too (flat_program.h)
-      map_channels(a, y, n, [fn, alpha](float x) { return flat::act(static_cast<int32_t>(fn), x, alpha); });
+    default:  // the other activations: the scalar function the GPU executor uses too (elementwise.h)
+      map_channels(a, y, n, [fn, alpha](float x) { return elementwise::act(static_cast<int32_t>(fn), x, alpha); });
       return;
   }
 }
@@ -86,8 +78,9 @@ struct ColumnProgram::Slice {
   }
 };
 
-ColumnProgram::ColumnProgram(int height, int width, int channels, std::vector<int64_t> buffer_channels)
-    : h_(height), w_(width), c_(channels), buffer_channels_(std::move(buffer_channels)) {
+ColumnProgram::ColumnProgram(int height, int width, int channels, std::vector<int64_t> buffer_channels,
+                             bool flattenable)
+    : h_(height), w_(width), c_(channels), buffer_channels_(std::move(buffer_channels)), flattenable_(flattenable) {
   if (h_ < 1 || w_ < 1 || c_ < 1)
     throw std::invalid_argument("image shape must be positive, got (" + std::to_string(h_) + ", " +
                                 std::to_string(w_) + ", " + std::to_string(c_) + ")");
@@ -120,22 +113,73 @@ int ColumnProgram::add_const(ConstTensor t) {
   return static_cast<int>(consts_.size()) - 1;
 }
 
-void ColumnProgram::add_conv(int out, int in, const float* kernel, int kh, int kw, int dh, int dw,
-                             bool same_padding, int phase, const std::string& name) {
-  check_buffer(out, "output", name);
-  check_buffer(in, "input", name);
-  const int64_t cin = buffer_channels_[in], cout = buffer_channels_[out];
-  if (!same_padding && (kh != 1 || kw != 1))
+void ColumnProgram::add_step(const Step& step, const ConstTensor* kernel) {
+  ProgramStep st;
+  static_cast<Step&>(st) = step;
+  const std::string& name = st.name;
+  check_buffer(st.out, "output", name);
+  for (const Operand& o : st.operands)
+    if (!o.is_const) st.ins.push_back(o.index);
+  const bool one_input = st.kind != StepKind::kBinary && st.kind != StepKind::kConcat;
+  if (one_input && (st.operands.size() != 1 || st.operands[0].is_const))
+    throw step_error(name, std::string("a ") + name_of(st.kind) + " step reads exactly one buffer");
+  if (one_input) check_buffer(st.ins[0], "input", name);
+  const int64_t cout = buffer_channels_[st.out];
+  switch (st.kind) {
+    case StepKind::kConv:
+      add_conv(st, kernel);
+      break;
+    case StepKind::kBinary:
+      check_binary(st);
+      break;
+    case StepKind::kAct:
+      if (buffer_channels_[st.ins[0]] != cout) throw step_error(name, "activation changes the channel count");
+      break;
+    case StepKind::kConcat:
+      check_concat(st);
+      break;
+    case StepKind::kGather:
+      if (static_cast<int64_t>(st.channels.size()) != cout)
+        throw step_error(name, "gather of " + std::to_string(st.channels.size()) + " channels into a buffer of " +
+                                   std::to_string(cout));
+      for (int32_t ch : st.channels)
+        if (ch < 0 || ch >= buffer_channels_[st.ins[0]]) throw step_error(name, "gathered channel out of range");
+      break;
+    case StepKind::kSoftmax: {
+      const int64_t cin = buffer_channels_[st.ins[0]];
+      if (st.group < 1 || cin % st.group != 0 || cin != cout)
+        throw step_error(name, "softmax groups of " + std::to_string(st.group) + " do not tile " +
+                                   std::to_string(cin) + " channels");
+      break;
+    }
+    case StepKind::kReduce:
+      if (cout != 1) throw step_error(name, "a channel reduction writes one channel");
+      break;
+  }
+  check_channel_phases(st);
+  steps_.push_back(std::move(st));
+  prepared_ = false;
+}
+
+void ColumnProgram::add_conv(ProgramStep& st, const ConstTensor* kernel) {
+  const std::string& name = st.name;
+  const int64_t cin = buffer_channels_[st.ins[0]], cout = buffer_channels_[st.out];
+  if (kernel == nullptr || kernel->w != cin || kernel->c != cout ||
+      static_cast<int64_t>(kernel->data.size()) != kernel->n * kernel->h * cin * cout)
+    throw step_error(name, "a conv needs its kernel (kh, kw, " + std::to_string(cin) + ", " + std::to_string(cout) +
+                               ") with every weight");
+  const int kh = static_cast<int>(kernel->n), kw = static_cast<int>(kernel->h);
+  const float* weights = kernel->data.data();
+  if (!st.same_padding && (kh != 1 || kw != 1))
     throw step_error(name, "padding 'valid' with a " + std::to_string(kh) + "x" + std::to_string(kw) +
                                " kernel changes the image size");
-  ProgramStep st = new_step(StepKind::kConv, out, {in}, phase, name);
-  st.taps = TapSet::from_kernel(kernel, kh, kw, cin, cout);
-  const int64_t pad_top = pad_before(kh, dh, same_padding), pad_left = pad_before(kw, dw, same_padding);
+  st.taps = TapSet::from_kernel(weights, kh, kw, cin, cout);
+  const int64_t pad_top = pad_before(kh, st.dh, st.same_padding), pad_left = pad_before(kw, st.dw, st.same_padding);
   const TapSet& ts = st.taps;
   detail::build_pieces_and_segments(ts, cout, ts.lo, ts.hi,
                                     [&](int t, int64_t* oy, int64_t* ox) {
-                                      *oy = tap_offset(ts.ky[t], dh, pad_top);
-                                      *ox = tap_offset(ts.kx[t], dw, pad_left);
+                                      *oy = tap_offset(ts.ky[t], st.dh, pad_top);
+                                      *ox = tap_offset(ts.kx[t], st.dw, pad_left);
                                     },
                                     &st.plan);
   // The cache holds only positions already visited: a live tap after the current position in raster
@@ -149,106 +193,84 @@ void ColumnProgram::add_conv(int out, int in, const float* kernel, int kh, int k
       throw step_error(name, msg.str());
     }
   }
-  st.live_kernel.resize(size_t(ts.num_taps()) * cin * cout);
-  for (int t = 0; t < ts.num_taps(); ++t)
-    std::memcpy(st.live_kernel.data() + size_t(t) * cin * cout,
-                kernel + (int64_t(ts.ky[t]) * ts.kw + ts.kx[t]) * cin * cout, size_t(cin * cout) * sizeof(float));
+  if (flattenable_) {  // the GPU tables' layout; the CPU executor reads only the packed copy below
+    st.live_kernel.resize(size_t(ts.num_taps()) * cin * cout);
+    for (int t = 0; t < ts.num_taps(); ++t)
+      std::memcpy(st.live_kernel.data() + size_t(t) * cin * cout,
+                  weights + (int64_t(ts.ky[t]) * ts.kw + ts.kx[t]) * cin * cout, size_t(cin * cout) * sizeof(float));
+  }
   detail::pack_segments(active_kernels(),
                         [&](int t, int32_t ci, int64_t o) {
-                          return kernel[((int64_t(ts.ky[t]) * ts.kw + ts.kx[t]) * cin + ci) * cout + o];
+                          return weights[((int64_t(ts.ky[t]) * ts.kw + ts.kx[t]) * cin + ci) * cout + o];
                         },
                         &st.plan);
-  steps_.push_back(std::move(st));
-  prepared_ = false;
 }
 
-void ColumnProgram::add_binary(int out, std::vector<int> ins, BinaryFn fn, int const_index, bool const_first,
-                               int phase, const std::string& name) {
-  check_buffer(out, "output", name);
-  if (ins.empty() || ins.size() > 2 || (ins.size() == 2) == (const_index >= 0))
+void ColumnProgram::check_binary(const ProgramStep& st) const {
+  const std::string& name = st.name;
+  const int64_t cout = buffer_channels_[st.out];
+  if (st.operands.size() != 2 || st.ins.empty())
     throw step_error(name, "a binary step takes two buffers, or one buffer and one constant");
-  for (int b : ins) {
+  for (int b : st.ins) {
     check_buffer(b, "input", name);
-    if (buffer_channels_[b] != 1 && buffer_channels_[b] != buffer_channels_[out])
+    if (buffer_channels_[b] != 1 && buffer_channels_[b] != cout)
       throw step_error(name, "input buffer " + std::to_string(b) + " has " + std::to_string(buffer_channels_[b]) +
-                                 " channels, output " + std::to_string(buffer_channels_[out]));
+                                 " channels, output " + std::to_string(cout));
   }
-  if (const_index >= static_cast<int>(consts_.size()))
-    throw step_error(name, "constant " + std::to_string(const_index) + " does not exist");
-  if (const_index >= 0 && consts_[const_index].c != 1 && consts_[const_index].c != buffer_channels_[out])
-    throw step_error(name, "constant has " + std::to_string(consts_[const_index].c) + " channels, output " +
-                               std::to_string(buffer_channels_[out]));
-  ProgramStep st = new_step(StepKind::kBinary, out, std::move(ins), phase, name);
-  st.binary = fn;
-  st.const_index = const_index;
-  st.const_first = const_first;
-  steps_.push_back(std::move(st));
+  for (const Operand& o : st.operands) {
+    if (!o.is_const) continue;
+    if (o.index < 0 || o.index >= static_cast<int>(consts_.size()))
+      throw step_error(name, "constant " + std::to_string(o.index) + " does not exist");
+    if (consts_[o.index].c != 1 && consts_[o.index].c != cout)
+      throw step_error(name, "constant has " + std::to_string(consts_[o.index].c) + " channels, output " +
+                                 std::to_string(cout));
+  }
 }
 
-void ColumnProgram::add_act(int out, int in, ActFn fn, float alpha, int phase, const std::string& name) {
-  check_buffer(out, "output", name);
-  check_buffer(in, "input", name);
-  if (buffer_channels_[in] != buffer_channels_[out]) throw step_error(name, "activation changes the channel count");
-  ProgramStep st = new_step(StepKind::kAct, out, {in}, phase, name);
-  st.act = fn;
-  st.alpha = alpha;
-  steps_.push_back(std::move(st));
-}
-
-void ColumnProgram::add_concat(int out, std::vector<int> ins, std::vector<std::pair<bool, int>> parts, int phase,
-                               const std::string& name) {
-  check_buffer(out, "output", name);
+void ColumnProgram::check_concat(const ProgramStep& st) const {
+  const std::string& name = st.name;
   int64_t total = 0;
-  for (auto [is_const, idx] : parts) {
-    if (is_const) {
-      if (idx < 0 || idx >= static_cast<int>(consts_.size())) throw step_error(name, "unknown constant");
-      total += consts_[idx].c;
+  for (const Operand& o : st.operands) {
+    if (o.is_const) {
+      if (o.index < 0 || o.index >= static_cast<int>(consts_.size())) throw step_error(name, "unknown constant");
+      total += consts_[o.index].c;
     } else {
-      if (idx < 0 || idx >= static_cast<int>(ins.size())) throw step_error(name, "unknown input");
-      check_buffer(ins[idx], "input", name);
-      total += buffer_channels_[ins[idx]];
+      check_buffer(o.index, "input", name);
+      total += buffer_channels_[o.index];
     }
   }
-  if (total != buffer_channels_[out])
+  if (total != buffer_channels_[st.out])
     throw step_error(name, "concatenated channels " + std::to_string(total) + " != output " +
-                               std::to_string(buffer_channels_[out]));
-  ProgramStep st = new_step(StepKind::kConcat, out, std::move(ins), phase, name);
-  st.parts = std::move(parts);
-  steps_.push_back(std::move(st));
+                               std::to_string(buffer_channels_[st.out]));
 }
 
-void ColumnProgram::add_gather(int out, int in, std::vector<int32_t> channels, int phase, const std::string& name) {
-  check_buffer(out, "output", name);
-  check_buffer(in, "input", name);
-  if (static_cast<int64_t>(channels.size()) != buffer_channels_[out])
-    throw step_error(name, "gather of " + std::to_string(channels.size()) + " channels into a buffer of " +
-                               std::to_string(buffer_channels_[out]));
-  for (int32_t ch : channels)
-    if (ch < 0 || ch >= buffer_channels_[in]) throw step_error(name, "gathered channel out of range");
-  ProgramStep st = new_step(StepKind::kGather, out, {in}, phase, name);
-  st.channels = std::move(channels);
-  steps_.push_back(std::move(st));
-}
-
-void ColumnProgram::add_softmax(int out, int in, int group, bool log, int phase, const std::string& name) {
-  check_buffer(out, "output", name);
-  check_buffer(in, "input", name);
-  if (group < 1 || buffer_channels_[in] % group != 0 || buffer_channels_[in] != buffer_channels_[out])
-    throw step_error(name, "softmax groups of " + std::to_string(group) + " do not tile " +
-                               std::to_string(buffer_channels_[in]) + " channels");
-  ProgramStep st = new_step(StepKind::kSoftmax, out, {in}, phase, name);
-  st.group = group;
-  st.log = log;
-  steps_.push_back(std::move(st));
-}
-
-void ColumnProgram::add_reduce(int out, int in, ReduceFn fn, int phase, const std::string& name) {
-  check_buffer(out, "output", name);
-  check_buffer(in, "input", name);
-  if (buffer_channels_[out] != 1) throw step_error(name, "a channel reduction writes one channel");
-  ProgramStep st = new_step(StepKind::kReduce, out, {in}, phase, name);
-  st.reduce = fn;
-  steps_.push_back(std::move(st));
+// Output channel c depends on the first channel_phase[c] image channels at its own pixel (<= the step's
+// phase, the largest equal to it): the colour pass that computes it.
+void ColumnProgram::check_channel_phases(ProgramStep& st) const {
+  if (st.phase_runs.empty()) return;
+  const std::string& name = st.name;
+  const int64_t cout = buffer_channels_[st.out];
+  int64_t total = 0;
+  for (size_t k = 0; k < st.phase_runs.size(); k += 2) {
+    if (k + 1 >= st.phase_runs.size() || st.phase_runs[k + 1] < 1)
+      throw step_error(name, "channel phases are (phase, count >= 1) runs");
+    total += st.phase_runs[k + 1];
+  }
+  if (total != cout)
+    throw step_error(name, std::to_string(total) + " channel phases for an output of " + std::to_string(cout) +
+                               " channels");
+  int top = -1;
+  for (size_t k = 0; k < st.phase_runs.size(); k += 2) {
+    const int64_t p = st.phase_runs[k];
+    if (p < 0 || p > st.phase)
+      throw step_error(name, "channel phase " + std::to_string(p) + " outside [0, step phase " +
+                                 std::to_string(st.phase) + "]");
+    top = std::max(top, static_cast<int>(p));
+    st.channel_phase.insert(st.channel_phase.end(), static_cast<size_t>(st.phase_runs[k + 1]), static_cast<int>(p));
+  }
+  if (top != st.phase)
+    throw step_error(name, "the largest channel phase " + std::to_string(top) + " is not the step's phase " +
+                               std::to_string(st.phase));
 }
 
 void ColumnProgram::set_head(const HeadSpec& head) {
@@ -258,27 +280,6 @@ void ColumnProgram::set_head(const HeadSpec& head) {
                                 " channels, expected image channels " + std::to_string(c_) + " x levels " +
                                 std::to_string(head.levels));
   head_ = head;
-}
-
-void ColumnProgram::set_channel_phases(int k, std::vector<int> phases) {
-  if (k < 0 || k >= num_steps()) throw std::invalid_argument("set_channel_phases: step " + std::to_string(k) +
-                                                              " does not exist");
-  ProgramStep& st = steps_[k];
-  if (static_cast<int64_t>(phases.size()) != buffer_channels_[st.out])
-    throw step_error(st.name, std::to_string(phases.size()) + " channel phases for an output of " +
-                                  std::to_string(buffer_channels_[st.out]) + " channels");
-  int top = -1;
-  for (int p : phases) {
-    if (p < 0 || p > st.phase)
-      throw step_error(st.name, "channel phase " + std::to_string(p) + " outside [0, step phase " +
-                                    std::to_string(st.phase) + "]");
-    top = std::max(top, p);
-  }
-  if (top != st.phase)
-    throw step_error(st.name, "the largest channel phase " + std::to_string(top) + " is not the step's phase " +
-                                  std::to_string(st.phase));
-  st.channel_phase = std::move(phases);
-  prepared_ = false;
 }
 
 void ColumnProgram::prepare() const {
@@ -351,18 +352,7 @@ int64_t ColumnProgram::macs_per_position() const {
   return total;
 }
 
-const char* ColumnProgram::step_kind(int k) const {
-  switch (steps_.at(k).kind) {
-    case StepKind::kConv: return "conv";
-    case StepKind::kBinary: return "binary";
-    case StepKind::kAct: return "act";
-    case StepKind::kConcat: return "concat";
-    case StepKind::kGather: return "gather";
-    case StepKind::kSoftmax: return "softmax";
-    case StepKind::kReduce: return "reduce";
-  }
-  return "?";
-}
+const char* ColumnProgram::step_kind(int k) const { return name_of(steps_.at(k).kind); }
 
 namespace {
 int64_t now_ns() {
@@ -416,6 +406,11 @@ void ColumnProgram::run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int
   }
 }
 
+inline const float* ColumnProgram::operand_pixel(Slice& s, const Operand& o, int64_t i, int64_t img,
+                                                 int64_t j) const {
+  return o.is_const ? consts_[o.index].pixel(s.img0 + img, i, j) : s.px(*this, o.index, i, img, j);
+}
+
 void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j, const PassPart* part) const {
   const Kernels& kern = active_kernels();
   const int64_t nb = s.nb;
@@ -453,28 +448,16 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
         break;
       }
       case StepKind::kBinary: {
-        const int64_t ca = buffer_channels_[st.ins[0]];
-        const int64_t cb = st.ins.size() == 2 ? buffer_channels_[st.ins[1]] : 0;
+        // (a, b): each a buffer or a constant at this pixel; a 1-channel one is broadcast (stride 0).
+        const Operand &oa = st.operands[0], &ob = st.operands[1];
+        const int64_t astride = operand_channels(oa) > 1 ? 1 : 0, bstride = operand_channels(ob) > 1 ? 1 : 0;
+        const ConstTensor* ka = oa.is_const ? &consts_[oa.index] : nullptr;
+        const ConstTensor* kb = ob.is_const ? &consts_[ob.index] : nullptr;
         for (int64_t img = 0; img < nb; ++img) {
-          const float* a = s.px(*this, st.ins[0], i, img, j);
-          const float* b = nullptr;
-          int64_t bstride;
-          if (st.const_index >= 0) {
-            const ConstTensor& k = consts_[st.const_index];
-            b = k.pixel(s.img0 + img, i, j);
-            bstride = k.c > 1 ? 1 : 0;
-          } else {
-            b = s.px(*this, st.ins[1], i, img, j);
-            bstride = cb > 1 ? 1 : 0;
-          }
-          const int64_t astride = ca > 1 ? 1 : 0;
-          a += c0 * astride;
-          b += c0 * bstride;
-          float* y = s.px(*this, st.out, i, img, j) + c0;
-          if (st.const_first)
-            apply_binary_row(st.binary, b, bstride, a, astride, y, cout);
-          else
-            apply_binary_row(st.binary, a, astride, b, bstride, y, cout);
+          const float* a = ka != nullptr ? ka->pixel(s.img0 + img, i, j) : s.px(*this, oa.index, i, img, j);
+          const float* b = kb != nullptr ? kb->pixel(s.img0 + img, i, j) : s.px(*this, ob.index, i, img, j);
+          apply_binary_row(st.binary, a + c0 * astride, astride, b + c0 * bstride, bstride,
+                           s.px(*this, st.out, i, img, j) + c0, cout);
         }
         break;
       }
@@ -488,16 +471,10 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
       case StepKind::kConcat:
         for (int64_t img = 0; img < nb; ++img) {
           float* y = s.px(*this, st.out, i, img, j);
-          for (auto [is_const, idx] : st.parts) {
-            if (is_const) {
-              const ConstTensor& k = consts_[idx];
-              std::memcpy(y, k.pixel(s.img0 + img, i, j), k.c * sizeof(float));
-              y += k.c;
-            } else {
-              const int b = st.ins[idx];
-              std::memcpy(y, s.px(*this, b, i, img, j), buffer_channels_[b] * sizeof(float));
-              y += buffer_channels_[b];
-            }
+          for (const Operand& o : st.operands) {
+            const int64_t len = operand_channels(o);
+            std::memcpy(y, operand_pixel(s, o, i, img, j), len * sizeof(float));
+            y += len;
           }
         }
         break;
@@ -603,7 +580,7 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
                            double* step_seconds, const int32_t* known, const std::atomic<bool>* cancel) const {
   if (head_.buffer < 0) throw std::invalid_argument("sample: no head set");
   std::string arg_err = checks::image_offset("sample", image_offset, n);
-  if (arg_err.empty() && known != nullptr) arg_err = known_levels_error(known, n * h_ * w_ * c_, draw_levels(), "sample");
+  if (arg_err.empty() && known != nullptr) arg_err = checks::known_levels("sample", known, n * h_ * w_ * c_, draw_levels());
   if (!arg_err.empty()) throw std::invalid_argument(arg_err);
   assert(const_batch() == 1 || const_batch() == n);
   assert(temperature > 0.0f && std::isfinite(temperature));
@@ -650,6 +627,59 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
       for (size_t k = 0; k <= nsteps; ++k) step_seconds[k] += 1e-9 * static_cast<double>(ns[k]);
     }
   });
+}
+
+ColumnProgram build_from_spec(const ProgramSpec& spec, const std::vector<ConstTensor>& consts, int64_t batch,
+                              bool flattenable) {
+  if (consts.size() != spec.inputs.size())
+    throw std::invalid_argument("the program spec declares " + std::to_string(spec.inputs.size()) +
+                                " input arrays, got " + std::to_string(consts.size()));
+  auto shape_text = [](const ConstTensor& t) {
+    return "(" + std::to_string(t.n) + ", " + std::to_string(t.h) + ", " + std::to_string(t.w) + ", " +
+           std::to_string(t.c) + ")";
+  };
+  ColumnProgram prog(spec.height, spec.width, spec.channels, spec.buffer_channels, flattenable);
+  // Input index -> constant index in the program (-1 for kernels, which a conv step reads directly).
+  std::vector<int> const_of(consts.size(), -1);
+  for (size_t k = 0; k < consts.size(); ++k) {
+    const ConstTensor& t = consts[k];
+    const SpecInput& in = spec.inputs[k];
+    const std::string where = "input " + std::to_string(k);
+    if (static_cast<int64_t>(t.data.size()) != t.n * t.h * t.w * t.c)
+      throw std::invalid_argument(where + ": " + std::to_string(t.data.size()) + " floats for shape " + shape_text(t));
+    if (in.is_kernel) {
+      if (t.n != in.shape[0] || t.h != in.shape[1] || t.w != in.shape[2] || t.c != in.shape[3])
+        throw std::invalid_argument(where + " (a conv kernel): expected shape (" + std::to_string(in.shape[0]) +
+                                    ", " + std::to_string(in.shape[1]) + ", " + std::to_string(in.shape[2]) +
+                                    ", " + std::to_string(in.shape[3]) + "), got " + shape_text(t));
+      continue;
+    }
+    if (batch > 0 && t.n != 1 && t.n != batch)
+      throw std::invalid_argument(where + " (a constant): first dimension must be 1 or the batch " +
+                                  std::to_string(batch) + ", got shape " + shape_text(t));
+    try {
+      const_of[k] = prog.add_const(t);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(where + " (a constant): " + e.what());
+    }
+  }
+  for (const Step& spec_step : spec.steps) {
+    Step st = spec_step;
+    for (Operand& o : st.operands)
+      if (o.is_const) o.index = const_of.at(o.index);  // spec input -> program constant
+    try {
+      prog.add_step(st, st.kind == StepKind::kConv ? &consts.at(st.kernel) : nullptr);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument("program spec line " + std::to_string(st.line) + ": " + e.what());
+    }
+  }
+  prog.set_head(spec.head);
+  return prog;
+}
+
+ColumnProgram build_from_spec(const std::string& spec, const std::vector<ConstTensor>& consts, int64_t batch,
+                              bool flattenable) {
+  return build_from_spec(parse_program_spec(spec), consts, batch, flattenable);
 }
 
 }  // namespace pcf

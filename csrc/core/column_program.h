@@ -1,6 +1,6 @@
 // Core (framework-free C++17): the column program and its cached incremental executor.
 //
-// A program (lowered from a traced Keras model by pixelcnn_fast/lowering.py) is a list of steps over
+// A program (program.h: lowered from a traced Keras model by the Python front end) is a list of steps over
 // buffers (batch, H, W, C). The executor visits positions in raster order and computes, for each step,
 // only the new position's values, reading earlier positions from per-buffer ring caches that hold just
 // the rows the consumers' taps reach: O(batch x receptive rows x W x C) memory per buffer, O(H x W)
@@ -8,7 +8,7 @@
 //
 // Channels of one pixel (R, G, B) are drawn in order. A step's phase is the number of image channels
 // at its own pixel that its output depends on (from the lowering's frontiers): after image channel c is
-// drawn, pass c + 1 computes the channels of phase c + 1: with per-channel phases (set_channel_phases,
+// drawn, pass c + 1 computes the channels of phase c + 1: with per-channel phases (Step::phase_runs,
 // written by the lowering) pass p runs only the conv segments and elementwise channel ranges that hold a
 // channel of phase p, so an RGB colour-group model computes each channel block once, not once per channel
 // drawn; a step without them runs whole in every pass 0..phase. Every cached value is exact, and a
@@ -22,87 +22,40 @@
 #include <utility>
 #include <vector>
 
-#include "flat_program.h"
 #include "gather_plan.h"
 #include "parallel.h"
 #include "philox.h"
+#include "program.h"
 #include "tapset.h"
 
 namespace pcf {
 
-enum class StepKind { kConv, kBinary, kAct, kConcat, kGather, kSoftmax, kReduce };
-enum class BinaryFn { kAdd, kSub, kMul, kDiv, kMax, kMin };
-enum class ActFn { kRelu, kRelu6, kElu, kSelu, kTanh, kSigmoid, kSoftplus, kSoftsign, kLeakyRelu, kNeg, kExp,
-                   kSquare, kAbs, kErf };
-enum class ReduceFn { kSum, kMean, kMax, kMin };
-
-// A constant operand broadcast against (batch, H, W, C): each dimension is 1 or the full size.
-struct ConstTensor {
-  int64_t n = 1, h = 1, w = 1, c = 1;
-  std::vector<float> data;
-  const float* pixel(int64_t img, int64_t i, int64_t j) const {
-    return data.data() + (((n > 1 ? img : 0) * h + (h > 1 ? i : 0)) * w + (w > 1 ? j : 0)) * c;
-  }
-};
-
-struct ProgramStep {
-  StepKind kind = StepKind::kAct;
-  int out = 0;
-  std::vector<int> ins;
-  int phase = 0;                    // the largest of its channels' phases
-  std::vector<int> channel_phase;   // per output channel (empty: every channel has `phase`)
-  std::string name;  // the layer it came from, for error messages
+// A step as the executor holds it: the program record's Step (its constant operands index the program's
+// constants) plus what the executor derives from it when the step is added.
+struct ProgramStep : Step {
+  std::vector<int> ins;             // the buffers it reads, in operand order
+  std::vector<int> channel_phase;   // phase_runs per output channel (empty: every channel has `phase`)
   // kConv
   TapSet taps;
-  detail::GatherPlan plan;
-  std::vector<float> live_kernel;  // [live tap][cin][cout]: the weights the GPU executor reads (flatten())
-  // kBinary (const_index >= 0: the second operand is that constant)
-  BinaryFn binary = BinaryFn::kAdd;
-  int const_index = -1;
-  bool const_first = false;
-  // kAct
-  ActFn act = ActFn::kRelu;
-  float alpha = 0.2f;
-  // kConcat: (is_const, index into ins or consts) per part, in order
-  std::vector<std::pair<bool, int>> parts;
-  // kGather
-  std::vector<int32_t> channels;
-  // kSoftmax
-  int group = 1;
-  bool log = false;
-  // kReduce
-  ReduceFn reduce = ReduceFn::kSum;
-};
-
-// How the head's values become levels and levels become model input.
-struct HeadSpec {
-  DrawHead kind = DrawHead::kBernoulli;
-  int buffer = -1;        // the buffer holding logits (or probabilities)
-  int levels = 1;         // values per image channel in that buffer (1 for bernoulli)
-  float value_scale = 1;  // model input = level * value_scale + value_offset
-  float value_offset = 0;
+  detail::GatherPlan plan;  // the gather-GEMM over live taps, with the weights packed for the microkernels
+  // [live tap][cin][cout]: the weights as the GPU tables hold them, kept only by a program built
+  // `flattenable` (flatten.h); a CPU-only program has just the packed copy in `plan`.
+  std::vector<float> live_kernel;
 };
 
 class ColumnProgram {
  public:
-  ColumnProgram(int height, int width, int channels, std::vector<int64_t> buffer_channels);
+  // flattenable: keep each conv's weights in the GPU tables' layout (ProgramStep::live_kernel), which
+  // flatten() needs; a program only the CPU executor runs does without that copy.
+  ColumnProgram(int height, int width, int channels, std::vector<int64_t> buffer_channels,
+                bool flattenable = false);
 
   int add_const(ConstTensor t);
-  // Each add_* checks its arguments and throws std::invalid_argument naming the step and the value.
-  void add_conv(int out, int in, const float* kernel, int kh, int kw, int dh, int dw, bool same_padding,
-                int phase, const std::string& name);
-  void add_binary(int out, std::vector<int> ins, BinaryFn fn, int const_index, bool const_first, int phase,
-                  const std::string& name);
-  void add_act(int out, int in, ActFn fn, float alpha, int phase, const std::string& name);
-  void add_concat(int out, std::vector<int> ins, std::vector<std::pair<bool, int>> parts, int phase,
-                  const std::string& name);
-  void add_gather(int out, int in, std::vector<int32_t> channels, int phase, const std::string& name);
-  void add_softmax(int out, int in, int group, bool log, int phase, const std::string& name);
-  void add_reduce(int out, int in, ReduceFn fn, int phase, const std::string& name);
+  // Appends a step; its constant operands index add_const's constants. A conv's weights come in `kernel`
+  // ((kh, kw, cin, cout) in (n, h, w, c)). Checks the step against the buffers and constants and throws
+  // std::invalid_argument naming the step and the value.
+  void add_step(const Step& step, const ConstTensor* kernel = nullptr);
   void set_head(const HeadSpec& head);
-  // Output channel c of step k depends on the first phases[c] image channels at its own pixel (<= the
-  // step's phase, the largest equal to it): the colour pass that computes it. Throws naming the step.
-  void set_channel_phases(int k, std::vector<int> phases);
 
   // Feeds `image` (n, H, W, C) and writes the head buffer at every position to `head_out`
   // (n, H, W, head channels): the teacher-forced check that the cached path equals a full pass.
@@ -113,7 +66,7 @@ class ColumnProgram {
   // step_seconds (optional, num_steps() + 1 entries, zeroed here): thread-seconds spent in each step,
   // the last entry in the draws; a profile for reports (two clock reads per step and position).
   // known (optional, n*H*W*C, image completion): a value >= 0 is that element's given level, written
-  // instead of drawn (its margin is +inf); -1 draws it. Checked by known_levels_error (flat_program.h).
+  // instead of drawn (its margin is +inf); -1 draws it. Checked by checks::known_levels.
   // cancel (optional): checked by every thread once per row; when set (e.g. by on_row on Ctrl-C) the call
   // returns early with the outputs incomplete, and the program stays usable.
   // Preconditions (the adapters check them with checks.h; asserted in debug builds): 1 <= n,
@@ -146,8 +99,17 @@ class ColumnProgram {
   // up to (C + 1)x; a grey model with every step at phase 0 executes it exactly.
   int64_t executed_macs_per_position() const;
 
-  // The program as flat tables for the GPU executor and its host emulation (flat_program.h).
-  FlatProgram flatten() const;
+  // The record and what prepare() derives from it, read by flatten() (flatten.h).
+  const std::vector<ProgramStep>& steps() const { return steps_; }
+  const std::vector<ConstTensor>& consts() const { return consts_; }
+  const std::vector<int64_t>& buffer_channels() const { return buffer_channels_; }
+  const HeadSpec& head() const { return head_; }
+  bool flattenable() const { return flattenable_; }
+  // Rows each buffer's ring cache holds: its own row plus the furthest row above that a live tap reads.
+  const std::vector<int>& ring_rows() const {
+    prepare();
+    return ring_rows_;
+  }
 
  private:
   struct Slice;  // per-thread ring caches of a contiguous range of images
@@ -164,17 +126,44 @@ class ColumnProgram {
   Slice make_slice(int64_t b0, int64_t b1) const;  // ring caches for images [b0, b1)
   // Steps of phase >= min_phase at (i, j); ns (optional, one entry per step) accumulates their times.
   void run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int64_t* ns = nullptr) const;
+  // Operand o's channels, and its values at (i, j) of the slice's image img.
+  int64_t operand_channels(const Operand& o) const {
+    return o.is_const ? consts_[o.index].c : buffer_channels_[o.index];
+  }
+  const float* operand_pixel(Slice& s, const Operand& o, int64_t i, int64_t img, int64_t j) const;
   void run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j, const PassPart* part = nullptr) const;
   void check_buffer(int b, const char* what, const std::string& name) const;
+  // add_step's per-kind checks and derived data.
+  void add_conv(ProgramStep& st, const ConstTensor* kernel);
+  void check_binary(const ProgramStep& st) const;
+  void check_concat(const ProgramStep& st) const;
+  void check_channel_phases(ProgramStep& st) const;
 
   int h_, w_, c_;
   std::vector<int64_t> buffer_channels_;
   std::vector<ProgramStep> steps_;
   std::vector<ConstTensor> consts_;
   HeadSpec head_;
+  bool flattenable_ = false;
   mutable std::vector<int> ring_rows_;  // rows cached per buffer
   mutable std::vector<std::vector<PassPart>> pass_parts_;  // [step][pass 0..C]
   mutable bool prepared_ = false;
 };
+
+}  // namespace pcf
+
+namespace pcf {
+
+// Builds the program from its record: every const input is added (add_const) in index order, then each step
+// with its constant operands mapped to those constants. consts[k] is spec input k as a rank-4 array in
+// ConstTensor's (n, h, w, c) fields: a constant's own shape, a kernel's (kh, kw, cin, cout). batch > 0 also
+// checks that every constant's first dimension is 1 or batch (the executor indexes it per image).
+// flattenable: as ColumnProgram's (the GPU executors build with it). Throws std::invalid_argument naming
+// the input or the step's spec line.
+ColumnProgram build_from_spec(const ProgramSpec& spec, const std::vector<ConstTensor>& consts, int64_t batch = 0,
+                              bool flattenable = false);
+// The same from the spec text (program_spec.h).
+ColumnProgram build_from_spec(const std::string& spec, const std::vector<ConstTensor>& consts, int64_t batch = 0,
+                              bool flattenable = false);
 
 }  // namespace pcf

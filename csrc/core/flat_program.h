@@ -11,9 +11,9 @@
 //   - FlatProgram::sample_emulated (flat_program.cc) runs it on the host with one thread playing every
 //     thread of a block in turn, so the CPU tests check the GPU's indexing, ranges and arithmetic against
 //     the CPU executor on machines without a GPU (seed-identical images up to rounding-decided draws).
-// The semantics are ColumnProgram's (column_program.h): raster order, ring caches holding the rows the
-// consumers' taps reach, phases recomputed after each image channel, Philox uniforms per (image, position,
-// channel) and the inverse-CDF draws of philox.h.
+// The semantics are the CPU executor's (column_program.h; this header does not depend on it): raster order,
+// ring caches holding the rows the consumers' taps reach, phases recomputed after each image channel, Philox
+// uniforms per (image, position, channel) and the inverse-CDF draws of philox.h.
 #pragma once
 
 #include <math.h>
@@ -23,18 +23,16 @@
 #include <string>
 #include <vector>
 
+#include "elementwise.h"
 #include "host_device.h"
 #include "philox.h"
 
 namespace pcf {
 
-// Image completion: known[k] (k < count) must be -1 (draw) or a level in [0, levels). "" when fine.
-std::string known_levels_error(const int32_t* known, int64_t count, int levels, const char* fn);
-
 // Images one conv work item computes: its weights are read once for all of them.
 constexpr int kImagesPerItem = 4;
 
-// Step kinds and functions as plain ints (ColumnProgram's enums, same values).
+// Step kinds and functions as plain ints (program.h's enums, same values; flatten.cc checks them).
 enum : int32_t { kFlatConv = 0, kFlatBinary, kFlatAct, kFlatConcat, kFlatGather, kFlatSoftmax, kFlatReduce };
 
 struct FlatStep {
@@ -52,7 +50,7 @@ struct FlatStep {
   int32_t nparts = 0;
   int64_t parts_off = 0, channels_off = 0;
   // conv: elementwise steps fused into its output (bias, activation, residual add), applied in order to each
-  // value before it is written to `out` (the last fused step's buffer); see ColumnProgram::flatten.
+  // value before it is written to `out` (the last fused step's buffer); see flatten.h.
   int32_t nepilogue = 0;
   int64_t epilogue_off = 0;  // into FlatView::epilogues
 };
@@ -96,7 +94,7 @@ struct FlatView {
   }
 };
 
-// The host tables (ColumnProgram::flatten builds them) and the host emulation of the device loop.
+// The host tables (flatten() builds them, flatten.h) and the host emulation of the device loop.
 struct FlatProgram {
   int32_t h = 0, w = 0, c = 0, max_phase = 0;
   int32_t head_kind = 0, head_buffer = 0, head_levels = 1;
@@ -143,40 +141,9 @@ namespace flat {
 
 // ---------------------------------------------------------------------------- one thread's arithmetic
 
-// One activation (ActFn's value): the GPU executor's, and the CPU executor's for all but the few it
-// vectorises in column_program.cc.
-PCF_HOST_DEVICE inline float act(int32_t fn, float x, float alpha) {
-  switch (fn) {  // ActFn's order
-    case 0: return x > 0.0f ? x : 0.0f;                            // relu
-    case 1: return fminf(fmaxf(x, 0.0f), 6.0f);                    // relu6
-    case 2: return x > 0.0f ? x : expm1f(x);                       // elu
-    case 3: {                                                      // selu
-      const float scale = 1.0507009873554805f, a = 1.6732632423543772f;
-      return x > 0.0f ? scale * x : scale * a * expm1f(x);
-    }
-    case 4: return tanhf(x);
-    case 5: return 1.0f / (1.0f + expf(-x));                       // sigmoid
-    case 6: return x > 20.0f ? x : log1pf(expf(x));                // softplus
-    case 7: return x / (1.0f + fabsf(x));                          // softsign
-    case 8: return x > 0.0f ? x : alpha * x;                       // leaky relu
-    case 9: return -x;
-    case 10: return expf(x);
-    case 11: return x * x;
-    case 12: return fabsf(x);
-    default: return erff(x);                                       // 13: erf
-  }
-}
-
-PCF_HOST_DEVICE inline float binary(int32_t fn, float u, float v) {
-  switch (fn) {  // BinaryFn's order
-    case 0: return u + v;
-    case 1: return u - v;
-    case 2: return u * v;
-    case 3: return u / v;
-    case 4: return u < v ? v : u;  // std::max(u, v)
-    default: return v < u ? v : u;  // std::min(u, v)
-  }
-}
+// act() and binary(): elementwise.h, shared with the CPU executor.
+using elementwise::act;
+using elementwise::binary;
 
 // Conv output channel o of images img0 + g * kImagesPerItem + m (m < count) at (i, j): the sum over live
 // taps t in bounds and input channels [lo, hi) of tap t and o. Weights are read once per (t, ci) for all

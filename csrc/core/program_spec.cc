@@ -2,6 +2,7 @@
 // (program_spec.h documents the format).
 #include "program_spec.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
@@ -18,34 +19,6 @@ namespace {
 
 constexpr const char* kMagic = "pixelcnn_fast.column_program";
 constexpr int kVersion = 1;
-
-// Names shared with the pybind builder's strings (core_module.cc) and the Python lowering's step attrs.
-template <typename E>
-using NameTable = std::vector<std::pair<const char*, E>>;
-const NameTable<BinaryFn> kBinary = {{"add", BinaryFn::kAdd}, {"sub", BinaryFn::kSub}, {"mul", BinaryFn::kMul},
-                                     {"div", BinaryFn::kDiv}, {"max", BinaryFn::kMax}, {"min", BinaryFn::kMin}};
-const NameTable<ActFn> kAct = {{"relu", ActFn::kRelu},         {"relu6", ActFn::kRelu6},
-                               {"elu", ActFn::kElu},           {"selu", ActFn::kSelu},
-                               {"tanh", ActFn::kTanh},         {"sigmoid", ActFn::kSigmoid},
-                               {"softplus", ActFn::kSoftplus}, {"softsign", ActFn::kSoftsign},
-                               {"leaky_relu", ActFn::kLeakyRelu}, {"neg", ActFn::kNeg},
-                               {"exp", ActFn::kExp},           {"square", ActFn::kSquare},
-                               {"abs", ActFn::kAbs},           {"erf", ActFn::kErf}};
-const NameTable<ReduceFn> kReduce = {
-    {"sum", ReduceFn::kSum}, {"mean", ReduceFn::kMean}, {"max", ReduceFn::kMax}, {"min", ReduceFn::kMin}};
-const NameTable<DrawHead> kHead = {
-    {"bernoulli", DrawHead::kBernoulli}, {"logits", DrawHead::kLogits}, {"probs", DrawHead::kProbs}};
-const NameTable<StepKind> kKinds = {{"conv", StepKind::kConv},       {"binary", StepKind::kBinary},
-                                    {"act", StepKind::kAct},         {"concat", StepKind::kConcat},
-                                    {"gather", StepKind::kGather},   {"softmax", StepKind::kSoftmax},
-                                    {"reduce", StepKind::kReduce}};
-
-template <typename E>
-const char* name_of(const NameTable<E>& t, E e) {
-  for (const auto& [n, v] : t)
-    if (v == e) return n;
-  return "?";
-}
 
 std::string fmt_float(float v) {
   char buf[32];
@@ -68,7 +41,7 @@ std::string encode_name(const std::string& s) {
   return out;
 }
 
-std::string operand_text(const SpecOperand& o) { return (o.is_input ? "i" : "b") + std::to_string(o.index); }
+std::string operand_text(const Operand& o) { return (o.is_const ? "i" : "b") + std::to_string(o.index); }
 
 // One statement being parsed: its line number and key=value tokens, each consumed at most once, so that
 // an error can name the line and the token and a leftover token is reported as unknown.
@@ -124,17 +97,17 @@ class Statement {
     }
     return out;
   }
-  SpecOperand to_operand(const std::string& tok, const std::string& v) const {
+  Operand to_operand(const std::string& tok, const std::string& v) const {
     if (v.size() < 2 || (v[0] != 'b' && v[0] != 'i'))
       fail(tok, "an operand is b<buffer> or i<input>, got '" + v + "'");
-    SpecOperand o;
-    o.is_input = v[0] == 'i';
+    Operand o;
+    o.is_const = v[0] == 'i';
     o.index = static_cast<int>(to_int(tok, v.substr(1), 0, 1 << 30));
     return o;
   }
-  std::vector<SpecOperand> take_operands(const std::string& key) {
+  std::vector<Operand> take_operands(const std::string& key) {
     auto [tok, v] = take(key);
-    std::vector<SpecOperand> out;
+    std::vector<Operand> out;
     size_t start = 0;
     while (true) {
       const size_t comma = v.find(',', start);
@@ -145,14 +118,11 @@ class Statement {
     return out;
   }
   template <typename E>
-  E take_enum(const std::string& key, const NameTable<E>& table) {
+  E take_enum(const std::string& key) {
     auto [tok, v] = take(key);
-    std::string names;
-    for (const auto& [n, e] : table) {
-      if (v == n) return e;
-      names += (names.empty() ? "" : ", ") + std::string(n);
-    }
-    fail(tok, "unknown " + key + " '" + v + "' (expected one of " + names + ")");
+    E e{};
+    if (!parse_name(v, &e)) fail(tok, "unknown " + key + " '" + v + "' (expected one of " + name_list<E>() + ")");
+    return e;
   }
   std::string take_name() {
     if (!has("name")) return "";
@@ -304,7 +274,7 @@ ProgramSpec parse_program_spec(const std::string& text) {
     }
     if (kw == "head") {
       if (have_head) st.fail(kw, "'head' given twice");
-      spec.head.kind = st.take_enum("kind", kHead);
+      spec.head.kind = st.take_enum<DrawHead>("kind");
       spec.head.buffer = static_cast<int>(st.take_int("buffer", 0, kMaxDim));
       spec.head.levels = static_cast<int>(st.take_int("levels", 1, kMaxDim));
       spec.head.value_scale = st.take_float("scale");
@@ -314,24 +284,18 @@ ProgramSpec parse_program_spec(const std::string& text) {
       head_line = no;
       continue;
     }
-    SpecStep step;
-    bool known = false;
-    for (const auto& [n, k] : kKinds)
-      if (kw == n) {
-        step.kind = k;
-        known = true;
-      }
-    if (!known) st.fail(kw, "unknown statement (expected input, a step kind, head or end)");
+    Step step;
+    if (!parse_name(kw, &step.kind)) st.fail(kw, "unknown statement (expected input, a step kind, head or end)");
     if (have_head) st.fail(kw, "steps must come before 'head'");
     step.line = no;
     const int nb = static_cast<int>(spec.buffer_channels.size());
     const int ni = static_cast<int>(spec.inputs.size());
     step.out = static_cast<int>(st.take_int("out", 1, nb - 1));  // buffer 0 is the image: never written
     auto buffer = [&](const char* key) { return static_cast<int>(st.take_int(key, 0, nb - 1)); };
-    auto check_operand = [&](const SpecOperand& o, bool want_kernel) {
+    auto check_operand = [&](const Operand& o, bool want_kernel) {
       const std::string t = operand_text(o);
-      if (!o.is_input && o.index >= nb) st.fail(t, "buffer " + std::to_string(o.index) + " does not exist");
-      if (o.is_input) {
+      if (!o.is_const && o.index >= nb) st.fail(t, "buffer " + std::to_string(o.index) + " does not exist");
+      if (o.is_const) {
         if (o.index >= ni) st.fail(t, "input " + std::to_string(o.index) + " is not declared");
         if (spec.inputs[o.index].is_kernel != want_kernel)
           st.fail(t, "input " + std::to_string(o.index) + " is declared as a " +
@@ -341,7 +305,7 @@ ProgramSpec parse_program_spec(const std::string& text) {
     };
     switch (step.kind) {
       case StepKind::kConv: {
-        step.in = buffer("in");
+        step.operands = {{false, buffer("in")}};
         step.kernel = static_cast<int>(st.take_int("kernel", 0, kMaxDim));
         check_operand({true, step.kernel}, true);
         step.dh = static_cast<int>(st.take_int("dh", 1, 1 << 16));
@@ -350,28 +314,28 @@ ProgramSpec parse_program_spec(const std::string& text) {
         if (pad != "same" && pad != "valid") st.fail(ptok, "padding is same or valid");
         step.same_padding = pad == "same";
         const SpecInput& k = spec.inputs[step.kernel];
-        if (k.shape[2] != spec.buffer_channels[step.in] || k.shape[3] != spec.buffer_channels[step.out])
+        if (k.shape[2] != spec.buffer_channels[step.input()] || k.shape[3] != spec.buffer_channels[step.out])
           st.fail("kernel=" + std::to_string(step.kernel),
                   "kernel shape (" + std::to_string(k.shape[0]) + ", " + std::to_string(k.shape[1]) + ", " +
                       std::to_string(k.shape[2]) + ", " + std::to_string(k.shape[3]) + ") does not map buffer " +
-                      std::to_string(step.in) + " (" + std::to_string(spec.buffer_channels[step.in]) +
+                      std::to_string(step.input()) + " (" + std::to_string(spec.buffer_channels[step.input()]) +
                       " channels) to buffer " + std::to_string(step.out) + " (" +
                       std::to_string(spec.buffer_channels[step.out]) + " channels)");
         break;
       }
       case StepKind::kBinary: {
-        step.binary = st.take_enum("fn", kBinary);
+        step.binary = st.take_enum<BinaryFn>("fn");
         auto [atok, a] = st.take("a");
         auto [btok, b] = st.take("b");
         step.operands = {st.to_operand(atok, a), st.to_operand(btok, b)};
         for (const auto& o : step.operands) check_operand(o, false);
-        if (step.operands[0].is_input && step.operands[1].is_input)
+        if (step.operands[0].is_const && step.operands[1].is_const)
           st.fail(btok, "a binary step reads at least one buffer");
         break;
       }
       case StepKind::kAct:
-        step.in = buffer("in");
-        step.act = st.take_enum("fn", kAct);
+        step.operands = {{false, buffer("in")}};
+        step.act = st.take_enum<ActFn>("fn");
         step.alpha = st.take_float("alpha");
         break;
       case StepKind::kConcat:
@@ -379,17 +343,17 @@ ProgramSpec parse_program_spec(const std::string& text) {
         for (const auto& o : step.operands) check_operand(o, false);
         break;
       case StepKind::kGather:
-        step.in = buffer("in");
+        step.operands = {{false, buffer("in")}};
         for (int64_t c : st.take_ints("channels", 0, kMaxDim)) step.channels.push_back(static_cast<int32_t>(c));
         break;
       case StepKind::kSoftmax:
-        step.in = buffer("in");
+        step.operands = {{false, buffer("in")}};
         step.group = static_cast<int>(st.take_int("group", 1, kMaxDim));
         step.log = st.take_int("log", 0, 1) != 0;
         break;
       case StepKind::kReduce:
-        step.in = buffer("in");
-        step.reduce = st.take_enum("fn", kReduce);
+        step.operands = {{false, buffer("in")}};
+        step.reduce = st.take_enum<ReduceFn>("fn");
         break;
     }
     step.phase = static_cast<int>(st.take_int("phase", 0, spec.channels));
@@ -427,10 +391,10 @@ ProgramSpec parse_program_spec(const std::string& text) {
                                 std::to_string(spec.head.buffer) + "': buffer does not exist");
   // An input no step reads is almost certainly a writer bug (consts misaligned with the spec).
   std::vector<bool> used(spec.inputs.size(), false);
-  for (const SpecStep& st : spec.steps) {
+  for (const Step& st : spec.steps) {
     if (st.kernel >= 0) used[st.kernel] = true;
-    for (const SpecOperand& o : st.operands)
-      if (o.is_input) used[o.index] = true;
+    for (const Operand& o : st.operands)
+      if (o.is_const) used[o.index] = true;
   }
   for (size_t k = 0; k < used.size(); ++k)
     if (!used[k])
@@ -453,33 +417,33 @@ std::string format_program_spec(const ProgramSpec& spec) {
       os << " shape=" << in.shape[0] << ',' << in.shape[1] << ',' << in.shape[2] << ',' << in.shape[3];
     os << '\n';
   }
-  for (const SpecStep& st : spec.steps) {
-    os << name_of(kKinds, st.kind) << " out=" << st.out;
+  for (const Step& st : spec.steps) {
+    os << name_of(st.kind) << " out=" << st.out;
     switch (st.kind) {
       case StepKind::kConv:
-        os << " in=" << st.in << " kernel=" << st.kernel << " dh=" << st.dh << " dw=" << st.dw
+        os << " in=" << st.input() << " kernel=" << st.kernel << " dh=" << st.dh << " dw=" << st.dw
            << " padding=" << (st.same_padding ? "same" : "valid");
         break;
       case StepKind::kBinary:
-        os << " fn=" << name_of(kBinary, st.binary) << " a=" << operand_text(st.operands.at(0))
+        os << " fn=" << name_of(st.binary) << " a=" << operand_text(st.operands.at(0))
            << " b=" << operand_text(st.operands.at(1));
         break;
       case StepKind::kAct:
-        os << " in=" << st.in << " fn=" << name_of(kAct, st.act) << " alpha=" << fmt_float(st.alpha);
+        os << " in=" << st.input() << " fn=" << name_of(st.act) << " alpha=" << fmt_float(st.alpha);
         break;
       case StepKind::kConcat:
         os << " parts=";
         for (size_t k = 0; k < st.operands.size(); ++k) os << (k ? "," : "") << operand_text(st.operands[k]);
         break;
       case StepKind::kGather:
-        os << " in=" << st.in << " channels=";
+        os << " in=" << st.input() << " channels=";
         for (size_t k = 0; k < st.channels.size(); ++k) os << (k ? "," : "") << st.channels[k];
         break;
       case StepKind::kSoftmax:
-        os << " in=" << st.in << " group=" << st.group << " log=" << (st.log ? 1 : 0);
+        os << " in=" << st.input() << " group=" << st.group << " log=" << (st.log ? 1 : 0);
         break;
       case StepKind::kReduce:
-        os << " in=" << st.in << " fn=" << name_of(kReduce, st.reduce);
+        os << " in=" << st.input() << " fn=" << name_of(st.reduce);
         break;
     }
     os << " phase=" << st.phase;
@@ -490,108 +454,11 @@ std::string format_program_spec(const ProgramSpec& spec) {
     if (!st.name.empty()) os << " name=" << encode_name(st.name);
     os << '\n';
   }
-  os << "head kind=" << name_of(kHead, spec.head.kind) << " buffer=" << spec.head.buffer
+  os << "head kind=" << name_of(spec.head.kind) << " buffer=" << spec.head.buffer
      << " levels=" << spec.head.levels << " scale=" << fmt_float(spec.head.value_scale)
      << " offset=" << fmt_float(spec.head.value_offset) << '\n';
   os << "end\n";
   return os.str();
-}
-
-ColumnProgram build_from_spec(const ProgramSpec& spec, const std::vector<ConstTensor>& consts, int64_t batch) {
-  if (consts.size() != spec.inputs.size())
-    throw std::invalid_argument("the program spec declares " + std::to_string(spec.inputs.size()) +
-                                " input arrays, got " + std::to_string(consts.size()));
-  auto shape_text = [](const ConstTensor& t) {
-    return "(" + std::to_string(t.n) + ", " + std::to_string(t.h) + ", " + std::to_string(t.w) + ", " +
-           std::to_string(t.c) + ")";
-  };
-  ColumnProgram prog(spec.height, spec.width, spec.channels, spec.buffer_channels);
-  // Input index -> constant index in the program (-1 for kernels, which add_conv reads directly).
-  std::vector<int> const_of(consts.size(), -1);
-  for (size_t k = 0; k < consts.size(); ++k) {
-    const ConstTensor& t = consts[k];
-    const SpecInput& in = spec.inputs[k];
-    const std::string where = "input " + std::to_string(k);
-    if (static_cast<int64_t>(t.data.size()) != t.n * t.h * t.w * t.c)
-      throw std::invalid_argument(where + ": " + std::to_string(t.data.size()) + " floats for shape " + shape_text(t));
-    if (in.is_kernel) {
-      if (t.n != in.shape[0] || t.h != in.shape[1] || t.w != in.shape[2] || t.c != in.shape[3])
-        throw std::invalid_argument(where + " (a conv kernel): expected shape (" + std::to_string(in.shape[0]) +
-                                    ", " + std::to_string(in.shape[1]) + ", " + std::to_string(in.shape[2]) +
-                                    ", " + std::to_string(in.shape[3]) + "), got " + shape_text(t));
-      continue;
-    }
-    if (batch > 0 && t.n != 1 && t.n != batch)
-      throw std::invalid_argument(where + " (a constant): first dimension must be 1 or the batch " +
-                                  std::to_string(batch) + ", got shape " + shape_text(t));
-    try {
-      const_of[k] = prog.add_const(t);
-    } catch (const std::invalid_argument& e) {
-      throw std::invalid_argument(where + " (a constant): " + e.what());
-    }
-  }
-  for (const SpecStep& st : spec.steps) {
-    try {
-      switch (st.kind) {
-        case StepKind::kConv: {
-          const ConstTensor& k = consts[st.kernel];
-          prog.add_conv(st.out, st.in, k.data.data(), static_cast<int>(k.n), static_cast<int>(k.h), st.dh, st.dw,
-                        st.same_padding, st.phase, st.name);
-          break;
-        }
-        case StepKind::kBinary: {
-          const SpecOperand &a = st.operands.at(0), &b = st.operands.at(1);
-          if (!a.is_input && !b.is_input)
-            prog.add_binary(st.out, {a.index, b.index}, st.binary, -1, false, st.phase, st.name);
-          else if (a.is_input)
-            prog.add_binary(st.out, {b.index}, st.binary, const_of[a.index], true, st.phase, st.name);
-          else
-            prog.add_binary(st.out, {a.index}, st.binary, const_of[b.index], false, st.phase, st.name);
-          break;
-        }
-        case StepKind::kAct:
-          prog.add_act(st.out, st.in, st.act, st.alpha, st.phase, st.name);
-          break;
-        case StepKind::kConcat: {
-          std::vector<int> ins;
-          std::vector<std::pair<bool, int>> parts;
-          for (const SpecOperand& o : st.operands) {
-            if (o.is_input) {
-              parts.push_back({true, const_of[o.index]});
-            } else {
-              parts.push_back({false, static_cast<int>(ins.size())});
-              ins.push_back(o.index);
-            }
-          }
-          prog.add_concat(st.out, std::move(ins), std::move(parts), st.phase, st.name);
-          break;
-        }
-        case StepKind::kGather:
-          prog.add_gather(st.out, st.in, st.channels, st.phase, st.name);
-          break;
-        case StepKind::kSoftmax:
-          prog.add_softmax(st.out, st.in, st.group, st.log, st.phase, st.name);
-          break;
-        case StepKind::kReduce:
-          prog.add_reduce(st.out, st.in, st.reduce, st.phase, st.name);
-          break;
-      }
-      if (!st.phase_runs.empty()) {
-        std::vector<int> phases;
-        for (size_t k = 0; k < st.phase_runs.size(); k += 2)
-          phases.insert(phases.end(), static_cast<size_t>(st.phase_runs[k + 1]), static_cast<int>(st.phase_runs[k]));
-        prog.set_channel_phases(prog.num_steps() - 1, std::move(phases));
-      }
-    } catch (const std::invalid_argument& e) {
-      throw std::invalid_argument("program spec line " + std::to_string(st.line) + ": " + e.what());
-    }
-  }
-  prog.set_head(spec.head);
-  return prog;
-}
-
-ColumnProgram build_from_spec(const std::string& spec, const std::vector<ConstTensor>& consts, int64_t batch) {
-  return build_from_spec(parse_program_spec(spec), consts, batch);
 }
 
 }  // namespace pcf

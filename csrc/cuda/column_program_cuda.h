@@ -40,7 +40,7 @@ class DeviceProgram {
 
   // levels, margins (nullable): (n, H, W, C) device arrays. image_offset numbers the images for the
   // random numbers (as ColumnProgram::sample). known (nullable, (n, H, W, C) device, image completion): a
-  // level >= 0 is written instead of drawn; the caller has checked it (known_levels_error).
+  // level >= 0 is written instead of drawn; the caller has checked it (checks::known_levels).
   std::string sample(int64_t n, uint64_t seed, float temperature, int64_t image_offset, int32_t* levels,
                      float* margins, int images_per_block, int threads, cudaStream_t stream,
                      const int32_t* known = nullptr) const;

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "../core/checks.h"
+#include "../core/flatten.h"
 #include "../core/masked_conv.h"
 #include "../core/tapset.h"
 #include "../cuda/column_program_cuda.h"
@@ -364,7 +366,7 @@ struct CudaProgram {
 CudaProgram* program_from_spec(const std::string& spec, const std::vector<py::object>& arrays, int64_t batch) {
   const char* fn = "ColumnProgram.from_spec";
   require_device(fn);
-  pcf::ColumnProgram program = pcf_binding::program_from_spec(spec, arrays, batch, fn);
+  pcf::ColumnProgram program = pcf_binding::program_from_spec(spec, arrays, batch, fn, /*flattenable=*/true);
   auto out = std::make_unique<CudaProgram>();
   out->head_channels = program.head_channels();
   out->macs = program.macs_per_position();
@@ -372,7 +374,7 @@ CudaProgram* program_from_spec(const std::string& spec, const std::vector<py::ob
   std::string err;
   {
     py::gil_scoped_release release;
-    err = pcf::gpu::DeviceProgram::create(program.flatten(), &out->device);
+    err = pcf::gpu::DeviceProgram::create(pcf::flatten(program), &out->device);
   }
   raise_if(err, fn);
   return out.release();
@@ -398,7 +400,7 @@ void check_known_on_host(const DeviceArray& known, const pcf::FlatProgram& h, cu
     cudaGetLastError();
     throw std::runtime_error(std::string(fn) + ": " + cuda_error("copying known to the host", e));
   }
-  const std::string err = pcf::known_levels_error(host.data(), known.size, h.draw_levels(), fn);
+  const std::string err = pcf::checks::known_levels(fn, host.data(), known.size, h.draw_levels());
   if (!err.empty()) throw py::value_error(err);
 }
 

@@ -109,8 +109,9 @@ inline void check_caller_shape(const char* fn, int64_t h, int64_t w, int64_t c, 
 
 // arrays[k]: spec input k as a C-contiguous float32 rank-4 NumPy array (kernels (kh, kw, cin, cout),
 // constants (n|1, H|1, W|1, C|1)). batch > 0: per-image constants must hold exactly that many images.
+// flattenable: for a GPU program or its host emulation (column_program.h).
 inline pcf::ColumnProgram program_from_spec(const std::string& spec, const std::vector<py::object>& arrays,
-                                            int64_t batch, const char* fn) {
+                                            int64_t batch, const char* fn, bool flattenable = false) {
   std::vector<pcf::ConstTensor> consts;
   for (size_t k = 0; k < arrays.size(); ++k) {
     const std::string where = std::string(fn) + ": arrays[" + std::to_string(k) + "]";
@@ -134,7 +135,7 @@ inline pcf::ColumnProgram program_from_spec(const std::string& spec, const std::
     consts.push_back(std::move(t));
   }
   try {
-    return pcf::build_from_spec(spec, consts, batch);
+    return pcf::build_from_spec(spec, consts, batch, flattenable);
   } catch (const std::invalid_argument& e) {
     throw py::value_error(std::string(fn) + ": " + e.what());
   }

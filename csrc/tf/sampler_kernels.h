@@ -46,8 +46,9 @@ struct SampleCall {
 };
 
 // Checks the inputs, builds the program and allocates the output; an InvalidArgument naming what is wrong.
+// flattenable: the GPU kernel flattens the program for the device (column_program.h).
 inline tensorflow::Status PrepareSample(tensorflow::OpKernelContext* ctx, const pcf::ProgramSpec& spec,
-                                        SampleCall* call) {
+                                        SampleCall* call, bool flattenable) {
   using tensorflow::errors::InvalidArgument;
   tensorflow::OpInputList consts;
   TF_RETURN_IF_ERROR(ctx->input_list("consts", &consts));
@@ -87,7 +88,7 @@ inline tensorflow::Status PrepareSample(tensorflow::OpKernelContext* ctx, const 
     a.data.assign(flat.data(), flat.data() + flat.size());
   }
   try {
-    call->program = pcf::build_from_spec(spec, arrays, call->n);
+    call->program = pcf::build_from_spec(spec, arrays, call->n, flattenable);
   } catch (const std::invalid_argument& e) {
     return InvalidArgument("pixelcnn_fast sample: consts do not fit the spec: ", e.what());
   }

@@ -35,7 +35,7 @@ class SampleOp : public pcf_tf::SampleKernelBase {
 
   void Compute(OpKernelContext* ctx) override {
     pcf_tf::SampleCall call;
-    OP_REQUIRES_OK(ctx, pcf_tf::PrepareSample(ctx, spec_, &call));
+    OP_REQUIRES_OK(ctx, pcf_tf::PrepareSample(ctx, spec_, &call, /*flattenable=*/false));
     try {
       call.program.sample(call.n, call.seed, call.temperature, call.image_offset, call.levels->flat<int32>().data(), nullptr,
                           pcf_tf::TfParallel(ctx));

@@ -19,6 +19,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "xla/stream_executor/stream.h"
 
+#include "../core/flatten.h"
 #include "../cuda/column_program_cuda.h"
 #include "sampler_kernels.h"
 
@@ -31,13 +32,13 @@ class SampleGpuOp : public pcf_tf::SampleKernelBase {
 
   void Compute(OpKernelContext* ctx) override {
     pcf_tf::SampleCall call;
-    OP_REQUIRES_OK(ctx, pcf_tf::PrepareSample(ctx, spec_, &call));
+    OP_REQUIRES_OK(ctx, pcf_tf::PrepareSample(ctx, spec_, &call, /*flattenable=*/true));
     DeviceContext* dc = ctx->op_device_context();
     stream_executor::Stream* se_stream = dc != nullptr ? dc->stream() : nullptr;
     void* handle = se_stream != nullptr ? se_stream->platform_specific_handle().stream : nullptr;
     OP_REQUIRES(ctx, handle != nullptr, errors::Internal("pixelcnn_fast sample (GPU): TF gave the kernel no CUDA stream"));
     std::unique_ptr<pcf::gpu::DeviceProgram> program;
-    std::string err = pcf::gpu::DeviceProgram::create(call.program.flatten(), &program);
+    std::string err = pcf::gpu::DeviceProgram::create(pcf::flatten(call.program), &program);
     if (err.empty())
       err = program->sample(call.n, call.seed, call.temperature, call.image_offset, call.levels->flat<int32>().data(), nullptr, 0, 0,
                             static_cast<cudaStream_t>(handle));

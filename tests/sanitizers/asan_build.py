@@ -4,11 +4,12 @@ script under it with the ASan runtime preloaded into Python.
 
     python tests/sanitizers/asan_build.py OUT_DIR [--seeded-bug] [--run] [core_checks.py arguments]
 
-The source lists come from the package build's (build_support/sources.py: CORE_SOURCES, ISA_SOURCES), so
-this build compiles what the package compiles. -O1 -g keeps the reports readable; NDEBUG is not defined, so the core's precondition asserts are
-on; -fno-sanitize-recover=all makes the first UB report fatal. --seeded-bug adds -DPCF_SANITIZER_SEEDED_BUG,
-which compiles an off-by-one into the column program's ring cache (csrc/core/column_program.cc): that build
-must fail the job (tests/test_sanitizers.py checks both ways).
+The source lists come from the package build's (build_support/sources.py: CORE_SOURCES, ISA_SOURCES,
+CORE_MODULE_SOURCES), so this build compiles what the package compiles. -O1 -g keeps the reports readable;
+NDEBUG is not defined, so the core's precondition asserts are on; -fno-sanitize-recover=all makes the first
+UB report fatal. --seeded-bug adds -DPCF_SANITIZER_SEEDED_BUG, which compiles an off-by-one into the column
+program's ring cache (csrc/core/column_program.cc): that build must fail the job (tests/test_sanitizers.py
+checks both ways).
 """
 
 import os
@@ -25,12 +26,13 @@ CXXFLAGS = ["-std=c++17", "-O1", "-g", "-fPIC", "-fvisibility=hidden", "-Wall", 
 
 
 def _setup_lists():
-    """CORE_SOURCES and ISA_SOURCES as the package build defines them (build_support/sources.py)."""
+    """CORE_SOURCES, ISA_SOURCES and CORE_MODULE_SOURCES (the _core binding) as the package build defines
+    them (build_support/sources.py)."""
     if REPO not in sys.path:
         sys.path.insert(0, REPO)
-    from build_support.sources import CORE_SOURCES, ISA_SOURCES
+    from build_support.sources import CORE_MODULE_SOURCES, CORE_SOURCES, ISA_SOURCES
 
-    return CORE_SOURCES, ISA_SOURCES
+    return CORE_SOURCES, ISA_SOURCES, CORE_MODULE_SOURCES
 
 
 def compiler():
@@ -61,16 +63,16 @@ SEEDED_SOURCE = "csrc/core/column_program.cc"  # where PCF_SANITIZER_SEEDED_BUG 
 
 
 def build(out_dir, seeded_bug=False, jobs=2):
-    """Compiles every core source, the ISA microkernels and csrc/python/core_module.cc, links _core<EXT_SUFFIX>
+    """Compiles every core source, the ISA microkernels and the _core binding's sources, links _core<EXT_SUFFIX>
     in out_dir/clean (or out_dir/seeded) and returns its path. Objects are kept in out_dir/obj and reused: the
     seeded build recompiles only the file holding the seeded bug (an object newer than its source is reused:
     use a fresh out_dir after editing a header)."""
     import pybind11
 
-    core, isa = _setup_lists()
+    core, isa, module = _setup_lists()
     cxx = compiler()
     includes = ["-I", sysconfig.get_paths()["include"], "-I", pybind11.get_include()]
-    sources = [(s, []) for s in core] + list(isa.items()) + [("csrc/python/core_module.cc", [])]
+    sources = [(s, []) for s in core] + list(isa.items()) + [(s, []) for s in module]
 
     def compile_one(item):
         src, flags = item

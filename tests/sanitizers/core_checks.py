@@ -41,18 +41,19 @@ def check_fixture_programs(core, seed):
 
     for name, (spec, arrays, n) in sorted(make_programs.load().items()):
         p = core.ColumnProgram.from_spec(spec, arrays, n)
+        e = core.testing.EmulatedGpuProgram.from_spec(spec, arrays, n)  # the GPU's flat program on the host
         calls = n or 3
         levels, margins = p.sample(calls, seed, 0.8, 1)
         h, w, c = p.image_shape
         assert levels.shape == (calls, h, w, c), name
-        el, em = p.sample_emulated(calls, seed, 0.8, 1, 2)
+        el, em = e.sample_emulated(calls, seed, 0.8, 1, 2)
         assert el.shape == levels.shape, name
         image = levels.astype(np.float32)
         head = p.teacher_forced(image)
-        emulated = p.teacher_forced_emulated(image, 3)
+        emulated = e.teacher_forced_emulated(image, 3)
         assert np.allclose(head, emulated, rtol=1e-4, atol=1e-4), name
         p.sample_profile(calls, seed, 1.0)
-        assert p.gpu_step_count()[0] >= 1
+        assert e.gpu_step_count()[0] >= 1
         if n <= 1:
             one, _ = p.sample(1, seed, 0.8, 1)
             np.testing.assert_array_equal(one[0], levels[0])
@@ -64,12 +65,12 @@ def check_taps_and_errors(core):
     for kh, kw in ((1, 3), (3, 3), (5, 7), (7, 1)):
         for mask in ("A", "B"):
             for g, cin, cout in ((1, 2, 5), (3, 3, 6), (3, 6, 3)):
-                taps, live, dense = core.live_taps(kh, kw, mask, g, cin, cout)
+                taps, live, dense = core.testing.live_taps(kh, kw, mask, g, cin, cout)
                 assert 0 <= live <= dense
     k = np.zeros((5, 5, 3, 3), np.float32)
     k[0, 0] = 1
     k[2, 2, 0, 1] = 1
-    assert core.kernel_live_taps(k)[0] == [(0, 0), (2, 2)]
+    assert core.testing.kernel_live_taps(k)[0] == [(0, 0), (2, 2)]
     bad = [
         lambda: core.masked_conv2d_forward(np.zeros((1, 4, 4, 2), np.float32), np.zeros((3, 3, 3, 2), np.float32),
                                            "B"),
@@ -79,8 +80,8 @@ def check_taps_and_errors(core):
                                            "B", out=np.zeros((1, 4, 4, 1), np.float32)),
         lambda: core.masked_conv2d_backprop_input(np.zeros((1, 4, 4, 2), np.float32),
                                                   np.zeros((3, 3, 2, 2), np.float32), (5, 4), "B"),
-        lambda: core.draw_levels(np.zeros((2, 3), np.float32), "logits", 0.0, np.zeros(2, np.float32)),
-        lambda: core.philox_uniform_grid(0, 2, 1, 1, 1, 2 ** 32 - 1),
+        lambda: core.testing.draw_levels(np.zeros((2, 3), np.float32), "logits", 0.0, np.zeros(2, np.float32)),
+        lambda: core.testing.philox_uniform_grid(0, 2, 1, 1, 1, 2 ** 32 - 1),
     ]
     for call in bad:
         try:

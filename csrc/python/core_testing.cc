@@ -1,0 +1,248 @@
+// Binding (pybind11): pixelcnn_fast._core.testing -- the C++ core's test seams, apart from the product in
+// core_module.cc: the CUDA kernels' per-element arithmetic and the GPU sampler's loops run on the host (the
+// CPU tests check the GPU's arithmetic with these on machines without one), the sampler's Philox and
+// inverse-CDF draws (pixelcnn_fast.rng and the tests' twins are checked against them) and the core's live-tap
+// analysis. Tests, benchmarks and scripts import it explicitly: `from pixelcnn_fast._core import testing`.
+// Thin adapters like the product's: the same argument checks (core_args.h), no algorithm here.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../core/checks.h"
+#include "../core/column_program.h"
+#include "../core/flat_program.h"
+#include "../core/flatten.h"
+#include "../core/masked_conv.h"
+#include "../core/masked_conv_element.h"
+#include "../core/philox.h"
+#include "../core/program.h"
+#include "../core/tapset.h"
+#include "core_args.h"
+
+namespace pcf_core_binding {
+
+namespace {
+
+// ------------------------------------------------------------------ sampler randomness (core/philox.h)
+
+using pcf_binding::int_arg;
+using pcf_binding::temperature_arg;
+
+float rng_uniform(const py::object& seed, const py::object& image, const py::object& position,
+                  const py::object& channel) {
+  const char* fn = "philox_uniform";
+  return pcf::uniform01(int_arg(seed, fn, "seed", 64), static_cast<uint32_t>(int_arg(image, fn, "image", 32)),
+                        static_cast<uint32_t>(int_arg(position, fn, "position", 32)),
+                        static_cast<uint32_t>(int_arg(channel, fn, "channel", 32)));
+}
+
+py::tuple rng_block(const py::sequence& counter, const py::sequence& key) {
+  const char* fn = "philox4x32_10";
+  if (counter.size() != 4 || key.size() != 2)
+    throw py::value_error(std::string(fn) + ": counter must hold 4 words and key 2, got " +
+                          std::to_string(counter.size()) + " and " + std::to_string(key.size()));
+  pcf::PhiloxBlock ctr;
+  for (int i = 0; i < 4; ++i) ctr.w[i] = static_cast<uint32_t>(int_arg(counter[i], fn, "counter word", 32));
+  const pcf::PhiloxBlock out = pcf::philox4x32_10(ctr, static_cast<uint32_t>(int_arg(key[0], fn, "key word", 32)),
+                                                  static_cast<uint32_t>(int_arg(key[1], fn, "key word", 32)));
+  return py::make_tuple(out.w[0], out.w[1], out.w[2], out.w[3]);
+}
+
+py::array_t<float> rng_uniform_grid(const py::object& seed_obj, const py::object& n_obj, const py::object& h_obj,
+                                    const py::object& w_obj, const py::object& c_obj, const py::object& offset_obj) {
+  const char* fn = "philox_uniform_grid";
+  const uint64_t seed = int_arg(seed_obj, fn, "seed", 64);
+  const uint64_t n = int_arg(n_obj, fn, "n", 32), h = int_arg(h_obj, fn, "h", 32), w = int_arg(w_obj, fn, "w", 32),
+                 c = int_arg(c_obj, fn, "c", 32), offset = int_arg(offset_obj, fn, "image_offset", 32);
+  // Every counter word must fit 32 bits: image < 2**32, position = i * w + j < 2**32.
+  pcf_binding::raise_if_bad(pcf::checks::image_offset(fn, static_cast<int64_t>(offset), static_cast<int64_t>(n)));
+  if (h * w > (1ull << 32))
+    throw py::value_error(std::string(fn) + ": h * w must be <= 2**32 (positions are 32-bit), got " +
+                          std::to_string(h) + " * " + std::to_string(w));
+  py::array_t<float> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(h), static_cast<py::ssize_t>(w),
+                          static_cast<py::ssize_t>(c)});
+  float* u = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    for (uint64_t b = 0; b < n; ++b)
+      for (uint64_t p = 0; p < h * w; ++p)
+        for (uint64_t ch = 0; ch < c; ++ch)
+          *u++ = pcf::uniform01(seed, static_cast<uint32_t>(offset + b), static_cast<uint32_t>(p),
+                                static_cast<uint32_t>(ch));
+  }
+  return out;
+}
+
+py::object rng_draw_levels(const py::object& values_obj, const std::string& head_name, const py::object& temperature,
+                           const py::object& u_obj, bool return_margin) {
+  const char* fn = "draw_levels";
+  const float* values = checked_input(values_obj, fn, "values", 2);
+  const float* u = checked_input(u_obj, fn, "u", 1);
+  py::array va = py::reinterpret_borrow<py::array>(values_obj), ua = py::reinterpret_borrow<py::array>(u_obj);
+  pcf::DrawHead head;
+  if (!pcf::parse_name(head_name, &head)) {  // program.h's head names, as the spec's `head kind=`
+    std::string names;
+    const auto& table = pcf::name_table<pcf::DrawHead>();
+    for (size_t k = 0; k < table.size(); ++k)
+      names += (k == 0 ? "'" : k + 1 == table.size() ? " or '" : ", '") + std::string(table[k].first) + "'";
+    throw py::value_error(std::string(fn) + ": head must be " + names + ", got '" + head_name + "'");
+  }
+  const py::ssize_t m = va.shape(0), n = va.shape(1);
+  if (head == pcf::DrawHead::kBernoulli && n != 1)
+    throw py::value_error(std::string(fn) + ": values must have shape (M, 1) for head 'bernoulli' (one logit per "
+                          "draw), got " + shape_str(va));
+  if (n < 1 || n > INT32_MAX)
+    throw py::value_error(std::string(fn) + ": values must have shape (M, N) with 1 <= N < 2**31 levels, got " +
+                          shape_str(va));
+  if (ua.shape(0) != m)
+    throw py::value_error(std::string(fn) + ": u must have shape (" + std::to_string(m) + ",) (one uniform per row "
+                          "of values), got " + shape_str(ua));
+  for (py::ssize_t i = 0; i < m; ++i)
+    if (!(u[i] >= 0.0f && u[i] < 1.0f))
+      throw py::value_error(std::string(fn) + ": u must lie in [0, 1), got u[" + std::to_string(i) + "] = " +
+                            std::string(py::repr(py::float_(u[i]))));
+  const float t = temperature_arg(temperature, fn);
+  py::array_t<int32_t> levels(m);
+  py::array_t<float> margins(return_margin ? m : 0);
+  int32_t* lp = levels.mutable_data();
+  float* mp = return_margin ? margins.mutable_data() : nullptr;
+  {
+    py::gil_scoped_release release;
+    for (py::ssize_t i = 0; i < m; ++i)
+      lp[i] = pcf::draw_level(head, values + i * n, static_cast<int>(n), 1, t, u[i], mp ? mp + i : nullptr);
+  }
+  if (return_margin) return py::make_tuple(levels, margins);
+  return levels;
+}
+
+// ------------------------------------------------------------------ the GPU sampler's loops on the host
+// A program built flattenable plus its flat tables (flatten.h), flattened once: the CUDA executor's loops
+// (core/flat_program.h) run on the host, so the CPU tests check the GPU's arithmetic on machines without one.
+struct EmulatedGpuProgram {
+  pcf::ColumnProgram program;
+  pcf::FlatProgram flat;
+};
+
+void bind_emulated_gpu_program(py::module_& m) {
+  py::class_<EmulatedGpuProgram>(m, "EmulatedGpuProgram",
+                                 "The GPU sampler's flat program with its loops run on the host (tests only; slow, "
+                                 "not a backend).")
+      .def_static("from_spec", [](const std::string& spec, const std::vector<py::object>& arrays, int64_t batch) {
+        const char* fn = "EmulatedGpuProgram.from_spec";
+        pcf::ColumnProgram program = pcf_binding::program_from_spec(spec, arrays, batch, fn, /*flattenable=*/true);
+        pcf::FlatProgram flat = pcf::flatten(program);
+        return new EmulatedGpuProgram{std::move(program), std::move(flat)};
+      }, py::arg("spec"), py::arg("arrays"), py::arg("batch") = 0,
+         "Builds and flattens a program as _cuda.ColumnProgram.from_spec does, without a device.")
+      .def("sample_emulated", [](const EmulatedGpuProgram& e, const py::object& n, const py::object& seed,
+                                 const py::object& temperature, const py::object& image_offset,
+                                 int images_per_block, const py::object& known_obj) {
+        const char* fn = "sample_emulated";
+        const pcf::ColumnProgram& p = e.program;
+        const SampleArgs a = program_sample_args(p, fn, n, seed, temperature, image_offset);
+        const int32_t* known = checked_known(known_obj, fn, a.n, p.height(), p.width(), p.channels());
+        const std::vector<py::ssize_t> shape = image_batch_shape(p, a.n);
+        py::array_t<int32_t> levels(shape);
+        py::array_t<float> margins(shape);
+        int32_t* lv = levels.mutable_data();
+        float* mg = margins.mutable_data();
+        try {
+          py::gil_scoped_release release;
+          e.flat.sample_emulated(a.n, a.seed, a.temperature, a.image_offset, images_per_block, lv, mg, known);
+        } catch (const std::invalid_argument& err) {
+          throw py::value_error(err.what());
+        }
+        return py::make_tuple(levels, margins);
+      }, py::arg("n"), py::arg("seed"), py::arg("temperature"), py::arg("image_offset") = 0,
+         py::arg("images_per_block") = 1, py::arg("known") = py::none(),
+         "(levels, margins) drawn by the CUDA sampler's loops run on the host, images_per_block images per "
+         "emulated block; known as for _core.ColumnProgram.sample.")
+      .def("teacher_forced_emulated", [](const EmulatedGpuProgram& e, const py::object& image, int images_per_block) {
+        const char* fn = "EmulatedGpuProgram.teacher_forced_emulated";
+        const pcf::ColumnProgram& p = e.program;
+        const float* x = checked_input(image, fn, "image", 4);
+        py::array a = py::reinterpret_borrow<py::array>(image);
+        check_image_shape(p, a, fn);
+        check_teacher_forced_batch(p, a, fn);
+        py::array_t<float> out({a.shape(0), a.shape(1), a.shape(2), static_cast<py::ssize_t>(p.head_channels())});
+        float* o = out.mutable_data();
+        try {
+          py::gil_scoped_release release;
+          e.flat.teacher_forced_emulated(x, a.shape(0), images_per_block, o);
+        } catch (const std::invalid_argument& err) {
+          throw py::value_error(err.what());
+        }
+        return out;
+      }, py::arg("image"), py::arg("images_per_block") = 1,
+         "Head values with `image` fed in, by the CUDA executor's loops run on the host.")
+      .def("gpu_step_count", [](const EmulatedGpuProgram& e) {
+        return py::make_tuple(static_cast<int>(e.flat.steps.size()), e.flat.fused_steps, e.flat.dropped_steps);
+      }, "(steps the GPU executor runs per pass, program steps fused into conv epilogues, steps dropped because "
+         "nothing reads their output).");
+}
+
+// (live taps, live MACs per pixel, dense MACs per pixel) of a TapSet, as the tap-analysis seams return it.
+py::tuple tap_summary(const pcf::TapSet& ts) {
+  std::vector<std::pair<int, int>> taps;
+  for (int t = 0; t < ts.num_taps(); ++t) taps.push_back({ts.ky[t], ts.kx[t]});
+  return py::make_tuple(taps, ts.live_macs_per_pixel(), ts.dense_macs_per_pixel());
+}
+
+}  // namespace
+
+void bind_testing(py::module_& t) {
+  t.doc() = "Test seams of the C++ core (not the product; import explicitly: from pixelcnn_fast._core import "
+            "testing): the CUDA kernels' arithmetic and sampler loops run on the host, the core's Philox and "
+            "inverse-CDF draws, its live-tap analysis. Slow where it emulates.";
+  // The CUDA kernels' per-element arithmetic (core/masked_conv_element.h) on the host: the CPU tests check
+  // the GPU's index math and channel ranges with these.
+  t.def("masked_conv2d_forward_elementwise", &forward<pcf::masked_conv2d_forward_elementwise>, py::arg("x"),
+        py::arg("kernel"), py::arg("mask_type"), py::arg("color_groups") = 1,
+        py::arg("dilation") = py::make_tuple(1, 1), py::arg("padding") = "same", py::arg("out") = py::none(),
+        "masked_conv2d_forward computed one element at a time as a CUDA thread does.");
+  t.def("masked_conv2d_backprop_input_elementwise", &backprop_input<pcf::masked_conv2d_backprop_input_elementwise>,
+        py::arg("dy"), py::arg("kernel"), py::arg("input_hw"), py::arg("mask_type"), py::arg("color_groups") = 1,
+        py::arg("dilation") = py::make_tuple(1, 1), py::arg("padding") = "same", py::arg("out") = py::none(),
+        "masked_conv2d_backprop_input computed one element at a time as a CUDA thread does.");
+  t.def("masked_conv2d_backprop_filter_elementwise",
+        &backprop_filter<pcf::masked_conv2d_backprop_filter_elementwise>, py::arg("x"), py::arg("dy"),
+        py::arg("kernel_hw"), py::arg("mask_type"), py::arg("color_groups") = 1,
+        py::arg("dilation") = py::make_tuple(1, 1), py::arg("padding") = "same", py::arg("out") = py::none(),
+        "masked_conv2d_backprop_filter computed as the CUDA kernels' partial sums do.");
+  bind_emulated_gpu_program(t);
+  // The core's tap analysis (tapset.h), which every conv path and the sampler's executor build on.
+  t.def("kernel_live_taps", [](const py::object& k_obj) {
+    const float* k = checked_input(k_obj, "kernel_live_taps", "kernel", 4);
+    py::array ka = py::reinterpret_borrow<py::array>(k_obj);
+    return tap_summary(pcf::TapSet::from_kernel(k, static_cast<int>(ka.shape(0)), static_cast<int>(ka.shape(1)),
+                                                ka.shape(2), ka.shape(3)));
+  }, py::arg("kernel"), "(live taps, MACs per pixel read, dense MACs per pixel) of a kernel's non-zero structure.");
+  t.def("live_taps", [](int kh, int kw, const std::string& mask_type, int color_groups, int64_t cin, int64_t cout) {
+    std::string err = pcf::check_mask_args(kh, kw, cin, cin, cout, mask_type, color_groups, 1, 1, "same");
+    if (!err.empty()) throw py::value_error("live_taps: " + err);
+    return tap_summary(
+        pcf::TapSet::from_mask(kh, kw, cin, cout, pcf::parse_mask_type(mask_type), color_groups));
+  }, py::arg("kh"), py::arg("kw"), py::arg("mask_type"), py::arg("color_groups") = 1, py::arg("cin") = 1,
+     py::arg("cout") = 1, "(live taps, live MACs per pixel, dense MACs per pixel) of a mask.");
+  // The sampler's randomness (core/philox.h): pixelcnn_fast.rng (Numba) and the tests' NumPy twin are
+  // checked against these.
+  t.def("philox4x32_10", &rng_block, py::arg("counter"), py::arg("key"),
+        "Philox4x32-10 of counter (4 words) under key (2 words): the output block as 4 ints (core/philox.h).");
+  t.def("philox_uniform", &rng_uniform, py::arg("seed"), py::arg("image"), py::arg("position"), py::arg("channel"),
+        "The sampler's uniform in [0, 1) for (image, position = i * W + j, channel) under a 64-bit seed.");
+  t.def("philox_uniform_grid", &rng_uniform_grid, py::arg("seed"), py::arg("n"), py::arg("h"), py::arg("w"),
+        py::arg("c"), py::arg("image_offset") = 0,
+        "float32 (n, h, w, c): u[b, i, j, ch] = philox_uniform(seed, image_offset + b, i * w + j, ch).");
+  t.def("draw_levels", &rng_draw_levels, py::arg("values"), py::arg("head"), py::arg("temperature"), py::arg("u"),
+        py::arg("return_margin") = false,
+        "int32 (M,) levels drawn by inverse CDF from each row of values (M, N) float32 with uniform u[i]; head "
+        "'bernoulli' (N == 1, logits), 'logits' or 'probs'. return_margin: also the float32 distance of each u to "
+        "the nearest cdf boundary (draws closer than rounding may differ between backends).");
+}
+
+}  // namespace pcf_core_binding
