@@ -1,5 +1,5 @@
 # Benchmarks (GPU, issue 7): one command -> masked conv vs cuDNN, CUDA sampler vs PyTorch naive loops, measured ceilings; JSON + markdown report.
-"""GPU benchmarks in one run on one device, reported with the device's name (issue 7; DESIGN.md, "How speed is
+"""GPU benchmarks in one run on one device, reported with the device's name (issue 7; docs/SEMANTICS.md, "How speed is
 shown": ratios measured in the same run, achieved rates against ceilings measured in the same run).
 
     python benchmarks/bench_cuda.py [--quick] [--out DIR]      # on the GPU machine (torch + CuPy, no TF)

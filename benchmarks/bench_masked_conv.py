@@ -1,5 +1,5 @@
 # Benchmarks: masked 2-D convolution — our C++ op vs tf.nn.conv2d on the masked kernel vs the dense sub-conv decomposition.
-"""Masked-convolution speed, measured as ratios in one run (DESIGN.md, "How speed is shown").
+"""Masked-convolution speed, measured as ratios in one run (docs/SEMANTICS.md, "How speed is shown").
 
 Run alone (from the repository root, ~4 minutes on 2 cores), or with the other suites through
 benchmarks/run.py (README, "Benchmarks"):

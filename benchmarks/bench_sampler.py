@@ -1,5 +1,5 @@
 # Benchmarks: the cached sampler (Sampler.sample) vs the naive repredict loops (rows / graph / predict), keras.io 28x28 and RGB 3x256 32x32 models.
-"""Sampling speed, measured as ratios in one run (DESIGN.md, "How speed is shown").
+"""Sampling speed, measured as ratios in one run (docs/SEMANTICS.md, "How speed is shown").
 
 Run alone (from the repository root, ~8 minutes on 2 cores), or with the other suites through
 benchmarks/run.py (README, "Benchmarks"):

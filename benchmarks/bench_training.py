@@ -1,5 +1,5 @@
 # Benchmarks: one full keras.io training step (forward + backward + Adam) — MaskedConv2D vs the keras.io example's PixelConvLayer.
-"""Training speed of the whole model, measured as a ratio in one run (DESIGN.md, "How speed is shown").
+"""Training speed of the whole model, measured as a ratio in one run (docs/SEMANTICS.md, "How speed is shown").
 
 Run alone (~1 minute on 2 cores), or with the other suites through benchmarks/run.py:
 

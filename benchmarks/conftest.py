@@ -1,7 +1,7 @@
 # Benchmarks: shared pytest-benchmark fixtures (same-run GEMM peak, FLOP-rate bookkeeping, collection of bench_*.py).
 """Fixtures shared by the benchmark suites in this directory.
 
-DESIGN.md ("How speed is shown") asks for achieved GFLOP/s against the machine's
+docs/SEMANTICS.md ("How speed is shown") asks for achieved GFLOP/s against the machine's
 GEMM peak *measured in the same run*, never a number from another machine. This
 conftest provides:
 

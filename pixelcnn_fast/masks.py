@@ -1,6 +1,6 @@
 """Python front end: causal mask tap sets and the shared masked-convolution argument checks."""
 
-# One semantics for every backend (see DESIGN.md, "Masks are tap sets"):
+# One semantics for every backend (see docs/SEMANTICS.md, "Masks are tap sets"):
 #
 #   * raster order; the centre tap of a (kh, kw) kernel is (kh // 2, kw // 2), which is why
 #     both sizes must be odd;

@@ -2,7 +2,7 @@
 
 # What users do today (shared/seeds/000, 002): re-run the whole network on the whole image once per pixel and
 # per image channel, O((H*W)^2) work.  The cached sampler is checked against these loops (same seed -> same
-# images, up to float rounding at a CDF boundary) and benchmarked against them (DESIGN.md, "How speed is
+# images, up to float rounding at a CDF boundary) and benchmarked against them (docs/SEMANTICS.md, "How speed is
 # shown").  Every uniform and every level comes from pixelcnn_fast.rng, the numba twin of the C++ core's
 # Philox4x32-10 and inverse-CDF draws, never from numpy: numpy's vectorised float32 exp/pow differ from libm's
 # in the last ulp for a large share of inputs, which would turn the oracle into a source of disagreements.
@@ -122,7 +122,7 @@ def _declared_inputs(model):
 
 
 def _code_input(model):
-    """(dtype name, rank) of an integer image input (codes: DESIGN.md, "Integer inputs"), else None."""
+    """(dtype name, rank) of an integer image input (codes: docs/SEMANTICS.md, "Integer inputs"), else None."""
     inputs = _declared_inputs(model)
     if inputs and tf.as_dtype(inputs[0].dtype).is_integer:
         return tf.as_dtype(inputs[0].dtype).name, len(inputs[0].shape)
@@ -202,7 +202,7 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
     value_map:   level -> model input: "identity", "level/N" (level/levels), "level/(N-1)", "level/255", or a
                  callable called once per level 0..levels-1 with a Python int, returning a float.
     seed:        integer in [0, 2**64); image k of this call uses Philox counter image = image_offset + k
-                 (global: the first images of n=3 equal those of n=2; DESIGN.md's global image index).
+                 (global: the first images of n=3 equal those of n=2; docs/SEMANTICS.md's global image index).
     image_offset: integer >= 0 with image_offset + n <= 2**32: the first image's index in the seed's stream.
     known_levels: image completion (see `complete`): int32 (n, H, W, C), a level >= 0 is written instead of
                  drawn (its margin is +inf), -1 is drawn; the model is still run at every step.

@@ -1,6 +1,6 @@
 """Sampler randomness (numba): Philox4x32-10 uniforms and inverse-CDF level draws, bit for bit as csrc/core/philox.h.
 
-The contract (notes/sampler_contract.md; DESIGN.md, "Randomness"), shared by the C++ core, CUDA and these
+The contract (docs/SEMANTICS.md, "Randomness"), shared by the C++ core, CUDA and these
 functions, so that the naive loops, the references and every fast backend draw the same image for one seed:
 
 - one uniform per (image, position, channel): Philox4x32-10 with key = (seed mod 2**32, seed div 2**32) for a

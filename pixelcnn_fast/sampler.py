@@ -176,7 +176,7 @@ class Sampler:
         also returns each draw's distance to the nearest boundary).
 
         image_offset: the call draws images image_offset .. image_offset + n - 1 of the stream `seed`
-        defines (DESIGN.md, global image index), so any split of a job into calls, processes or machines
+        defines (docs/SEMANTICS.md, global image index), so any split of a job into calls, processes or machines
         draws the images one call would. Conditions are still one row per image of this call."""
         n, seed, t, image_offset = self._check_call("Sampler.sample", n, seed, temperature, image_offset)
         conds = self.check_conditions(n, conditions)
@@ -206,7 +206,7 @@ class Sampler:
     def complete(self, images, known, seed=0, temperature=1.0, conditions=None, image_offset=0,
                  return_margins=False):
         """Image completion: keeps the known pixels of `images` and samples the rest, through the same
-        cached executor (a known position writes its level instead of drawing; DESIGN.md).
+        cached executor (a known position writes its level instead of drawing; docs/SEMANTICS.md).
 
         images: integer levels (n, H, W, C) (the values at unknown positions are ignored).
         known: bool, (H, W) (the same pixels of every image, all channels: e.g. the top rows) or

@@ -65,7 +65,7 @@ def resolve_head(program, model_name, head=None, levels=None, value_map=None, ou
                          f"multiple of its {c} image channel(s)")
     n_levels = 2 if head == "bernoulli" else inferred
     if p.codes:
-        # DESIGN.md, "Integer inputs": the model takes the codes themselves, so a drawn level goes back as
+        # docs/SEMANTICS.md, "Integer inputs": the model takes the codes themselves, so a drawn level goes back as
         # it is; any other map would feed the model codes it never saw.
         if value_map not in (None, "identity", (1, 0), (1.0, 0.0)):
             raise ValueError(f"Sampler: model '{model_name}' takes integer codes ({p.input_dtype}): a drawn "

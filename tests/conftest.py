@@ -1,6 +1,6 @@
 """Tests: shared fixtures -- seeded RNG, a float64 direct masked convolution, tolerance rule."""
 
-# The float64 "direct" computation below is written from DESIGN.md's definition of the masks
+# The float64 "direct" computation below is written from docs/SEMANTICS.md's definition of the masks
 # and of TF's padding convention, independently of pixelcnn_fast.masks: it re-derives the
 # live taps and the centre-tap channel rule itself, so a bug in make_mask cannot hide by
 # being shared between the code under test and its oracle.

@@ -1,7 +1,7 @@
 """Tests: comparing two samplers' images draw by draw (naive loops, cached sampler).
 
 Two samplers given the same seed draw the same images except where a draw's uniform lies within float
-rounding of a CDF boundary (DESIGN.md, "Randomness"). After such a draw the images legitimately
+rounding of a CDF boundary (docs/SEMANTICS.md, "Randomness"). After such a draw the images legitimately
 diverge, so only each image's first differing draw is examined: its margin must be below the boundary
 tolerance, else it is a real bug.
 """

@@ -1,4 +1,4 @@
-"""Python front end + core executor + CUDA loops (host emulation) + CLI: image completion (DESIGN.md). A known
+"""Python front end + core executor + CUDA loops (host emulation) + CLI: image completion (docs/SEMANTICS.md). A known
 position writes its given level instead of drawing; everything else is the sampler, so: nothing known draws
 exactly `sample`'s images, the known levels come back bit for bit, and the drawn ones are the naive loop's
 (which re-runs the whole model on the image with the known pixels in place: the model's conditionals),

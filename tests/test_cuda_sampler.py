@@ -169,7 +169,7 @@ SPLITS = ([1, 1, 1, 1, 1], [2, 3], [4, 1], [1, 3, 1])
 
 @pytest.mark.parametrize("name", [k for k in NAMES if PROGRAMS[k][2] == 0])  # no per-image constants
 def test_emulated_gpu_loops_split_into_calls_with_offsets_draw_the_one_call_images(name, rng):
-    """The global image index (DESIGN.md) on the GPU executor's loops: any split of a job into calls with
+    """The global image index (docs/SEMANTICS.md) on the GPU executor's loops: any split of a job into calls with
     image_offset draws the images of one call, bit for bit."""
     gpu = emulated_program(name)
     seed, start = int(rng.integers(0, 2 ** 63)), int(rng.integers(0, 2 ** 31))

@@ -1,6 +1,6 @@
 """Tests: bad input to the masked convolution -- TF op, pybind11 module, reference and layer."""
 
-# Every refusal must say which argument is wrong and show what came (DESIGN.md: "Inputs are
+# Every refusal must say which argument is wrong and show what came (docs/SEMANTICS.md: "Inputs are
 # checked once, at the adapter, with messages that name the argument, what was expected and
 # what came").  The TF op may refuse in Python (ValueError/TypeError) or in the kernel
 # (InvalidArgumentError); the pybind module with TypeError/ValueError.

@@ -1,4 +1,4 @@
-"""Python front end + core executor + TF op: the global image index (DESIGN.md). Image k of a call with
+"""Python front end + core executor + TF op: the global image index (docs/SEMANTICS.md). Image k of a call with
 image_offset=o is image o + k of the stream its seed defines, so one call and any split of the same job
 into calls with offsets draw identical images, on the CPU executor (Sampler.sample) and the TF op
 (tf_sampler.sample_op, eager and in a tf.function with a tensor offset). The CUDA executor's twin (host

@@ -1,4 +1,4 @@
-"""Core tap sets read from a kernel's non-zeros (DESIGN.md: "the kernel's zeros are the mask"): the
+"""Core tap sets read from a kernel's non-zeros (docs/SEMANTICS.md: "the kernel's zeros are the mask"): the
 conv over those taps equals the dense conv of the same kernel, whatever mechanism zeroed it, and dead
 taps are not counted as work."""
 

@@ -1,6 +1,6 @@
 """Python front end: every seed model (tests/fixtures) lowers to a program that reproduces it, causal
 ones pass the causality analysis, and the notebook's non-causal variants are refused naming the layer
-that first sees the future (DESIGN.md, "How correctness is shown")."""
+that first sees the future (docs/SEMANTICS.md, "How correctness is shown")."""
 
 import numpy as np
 import pytest

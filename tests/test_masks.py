@@ -1,4 +1,4 @@
-"""Tests: Python front end -- mask tap sets (pixelcnn_fast.masks) against the rule in DESIGN.md."""
+"""Tests: Python front end -- mask tap sets (pixelcnn_fast.masks) against the rule in docs/SEMANTICS.md."""
 
 import numpy as np
 import pytest
@@ -13,14 +13,14 @@ SHAPES = [(1, 1), (3, 3), (5, 5), (7, 7), (3, 5), (1, 3), (5, 1), (1, 7)]
 @pytest.mark.parametrize("groups,cin,cout", [(1, 1, 1), (1, 2, 5), (3, 3, 3), (3, 6, 9),
                                              (3, 9, 3)])
 def test_make_mask_matches_independent_rule(direct, kh, kw, mask_type, groups, cin, cout):
-    # conftest re-derives the rule from DESIGN.md with explicit loops; make_mask must agree.
+    # conftest re-derives the rule from docs/SEMANTICS.md with explicit loops; make_mask must agree.
     got = make_mask(kh, kw, cin, cout, mask_type, groups)
     assert got.dtype == np.float32 and got.shape == (kh, kw, cin, cout)
     np.testing.assert_array_equal(got, direct.dense_mask(kh, kw, cin, cout, mask_type, groups))
 
 
 def test_live_tap_counts_from_design():
-    # Numbers stated in DESIGN.md: 7x7 mask A has 24 live taps of 49, 3x3 mask B 5 of 9.
+    # Numbers stated in docs/SEMANTICS.md: 7x7 mask A has 24 live taps of 49, 3x3 mask B 5 of 9.
     assert len(live_taps(7, 7, "A")) == 24
     assert len(live_taps(3, 3, "B")) == 5
     assert live_taps(1, 1, "A") == []          # nothing before the centre of a 1x1 kernel

@@ -1,6 +1,6 @@
 """Test fixtures: the seed models build, run, are masked as their authors mask, and leak or not."""
 
-# The causality check is structural (DESIGN.md, "How correctness is shown"): the derivative of
+# The causality check is structural (docs/SEMANTICS.md, "How correctness is shown"): the derivative of
 # the output for image element o (raster order, channels within a pixel) with respect to the
 # image element i is exactly 0 for every i >= o.  All rows of that Jacobian come from ONE
 # gradient call: the image is repeated once per output element, copy n's loss reads only

@@ -1,7 +1,7 @@
 // Core (framework-free C++17, CUDA-compatible): the index math of a stride-1 dilated convolution, written
 // once for the CPU core and the CUDA kernels (csrc/cuda) so that the CPU tests exercise what the GPU runs.
 //
-// Convention (DESIGN.md, TF's): output position p reads, through tap k of a kernel of size K with dilation
+// Convention (docs/SEMANTICS.md, TF's): output position p reads, through tap k of a kernel of size K with dilation
 // d, the input position p + k * d - pad_before; 'same' keeps the size and pads (extent - 1) / 2 before,
 // which for odd kernels puts the centre tap at offset 0; 'valid' pads nothing.
 #pragma once

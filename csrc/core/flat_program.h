@@ -4,7 +4,7 @@
 // The CPU executor (column_program.cc) runs a step as a gather-GEMM over many images per thread. A GPU block
 // instead runs every step of every position for a few images with its threads splitting each step's outputs,
 // synchronising between steps: one kernel launch samples whole images, with no host round trip per pixel
-// (DESIGN.md: cached sampler). What one thread computes for a step (a conv output channel for up to
+// (docs/SEMANTICS.md: cached sampler). What one thread computes for a step (a conv output channel for up to
 // kImagesPerItem images over the live taps and their channel ranges, an elementwise value, a softmax group,
 // a draw) and the order of the loop are written here once, as host-device code over a FlatView:
 //   - csrc/cuda/column_program.cu runs `sample_images` with BlockThreads (threadIdx.x, __syncthreads);

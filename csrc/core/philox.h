@@ -1,7 +1,7 @@
 // Core (framework-free C++17, header-only, CUDA-compatible): the sampler's randomness — one Philox4x32-10
 // uniform per (image, position, channel) and the inverse-CDF draw of a level from the model's output head.
 //
-// The contract is notes/sampler_contract.md (DESIGN.md, "Randomness"); pixelcnn_fast/rng.py (numba) implements it
+// The contract is docs/SEMANTICS.md, "Randomness"; pixelcnn_fast/rng.py (numba) implements it
 // once more, statement for statement, for the Python naive loops and references.
 //   key = (seed mod 2^32, seed div 2^32); counter = (image, position = i * W + j, channel, 0);
 //   u = (first output word >> 8) * 2^-24, a float32 in [0, 1).
@@ -261,7 +261,7 @@ PCF_HOST_DEVICE inline int draw_logistic_mixture(const float* v, int k, int chan
   return level;
 }
 
-// The output heads a draw can come from (DESIGN.md, "Output heads").
+// The output heads a draw can come from (docs/SEMANTICS.md, "Output heads").
 enum class DrawHead { kBernoulli, kLogits, kProbs };
 
 // One draw from the head's n values at values[0], values[stride], ... (bernoulli: n == 1, the logit).

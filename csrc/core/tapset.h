@@ -2,7 +2,7 @@
 //
 // A tap set lists the live taps (ky, kx) of a kh x kw kernel in raster order and, for every live tap t
 // and output channel o, the half-open range [lo, hi) of input channels that feed o through t. Mask A/B
-// with colour groups (DESIGN.md) give exact ranges; a tap set read from an arbitrary kernel's non-zero
+// with colour groups (docs/SEMANTICS.md) give exact ranges; a tap set read from an arbitrary kernel's non-zero
 // structure gives the hull of the non-zeros, which is exact too because every entry the hull adds is a
 // zero of that kernel. Dead taps never appear, so they are never read nor multiplied.
 #pragma once

@@ -46,7 +46,7 @@ struct Problem {
 
 // Validates the semantic arguments through the core's shared checker and builds tap set + geometry.
 // mask_type None (only where the kernel is given) reads the tap set from the kernel's non-zeros
-// (DESIGN.md: the kernel's zeros are the mask), for kernels masked by any mechanism.
+// (docs/SEMANTICS.md: the kernel's zeros are the mask), for kernels masked by any mechanism.
 inline Problem make_problem(const char* fn, int64_t n, int64_t h, int64_t w, int64_t cin, int kh, int kw,
                             int64_t kernel_cin, int64_t cout, const py::object& mask_type_obj, int color_groups,
                             const py::object& dilation, const std::string& padding, const float* kernel = nullptr) {

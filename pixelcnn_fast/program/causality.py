@@ -1,6 +1,6 @@
 """Python front end (program IR): causality of a lowered program, computed from its kernels' zeros.
 
-DESIGN.md, "Causality is computed, not assumed". A frontier is the latest image element (dy, dx, image
+docs/SEMANTICS.md, "Causality is computed, not assumed". A frontier is the latest image element (dy, dx, image
 channel) a buffer channel depends on, relative to its own position, in raster order; every step maps its
 inputs' frontiers to its output's. From the frontiers come the refusal of a model that sees the future
 (naming the layer) and each step's phase (which colour pass computes it) that the spec writer records.
@@ -96,7 +96,7 @@ def analyse_causality(program, consts):
     bad = [k for k, key in enumerate(head) if key >= encode_frontier(0, 0, k // levels)]
     if not bad:
         return keys
-    # Blame: DESIGN.md's channel convention (contiguous blocks, one per image channel): block j of
+    # Blame: docs/SEMANTICS.md's channel convention (contiguous blocks, one per image channel): block j of
     # any buffer may depend on image channels < j at its own pixel. The first step, among those that
     # feed the head, whose output breaks that is the layer that lets the prediction see its pixel.
     ancestors = _ancestors(program, program.logits_buffer)
@@ -158,7 +158,7 @@ def channel_phase_runs(keys, phase):
 def refuse_reads_ahead(program, consts):
     """A causal model whose conv reads a later position of its input (a gated PixelCNN's vertical stack that
     reads its own row of a buffer that sees only the rows above) needs that buffer computed ahead of the
-    raster position (DESIGN.md, "Delays"): not supported yet, refused naming the layer."""
+    raster position (docs/SEMANTICS.md, "Delays"): not supported yet, refused naming the layer."""
     for st in program.steps:
         if st.kind != "conv":
             continue

@@ -1,6 +1,6 @@
 """Python front end (program IR): lowering a Keras model's traced TF graph into a program.
 
-DESIGN.md, "Lowering from the traced graph". The model is traced once with `tf.function`; while the trace is
+docs/SEMANTICS.md, "Lowering from the traced graph". The model is traced once with `tf.function`; while the trace is
 open we walk the graph's ops (not the Keras layer list, so subclassed layers and models are as visible as
 functional ones) and turn every op that depends on the image's values into a step of a small program over
 named buffers (batch, H, W, C) -- pixelcnn_fast/program/ir.py. Tensors that do not depend on the image

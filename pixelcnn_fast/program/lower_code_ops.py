@@ -1,6 +1,6 @@
 """Python front end (program IR): lowering the ops on an integer code input (a VQ-VAE prior's indices).
 
-DESIGN.md, "Integer inputs". The codes are levels in [0, levels): casts between integer types and Keras'
+docs/SEMANTICS.md, "Integer inputs". The codes are levels in [0, levels): casts between integer types and Keras'
 negative-index fix-up (`where(codes < 0, codes + K, codes)`, decided here from codes >= 0) keep them as they
 are; OneHot and an Embedding's gather turn them into vectors (a per-position input step: see one_hot_steps).
 A lowered code value is ("codes", buffer, offset) -- the level plus offset, offset None when unknown while

@@ -41,7 +41,7 @@ class CheckReport:
 
 
 def check(model, image_shape=None, condition_specs=None, raise_if_not_causal=True):
-    """Lowers `model` and checks its causality (DESIGN.md). Returns a CheckReport; raises
+    """Lowers `model` and checks its causality (docs/SEMANTICS.md). Returns a CheckReport; raises
     NotCausalError naming the first layer that sees the future (unless raise_if_not_causal=False),
     LoweringError naming an unsupported op, its layer and class."""
     program = lower(model, image_shape, condition_specs)
