@@ -34,7 +34,7 @@ def gemm_peak_gflops():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import conftest
 
-    rates = list(conftest._measure_numpy_peak().values()) + list(conftest._measure_tf_peak().values())
+    rates = list(conftest.measure_numpy_peak().values()) + list(conftest.measure_tf_peak().values())
     return max(rates)
 
 

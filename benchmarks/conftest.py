@@ -153,7 +153,7 @@ def _best_rate(matmul, n, repeats):
     return 2.0 * n ** 3 / best / 1e9
 
 
-def _measure_numpy_peak():
+def measure_numpy_peak():
     rng = np.random.default_rng(0)
     rates = {}
     for n in _PEAK_SIZES:
@@ -165,7 +165,7 @@ def _measure_numpy_peak():
     return rates
 
 
-def _measure_tf_peak():
+def measure_tf_peak():
     try:
         import tensorflow as tf
     except Exception:  # TF missing: the NumPy number alone is the peak
@@ -195,8 +195,8 @@ def gemm_peak_gflops():
     """This machine's float32 GEMM peak (GFLOP/s), measured now, all threads."""
     waited, quiet = wait_for_quiet()
     snap = _cpu_snapshot()
-    np_rates = _measure_numpy_peak()
-    tf_rates = _measure_tf_peak()
+    np_rates = measure_numpy_peak()
+    tf_rates = measure_tf_peak()
     # OpenBLAS worker threads spin for a while after a call; let them go to sleep so
     # they do not steal a core from the first timed benchmark.
     time.sleep(0.5)
