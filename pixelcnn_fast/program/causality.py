@@ -9,7 +9,7 @@ NumPy only: no TensorFlow needed.
 
 import numpy as np
 
-from pixelcnn_fast.program.ir import LoweringError, NotCausalError, conv_kernel_4d, conv_taps
+from pixelcnn_fast.program.ir import LoweringError, NotCausalError, conv_kernel_4d, step_conv_taps
 
 __all__ = ["NO_DEPENDENCY", "encode_frontier", "decode_frontier", "frontiers", "analyse_causality",
            "step_phase", "channel_phase_runs", "refuse_reads_ahead"]
@@ -43,8 +43,7 @@ def frontiers(program, consts):
         if step.kind == "conv":
             kernel = conv_kernel_4d(step, consts[step.consts[0]])
             out = np.full(kernel.shape[3], NO_DEPENDENCY, np.int64)
-            for ky, kx, oy, ox in conv_taps(kernel, step.attrs["dh"], step.attrs["dw"],
-                                           step.attrs["padding"]):
+            for ky, kx, oy, ox in step_conv_taps(step, kernel):
                 live = kernel[ky, kx] != 0  # (cin, cout): the kernel's zeros are the mask
                 if not live.any():
                     continue
@@ -71,50 +70,120 @@ def frontiers(program, consts):
         elif step.kind == "softmax":
             g = step.attrs["group"]
             out = np.repeat(ins[0].reshape(-1, g).max(axis=1), g)
+        elif step.kind == "shift":  # reads its input at (dy, dx): the frontier moves with the data
+            out = _shift(ins[0], step.attrs["dy"], step.attrs["dx"])
         else:  # pragma: no cover - every kind is handled above
             raise AssertionError(step.kind)
         keys[step.out] = out
     return keys
 
 
+_NO_BOUND = np.int64(1 << 62)
+
+
+def bounds(program, consts, heads):
+    """Per buffer channel, the frontier it must stay strictly below for the head to be causal (docs/SEMANTICS.md,
+    "Delays"): the head channel predicting image channel c must stay below (0, 0, c); a step that reads its input
+    at offset o passes its own bound, moved by -o, to that input. A buffer that no head channel reads has no
+    bound: a vertical stack may see its whole row as long as its readers see it through a down-shift."""
+    out = [np.full(ch, _NO_BOUND, np.int64) for ch in program.buffer_channels]
+    out[program.logits_buffer] = np.minimum(out[program.logits_buffer], heads)
+    for step in reversed(program.steps):
+        b = out[step.out]
+        if (b == _NO_BOUND).all():
+            continue
+        if step.kind == "conv":
+            kernel = conv_kernel_4d(step, consts[step.consts[0]])
+            target = out[step.ins[0]]
+            for ky, kx, oy, ox in step_conv_taps(step, kernel):
+                live = kernel[ky, kx] != 0
+                if live.any():
+                    moved = np.where(b == _NO_BOUND, _NO_BOUND, _shift(b, -oy, -ox))
+                    target[:] = np.minimum(target, np.where(live, moved[None, :], _NO_BOUND).min(axis=1))
+        elif step.kind == "shift":
+            dy, dx = step.attrs["dy"], step.attrs["dx"]
+            target = out[step.ins[0]]
+            target[:] = np.minimum(target, np.where(b == _NO_BOUND, _NO_BOUND, _shift(b, -dy, -dx)))
+        elif step.kind in ("binary", "act", "reduce"):
+            for i in step.ins:
+                t = out[i]
+                t[:] = np.minimum(t, b if t.size == b.size else b.min())
+        elif step.kind == "concat":
+            at = 0
+            for kind, i in step.attrs["order"]:
+                n = program.buffer_channels[step.ins[i]] if kind == "buf" else consts[step.consts[i]].shape[-1]
+                if kind == "buf":
+                    t = out[step.ins[i]]
+                    t[:] = np.minimum(t, b[at:at + n])
+                at += n
+        elif step.kind == "gather":
+            t = out[step.ins[0]]
+            np.minimum.at(t, np.asarray(step.attrs["channels"], np.int64), b)
+        elif step.kind == "softmax":
+            g = step.attrs["group"]
+            t = out[step.ins[0]]
+            t[:] = np.minimum(t, np.repeat(b.reshape(-1, g).min(axis=1), g))
+        else:  # pragma: no cover
+            raise AssertionError(step.kind)
+    return out
+
+
 def analyse_causality(program, consts):
-    """Raises NotCausalError naming the first layer that breaks causality; returns the frontiers."""
+    """Raises NotCausalError naming the first layer that breaks causality; returns the frontiers.
+
+    The first step (in program order) whose output reaches its bound (see `bounds`) is the layer to blame: the
+    one that lets a pixel the prediction may not see through. Offsets up to the head's and its readers' taps are
+    allowed, so a buffer computed with a delay (a frontier after its own position) is not blamed."""
     keys = frontiers(program, consts)
-    future = encode_frontier(0, 1, 0)  # anything at or after the next position
-    for step in program.steps:
-        k = keys[step.out]
-        if (k >= future).any():
-            dy, dx, c = decode_frontier(k.max())
-            raise NotCausalError(
-                f"layer '{step.layer}' ({step.layer_class}) reads the pixel at offset "
-                f"({dy:+d}, {dx:+d}): the model sees the future (op '{step.op_name}', {step.op_type})")
-    # Each head channel for image channel c may depend on image channels < c at its own position.
     c_img = program.image_shape[2]
     head = keys[program.logits_buffer]
     levels = program.output_levels if program.output_levels > 1 else \
         max(1, program.buffer_channels[program.logits_buffer] // c_img)
-    bad = [k for k, key in enumerate(head) if key >= encode_frontier(0, 0, k // levels)]
+    limit = np.array([encode_frontier(0, 0, min(k // levels, c_img - 1)) for k in range(head.size)], np.int64)
+    bad = [k for k, key in enumerate(head) if key >= limit[k]]
     if not bad:
         return keys
-    # Blame: docs/SEMANTICS.md's channel convention (contiguous blocks, one per image channel): block j of
-    # any buffer may depend on image channels < j at its own pixel. The first step, among those that
-    # feed the head, whose output breaks that is the layer that lets the prediction see its pixel.
+    bound = bounds(program, consts, limit)
+    future = encode_frontier(0, 1, 0)  # anything at or after the next position
+    first_over = None
+    for step in program.steps:  # the first layer that sees a later pixel than its readers allow
+        k = keys[step.out]
+        over = k >= bound[step.out]
+        if first_over is None and over.any():
+            first_over = (step, int(np.nonzero(over)[0][0]))
+        if (over & (k >= future)).any():
+            dy, dx, c = decode_frontier(k[over & (k >= future)].max())
+            raise NotCausalError(
+                f"layer '{step.layer}' ({step.layer_class}) reads the pixel at offset "
+                f"({dy:+d}, {dx:+d}): the model sees the future (op '{step.op_name}', {step.op_type})")
+    # The prediction sees its own pixel. Blame: docs/SEMANTICS.md's channel convention (contiguous blocks, one
+    # per image channel): block j of any buffer may depend on image channels < j at its own pixel. The first
+    # step, among those that feed the head, whose output breaks that is the layer that lets the prediction see
+    # its pixel; without such a step (no buffer in blocks), the first step over its bound.
     ancestors = _ancestors(program, program.logits_buffer)
     for step in program.steps:
         channels = program.buffer_channels[step.out]
         if step.out not in ancestors or channels % c_img:
             continue
         block = np.arange(channels) // (channels // c_img)
-        limit = np.array([encode_frontier(0, 0, j) for j in block])
-        over = np.nonzero(keys[step.out] >= limit)[0]
+        block_limit = np.array([encode_frontier(0, 0, j) for j in block])
+        over = np.nonzero(keys[step.out] >= block_limit)[0]
         if over.size:
-            _, _, ch = decode_frontier(keys[step.out][over[0]])
-            raise NotCausalError(
-                f"layer '{step.layer}' ({step.layer_class}) reads the pixel at offset (+0, +0), image "
-                f"channel {ch}, into channels that predict image channel {block[over[0]]}: the model "
-                f"sees the pixel it predicts (op '{step.op_name}', {step.op_type})")
-    c = bad[0] // levels  # pragma: no cover - the head itself breaks the convention above
-    raise NotCausalError(f"the output for image channel {c} depends on that channel at its own pixel")
+            first_over = (step, int(over[0]))
+            _, _, predicts = decode_frontier(block_limit[over[0]])
+            break
+    else:
+        if first_over is None:  # pragma: no cover - the head itself is over its bound
+            raise NotCausalError(f"the output for image channel {bad[0] // levels} depends on that channel at "
+                                 "its own pixel")
+        step, k = first_over
+        _, _, predicts = decode_frontier(bound[step.out][k])
+    step, k = first_over
+    dy, dx, ch = decode_frontier(keys[step.out][k])
+    raise NotCausalError(
+        f"layer '{step.layer}' ({step.layer_class}) reads the pixel at offset ({dy:+d}, {dx:+d}), image "
+        f"channel {ch}, into channels that predict image channel {predicts}: the model "
+        f"sees the pixel it predicts (op '{step.op_name}', {step.op_type})")
 
 
 def _ancestors(program, buffer):
@@ -163,7 +232,7 @@ def refuse_reads_ahead(program, consts):
         if st.kind != "conv":
             continue
         kernel = conv_kernel_4d(st, consts[st.consts[0]])
-        for ky, kx, oy, ox in conv_taps(kernel, st.attrs["dh"], st.attrs["dw"], st.attrs["padding"]):
+        for ky, kx, oy, ox in step_conv_taps(st, kernel):
             if (oy, ox) > (0, 0) and np.any(kernel[ky, kx] != 0):
                 raise LoweringError(
                     f"layer '{st.layer}' ({st.layer_class}) reads offset ({oy:+d}, {ox:+d}) of its input, ahead of "

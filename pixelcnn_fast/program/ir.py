@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 
 __all__ = ["LoweringError", "NotCausalError", "Step", "Program", "STEP_KINDS", "BINARY_FNS", "ACT_FNS",
-           "REDUCE_FNS", "HEAD_KINDS", "conv_taps", "conv_kernel_4d"]
+           "REDUCE_FNS", "HEAD_KINDS", "SHIFT_KINDS", "conv_taps", "step_conv_taps", "conv_kernel_4d"]
 
 # The vocabulary of a program step, as csrc/core/program_spec.cc reads it (the spec writer emits only these
 # names; the spec reader refuses any other).
@@ -19,6 +19,10 @@ BINARY_FNS = ("add", "sub", "mul", "div", "max", "min")
 ACT_FNS = ("relu", "relu6", "elu", "selu", "tanh", "sigmoid", "softplus", "softsign", "leaky_relu", "neg", "exp",
            "square", "abs", "erf")
 REDUCE_FNS = ("sum", "mean", "max", "min")
+# Steps of shifted models (program/lower_shift_ops.py) that the Python executors run and the C++ spec does not
+# take yet: shift (out[i, j] = in[i + dy, j + dx], zero outside the image). A conv with offset taps is a conv
+# with attrs padding="OFFSET", oy, ox (its top-left tap's offset).
+SHIFT_KINDS = ("shift",)
 HEAD_KINDS = ("bernoulli", "logits", "probs")
 
 
@@ -100,6 +104,15 @@ def conv_taps(kernel, dh, dw, padding):
     else:
         pt = pl = 0
     return [(ky, kx, ky * dh - pt, kx * dw - pl) for ky in range(kh) for kx in range(kw)]
+
+
+def step_conv_taps(step, kernel):
+    """conv_taps of a conv step: SAME / VALID placement, or the offset taps of a pad + VALID conv."""
+    a = step.attrs
+    if a["padding"] == "OFFSET":
+        kh, kw = np.shape(kernel)[:2]
+        return [(ky, kx, a["oy"] + ky * a["dh"], a["ox"] + kx * a["dw"]) for ky in range(kh) for kx in range(kw)]
+    return conv_taps(kernel, a["dh"], a["dw"], a["padding"])
 
 
 def conv_kernel_4d(step, kernel):

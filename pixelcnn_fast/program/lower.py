@@ -17,6 +17,7 @@ import re
 import tensorflow as tf
 
 from pixelcnn_fast.program import lower_image_ops as image_ops
+from pixelcnn_fast.program import lower_shift_ops as shift_ops
 from pixelcnn_fast.program.ir import LoweringError, Program, Step
 from pixelcnn_fast.program.lower_code_ops import CODE_OPS, lower_code_op
 
@@ -37,17 +38,38 @@ LOWERINGS = {
     "BiasAdd": image_ops.lower_binary,
     **{t: image_ops.lower_binary for t in image_ops.BINARY},
     **{t: image_ops.lower_activation for t in image_ops.ACTIVATIONS},
-    "ConcatV2": image_ops.lower_concat,
+    "ConcatV2": lambda lw, op, ins: _lower_concat(lw, op, ins),
+    "Pad": shift_ops.lower_pad,
+    "PadV2": shift_ops.lower_pad,
     "Softmax": image_ops.lower_softmax,
     "LogSoftmax": image_ops.lower_softmax,
     **{t: image_ops.lower_channel_select for t in image_ops.CHANNEL_SELECT},
+    "Slice": lambda lw, op, ins: _lower_slice(lw, op, ins),
+    "StridedSlice": lambda lw, op, ins: _lower_slice(lw, op, ins),
 }
 # Op types refused with a message saying what to change instead (not counted as supported).
-REFUSALS = {"Pad": image_ops.refuse_pad, "PadV2": image_ops.refuse_pad, "MirrorPad": image_ops.refuse_pad}
+REFUSALS = {"MirrorPad": shift_ops.lower_pad}
 SUPPORTED = sorted(set(LOWERINGS) | CODE_OPS)
+# Elementwise ops, which keep a window that is not the image's size (lower_shift_ops.elementwise_view).
+ELEMENTWISE = {"BiasAdd", *image_ops.BINARY, *image_ops.ACTIVATIONS}
 # Ops whose output depends on a tensor's shape, never on its values (ones_like / zeros_like: a constant
 # channel concatenated to the image, PixelCNN++'s zero rows of a shift).
 SHAPE_ONLY = {"Shape", "ShapeN", "Size", "Rank", "OnesLike", "ZerosLike"}
+
+
+def _lower_slice(lw, op, ins):
+    """A crop along H / W is a shift (a window); a selection of channels at every pixel is a gather."""
+    shift_ops.lower_slice(lw, op, ins, lambda channels: image_ops.lower_channel_select(lw, op, ins))
+
+
+def _lower_concat(lw, op, ins):
+    """Along H or W with zeros: a shift (openai's down_shift / right_shift); along channels: a concat step."""
+    axis = tf.get_static_value(op.inputs[-1])
+    rank = op.outputs[0].shape.rank
+    if axis is not None and rank == 4 and int(axis) % 4 in (1, 2):
+        shift_ops.lower_concat_spatial(lw, op, ins, int(axis) % 4)
+        return
+    image_ops.lower_concat(lw, op, [shift_ops.align(lw, op, v) for v in ins])
 
 
 def _children(layer):
@@ -169,6 +191,12 @@ class Lowerer:
         lowering = LOWERINGS.get(t) or REFUSALS.get(t)
         if lowering is None:
             self.fail(op, "this op type is not supported on image-dependent tensors")
+        if any(shift_ops.is_window(v) for v in ins):  # a shifted tensor (lower_shift_ops.py)
+            view = shift_ops.elementwise_view(self, op, ins) if t in ELEMENTWISE else None
+            if view is not None:
+                ins = [(view, v[1]) if v is not None else None for v in ins]
+            elif t not in shift_ops.WINDOW_OPS or t in ELEMENTWISE:
+                ins = [shift_ops.align(self, op, v) for v in ins]
         lowering(self, op, ins)
 
 

@@ -27,11 +27,6 @@ CHANNEL_SELECT = {"StridedSlice", "Slice", "Split", "SplitV", "GatherV2"}
 # Reductions over the channel axis (keepdims): TF op type -> program name.
 REDUCE = {"Sum": "sum", "Mean": "mean", "Max": "max", "Min": "min"}
 
-# What to change, for the constructs the cached sampler does not take yet.
-SHIFT_HINT = ("make the layers causal with masked kernels and padding='same' instead (MaskedConv2D, or "
-              "multiplying the kernel by a mask), or sample this model with pixelcnn_fast.naive")
-
-
 def lower_pass_through(lw, op, ins):
     if ins[0] is None:
         lw.fail(op, "its input does not depend on the image")
@@ -64,12 +59,6 @@ def lower_softmax(lw, op, ins):
     view, b = ins[0]
     group = view[1] if isinstance(view, tuple) else lw.buffer_channels[b]
     lw.add(op, "softmax", [b], [], {"group": group, "log": op.type == "LogSoftmax"}, lw.buffer_channels[b], view)
-
-
-def refuse_pad(lw, op, ins):
-    lw.fail(op, "padding an image-dependent tensor shifts its pixels (a down- or right-shift, a "
-                "'pad + VALID conv' as in PixelCNN++ or a gated PixelCNN's vertical stack), which the "
-                f"cached sampler does not take yet ({SHIFT_HINT})")
 
 
 def lower_reshape(lw, op, ins):
@@ -132,9 +121,20 @@ def lower_conv(lw, op, ins):
     padding = op.get_attr("padding").decode()
     kshape = op.inputs[1].shape
     dil = op.get_attr("dilations")
-    if padding not in ("SAME", "VALID") or (padding == "VALID" and tuple(kshape[:2]) != (1, 1)):
-        lw.fail(op, f"padding {padding} with a {kshape[0]}x{kshape[1]} kernel changes the image "
-                    "size; use padding='same'")
+    if padding not in ("SAME", "VALID"):
+        lw.fail(op, f"padding {padding} is not supported; use 'same', or 'valid' after a pad")
+    if ins[0][0] != "nhwc" or (padding == "VALID" and tuple(kshape[:2]) != (1, 1)):
+        # pad + VALID conv, or a conv on a shifted tensor: a conv with offset taps (lower_shift_ops.py).
+        from pixelcnn_fast.program.lower_shift_ops import align, bind_window, conv_on_window
+
+        folded = conv_on_window(lw, op, ins[0], int(kshape[0]), int(kshape[1]), int(dil[1]), int(dil[2]), padding)
+        if folded is None:
+            lower_conv(lw, op, [align(lw, op, ins[0]), None])
+            return
+        attrs, (ay, ax, ho, wo) = folded
+        out = lw.add(op, "conv", [ins[0][1]], [lw.const(op.inputs[1])], attrs, kshape[3], bind=False)
+        bind_window(lw, op.outputs[0], out, ay, ax, ho, wo, False)
+        return
     lw.add(op, "conv", [ins[0][1]], [lw.const(op.inputs[1])],
            {"dh": int(dil[1]), "dw": int(dil[2]), "padding": padding}, kshape[3])
 
@@ -211,10 +211,8 @@ def lower_concat(lw, op, ins):
     axis = tf.get_static_value(op.inputs[-1])
     rank = op.outputs[0].shape.rank
     if axis is None or axis not in (-1, rank - 1):
-        lw.fail(op, f"only concatenation along channels is supported, got axis {axis}"
-                    + (f": a concatenation along H or W shifts pixels (PixelCNN++'s down_shift / "
-                       f"right_shift), which the cached sampler does not take yet ({SHIFT_HINT})"
-                       if axis is not None and axis in (1, 2, rank - 3, rank - 2) else ""))
+        lw.fail(op, f"only concatenation along channels (or zeros along H or W: a shift) is supported, got axis "
+                    f"{axis}")
     # Image-independent parts (a label map) are constant slots broadcast per image and position.
     order, bufs, consts, channels = [], [], [], 0
     for t, p in zip(op.inputs[:-1], ins[:-1]):
@@ -272,8 +270,7 @@ def _probe_channel_select(lw, op, ins):
     for out_t, r in zip(op.outputs, results):
         r = np.asarray(r)
         if r.ndim != 4 or r.shape[:3] != (1, lw.h, lw.w) or not (r == r[:1, :1, :1, :]).all():
-            lw.fail(op, "it selects pixels, not only channels: a slice or crop along H or W shifts pixels "
-                        "(PixelCNN++'s down_shift / right_shift, Cropping2D), which the cached sampler does "
-                        f"not take yet ({SHIFT_HINT})")
+            lw.fail(op, "it selects pixels, not only channels: a split or gather along H or W is not a shift "
+                        "(Slice / StridedSlice / Cropping2D crops are)")
         channels = [int(v) for v in r[0, 0, 0]]
         lw.add(op, "gather", [b], [], {"channels": channels}, len(channels), "nhwc", out_t)

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from pixelcnn_fast.program.causality import analyse_causality, channel_phase_runs, refuse_reads_ahead, step_phase
-from pixelcnn_fast.program.ir import ACT_FNS, BINARY_FNS, HEAD_KINDS, REDUCE_FNS, conv_kernel_4d
+from pixelcnn_fast.program.ir import ACT_FNS, BINARY_FNS, HEAD_KINDS, REDUCE_FNS, LoweringError, conv_kernel_4d
 
 __all__ = ["SPEC_MAGIC", "MAGIC", "VERSION", "program_spec", "spec_with_recipes", "recipe_array", "const_4d",
            "parse_spec", "Spec", "SpecStep", "SpecError", "STEP_KEYS"]
@@ -44,6 +44,21 @@ def const_4d(value):
     return np.ascontiguousarray(v)
 
 
+def refuse_shifts(program):
+    """The spec (so the C++ executor, the TF op and the GPU flat program) does not take a shifted model yet
+    (docs/SEMANTICS.md, "Shifts are read offsets"): refused naming the construct and the layer. The lowering,
+    the causality analysis and the pure-TF executor (program.tf_executor.run_program) take it."""
+    for st in program.steps:
+        what = ("a shift (Pad / Cropping2D / slice / zeros + concat along H or W) read by an elementwise op"
+                if st.kind == "shift" else "a conv with offset taps (pad + VALID conv, or a conv on a shifted "
+                "tensor)" if st.kind == "conv" and st.attrs["padding"] == "OFFSET" else None)
+        if what:
+            raise LoweringError(
+                f"layer '{st.layer}' ({st.layer_class}) is {what} (op '{st.op_name}', {st.op_type}): the cached "
+                "sampler's program (C++ executor, TF op, CUDA flat program) does not take shifts and delays yet; "
+                "the lowering and the pure-TF executor do. Sample this model with pixelcnn_fast.naive")
+
+
 def spec_with_recipes(sampler, consts):
     """(spec text, recipes): recipes[k] says how op input k is made from the constant slots:
     ("const", slot, None) a broadcast constant as rank 4; ("kernel", slot, step) a conv's kernel as
@@ -51,6 +66,7 @@ def spec_with_recipes(sampler, consts):
     value_offset); consts: the program's constant slots. Raises NotCausalError naming the layer."""
     p = sampler.program
     keys = analyse_causality(p, consts)  # raises NotCausalError naming the layer
+    refuse_shifts(p)
     refuse_reads_ahead(p, consts)
     recipes, index = [], {}
 

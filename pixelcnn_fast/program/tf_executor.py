@@ -20,6 +20,27 @@ _BIN = {"add": tf.add, "sub": tf.subtract, "mul": tf.multiply, "div": tf.divide,
 _REDUCE = {"sum": tf.reduce_sum, "mean": tf.reduce_mean, "max": tf.reduce_max, "min": tf.reduce_min}
 
 
+def _shift(x, dy, dx):
+    """out[i, j] = x[i + dy, j + dx], zero outside the image (docs/SEMANTICS.md, "Shifts are read offsets")."""
+    h, w = x.shape[1], x.shape[2]
+    x = tf.pad(x, [[0, 0], [max(0, -dy), max(0, dy)], [max(0, -dx), max(0, dx)], [0, 0]])
+    return x[:, max(0, dy):max(0, dy) + h, max(0, dx):max(0, dx) + w]
+
+
+def _offset_conv(step, kernel, x):
+    """A conv whose top-left tap reads offset (oy, ox): out[i, j] = sum K[ky, kx] x[i + oy + ky dh, j + ox + kx dw]."""
+    a = step.attrs
+    kh, kw = kernel.shape[:2]
+    h, w = x.shape[1], x.shape[2]
+    ey, ex = (kh - 1) * a["dh"], (kw - 1) * a["dw"]
+    # Rows oy .. oy + ey + h - 1 of x (zero outside), then a VALID conv.
+    x = tf.pad(x, [[0, 0], [max(0, -a["oy"]), max(0, a["oy"] + ey)], [max(0, -a["ox"]), max(0, a["ox"] + ex)],
+                   [0, 0]])
+    y0, x0 = max(0, a["oy"]), max(0, a["ox"])
+    x = x[:, y0:y0 + h + ey, x0:x0 + w + ex]
+    return tf.nn.conv2d(x, kernel, 1, "VALID", dilations=[1, a["dh"], a["dw"], 1])
+
+
 def run_program(program, consts, image):
     """The pure-TF reference executor: every step on the full image. Returns every buffer."""
     bufs = [None] * len(program.buffer_channels)
@@ -27,7 +48,11 @@ def run_program(program, consts, image):
     for step in program.steps:
         x = [bufs[b] for b in step.ins]
         c = [tf.convert_to_tensor(consts[i]) for i in step.consts]
-        if step.kind == "conv":
+        if step.kind == "conv" and step.attrs["padding"] == "OFFSET":
+            y = _offset_conv(step, conv_kernel_4d(step, consts[step.consts[0]]), x[0])
+        elif step.kind == "shift":
+            y = _shift(x[0], step.attrs["dy"], step.attrs["dx"])
+        elif step.kind == "conv":
             y = tf.nn.conv2d(x[0], conv_kernel_4d(step, consts[step.consts[0]]), 1, step.attrs["padding"],
                              dilations=[1, step.attrs["dh"], step.attrs["dw"], 1])
         elif step.kind == "act":
