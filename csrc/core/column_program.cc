@@ -86,6 +86,7 @@ ColumnProgram::ColumnProgram(int height, int width, int channels, std::vector<in
                                 std::to_string(w_) + ", " + std::to_string(c_) + ")");
   if (buffer_channels_.empty() || buffer_channels_[0] != c_)
     throw std::invalid_argument("buffer 0 must be the image with " + std::to_string(c_) + " channels");
+  buffer_delay_.assign(buffer_channels_.size(), 0);
 }
 
 void ColumnProgram::check_buffer(int b, const char* what, const std::string& name) const {
@@ -155,8 +156,17 @@ void ColumnProgram::add_step(const Step& step, const ConstTensor* kernel) {
     case StepKind::kReduce:
       if (cout != 1) throw step_error(name, "a channel reduction writes one channel");
       break;
+    case StepKind::kShift:
+      if (buffer_channels_[st.ins[0]] != cout) throw step_error(name, "a shift changes the channel count");
+      break;
   }
   check_channel_phases(st);
+  if (st.delay != 0 && (st.phase != 0 || !st.phase_runs.empty()))
+    throw step_error(name, "a delayed step (delay=" + std::to_string(st.delay) + ") runs before the colour passes: "
+                           "its phase must be 0");
+  check_schedule(st);
+  buffer_delay_[st.out] = st.delay;
+  if (st.delay != 0) delayed_.push_back(static_cast<int>(steps_.size()));
   steps_.push_back(std::move(st));
   prepared_ = false;
 }
@@ -170,11 +180,13 @@ void ColumnProgram::add_conv(ProgramStep& st, const ConstTensor* kernel) {
                                ") with every weight");
   const int kh = static_cast<int>(kernel->n), kw = static_cast<int>(kernel->h);
   const float* weights = kernel->data.data();
-  if (!st.same_padding && (kh != 1 || kw != 1))
+  if (!st.offset_taps && !st.same_padding && (kh != 1 || kw != 1))
     throw step_error(name, "padding 'valid' with a " + std::to_string(kh) + "x" + std::to_string(kw) +
                                " kernel changes the image size");
   st.taps = TapSet::from_kernel(weights, kh, kw, cin, cout);
-  const int64_t pad_top = pad_before(kh, st.dh, st.same_padding), pad_left = pad_before(kw, st.dw, st.same_padding);
+  // A conv with offset taps (pad + VALID) starts at (oy, ox); SAME / VALID place the kernel as TF does.
+  const int64_t pad_top = st.offset_taps ? -int64_t(st.oy) : pad_before(kh, st.dh, st.same_padding);
+  const int64_t pad_left = st.offset_taps ? -int64_t(st.ox) : pad_before(kw, st.dw, st.same_padding);
   const TapSet& ts = st.taps;
   detail::build_pieces_and_segments(ts, cout, ts.lo, ts.hi,
                                     [&](int t, int64_t* oy, int64_t* ox) {
@@ -182,17 +194,6 @@ void ColumnProgram::add_conv(ProgramStep& st, const ConstTensor* kernel) {
                                       *ox = tap_offset(ts.kx[t], st.dw, pad_left);
                                     },
                                     &st.plan);
-  // The cache holds only positions already visited: a live tap after the current position in raster
-  // order would read a value not computed yet.
-  for (const auto& pc : st.plan.pieces) {
-    if (pc.oy > 0 || (pc.oy == 0 && pc.ox > 0)) {
-      std::ostringstream msg;
-      msg << "a live tap reads offset (" << (pc.oy >= 0 ? "+" : "") << pc.oy << ", " << (pc.ox >= 0 ? "+" : "")
-          << pc.ox << ") of its input, after the current position in raster order; the cached executor "
-          << "needs every live tap at or before it (delayed execution is not supported yet)";
-      throw step_error(name, msg.str());
-    }
-  }
   if (flattenable_) {  // the GPU tables' layout; the CPU executor reads only the packed copy below
     st.live_kernel.resize(size_t(ts.num_taps()) * cin * cout);
     for (int t = 0; t < ts.num_taps(); ++t)
@@ -273,12 +274,52 @@ void ColumnProgram::check_channel_phases(ProgramStep& st) const {
                                std::to_string(st.phase));
 }
 
+// Each buffer the step reads, with the offset (rows, columns) it reads it at: a conv's live taps, a shift's
+// offset, (0, 0) for the elementwise kinds. An offset that never lands in the image is left out.
+void ColumnProgram::for_each_read(const ProgramStep& st, const std::function<void(int, int64_t, int64_t)>& fn) const {
+  if (st.kind == StepKind::kConv) {
+    for (const auto& pc : st.plan.pieces)
+      if (pc.oy > -h_ && pc.oy < h_ && pc.ox > -w_ && pc.ox < w_) fn(st.ins[0], pc.oy, pc.ox);
+  } else if (st.kind == StepKind::kShift) {
+    if (st.dy > -h_ && st.dy < h_ && st.dx > -w_ && st.dx < w_) fn(st.ins[0], st.dy, st.dx);
+  } else {
+    for (int b : st.ins) fn(b, 0, 0);
+  }
+}
+
+// docs/SEMANTICS.md, "Delays": a step of delay d computes position q at the raster step of q + d, before the
+// colour passes when d != 0, in its colour pass when d == 0. A read of buffer b at offset o (linear o_lin =
+// oy W + ox) is of a value already computed when: the reader is in the colour passes (d == 0) and b is too
+// (b's delay 0, the image included) with o at or before (0, 0) -- the phases order the passes --, or b is
+// delayed with delay_b + o_lin <= 0; the reader is delayed and b is in the colour passes with o_lin < d (those
+// run after the delayed steps), or b is delayed with delay_b + o_lin <= d (program order within a step).
+void ColumnProgram::check_schedule(const ProgramStep& st) const {
+  for_each_read(st, [&](int b, int64_t oy, int64_t ox) {
+    const int64_t lin = oy * w_ + ox, db = buffer_delay_[b], d = st.delay;
+    const bool ok = d == 0 ? (db == 0 ? lin <= 0 : db + lin <= 0) : (db == 0 ? lin < d : db + lin <= d);
+    if (ok) return;
+    std::ostringstream msg;
+    msg << "a live tap reads offset (" << (oy >= 0 ? "+" : "") << oy << ", " << (ox >= 0 ? "+" : "") << ox
+        << ") of buffer " << b << " (delay " << db << "), which is not computed yet when this step (delay " << d
+        << ") runs: ";
+    if (d == 0 && db == 0)
+      msg << "after the current position in raster order; the cached executor needs every live tap at or before "
+             "it unless the step is delayed (delay=)";
+    else
+      msg << "the delays do not order the reads";
+    throw step_error(st.name, msg.str());
+  });
+}
+
 void ColumnProgram::set_head(const HeadSpec& head) {
   check_buffer(head.buffer, "head", "head");
   if (head.levels < 1 || buffer_channels_[head.buffer] != int64_t(c_) * head.levels)
     throw std::invalid_argument("head buffer has " + std::to_string(buffer_channels_[head.buffer]) +
                                 " channels, expected image channels " + std::to_string(c_) + " x levels " +
                                 std::to_string(head.levels));
+  if (buffer_delay_[head.buffer] != 0)
+    throw std::invalid_argument("head buffer " + std::to_string(head.buffer) + " is computed with delay " +
+                                std::to_string(buffer_delay_[head.buffer]) + ": the draws read it at delay 0");
   head_ = head;
 }
 
@@ -302,6 +343,7 @@ void ColumnProgram::prepare() const {
       PassPart& part = pass_parts_[k][p];
       part.lo = cout;
       part.hi = 0;
+      if (st.delay != 0) continue;  // run_delayed computes it, before the colour passes
       for (int64_t ch = 0; ch < cout; ++ch)
         if (in_pass(ch, p)) {
           part.lo = std::min(part.lo, ch);
@@ -323,12 +365,16 @@ void ColumnProgram::prepare() const {
       }
     }
   }
-  // Rows a buffer's cache must hold: its own row plus the furthest row above that a live tap reads.
+  // Rows a buffer's cache must hold: its own row plus the furthest row above that a live tap reads. With delays,
+  // a reader delay_r - delay_b > 0 positions behind the buffer's newest row needs ceil(that / W) + 1 rows more.
   ring_rows_.assign(buffer_channels_.size(), 1);
   for (const ProgramStep& st : steps_)
-    if (st.kind == StepKind::kConv)
-      for (const auto& pc : st.plan.pieces)
-        ring_rows_[st.ins[0]] = std::max<int>(ring_rows_[st.ins[0]], static_cast<int>(1 - pc.oy));
+    for_each_read(st, [&](int b, int64_t oy, int64_t) {
+      const int64_t behind = st.delay - buffer_delay_[b];
+      int64_t rows = 1 - oy;
+      if (st.delay != 0 || buffer_delay_[b] != 0) rows += (std::max<int64_t>(behind, 0) + w_ - 1) / w_ + 1;
+      ring_rows_[b] = std::max<int>(ring_rows_[b], static_cast<int>(std::min<int64_t>(rows, int64_t(h_) + 1)));
+    });
   prepared_ = true;
 }
 
@@ -367,6 +413,10 @@ int64_t ColumnProgram::executed_macs_per_position() const {
   for (size_t k = 0; k < steps_.size(); ++k) {
     const ProgramStep& st = steps_[k];
     if (st.kind != StepKind::kConv) continue;
+    if (st.delay != 0) {  // run_delayed: once per position
+      total += st.taps.live_macs_per_pixel();
+      continue;
+    }
     const int64_t cout = buffer_channels_[st.out];
     for (const PassPart& part : pass_parts_[k]) {
       if (!part.run) continue;
@@ -395,7 +445,7 @@ void ColumnProgram::run_pass(Slice& s, int64_t i, int64_t j, int p, int64_t* ns)
 void ColumnProgram::run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int64_t* ns) const {
   for (size_t k = 0; k < steps_.size(); ++k) {
     const ProgramStep& st = steps_[k];
-    if (st.phase < min_phase) continue;
+    if (st.phase < min_phase || st.delay != 0) continue;
     if (ns == nullptr) {
       run_step(s, st, i, j);
     } else {
@@ -404,6 +454,23 @@ void ColumnProgram::run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int
       ns[k] += now_ns() - t0;
     }
   }
+}
+
+void ColumnProgram::run_delayed(Slice& s, int64_t t, int64_t* ns) const {
+  const int64_t positions = int64_t(h_) * w_;
+  for (int k : delayed_) {
+    const int64_t q = t - steps_[k].delay;
+    if (q < 0 || q >= positions) continue;
+    const int64_t t0 = ns != nullptr ? now_ns() : 0;
+    run_step(s, steps_[k], q / w_, q % w_);
+    if (ns != nullptr) ns[k] += now_ns() - t0;
+  }
+}
+
+int64_t ColumnProgram::first_step() const {
+  int64_t t = 0;
+  for (int k : delayed_) t = std::min(t, steps_[k].delay);
+  return t;
 }
 
 inline const float* ColumnProgram::operand_pixel(Slice& s, const Operand& o, int64_t i, int64_t img,
@@ -428,7 +495,7 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
           float* row = col + img * pl.kcol;
           for (const auto& pc : pl.pieces) {
             const int64_t si = i + pc.oy, sj = j + pc.ox, len = pc.c1 - pc.c0;
-            if (si < 0 || sj < 0 || sj >= w_) {
+            if (si < 0 || si >= h_ || sj < 0 || sj >= w_) {  // outside the image (a shift reads below too)
               std::memset(row + pc.col, 0, len * sizeof(float));
             } else if (len == 1) {
               row[pc.col] = s.px(*this, in, si, img, sj)[pc.c0];  // one-channel input (a first layer)
@@ -499,6 +566,18 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
           }
         }
         break;
+      case StepKind::kShift: {
+        const int64_t si = i + st.dy, sj = j + st.dx, len = buffer_channels_[st.out];
+        const bool inside = si >= 0 && si < h_ && sj >= 0 && sj < w_;
+        for (int64_t img = 0; img < nb; ++img) {
+          float* y = s.px(*this, st.out, i, img, j);
+          if (inside)
+            std::memcpy(y, s.px(*this, st.ins[0], si, img, sj), len * sizeof(float));
+          else
+            std::memset(y, 0, len * sizeof(float));
+        }
+        break;
+      }
       case StepKind::kReduce:
         for (int64_t img = 0; img < nb; ++img) {
           const float* a = s.px(*this, st.ins[0], i, img, j);
@@ -562,10 +641,12 @@ void ColumnProgram::teacher_forced(const float* image, int64_t n, float* head_ou
   const int64_t hc = buffer_channels_[head_.buffer];
   for_each_slice(n, par, int64_t(h_) * w_ * (macs_per_position() + 1), [&](int64_t b0, int64_t b1) {
     Slice s = make_slice(b0, b1);
+    for (int64_t t = first_step(); t < 0; ++t) run_delayed(s, t);  // steps computed ahead of the raster
     for (int64_t i = 0; i < h_; ++i) {
       for (int64_t j = 0; j < w_; ++j) {
         for (int64_t img = 0; img < s.nb; ++img)
           std::memcpy(s.px(*this, 0, i, img, j), image + (((b0 + img) * h_ + i) * w_ + j) * c_, c_ * sizeof(float));
+        run_delayed(s, i * w_ + j);
         run_steps(s, i, j, 0);
         for (int64_t img = 0; img < s.nb; ++img)
           std::memcpy(head_out + (((b0 + img) * h_ + i) * w_ + j) * hc, s.px(*this, head_.buffer, i, img, j),
@@ -594,12 +675,14 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
     Slice s = make_slice(b0, b1);
     std::vector<int64_t> ns(step_seconds != nullptr ? nsteps + 1 : 0, 0);  // last: the draws
     int64_t* prof = step_seconds != nullptr ? ns.data() : nullptr;
+    for (int64_t t = first_step(); t < 0; ++t) run_delayed(s, t, prof);  // steps computed ahead of the raster
     for (int64_t i = 0; i < h_; ++i) {
       if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) return;  // outputs left incomplete
       for (int64_t j = 0; j < w_; ++j) {
         const uint32_t position = static_cast<uint32_t>(i * w_ + j);
         // The image at this position is unknown until drawn: zero it (the slot held an older row).
         for (int64_t img = 0; img < s.nb; ++img) std::memset(s.px(*this, 0, i, img, j), 0, c_ * sizeof(float));
+        run_delayed(s, int64_t(position), prof);  // delayed steps: earlier positions, before the colour passes
         for (int c = 0; c < c_; ++c) {
           run_pass(s, i, j, c, prof);  // pass c: the channels that depend on exactly the c drawn so far
           const int64_t t_draw = prof != nullptr ? now_ns() : 0;

@@ -138,6 +138,12 @@ class ColumnProgram {
   void check_binary(const ProgramStep& st) const;
   void check_concat(const ProgramStep& st) const;
   void check_channel_phases(ProgramStep& st) const;
+  // Shifts and delays: every read of a buffer at an offset must find it computed (docs/SEMANTICS.md, "Delays").
+  void check_schedule(const ProgramStep& st) const;
+  void for_each_read(const ProgramStep& st, const std::function<void(int, int64_t, int64_t)>& fn) const;
+  // The delayed steps (delay != 0) at the step of raster position t: each computes position t - delay.
+  void run_delayed(Slice& s, int64_t t, int64_t* ns = nullptr) const;
+  int64_t first_step() const;  // the first raster step: negative when a step computes ahead
 
   int h_, w_, c_;
   std::vector<int64_t> buffer_channels_;
@@ -145,6 +151,8 @@ class ColumnProgram {
   std::vector<ConstTensor> consts_;
   HeadSpec head_;
   bool flattenable_ = false;
+  std::vector<int64_t> buffer_delay_;  // the delay of the step that writes each buffer (0: the image)
+  std::vector<int> delayed_;           // steps with delay != 0, in program order
   mutable std::vector<int> ring_rows_;  // rows cached per buffer
   mutable std::vector<std::vector<PassPart>> pass_parts_;  // [step][pass 0..C]
   mutable bool prepared_ = false;

@@ -92,6 +92,17 @@ FlatProgram flatten(const ColumnProgram& program) {
     throw std::logic_error("flatten: the program was built without the GPU tables' weights (build it flattenable)");
   const std::vector<ProgramStep>& steps = program.steps();
   const std::vector<int64_t>& channels = program.buffer_channels();
+  // Shifts and delays (docs/SEMANTICS.md): the CPU executor runs them; the flat program does not yet.
+  for (const ProgramStep& st : steps) {
+    const char* what = st.kind == StepKind::kShift ? "a shift step"
+                       : st.offset_taps            ? "a conv with offset taps (pad + VALID conv)"
+                       : st.delay != 0             ? "a delayed step"
+                                                   : nullptr;
+    if (what != nullptr)
+      throw std::invalid_argument("flatten: step '" + st.name + "' is " + what + (st.delay != 0 ? " (delay=" +
+                                  std::to_string(st.delay) + ")" : std::string()) + ": the GPU flat program does not "
+                                  "take shifts and delays yet (the CPU executor does)");
+  }
   FlatProgram f;
   f.h = program.height();
   f.w = program.width();
@@ -200,6 +211,8 @@ FlatProgram flatten(const ColumnProgram& program) {
         break;
       case StepKind::kReduce:
         fs.fn = static_cast<int32_t>(st.reduce);
+        break;
+      case StepKind::kShift:  // refused above
         break;
     }
     f.steps.push_back(fs);

@@ -9,7 +9,7 @@ const NameTable<StepKind>& name_table<StepKind>() {
   static const NameTable<StepKind> t = {{"conv", StepKind::kConv},       {"binary", StepKind::kBinary},
                                         {"act", StepKind::kAct},         {"concat", StepKind::kConcat},
                                         {"gather", StepKind::kGather},   {"softmax", StepKind::kSoftmax},
-                                        {"reduce", StepKind::kReduce}};
+                                        {"reduce", StepKind::kReduce},   {"shift", StepKind::kShift}};
   return t;
 }
 

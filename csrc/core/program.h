@@ -21,7 +21,8 @@
 namespace pcf {
 
 // The values are also the GPU tables' plain ints (flat_program.h; flatten.cc checks them).
-enum class StepKind { kConv, kBinary, kAct, kConcat, kGather, kSoftmax, kReduce };
+// kShift (after the others: the GPU tables' values stay): out[i, j] = in[i + dy, j + dx], zero outside the image.
+enum class StepKind { kConv, kBinary, kAct, kConcat, kGather, kSoftmax, kReduce, kShift };
 enum class BinaryFn { kAdd, kSub, kMul, kDiv, kMax, kMin };
 enum class ActFn { kRelu, kRelu6, kElu, kSelu, kTanh, kSigmoid, kSoftplus, kSoftsign, kLeakyRelu, kNeg, kExp,
                    kSquare, kAbs, kErf };
@@ -121,6 +122,14 @@ struct Step {
   // `phase`), empty when every channel has `phase`.
   int phase = 0;
   std::vector<int64_t> phase_runs;
+  // Shifts and delays (docs/SEMANTICS.md, "Shifts are read offsets", "Delays"). kConv with offset_taps: tap
+  // (ky, kx) reads offset (oy + ky * dh, ox + kx * dw) (a pad + VALID conv; same_padding is then unused).
+  bool offset_taps = false;
+  int oy = 0, ox = 0;
+  int dy = 0, dx = 0;  // kShift: the offset it reads its input at
+  // Raster positions late (negative: early) this step computes: at the step of position t it computes
+  // position t - delay, before the colour passes (delay 0: in its colour pass, as every seed model's steps).
+  int64_t delay = 0;
   std::string name;  // the layer it came from, for error messages
   int line = 0;      // the spec line it was parsed from (0: built in code), for build errors
 

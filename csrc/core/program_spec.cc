@@ -173,6 +173,8 @@ std::vector<std::string> split_blanks(const std::string& line) {
 }
 
 constexpr int64_t kMaxDim = int64_t(1) << 30;
+constexpr int64_t kMaxOffset = 1 << 15;           // a shift's or offset tap's rows / columns
+constexpr int64_t kMaxDelay = int64_t(1) << 40;   // a step's delay in raster positions
 
 }  // namespace
 
@@ -311,8 +313,13 @@ ProgramSpec parse_program_spec(const std::string& text) {
         step.dh = static_cast<int>(st.take_int("dh", 1, 1 << 16));
         step.dw = static_cast<int>(st.take_int("dw", 1, 1 << 16));
         auto [ptok, pad] = st.take("padding");
-        if (pad != "same" && pad != "valid") st.fail(ptok, "padding is same or valid");
+        if (pad != "same" && pad != "valid" && pad != "offset") st.fail(ptok, "padding is same, valid or offset");
         step.same_padding = pad == "same";
+        if (pad == "offset") {  // a pad + VALID conv: the top-left tap's offset
+          step.offset_taps = true;
+          step.oy = static_cast<int>(st.take_int("oy", -kMaxOffset, kMaxOffset));
+          step.ox = static_cast<int>(st.take_int("ox", -kMaxOffset, kMaxOffset));
+        }
         const SpecInput& k = spec.inputs[step.kernel];
         if (k.shape[2] != spec.buffer_channels[step.input()] || k.shape[3] != spec.buffer_channels[step.out])
           st.fail("kernel=" + std::to_string(step.kernel),
@@ -355,8 +362,14 @@ ProgramSpec parse_program_spec(const std::string& text) {
         step.operands = {{false, buffer("in")}};
         step.reduce = st.take_enum<ReduceFn>("fn");
         break;
+      case StepKind::kShift:
+        step.operands = {{false, buffer("in")}};
+        step.dy = static_cast<int>(st.take_int("dy", -kMaxOffset, kMaxOffset));
+        step.dx = static_cast<int>(st.take_int("dx", -kMaxOffset, kMaxOffset));
+        break;
     }
     step.phase = static_cast<int>(st.take_int("phase", 0, spec.channels));
+    if (st.has("delay")) step.delay = st.take_int("delay", -kMaxDelay, kMaxDelay);
     if (st.has("phases")) {
       const std::string tok = "phases";
       step.phase_runs = st.take_ints("phases", 0, kMaxDim);
@@ -422,7 +435,11 @@ std::string format_program_spec(const ProgramSpec& spec) {
     switch (st.kind) {
       case StepKind::kConv:
         os << " in=" << st.input() << " kernel=" << st.kernel << " dh=" << st.dh << " dw=" << st.dw
-           << " padding=" << (st.same_padding ? "same" : "valid");
+           << " padding=" << (st.offset_taps ? "offset" : st.same_padding ? "same" : "valid");
+        if (st.offset_taps) os << " oy=" << st.oy << " ox=" << st.ox;
+        break;
+      case StepKind::kShift:
+        os << " in=" << st.input() << " dy=" << st.dy << " dx=" << st.dx;
         break;
       case StepKind::kBinary:
         os << " fn=" << name_of(st.binary) << " a=" << operand_text(st.operands.at(0))
@@ -447,6 +464,7 @@ std::string format_program_spec(const ProgramSpec& spec) {
         break;
     }
     os << " phase=" << st.phase;
+    if (st.delay != 0) os << " delay=" << st.delay;
     if (!st.phase_runs.empty()) {
       os << " phases=";
       for (size_t k = 0; k < st.phase_runs.size(); ++k) os << (k ? "," : "") << st.phase_runs[k];

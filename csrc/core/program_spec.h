@@ -20,17 +20,21 @@
 //   input index=k kind=const                              rank-4 (n|1, H|1, W|1, c) constant, added once
 //   input index=k kind=kernel shape=kh,kw,cin,cout        a conv's kernel (cin, cout: its buffers' channels)
 //   conv out=b in=b kernel=k dh=1 dw=1 padding=same|valid phase=p name=...
+//   conv ... padding=offset oy=y ox=x ...                 offset taps: tap (ky, kx) reads (y + ky dh, x + kx dw)
 //   binary out=b fn=add|sub|mul|div|max|min a=<operand> b=<operand> phase=p name=...   (<= 1 input operand)
 //   act out=b in=b fn=relu|...|erf alpha=0.2 phase=p name=...
 //   concat out=b parts=<operand>,<operand>,... phase=p name=...
 //   gather out=b in=b channels=0,2,... phase=p name=...
 //   softmax out=b in=b group=g log=0|1 phase=p name=...
 //   reduce out=b in=b fn=sum|mean|max|min phase=p name=...
+//   shift out=b in=b dy=y dx=x phase=p name=...          out[i, j] = in[i + y, j + x], zero outside the image
 //   any step may add phases=p,n,p,n,...: its output channels' own phases as runs (n channels of phase p,
 //   in channel order, summing to the output's channels, each p <= phase, the largest == phase); without
 //   it every channel has the step's phase. The executor then computes a channel only in the colour pass
 //   of its own phase (an RGB colour-group model's blocks once each instead of once per channel drawn).
-//   It is the one optional key besides name=.
+//   Any step may add delay=d (raster positions, may be negative; absent: 0): it computes position t - d at
+//   the step of position t, before the colour passes (phase must be 0); the builder checks that every read
+//   finds its value computed (docs/SEMANTICS.md, "Delays"). phases=, delay= and name= are the optional keys.
 //   head kind=bernoulli|logits|probs buffer=b levels=L scale=s offset=o
 //   end                                                   last statement: guards against truncation
 //

@@ -12,7 +12,7 @@ import numpy as np
 from pixelcnn_fast.program.ir import LoweringError, NotCausalError, conv_kernel_4d, step_conv_taps
 
 __all__ = ["NO_DEPENDENCY", "encode_frontier", "decode_frontier", "frontiers", "analyse_causality",
-           "step_phase", "channel_phase_runs", "refuse_reads_ahead"]
+           "step_phase", "channel_phase_runs", "step_delays", "bounds"]
 
 # A frontier is encoded as one int64 so that integer order is raster order and a tap offset is an addition.
 _OFF = 1 << 15
@@ -224,19 +224,60 @@ def channel_phase_runs(keys, phase):
     return runs
 
 
-def refuse_reads_ahead(program, consts):
-    """A causal model whose conv reads a later position of its input (a gated PixelCNN's vertical stack that
-    reads its own row of a buffer that sees only the rows above) needs that buffer computed ahead of the
-    raster position (docs/SEMANTICS.md, "Delays"): not supported yet, refused naming the layer."""
-    for st in program.steps:
-        if st.kind != "conv":
-            continue
-        kernel = conv_kernel_4d(st, consts[st.consts[0]])
-        for ky, kx, oy, ox in step_conv_taps(st, kernel):
-            if (oy, ox) > (0, 0) and np.any(kernel[ky, kx] != 0):
-                raise LoweringError(
-                    f"layer '{st.layer}' ({st.layer_class}) reads offset ({oy:+d}, {ox:+d}) of its input, ahead of "
-                    f"the raster position (op '{st.op_name}', {st.op_type}): the model is causal, but the cached "
-                    f"sampler cannot yet compute a buffer ahead of the position it samples (delayed execution, "
-                    f"e.g. a gated PixelCNN's vertical stack reading its own row). Mask that conv to the rows "
-                    f"above (and the left of its own row), or sample with pixelcnn_fast.naive")
+def _reads(program, consts, step):
+    """(buffer, oy, ox) of every read of a step: a conv's live taps, a shift's offset, (0, 0) otherwise. Offsets
+    that never land in the image (|oy| >= H or |ox| >= W) are left out, as the C++ executor does."""
+    h, w, _ = program.image_shape
+    if step.kind == "conv":
+        kernel = conv_kernel_4d(step, consts[step.consts[0]])
+        taps = [(step.ins[0], oy, ox) for ky, kx, oy, ox in step_conv_taps(step, kernel)
+                if np.any(kernel[ky, kx] != 0)]
+    elif step.kind == "shift":
+        taps = [(step.ins[0], step.attrs["dy"], step.attrs["dx"])]
+    else:
+        taps = [(b, 0, 0) for b in step.ins]
+    return [(b, oy, ox) for b, oy, ox in taps if -h < oy < h and -w < ox < w]
+
+
+def step_delays(program, consts):
+    """Each step's delay (docs/SEMANTICS.md, "Delays"): at the raster step of position t a step of delay d
+    computes position t - d, before the colour passes when d != 0 (csrc/core/column_program.cc checks the same
+    rule). All zeros when no step reads ahead of its position (every seed model); otherwise each step as early
+    as its reads allow: a read at linear offset o (oy W + ox) of a delayed buffer needs d >= its delay + o, of the
+    image or a buffer of the colour passes o < d, or d = 0 with o <= 0. Raises LoweringError naming the layer
+    when the prediction would be computed late (the image too narrow for the model's horizontal reach)."""
+    h, w, _ = program.image_shape
+    reads = [_reads(program, consts, st) for st in program.steps]
+    delay = {0: 0}
+    if all(oy * w + ox <= 0 for r in reads for _, oy, ox in r):
+        return [0] * len(program.steps)
+    out = []
+    for st, rs in zip(program.steps, reads):
+        cands, normal_at = [], []
+        for b, oy, ox in rs:
+            lin, db = oy * w + ox, delay.get(b, 0)
+            if db != 0:
+                cands.append(db + lin)
+            elif b == 0:
+                cands.append(0 if lin == 0 else lin + 1)  # own pixel: the colour passes; else strictly after
+            else:
+                cands.append(lin + 1 if lin > 0 else lin)
+                normal_at.append(lin)
+        d = max(cands) if cands else 0
+        if d < 0 and d in normal_at:
+            d = 0  # a colour-pass buffer read at the very position: compute with it
+        delay[st.out] = d
+        out.append(d)
+    late = delay.get(program.logits_buffer, 0)
+    if late != 0:
+        producers = {s.out: s for s in program.steps}
+        ancestors = _ancestors(program, program.logits_buffer)
+        worst = max((s for s in program.steps if s.out in ancestors), key=lambda s: delay[s.out])
+        head = producers[program.logits_buffer]
+        raise LoweringError(
+            f"layer '{head.layer}' ({head.layer_class}) would be computed {late} raster positions after its own "
+            f"(op '{head.op_name}'): it reads layer '{worst.layer}' ({worst.layer_class}), computed "
+            f"{delay[worst.out]} positions late, and the image ({h}x{w}) is too narrow for the horizontal reach "
+            "of the model's shifted streams in the cached sampler's schedule (a wider image, fewer layers reading "
+            "to the right before a down-shift, or pixelcnn_fast.naive)")
+    return out

@@ -14,14 +14,13 @@ __all__ = ["LoweringError", "NotCausalError", "Step", "Program", "STEP_KINDS", "
 
 # The vocabulary of a program step, as csrc/core/program_spec.cc reads it (the spec writer emits only these
 # names; the spec reader refuses any other).
-STEP_KINDS = ("conv", "binary", "act", "concat", "gather", "softmax", "reduce")
+STEP_KINDS = ("conv", "binary", "act", "concat", "gather", "softmax", "reduce", "shift")
 BINARY_FNS = ("add", "sub", "mul", "div", "max", "min")
 ACT_FNS = ("relu", "relu6", "elu", "selu", "tanh", "sigmoid", "softplus", "softsign", "leaky_relu", "neg", "exp",
            "square", "abs", "erf")
 REDUCE_FNS = ("sum", "mean", "max", "min")
-# Steps of shifted models (program/lower_shift_ops.py) that the Python executors run and the C++ spec does not
-# take yet: shift (out[i, j] = in[i + dy, j + dx], zero outside the image). A conv with offset taps is a conv
-# with attrs padding="OFFSET", oy, ox (its top-left tap's offset).
+# Steps of shifted models (program/lower_shift_ops.py): shift (out[i, j] = in[i + dy, j + dx], zero outside the
+# image). A conv with offset taps is a conv with attrs padding="OFFSET", oy, ox (its top-left tap's offset).
 SHIFT_KINDS = ("shift",)
 HEAD_KINDS = ("bernoulli", "logits", "probs")
 

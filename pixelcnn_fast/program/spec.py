@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from pixelcnn_fast.program.causality import analyse_causality, channel_phase_runs, refuse_reads_ahead, step_phase
+from pixelcnn_fast.program.causality import analyse_causality, channel_phase_runs, step_delays, step_phase
 from pixelcnn_fast.program.ir import ACT_FNS, BINARY_FNS, HEAD_KINDS, REDUCE_FNS, LoweringError, conv_kernel_4d
 
 __all__ = ["SPEC_MAGIC", "MAGIC", "VERSION", "program_spec", "spec_with_recipes", "recipe_array", "const_4d",
@@ -44,21 +44,6 @@ def const_4d(value):
     return np.ascontiguousarray(v)
 
 
-def refuse_shifts(program):
-    """The spec (so the C++ executor, the TF op and the GPU flat program) does not take a shifted model yet
-    (docs/SEMANTICS.md, "Shifts are read offsets"): refused naming the construct and the layer. The lowering,
-    the causality analysis and the pure-TF executor (program.tf_executor.run_program) take it."""
-    for st in program.steps:
-        what = ("a shift (Pad / Cropping2D / slice / zeros + concat along H or W) read by an elementwise op"
-                if st.kind == "shift" else "a conv with offset taps (pad + VALID conv, or a conv on a shifted "
-                "tensor)" if st.kind == "conv" and st.attrs["padding"] == "OFFSET" else None)
-        if what:
-            raise LoweringError(
-                f"layer '{st.layer}' ({st.layer_class}) is {what} (op '{st.op_name}', {st.op_type}): the cached "
-                "sampler's program (C++ executor, TF op, CUDA flat program) does not take shifts and delays yet; "
-                "the lowering and the pure-TF executor do. Sample this model with pixelcnn_fast.naive")
-
-
 def spec_with_recipes(sampler, consts):
     """(spec text, recipes): recipes[k] says how op input k is made from the constant slots:
     ("const", slot, None) a broadcast constant as rank 4; ("kernel", slot, step) a conv's kernel as
@@ -66,8 +51,7 @@ def spec_with_recipes(sampler, consts):
     value_offset); consts: the program's constant slots. Raises NotCausalError naming the layer."""
     p = sampler.program
     keys = analyse_causality(p, consts)  # raises NotCausalError naming the layer
-    refuse_shifts(p)
-    refuse_reads_ahead(p, consts)
+    delays = step_delays(p, consts)  # raises LoweringError when the prediction would come late
     recipes, index = [], {}
 
     def use(kind, slot, step=None):
@@ -78,12 +62,16 @@ def spec_with_recipes(sampler, consts):
         return index[key]
 
     lines = []
-    for st in p.steps:
-        phase, name = step_phase(keys[st.out]), f"{st.layer} ({st.op_type} {st.op_name})"
+    for st, delay in zip(p.steps, delays):
+        # A delayed step runs before the colour passes (every image value it reads is drawn): phase 0.
+        phase, name = step_phase(keys[st.out]) if delay == 0 else 0, f"{st.layer} ({st.op_type} {st.op_name})"
         if st.kind == "conv":
             k = use("kernel", st.consts[0], st)
-            args = (f"in={st.ins[0]} kernel={k} dh={st.attrs['dh']} dw={st.attrs['dw']} "
-                    f"padding={'same' if st.attrs['padding'] == 'SAME' else 'valid'}")
+            pad = st.attrs["padding"]
+            args = (f"in={st.ins[0]} kernel={k} dh={st.attrs['dh']} dw={st.attrs['dw']} padding="
+                    + ({"SAME": "same", "VALID": "valid"}.get(pad) or f"offset oy={st.attrs['oy']} ox={st.attrs['ox']}"))
+        elif st.kind == "shift":
+            args = f"in={st.ins[0]} dy={st.attrs['dy']} dx={st.attrs['dx']}"
         elif st.kind == "binary":
             if len(st.ins) == 2:
                 a, b = f"b{st.ins[0]}", f"b{st.ins[1]}"
@@ -105,9 +93,10 @@ def spec_with_recipes(sampler, consts):
             args = f"in={st.ins[0]} fn={st.attrs['fn']}"
         else:  # pragma: no cover - lowering emits only the kinds above
             raise AssertionError(st.kind)
-        runs = channel_phase_runs(keys[st.out], phase)
+        runs = channel_phase_runs(keys[st.out], phase) if delay == 0 else None
         phases = "" if runs is None else " phases=" + ",".join(str(v) for v in runs)
-        lines.append(f"{st.kind} out={st.out} {args} phase={phase}{phases} name={_encode_name(name)}")
+        late = f" delay={delay}" if delay else ""
+        lines.append(f"{st.kind} out={st.out} {args} phase={phase}{late}{phases} name={_encode_name(name)}")
     h, w, c = p.image_shape
     head = (f"head kind={sampler.kind} buffer={p.logits_buffer} levels={sampler.head_levels} "
             f"scale={_f32(sampler.value_scale)} offset={_f32(sampler.value_offset)}")
@@ -148,6 +137,7 @@ STEP_KEYS = {
     "gather": ("out", "in", "channels", "phase"),
     "softmax": ("out", "in", "group", "log", "phase"),
     "reduce": ("out", "in", "fn", "phase"),
+    "shift": ("out", "in", "dy", "dx", "phase"),
 }
 
 
@@ -287,7 +277,9 @@ def _step_attrs(ln, kw, out, buffers, inputs):
         attrs["kernel"] = ln.take_int("kernel")
         check_input(("input", attrs["kernel"]), "kernel", f"kernel={attrs['kernel']}")
         attrs["dh"], attrs["dw"] = ln.take_int("dh", 1), ln.take_int("dw", 1)
-        attrs["padding"] = ln.take_enum("padding", ("same", "valid"))
+        attrs["padding"] = ln.take_enum("padding", ("same", "valid", "offset"))
+        if attrs["padding"] == "offset":  # a pad + VALID conv: the top-left tap's offset
+            attrs["oy"], attrs["ox"] = ln.take_int("oy", -(1 << 15)), ln.take_int("ox", -(1 << 15))
         kh, kw_, cin, cout = inputs[attrs["kernel"]][1]
         if cin != buffers[attrs["in"]] or cout != buffers[out]:
             ln.fail(f"kernel shape {(kh, kw_, cin, cout)} does not map buffer {attrs['in']} ({buffers[attrs['in']]} "
@@ -322,6 +314,11 @@ def _step_attrs(ln, kw, out, buffers, inputs):
     elif kw == "reduce":
         attrs["in"] = buffer("in")
         attrs["fn"] = ln.take_enum("fn", REDUCE_FNS)
+    elif kw == "shift":
+        attrs["in"] = buffer("in")
+        attrs["dy"], attrs["dx"] = ln.take_int("dy", -(1 << 15)), ln.take_int("dx", -(1 << 15))
+        if buffers[attrs["in"]] != buffers[out]:
+            ln.fail("a shift changes the channel count")
     return attrs
 
 
@@ -405,6 +402,8 @@ def parse_spec(text):
         # Optional per-channel phases (phase, count) runs: which colour pass computes each channel in the
         # cached executor; a full-image executor needs none of it, but the key belongs to the format.
         attrs["phases"] = ln.take_ints("phases") if "phases" in ln.kv else None
+        # Optional delay (raster positions; docs/SEMANTICS.md, "Delays"): 0 when absent.
+        attrs["delay"] = ln.take_int("delay", -(1 << 40)) if "delay" in ln.kv else 0
         name = _decode_name(ln.kv.pop("name"), ln.fail) if "name" in ln.kv else ""
         ln.done()
         steps.append(SpecStep(kind=kw, out=out, phase=phase, line=no, name=name, attrs=attrs))
