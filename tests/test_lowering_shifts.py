@@ -254,3 +254,50 @@ def test_up_shift_is_refused_as_seeing_the_future():
 def test_shifts_that_are_not_offsets_are_refused_naming_the_layer(fn, message):
     with pytest.raises(LoweringError, match=message):
         lower(_model(fn))
+
+
+# ------------------------------------------------------------------------------------ the C++ schedule
+def _spec(steps, head_buffer, buffers="1,1,1", h=3, w=4):
+    return ("pixelcnn_fast.column_program 1\n"
+            f"image height={h} width={w} channels=1\nbuffers channels={buffers}\n" + "\n".join(steps) +
+            f"\nhead kind=bernoulli buffer={head_buffer} levels=1 scale=1 offset=0\nend\n")
+
+
+def test_core_runs_a_hand_written_delayed_shift(rng):
+    # Buffer 1 reads the image one column ahead, so it is computed 2 positions late (delay=2); buffer 2 reads it
+    # one row up: out[i, j] = image[i - 1, j + 1], zero outside the image -- moved by the read offsets alone.
+    from pixelcnn_fast import _core
+
+    spec = _spec(["shift out=1 in=0 dy=0 dx=1 phase=0 delay=2 name=ahead",
+                  "shift out=2 in=1 dy=-1 dx=0 phase=0 name=down"], 2)
+    program = _core.ColumnProgram.from_spec(spec, [], 2)
+    x = rng.standard_normal((2, 3, 4, 1)).astype(np.float32)
+    want = np.zeros_like(x)
+    want[:, 1:, :-1] = x[:, :-1, 1:]
+    np.testing.assert_array_equal(program.teacher_forced(x), want)
+    levels, margins = program.sample(2, 3, 1.0)
+    assert levels.shape == (2, 3, 4, 1) and set(np.unique(levels)) <= {0, 1}
+    # Each draw reads the drawn pixel one row up and one column right (a level fed back as itself): teacher
+    # forcing the drawn images gives the logits each draw used; the same seed draws the same images.
+    logits = program.teacher_forced(levels.astype(np.float32))
+    assert np.array_equal(logits[:, 1:, :-1], levels[:, :-1, 1:].astype(np.float32))
+    assert np.array_equal(program.sample(2, 3, 1.0)[0], levels)
+
+
+@pytest.mark.parametrize("steps,head,message", [
+    (["shift out=1 in=0 dy=0 dx=1 phase=0 name=ahead"], 1,
+     r"step 'ahead': a live tap reads offset \(\+0, \+1\) of buffer 0 \(delay 0\).*after the current position"),
+    (["shift out=1 in=0 dy=0 dx=1 phase=0 delay=1 name=ahead"], 1,
+     r"step 'ahead': a live tap reads offset \(\+0, \+1\) of buffer 0.*the delays do not order the reads"),
+    (["shift out=1 in=0 dy=0 dx=1 phase=1 delay=2 name=ahead"], 1, r"step 'ahead': a delayed step .*phase must be 0"),
+    (["shift out=1 in=0 dy=0 dx=1 phase=0 delay=-1000000000000 name=far"], 1,
+     r"step 'far': delay -1000000000000 is beyond the image's 12 positions"),
+    (["shift out=1 in=0 dy=-1 dx=0 phase=0 delay=2 name=late"], 1, r"head buffer 1 is computed with delay 2"),
+    (["shift out=1 in=0 dy=0 dx=1 phase=0 delay=2 name=v", "shift out=2 in=1 dy=0 dx=0 phase=0 name=h"], 2,
+     r"step 'h': a live tap reads offset \(\+0, \+0\) of buffer 1 \(delay 2\).*the delays do not order"),
+])
+def test_core_refuses_a_schedule_that_reads_values_not_computed_yet(steps, head, message):
+    from pixelcnn_fast import _core
+
+    with pytest.raises(ValueError, match=message):
+        _core.ColumnProgram.from_spec(_spec(steps, head), [], 1)

@@ -161,6 +161,9 @@ void ColumnProgram::add_step(const Step& step, const ConstTensor* kernel) {
       break;
   }
   check_channel_phases(st);
+  if (st.delay > int64_t(h_) * w_ || st.delay < -int64_t(h_) * w_)  // no run that long: never a hang
+    throw step_error(name, "delay " + std::to_string(st.delay) + " is beyond the image's " +
+                               std::to_string(int64_t(h_) * w_) + " positions");
   if (st.delay != 0 && (st.phase != 0 || !st.phase_runs.empty()))
     throw step_error(name, "a delayed step (delay=" + std::to_string(st.delay) + ") runs before the colour passes: "
                            "its phase must be 0");
