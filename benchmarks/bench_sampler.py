@@ -6,7 +6,8 @@ benchmarks/run.py (README, "Benchmarks"):
 
     .venv/bin/python -m pytest benchmarks/bench_sampler.py --benchmark-json=/tmp/sampler.json && .venv/bin/python benchmarks/report.py /tmp/sampler.json /tmp/SAMPLER.md
 
-Models (env PIXELCNN_BENCH_SAMPLER_MODELS, default "keras_io,rgb,vqvae"), random weights:
+Models (env PIXELCNN_BENCH_SAMPLER_MODELS, default "keras_io,rgb,vqvae"; "gated_shifted", "gated_masked" on
+request: the gated PixelCNNs of tests/fixtures/zoo_models.py at 28x28, 64 filters, 7 layers), random weights:
   * keras_io: the keras.io PixelCNN at its real size (tests/fixtures/seed_models.keras_io(full=True):
     28x28x1, 128 filters, 5 residual blocks, sigmoid head, keras seed 0): 784 draws per image.
   * rgb: the CIFAR blog's RGB PixelCNN as its author wrote it (seed_models.rgb_3x256: a subclassed
@@ -133,6 +134,20 @@ MODEL_SPECS = {
                     "128 logits",
         make=lambda: zoo_models.vqvae_prior(full=True, seed=0),
         make_small=lambda: zoo_models.vqvae_prior(height=5, width=6, num_embeddings=128, filters=128, seed=0)),
+    # Opt-in (PIXELCNN_BENCH_SAMPLER_MODELS=gated_shifted,gated_masked): the gated PixelCNNs (shifts as read
+    # offsets, the vertical stack computed with a delay), MNIST-sized, 256-level categorical heads.
+    "gated_shifted": ModelSpec(
+        label="gated PixelCNN shifted 28x28",
+        description="zoo_models.gated_shifted: 28x28x1, 64 filters, 7 gated layers (5x5 then 3x3), "
+                    "ZeroPadding2D + VALID convs and pad+crop down-shifts, 256 logits",
+        make=lambda: zoo_models.gated_shifted(height=28, width=28, filters=64, layers=7, levels=256, seed=0),
+        make_small=lambda: zoo_models.gated_shifted(height=6, width=11, filters=64, layers=7, levels=256, seed=0)),
+    "gated_masked": ModelSpec(
+        label="gated PixelCNN masked 28x28",
+        description="zoo_models.gated_masked: 28x28x1, 64 filters, 7 gated layers (5x5 then 3x3), vertical "
+                    "stack masked to the rows above, 256 logits",
+        make=lambda: zoo_models.gated_masked(height=28, width=28, filters=64, layers=7, levels=256, seed=0),
+        make_small=lambda: zoo_models.gated_masked(height=6, width=11, filters=64, layers=7, levels=256, seed=0)),
 }
 MODELS = tuple(m for m in os.environ.get("PIXELCNN_BENCH_SAMPLER_MODELS", "keras_io,rgb,vqvae").split(",") if m)
 
