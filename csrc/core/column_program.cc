@@ -7,6 +7,7 @@
 #include <chrono>
 #include <mutex>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <stdexcept>
@@ -71,6 +72,7 @@ struct ColumnProgram::Slice {
   int64_t img0 = 0, nb = 0;
   std::vector<std::vector<float>> ring;  // per buffer: [rows][nb][W][C]
   std::vector<float> col;                // im2col of one position for nb images
+  std::vector<int64_t> next;             // per delayed step: the next position it computes
 
   float* px(const ColumnProgram& p, int b, int64_t i, int64_t img, int64_t j) {
     const int64_t slot = i % p.ring_rows_[b];
@@ -86,7 +88,7 @@ ColumnProgram::ColumnProgram(int height, int width, int channels, std::vector<in
                                 std::to_string(w_) + ", " + std::to_string(c_) + ")");
   if (buffer_channels_.empty() || buffer_channels_[0] != c_)
     throw std::invalid_argument("buffer 0 must be the image with " + std::to_string(c_) + " channels");
-  buffer_delay_.assign(buffer_channels_.size(), 0);
+  buffer_delay_.assign(buffer_channels_.size(), {0, 0});
 }
 
 void ColumnProgram::check_buffer(int b, const char* what, const std::string& name) const {
@@ -161,15 +163,15 @@ void ColumnProgram::add_step(const Step& step, const ConstTensor* kernel) {
       break;
   }
   check_channel_phases(st);
-  if (st.delay > int64_t(h_) * w_ || st.delay < -int64_t(h_) * w_)  // no run that long: never a hang
-    throw step_error(name, "delay " + std::to_string(st.delay) + " is beyond the image's " +
-                               std::to_string(int64_t(h_) * w_) + " positions");
-  if (st.delay != 0 && (st.phase != 0 || !st.phase_runs.empty()))
-    throw step_error(name, "a delayed step (delay=" + std::to_string(st.delay) + ") runs before the colour passes: "
-                           "its phase must be 0");
+  const std::string delay_text = std::to_string(st.delay_y) + "," + std::to_string(st.delay_x);
+  if (std::abs(st.delay_y) > 2 * h_ + 2 || std::abs(st.delay_x) > 4 * w_ + 4)  // no run that long: never a hang
+    throw step_error(name, "delay " + delay_text + " is beyond the image (" + std::to_string(h_) + "x" +
+                               std::to_string(w_) + ")");
+  if (st.delayed() && (st.phase != 0 || !st.phase_runs.empty()))
+    throw step_error(name, "a delayed step (delay=" + delay_text + ") runs before the colour passes: its phase must be 0");
   check_schedule(st);
-  buffer_delay_[st.out] = st.delay;
-  if (st.delay != 0) delayed_.push_back(static_cast<int>(steps_.size()));
+  buffer_delay_[st.out] = {st.delay_y, st.delay_x};
+  if (st.delayed()) delayed_.push_back(static_cast<int>(steps_.size()));
   steps_.push_back(std::move(st));
   prepared_ = false;
 }
@@ -290,22 +292,30 @@ void ColumnProgram::for_each_read(const ProgramStep& st, const std::function<voi
   }
 }
 
-// docs/SEMANTICS.md, "Delays": a step of delay d computes position q at the raster step of q + d, before the
-// colour passes when d != 0, in its colour pass when d == 0. A read of buffer b at offset o (linear o_lin =
-// oy W + ox) is of a value already computed when: the reader is in the colour passes (d == 0) and b is too
-// (b's delay 0, the image included) with o at or before (0, 0) -- the phases order the passes --, or b is
-// delayed with delay_b + o_lin <= 0; the reader is delayed and b is in the colour passes with o_lin < d (those
-// run after the delayed steps), or b is delayed with delay_b + o_lin <= d (program order within a step).
+// docs/SEMANTICS.md, "Delays": a step of delay (dy, dx) computes (i, j) at raster step ready(dy, dx, i, j), before
+// the colour passes; (0, 0) at its own step, in its colour pass. A read of buffer b at offset o finds its value
+// computed when: both are colour-pass steps and o is at or before (0, 0) (the phases order the passes); else, in
+// every column j whose source column j + ox is in the image, b's ready step at (oy, j + ox) is at most the
+// reader's at (0, j) -- a colour-pass b read by a delayed reader counting as delay (0, 1) (it runs after the
+// delayed steps), same-step reads of delayed steps being in program order.
 void ColumnProgram::check_schedule(const ProgramStep& st) const {
   for_each_read(st, [&](int b, int64_t oy, int64_t ox) {
-    const int64_t lin = oy * w_ + ox, db = buffer_delay_[b], d = st.delay;
-    const bool ok = d == 0 ? (db == 0 ? lin <= 0 : db + lin <= 0) : (db == 0 ? lin < d : db + lin <= d);
+    auto [sy, sx] = buffer_delay_[b];
+    const bool normal_src = sy == 0 && sx == 0;
+    bool ok = true;
+    if (!st.delayed() && normal_src) {
+      ok = oy < 0 || (oy == 0 && ox <= 0);
+    } else {
+      if (st.delayed() && normal_src) sx = 1;
+      for (int64_t j = std::max<int64_t>(0, -ox); j < std::min<int64_t>(w_, w_ - ox) && ok; ++j)
+        ok = ready(sy, sx, oy, j + ox) <= ready(st.delay_y, st.delay_x, 0, j);
+    }
     if (ok) return;
     std::ostringstream msg;
     msg << "a live tap reads offset (" << (oy >= 0 ? "+" : "") << oy << ", " << (ox >= 0 ? "+" : "") << ox
-        << ") of buffer " << b << " (delay " << db << "), which is not computed yet when this step (delay " << d
-        << ") runs: ";
-    if (d == 0 && db == 0)
+        << ") of buffer " << b << " (delay " << buffer_delay_[b].first << "," << buffer_delay_[b].second
+        << "), which is not computed yet when this step (delay " << st.delay_y << "," << st.delay_x << ") runs: ";
+    if (!st.delayed() && normal_src)
       msg << "after the current position in raster order; the cached executor needs every live tap at or before "
              "it unless the step is delayed (delay=)";
     else
@@ -320,9 +330,10 @@ void ColumnProgram::set_head(const HeadSpec& head) {
     throw std::invalid_argument("head buffer has " + std::to_string(buffer_channels_[head.buffer]) +
                                 " channels, expected image channels " + std::to_string(c_) + " x levels " +
                                 std::to_string(head.levels));
-  if (buffer_delay_[head.buffer] != 0)
+  if (buffer_delay_[head.buffer] != std::make_pair(0, 0))
     throw std::invalid_argument("head buffer " + std::to_string(head.buffer) + " is computed with delay " +
-                                std::to_string(buffer_delay_[head.buffer]) + ": the draws read it at delay 0");
+                                std::to_string(buffer_delay_[head.buffer].first) + "," +
+                                std::to_string(buffer_delay_[head.buffer].second) + ": the draws read it at delay 0,0");
   head_ = head;
 }
 
@@ -346,7 +357,7 @@ void ColumnProgram::prepare() const {
       PassPart& part = pass_parts_[k][p];
       part.lo = cout;
       part.hi = 0;
-      if (st.delay != 0) continue;  // run_delayed computes it, before the colour passes
+      if (st.delayed()) continue;  // run_delayed computes it, before the colour passes
       for (int64_t ch = 0; ch < cout; ++ch)
         if (in_pass(ch, p)) {
           part.lo = std::min(part.lo, ch);
@@ -369,13 +380,14 @@ void ColumnProgram::prepare() const {
     }
   }
   // Rows a buffer's cache must hold: its own row plus the furthest row above that a live tap reads. With delays,
-  // a reader delay_r - delay_b > 0 positions behind the buffer's newest row needs ceil(that / W) + 1 rows more.
+  // at raster step t the buffer's newest row is at most t / W - dy_b + 2 and the reader's oldest at least
+  // t / W - dy_r - 1 (+ oy): dy_r - dy_b + 4 - oy rows.
   ring_rows_.assign(buffer_channels_.size(), 1);
   for (const ProgramStep& st : steps_)
     for_each_read(st, [&](int b, int64_t oy, int64_t) {
-      const int64_t behind = st.delay - buffer_delay_[b];
       int64_t rows = 1 - oy;
-      if (st.delay != 0 || buffer_delay_[b] != 0) rows += (std::max<int64_t>(behind, 0) + w_ - 1) / w_ + 1;
+      if (st.delayed() || buffer_delay_[b] != std::make_pair(0, 0))
+        rows = std::max<int64_t>(rows, int64_t(st.delay_y) - buffer_delay_[b].first + 4 - oy);
       ring_rows_[b] = std::max<int>(ring_rows_[b], static_cast<int>(std::min<int64_t>(rows, int64_t(h_) + 1)));
     });
   prepared_ = true;
@@ -416,7 +428,7 @@ int64_t ColumnProgram::executed_macs_per_position() const {
   for (size_t k = 0; k < steps_.size(); ++k) {
     const ProgramStep& st = steps_[k];
     if (st.kind != StepKind::kConv) continue;
-    if (st.delay != 0) {  // run_delayed: once per position
+    if (st.delayed()) {  // run_delayed: once per position
       total += st.taps.live_macs_per_pixel();
       continue;
     }
@@ -448,7 +460,7 @@ void ColumnProgram::run_pass(Slice& s, int64_t i, int64_t j, int p, int64_t* ns)
 void ColumnProgram::run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int64_t* ns) const {
   for (size_t k = 0; k < steps_.size(); ++k) {
     const ProgramStep& st = steps_[k];
-    if (st.phase < min_phase || st.delay != 0) continue;
+    if (st.phase < min_phase || st.delayed()) continue;
     if (ns == nullptr) {
       run_step(s, st, i, j);
     } else {
@@ -461,18 +473,19 @@ void ColumnProgram::run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int
 
 void ColumnProgram::run_delayed(Slice& s, int64_t t, int64_t* ns) const {
   const int64_t positions = int64_t(h_) * w_;
-  for (int k : delayed_) {
-    const int64_t q = t - steps_[k].delay;
-    if (q < 0 || q >= positions) continue;
+  for (size_t m = 0; m < delayed_.size(); ++m) {
+    const ProgramStep& st = steps_[delayed_[m]];
+    int64_t& q = s.next[m];  // the step's next position: ready() is nondecreasing in raster order
     const int64_t t0 = ns != nullptr ? now_ns() : 0;
-    run_step(s, steps_[k], q / w_, q % w_);
-    if (ns != nullptr) ns[k] += now_ns() - t0;
+    for (; q < positions && ready(st.delay_y, st.delay_x, q / w_, q % w_) <= t; ++q)
+      run_step(s, st, q / w_, q % w_);
+    if (ns != nullptr) ns[delayed_[m]] += now_ns() - t0;
   }
 }
 
 int64_t ColumnProgram::first_step() const {
   int64_t t = 0;
-  for (int k : delayed_) t = std::min(t, steps_[k].delay);
+  for (int k : delayed_) t = std::min(t, ready(steps_[k].delay_y, steps_[k].delay_x, 0, 0));
   return t;
 }
 
@@ -634,6 +647,7 @@ ColumnProgram::Slice ColumnProgram::make_slice(int64_t b0, int64_t b1) const {
   for (const ProgramStep& st : steps_)
     if (st.kind == StepKind::kConv) kmax = std::max(kmax, st.plan.kcol);
   s.col.assign(s.nb * kmax + 16, 0.0f);  // one position's im2col rows for the slice's images
+  s.next.assign(delayed_.size(), 0);
   return s;
 }
 

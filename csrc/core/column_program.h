@@ -15,6 +15,7 @@
 // grayscale model whose steps all have phase 0 computes each step once per position.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -141,9 +142,11 @@ class ColumnProgram {
   // Shifts and delays: every read of a buffer at an offset must find it computed (docs/SEMANTICS.md, "Delays").
   void check_schedule(const ProgramStep& st) const;
   void for_each_read(const ProgramStep& st, const std::function<void(int, int64_t, int64_t)>& fn) const;
-  // The delayed steps (delay != 0) at the step of raster position t: each computes position t - delay.
+  // The delayed steps at raster step t: each computes its positions whose ready step (ready()) is t.
   void run_delayed(Slice& s, int64_t t, int64_t* ns = nullptr) const;
   int64_t first_step() const;  // the first raster step: negative when a step computes ahead
+  // The raster step at which a step of delay (dy, dx) computes position (i, j): (i + dy) W + min(j + dx, W).
+  int64_t ready(int dy, int dx, int64_t i, int64_t j) const { return (i + dy) * w_ + std::min<int64_t>(j + dx, w_); }
 
   int h_, w_, c_;
   std::vector<int64_t> buffer_channels_;
@@ -151,7 +154,7 @@ class ColumnProgram {
   std::vector<ConstTensor> consts_;
   HeadSpec head_;
   bool flattenable_ = false;
-  std::vector<int64_t> buffer_delay_;  // the delay of the step that writes each buffer (0: the image)
+  std::vector<std::pair<int, int>> buffer_delay_;  // the delay of the step that writes each buffer ((0, 0): image)
   std::vector<int> delayed_;           // steps with delay != 0, in program order
   mutable std::vector<int> ring_rows_;  // rows cached per buffer
   mutable std::vector<std::vector<PassPart>> pass_parts_;  // [step][pass 0..C]

@@ -96,12 +96,12 @@ FlatProgram flatten(const ColumnProgram& program) {
   for (const ProgramStep& st : steps) {
     const char* what = st.kind == StepKind::kShift ? "a shift step"
                        : st.offset_taps            ? "a conv with offset taps (pad + VALID conv)"
-                       : st.delay != 0             ? "a delayed step"
+                       : st.delayed()              ? "a delayed step"
                                                    : nullptr;
     if (what != nullptr)
-      throw std::invalid_argument("flatten: step '" + st.name + "' is " + what + (st.delay != 0 ? " (delay=" +
-                                  std::to_string(st.delay) + ")" : std::string()) + ": the GPU flat program does not "
-                                  "take shifts and delays yet (the CPU executor does)");
+      throw std::invalid_argument("flatten: step '" + st.name + "' is " + what + (st.delayed() ? " (delay=" +
+                                  std::to_string(st.delay_y) + "," + std::to_string(st.delay_x) + ")" : std::string()) +
+                                  ": the GPU flat program does not take shifts and delays yet (the CPU executor does)");
   }
   FlatProgram f;
   f.h = program.height();

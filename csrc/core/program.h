@@ -127,9 +127,10 @@ struct Step {
   bool offset_taps = false;
   int oy = 0, ox = 0;
   int dy = 0, dx = 0;  // kShift: the offset it reads its input at
-  // Raster positions late (negative: early) this step computes: at the step of position t it computes
-  // position t - delay, before the colour passes (delay 0: in its colour pass, as every seed model's steps).
-  int64_t delay = 0;
+  // When this step computes position (i, j): at the raster step (i + delay_y) W + min(j + delay_x, W), before
+  // the colour passes; (0, 0): at its own position's step, in its colour pass (every seed model's steps).
+  int delay_y = 0, delay_x = 0;
+  bool delayed() const { return delay_y != 0 || delay_x != 0; }
   std::string name;  // the layer it came from, for error messages
   int line = 0;      // the spec line it was parsed from (0: built in code), for build errors
 

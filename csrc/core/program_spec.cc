@@ -174,7 +174,6 @@ std::vector<std::string> split_blanks(const std::string& line) {
 
 constexpr int64_t kMaxDim = int64_t(1) << 30;
 constexpr int64_t kMaxOffset = 1 << 15;           // a shift's or offset tap's rows / columns
-constexpr int64_t kMaxDelay = int64_t(1) << 40;   // a step's delay in raster positions
 
 }  // namespace
 
@@ -369,7 +368,12 @@ ProgramSpec parse_program_spec(const std::string& text) {
         break;
     }
     step.phase = static_cast<int>(st.take_int("phase", 0, spec.channels));
-    if (st.has("delay")) step.delay = st.take_int("delay", -kMaxDelay, kMaxDelay);
+    if (st.has("delay")) {  // dy,dx
+      const std::vector<int64_t> d = st.take_ints("delay", -kMaxOffset, kMaxOffset);
+      if (d.size() != 2) st.fail("delay", "delay= is dy,dx");
+      step.delay_y = static_cast<int>(d[0]);
+      step.delay_x = static_cast<int>(d[1]);
+    }
     if (st.has("phases")) {
       const std::string tok = "phases";
       step.phase_runs = st.take_ints("phases", 0, kMaxDim);
@@ -464,7 +468,7 @@ std::string format_program_spec(const ProgramSpec& spec) {
         break;
     }
     os << " phase=" << st.phase;
-    if (st.delay != 0) os << " delay=" << st.delay;
+    if (st.delayed()) os << " delay=" << st.delay_y << ',' << st.delay_x;
     if (!st.phase_runs.empty()) {
       os << " phases=";
       for (size_t k = 0; k < st.phase_runs.size(); ++k) os << (k ? "," : "") << st.phase_runs[k];

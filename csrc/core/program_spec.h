@@ -32,9 +32,9 @@
 //   in channel order, summing to the output's channels, each p <= phase, the largest == phase); without
 //   it every channel has the step's phase. The executor then computes a channel only in the colour pass
 //   of its own phase (an RGB colour-group model's blocks once each instead of once per channel drawn).
-//   Any step may add delay=d (raster positions, may be negative; absent: 0): it computes position t - d at
-//   the step of position t, before the colour passes (phase must be 0); the builder checks that every read
-//   finds its value computed (docs/SEMANTICS.md, "Delays"). phases=, delay= and name= are the optional keys.
+//   Any step may add delay=dy,dx (absent: 0,0): it computes position (i, j) at the raster step
+//   (i + dy) W + min(j + dx, W), before the colour passes (phase must be 0); the builder checks that every
+//   read finds its value computed (docs/SEMANTICS.md, "Delays"). phases=, delay= and name= are the optional keys.
 //   head kind=bernoulli|logits|probs buffer=b levels=L scale=s offset=o
 //   end                                                   last statement: guards against truncation
 //

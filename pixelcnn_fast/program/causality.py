@@ -239,45 +239,78 @@ def _reads(program, consts, step):
     return [(b, oy, ox) for b, oy, ox in taps if -h < oy < h and -w < ox < w]
 
 
+def ready_step(delay, i, j, w):
+    """The raster step at which a step of delay (dy, dx) computes position (i, j): (i + dy) W + min(j + dx, W).
+    (0, 0): its own position's step, in the colour passes; any other: before them (docs/SEMANTICS.md, "Delays")."""
+    dy, dx = delay
+    return (i + dy) * w + min(j + dx, w)
+
+
+def _min_dx(src, reader_dy, oy, ox, w):
+    """The smallest dx with which a reader of delay (reader_dy, dx) finds a source of delay `src` computed at
+    offset (oy, ox) in every column: for each column j, (oy + src_dy - reader_dy) W + min(j + ox + src_dx, W)
+    <= min(j + dx, W), i.e. dx >= that left side - j while it is <= W. None when no dx does (a later row)."""
+    cols = np.arange(max(0, -ox), min(w, w - ox))
+    if cols.size == 0:
+        return -(1 << 30)
+    need = (oy + src[0] - reader_dy) * w + np.minimum(cols + ox + src[1], w)
+    if (need > w).any():
+        return None
+    return int((need - cols).max())
+
+
+def read_is_ready(src, reader, oy, ox, w):
+    """Whether a reader of delay `reader` finds buffer values of delay `src` computed at offset (oy, ox), for every
+    column (rows cancel out). A colour-pass source (0, 0) read by a delayed reader counts as (0, 1): the colour
+    passes of a step run after its delayed steps; a colour-pass reader of a colour-pass source is ordered by the
+    phases (o at or before (0, 0)). csrc/core/column_program.cc check_schedule is the same rule."""
+    if reader == (0, 0) and src == (0, 0):
+        return (oy, ox) <= (0, 0)
+    if reader != (0, 0) and src == (0, 0):
+        src = (0, 1)
+    dx = _min_dx(src, reader[0], oy, ox, w)
+    return dx is not None and dx <= reader[1]
+
+
 def step_delays(program, consts):
-    """Each step's delay (docs/SEMANTICS.md, "Delays"): at the raster step of position t a step of delay d
-    computes position t - d, before the colour passes when d != 0 (csrc/core/column_program.cc checks the same
-    rule). All zeros when no step reads ahead of its position (every seed model); otherwise each step as early
-    as its reads allow: a read at linear offset o (oy W + ox) of a delayed buffer needs d >= its delay + o, of the
-    image or a buffer of the colour passes o < d, or d = 0 with o <= 0. Raises LoweringError naming the layer
-    when the prediction would be computed late (the image too narrow for the model's horizontal reach)."""
+    """Each step's delay (dy, dx) (docs/SEMANTICS.md, "Delays"): it computes position (i, j) at the raster step
+    (i + dy) W + min(j + dx, W) -- before the colour passes, or in them for (0, 0). All (0, 0) when no step reads
+    ahead of its position (every seed model); otherwise each step as early as its reads allow (the smallest dy,
+    then the smallest dx that read_is_ready accepts), or in the colour passes when that is no later. Raises
+    LoweringError naming the layers when the prediction would be computed late (never for the zoo's models:
+    the clamp at the row's end means a read one row up is ready whatever its horizontal reach)."""
     h, w, _ = program.image_shape
     reads = [_reads(program, consts, st) for st in program.steps]
-    delay = {0: 0}
-    if all(oy * w + ox <= 0 for r in reads for _, oy, ox in r):
-        return [0] * len(program.steps)
+    if all((oy, ox) <= (0, 0) for r in reads for _, oy, ox in r):
+        return [(0, 0)] * len(program.steps)
+    delay = {0: (0, 0)}
     out = []
     for st, rs in zip(program.steps, reads):
-        cands, normal_at = [], []
-        for b, oy, ox in rs:
-            lin, db = oy * w + ox, delay.get(b, 0)
-            if db != 0:
-                cands.append(db + lin)
-            elif b == 0:
-                cands.append(0 if lin == 0 else lin + 1)  # own pixel: the colour passes; else strictly after
-            else:
-                cands.append(lin + 1 if lin > 0 else lin)
-                normal_at.append(lin)
-        d = max(cands) if cands else 0
-        if d < 0 and d in normal_at:
-            d = 0  # a colour-pass buffer read at the very position: compute with it
+        srcs = [((0, 1) if delay.get(b, (0, 0)) == (0, 0) else delay[b], oy, ox) for b, oy, ox in rs]
+        normal_ok = all(read_is_ready(delay.get(b, (0, 0)), (0, 0), oy, ox, w) for b, oy, ox in rs)
+        best = None
+        # A step that reads nothing inside the image (a one-row image's vertical stack) may run a row ahead.
+        dy = max((oy + src[0] for src, oy, ox in srcs), default=-1)
+        for dy_try in (dy, dy + 1):
+            dxs = [_min_dx(src, dy_try, oy, ox, w) for src, oy, ox in srcs]
+            if None not in dxs:
+                best = (dy_try, max(dxs, default=0))
+                break
+        earlier = best is not None and (best[0] < 0 or (best[0] == 0 and best[1] < 0))
+        d = best if (earlier or not normal_ok) else (0, 0)
+        if d is None or (d == (0, 0) and not normal_ok):  # pragma: no cover - a pre-pass schedule always exists
+            raise LoweringError(f"layer '{st.layer}' ({st.layer_class}): no schedule computes its reads in time")
         delay[st.out] = d
         out.append(d)
-    late = delay.get(program.logits_buffer, 0)
-    if late != 0:
+    late = delay.get(program.logits_buffer, (0, 0))
+    if late != (0, 0):
         producers = {s.out: s for s in program.steps}
         ancestors = _ancestors(program, program.logits_buffer)
         worst = max((s for s in program.steps if s.out in ancestors), key=lambda s: delay[s.out])
         head = producers[program.logits_buffer]
         raise LoweringError(
-            f"layer '{head.layer}' ({head.layer_class}) would be computed {late} raster positions after its own "
-            f"(op '{head.op_name}'): it reads layer '{worst.layer}' ({worst.layer_class}), computed "
-            f"{delay[worst.out]} positions late, and the image ({h}x{w}) is too narrow for the horizontal reach "
-            "of the model's shifted streams in the cached sampler's schedule (a wider image, fewer layers reading "
-            "to the right before a down-shift, or pixelcnn_fast.naive)")
+            f"layer '{head.layer}' ({head.layer_class}) would be computed with delay {late} (rows, columns) after "
+            f"its own position (op '{head.op_name}'): it reads layer '{worst.layer}' ({worst.layer_class}), "
+            f"computed with delay {delay[worst.out]}: the prediction sees a buffer that is not complete yet (a "
+            "buffer that sees later rows read without a down-shift)")
     return out

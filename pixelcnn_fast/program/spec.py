@@ -64,7 +64,7 @@ def spec_with_recipes(sampler, consts):
     lines = []
     for st, delay in zip(p.steps, delays):
         # A delayed step runs before the colour passes (every image value it reads is drawn): phase 0.
-        phase, name = step_phase(keys[st.out]) if delay == 0 else 0, f"{st.layer} ({st.op_type} {st.op_name})"
+        phase, name = step_phase(keys[st.out]) if delay == (0, 0) else 0, f"{st.layer} ({st.op_type} {st.op_name})"
         if st.kind == "conv":
             k = use("kernel", st.consts[0], st)
             pad = st.attrs["padding"]
@@ -93,9 +93,9 @@ def spec_with_recipes(sampler, consts):
             args = f"in={st.ins[0]} fn={st.attrs['fn']}"
         else:  # pragma: no cover - lowering emits only the kinds above
             raise AssertionError(st.kind)
-        runs = channel_phase_runs(keys[st.out], phase) if delay == 0 else None
+        runs = channel_phase_runs(keys[st.out], phase) if delay == (0, 0) else None
         phases = "" if runs is None else " phases=" + ",".join(str(v) for v in runs)
-        late = f" delay={delay}" if delay else ""
+        late = f" delay={delay[0]},{delay[1]}" if delay != (0, 0) else ""
         lines.append(f"{st.kind} out={st.out} {args} phase={phase}{late}{phases} name={_encode_name(name)}")
     h, w, c = p.image_shape
     head = (f"head kind={sampler.kind} buffer={p.logits_buffer} levels={sampler.head_levels} "
@@ -402,8 +402,11 @@ def parse_spec(text):
         # Optional per-channel phases (phase, count) runs: which colour pass computes each channel in the
         # cached executor; a full-image executor needs none of it, but the key belongs to the format.
         attrs["phases"] = ln.take_ints("phases") if "phases" in ln.kv else None
-        # Optional delay (raster positions; docs/SEMANTICS.md, "Delays"): 0 when absent.
-        attrs["delay"] = ln.take_int("delay", -(1 << 40)) if "delay" in ln.kv else 0
+        # Optional delay dy,dx (docs/SEMANTICS.md, "Delays"): (0, 0) when absent.
+        delay = ln.take_ints("delay", -(1 << 40)) if "delay" in ln.kv else [0, 0]
+        if len(delay) != 2:
+            ln.fail("delay= is dy,dx", "delay=" + ",".join(str(v) for v in delay))
+        attrs["delay"] = tuple(delay)
         name = _decode_name(ln.kv.pop("name"), ln.fail) if "name" in ln.kv else ""
         ln.done()
         steps.append(SpecStep(kind=kw, out=out, phase=phase, line=no, name=name, attrs=attrs))
