@@ -59,6 +59,32 @@ def check_fixture_programs(core, seed):
             np.testing.assert_array_equal(one[0], levels[0])
 
 
+def check_shifts_and_delays(core, seed):
+    """A hand-written program with offset taps, a shift and delays (ahead and late; docs/SEMANTICS.md, "Delays")
+    on small, one-row and one-column images: every ring-cache read in bounds, the same images twice."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for h, w in ((5, 6), (1, 4), (4, 1), (7, 3)):
+        spec = ("pixelcnn_fast.column_program 1\n"
+                f"image height={h} width={w} channels=1\nbuffers channels=1,3,3,3,4\n"
+                "input index=0 kind=kernel shape=2,3,1,3\ninput index=1 kind=kernel shape=2,3,3,3\n"
+                "input index=2 kind=kernel shape=1,1,3,4\n"
+                # sees its own row two columns ahead: late; then one row up and ahead: reads it from the cache
+                "conv out=1 in=0 kernel=0 dh=1 dw=1 padding=offset oy=-1 ox=-1 phase=0 delay=0,2 name=v\n"
+                "conv out=2 in=1 kernel=1 dh=1 dw=1 padding=offset oy=-2 ox=-1 phase=0 delay=-1,3 name=v2\n"
+                "shift out=3 in=2 dy=0 dx=-1 phase=0 name=right\n"
+                "conv out=4 in=3 kernel=2 dh=1 dw=1 padding=same phase=0 name=head\n"
+                "head kind=logits buffer=4 levels=4 scale=1 offset=0\nend\n")
+        arrays = [rng.standard_normal(s).astype(np.float32) for s in ((2, 3, 1, 3), (2, 3, 3, 3), (1, 1, 3, 4))]
+        p = core.ColumnProgram.from_spec(spec, arrays, 0)
+        levels, _ = p.sample(3, seed, 1.0, 0)
+        again, _ = p.sample(3, seed, 1.0, 0)
+        np.testing.assert_array_equal(levels, again)
+        p.teacher_forced(levels.astype(np.float32))
+        p.sample_profile(2, seed, 1.0)
+
+
 def check_taps_and_errors(core):
     import numpy as np
 
@@ -105,6 +131,7 @@ def main():
     core.set_num_threads(2)  # the pool's threads and the executor's slices under ASan too
     check_taps_and_errors(core)
     check_fixture_programs(core, seed)
+    check_shifts_and_delays(core, seed)
     conv = fuzz_core.run_conv_fuzz(core, seed, a.conv_cases)
     spec, built = fuzz_core.run_spec_fuzz(core, seed, a.spec_cases)
     assert "tensorflow" not in sys.modules, "TensorFlow was loaded under the sanitizer"
