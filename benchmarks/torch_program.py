@@ -142,6 +142,10 @@ class TorchProgram:
         self.layout = layout
         self.memory_format = torch.channels_last if layout == "nhwc" else torch.contiguous_format
         self.height, self.width, self.channels = sp.height, sp.width, sp.channels
+        for st in sp.steps:  # the row-cropped forward below assumes unshifted, undelayed steps
+            if st.kind == "shift" or st.attrs.get("padding") == "offset" or st.attrs.get("delay", (0, 0)) != (0, 0):
+                raise ValueError(f"TorchProgram: step '{st.name}' ({st.kind}) is a shift or delayed step, which this "
+                                 "baseline does not run (docs/SEMANTICS.md, 'Shifts are read offsets')")
         self.head = dict(sp.head)
         self.head_channels = sp.buffer_channels[sp.head["buffer"]]
         self.levels_per_channel = sp.head["levels"]
