@@ -166,6 +166,27 @@ def test_a_head_that_sees_its_own_pixel_is_refused_naming_the_layer():
         Sampler(model, head=MIXTURE)
 
 
+def test_check_reports_the_mixture_rule():
+    from pixelcnn_fast import check
+
+    model = colour_groups_mixture()
+    with pytest.raises(NotCausalError, match=r"layer 'rgb_mask_a' \(MaskedConv2D\).*logistic-mixture head"):
+        check(model, head=MIXTURE)
+    report = check(mixture_pixelcnn(height=4, width=4, channels=3, components=2), head=MIXTURE)
+    assert report.causal and "logistic mixture (20 values per pixel)" in str(report)
+
+
+def test_exported_sampler_serves_the_mixture_draws(tmp_path):
+    from pixelcnn_fast import serving
+
+    sampler = Sampler(mixture_pixelcnn(height=4, width=5, channels=3, components=2), head=MIXTURE)
+    sampler.export(str(tmp_path / "pp"))
+    loaded = serving.load(str(tmp_path / "pp"))  # kept: its functions reference its variables
+    served = loaded.sample(tf.constant(2, tf.int64), tf.constant(5, tf.int64), tf.constant(0.9),
+                           tf.constant(1, tf.int64))["levels"]
+    np.testing.assert_array_equal(served.numpy(), sampler.sample(2, seed=5, temperature=0.9, image_offset=1))
+
+
 # ------------------------------------------------------------------- teacher forcing
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("size,batch", [((7, 9), 3), ((5, 3), 1), ((1, 6), 2), ((6, 1), 1)])
