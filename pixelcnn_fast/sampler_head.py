@@ -83,15 +83,19 @@ def resolve_head(program, model_name, head=None, levels=None, value_map=None, ou
                 "Sampler: value_map= is required for a categorical head: say how level k goes back "
                 f"into the model input, one of {sorted(VALUE_MAPS)} or a (scale, offset) pair")
         value_map = "identity"
+    scale, offset = _value_pair(value_map, n_levels)
+    return Head(head=head, kind=kind, levels=n_levels, head_levels=1 if head == "bernoulli" else inferred,
+                value_scale=scale, value_offset=offset)
+
+
+def _value_pair(value_map, n_levels):
+    """(scale, offset) of a value map: a name in VALUE_MAPS or a (scale, offset) pair."""
     if isinstance(value_map, str):
         if value_map not in VALUE_MAPS:
             raise ValueError(f"Sampler: value_map must be one of {sorted(VALUE_MAPS)} or a (scale, "
                              f"offset) pair, got {value_map!r}")
-        scale, offset = VALUE_MAPS[value_map](n_levels)
-    else:
-        scale, offset = (float(v) for v in value_map)
-    return Head(head=head, kind=kind, levels=n_levels, head_levels=1 if head == "bernoulli" else inferred,
-                value_scale=scale, value_offset=offset)
+        return VALUE_MAPS[value_map](n_levels)
+    return tuple(float(v) for v in value_map)
 
 
 def _mixture_head(p, model_name, levels, value_map, output):
@@ -118,14 +122,7 @@ def _mixture_head(p, model_name, levels, value_map, output):
     if isinstance(n_levels, bool) or not isinstance(n_levels, int) or not 2 <= n_levels <= 65536:
         raise ValueError(f"Sampler: levels must be an integer in [2, 65536] for head='logistic_mixture', got "
                          f"{levels!r}")
-    if value_map is None:
-        scale, offset = 2.0 / (n_levels - 1), -1.0  # level / 127.5 - 1 at 256 levels: [-1, 1]
-    elif isinstance(value_map, str):
-        if value_map not in VALUE_MAPS:
-            raise ValueError(f"Sampler: value_map must be one of {sorted(VALUE_MAPS)} or a (scale, offset) pair, "
-                             f"got {value_map!r}")
-        scale, offset = VALUE_MAPS[value_map](n_levels)
-    else:
-        scale, offset = (float(v) for v in value_map)
+    # level / 127.5 - 1 at 256 levels: [-1, 1]
+    scale, offset = (2.0 / (n_levels - 1), -1.0) if value_map is None else _value_pair(value_map, n_levels)
     return Head(head="logistic_mixture", kind="logistic_mixture", levels=n_levels, head_levels=n_levels,
                 value_scale=scale, value_offset=offset, components=values // per)
