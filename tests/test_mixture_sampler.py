@@ -19,7 +19,7 @@ from fixtures.seed_models import _keras_io_body
 from pixelcnn_fast import naive, rng as prng, tf_sampler
 from pixelcnn_fast._core import testing
 from pixelcnn_fast.program.ir import NotCausalError
-from pixelcnn_fast.program.spec import parse_spec
+from pixelcnn_fast.program.spec import SpecError, parse_spec
 from pixelcnn_fast.sampler import Sampler
 
 MIXTURE = "logistic_mixture"
@@ -150,6 +150,10 @@ def test_core_refuses_malformed_mixture_heads():
     for bad_head, message in cases.items():
         with pytest.raises(ValueError, match=message):
             core().ColumnProgram.from_spec(spec.replace(head, bad_head), arrays, 0)
+    # The NumPy reader reads the head line as strictly as the C++ parser.
+    for bad_head in list(cases)[::3]:
+        with pytest.raises(SpecError, match=r"'head' needs components=|unknown key for 'head'"):
+            parse_spec(spec.replace(head, bad_head))
     # A hand-written spec whose head step is computed after a draw at its pixel (phase 1) is refused.
     buffer = parse_spec(spec).head["buffer"]
     last = next(ln for ln in spec.splitlines() if f" out={buffer} " in ln)

@@ -371,8 +371,8 @@ def parse_spec(text):
         if kw == "head":
             if head is not None:
                 ln.fail("'head' given twice")
-            head = dict(kind=ln.take_enum("kind", SPEC_HEAD_KINDS), buffer=ln.take_int("buffer"), levels=ln.take_int("levels", 1),
-                        scale=ln.take_float("scale"), offset=ln.take_float("offset"))
+            head = dict(kind=ln.take_enum("kind", SPEC_HEAD_KINDS), buffer=ln.take_int("buffer"),
+                        levels=ln.take_int("levels", 1), scale=ln.take_float("scale"), offset=ln.take_float("offset"))
             if head["kind"] == MIXTURE_HEAD_KIND:  # K components; no other head has the key
                 head["components"] = ln.take_int("components", 1)
             if head["buffer"] >= len(buffers):
