@@ -138,6 +138,7 @@ class ColumnProgram {
   void check_binary(const ProgramStep& st) const;
   void check_concat(const ProgramStep& st) const;
   void check_channel_phases(ProgramStep& st) const;
+  void set_mixture_head(const HeadSpec& head);  // set_head's checks for a logistic-mixture head
 
   int h_, w_, c_;
   std::vector<int64_t> buffer_channels_;

@@ -32,6 +32,10 @@
 //   of its own phase (an RGB colour-group model's blocks once each instead of once per channel drawn).
 //   It is the one optional key besides name=.
 //   head kind=bernoulli|logits|probs buffer=b levels=L scale=s offset=o
+//   head kind=logistic_mixture buffer=b levels=L scale=s offset=o components=K
+//                                                         K mixture components (docs/SEMANTICS.md, "Logistic-
+//                                                         mixture heads"): buffer b holds 3K (grey) or 10K (RGB)
+//                                                         values per pixel, L levels are drawn per channel
 //   end                                                   last statement: guards against truncation
 //
 // Inputs are declared in index order 0, 1, ... before the steps; every const input is added to the

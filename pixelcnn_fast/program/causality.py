@@ -77,8 +77,12 @@ def frontiers(program, consts):
     return keys
 
 
-def analyse_causality(program, consts):
-    """Raises NotCausalError naming the first layer that breaks causality; returns the frontiers."""
+def analyse_causality(program, consts, mixture=False):
+    """Raises NotCausalError naming the first layer that breaks causality; returns the frontiers.
+
+    mixture: the head is a logistic mixture (docs/SEMANTICS.md), which draws every channel of a pixel from one
+    prediction, coupling the colours inside the draw: no head channel may see any image channel of its own
+    pixel."""
     keys = frontiers(program, consts)
     future = encode_frontier(0, 1, 0)  # anything at or after the next position
     for step in program.steps:
@@ -88,6 +92,9 @@ def analyse_causality(program, consts):
             raise NotCausalError(
                 f"layer '{step.layer}' ({step.layer_class}) reads the pixel at offset "
                 f"({dy:+d}, {dx:+d}): the model sees the future (op '{step.op_name}', {step.op_type})")
+    if mixture:
+        _refuse_mixture_seeing_its_pixel(program, keys)
+        return keys
     # Each head channel for image channel c may depend on image channels < c at its own position.
     c_img = program.image_shape[2]
     head = keys[program.logits_buffer]
@@ -115,6 +122,26 @@ def analyse_causality(program, consts):
                 f"sees the pixel it predicts (op '{step.op_name}', {step.op_type})")
     c = bad[0] // levels  # pragma: no cover - the head itself breaks the convention above
     raise NotCausalError(f"the output for image channel {c} depends on that channel at its own pixel")
+
+
+def _refuse_mixture_seeing_its_pixel(program, keys):
+    """A mixture head's every channel must have its frontier strictly before (0, 0, 0); otherwise the first step
+    feeding the head that reads its own pixel is named."""
+    own = encode_frontier(0, 0, 0)
+    if not (keys[program.logits_buffer] >= own).any():
+        return
+    ancestors = _ancestors(program, program.logits_buffer)
+    for step in program.steps:
+        over = np.nonzero(keys[step.out] >= own)[0]
+        if step.out in ancestors and over.size:
+            _, _, ch = decode_frontier(keys[step.out][over[0]])
+            raise NotCausalError(
+                f"layer '{step.layer}' ({step.layer_class}) reads the pixel at offset (+0, +0), image channel {ch}, "
+                f"and feeds the logistic-mixture head: a mixture draws every channel of a pixel from one "
+                f"prediction (the colours are coupled inside the draw), so its head may not see any channel of "
+                f"its own pixel; use mask A without colour groups up to the head (op '{step.op_name}', "
+                f"{step.op_type})")
+    raise NotCausalError("the logistic-mixture head depends on its own pixel")  # pragma: no cover
 
 
 def _ancestors(program, buffer):
