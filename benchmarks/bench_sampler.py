@@ -6,8 +6,8 @@ benchmarks/run.py (README, "Benchmarks"):
 
     .venv/bin/python -m pytest benchmarks/bench_sampler.py --benchmark-json=/tmp/sampler.json && .venv/bin/python benchmarks/report.py /tmp/sampler.json /tmp/SAMPLER.md
 
-Models (env PIXELCNN_BENCH_SAMPLER_MODELS, default "keras_io,rgb,vqvae"; "gated_shifted", "gated_masked" on
-request: the gated PixelCNNs of tests/fixtures/zoo_models.py at 28x28, 64 filters, 7 layers), random weights:
+Models (env PIXELCNN_BENCH_SAMPLER_MODELS, default "keras_io,rgb,vqvae"; "mixture", "gated_shifted", "gated_masked"
+on request: the gated PixelCNNs of tests/fixtures/zoo_models.py at 28x28, 64 filters, 7 layers), random weights:
   * keras_io: the keras.io PixelCNN at its real size (tests/fixtures/seed_models.keras_io(full=True):
     28x28x1, 128 filters, 5 residual blocks, sigmoid head, keras seed 0): 784 draws per image.
   * rgb: the CIFAR blog's RGB PixelCNN as its author wrote it (seed_models.rgb_3x256: a subclassed
@@ -18,6 +18,8 @@ request: the gated PixelCNNs of tests/fixtures/zoo_models.py at 28x28, 64 filter
   * vqvae: the keras.io VQ-VAE example's PixelCNN prior at its real size (tests/fixtures/zoo_models.
     vqvae_prior(full=True): int32 7x7 codes one-hot encoded inside the model, 128 filters, 2 residual
     blocks, 128 logits): 49 draws per image; the example samples batch 10 with model.predict per pixel.
+  * mixture: keras.io's network at its real width on 32x32x3 [-1, 1] images with PixelCNN++'s logistic-mixture
+    head (K = 10, 100 values per pixel; tests/fixtures/mixture_models.py): 3072 draws per image.
 Batches 1, 4, 16, 64 (env PIXELCNN_BENCH_SAMPLER_BATCHES). Each (model, batch) is one
 ``benchmark.group``; its four variants run back to back:
 
@@ -89,7 +91,7 @@ _TESTS = str(Path(__file__).resolve().parent.parent / "tests")
 if _TESTS not in sys.path:
     sys.path.append(_TESTS)  # appended, not prepended: tests/conftest.py must not shadow ours
 
-from fixtures import seed_models, zoo_models  # noqa: E402
+from fixtures import mixture_models, seed_models, zoo_models  # noqa: E402
 from sampling_checks import assert_same_images  # noqa: E402
 
 from pixelcnn_fast import naive  # noqa: E402
@@ -149,6 +151,15 @@ MODEL_SPECS = {
         make=lambda: zoo_models.gated_masked(height=28, width=28, filters=64, layers=7, levels=256, seed=0),
         make_small=lambda: zoo_models.gated_masked(height=6, width=11, filters=64, layers=7, levels=256, seed=0)),
 }
+# Not in the default run: PIXELCNN_BENCH_SAMPLER_MODELS=mixture.
+MODEL_SPECS["mixture"] = ModelSpec(
+    label="keras.io + logistic mixture 32x32x3",
+    description="mixture_models.mixture_pixelcnn: keras.io's network (128 filters, 5 blocks) on 32x32x3 [-1, 1] "
+                "images ending in PixelCNN++'s logistic-mixture head, K = 10 (100 values per pixel), 256 levels",
+    make=lambda: mixture_models.as_seed_model(mixture_models.mixture_pixelcnn(
+        height=32, width=32, channels=3, filters=128, blocks=5, components=10)),
+    make_small=lambda: mixture_models.as_seed_model(mixture_models.mixture_pixelcnn(
+        height=5, width=6, channels=3, filters=128, blocks=5, components=10)))
 MODELS = tuple(m for m in os.environ.get("PIXELCNN_BENCH_SAMPLER_MODELS", "keras_io,rgb,vqvae").split(",") if m)
 
 

@@ -305,7 +305,7 @@ def cmd_bench(args):
     # trace time is excluded, as a long run amortises it), deeper rows timed step by step. Its cost per
     # step grows with the row, so row 0 alone would underestimate it several-fold: the cost is
     # interpolated between the timed rows and summed over every row.
-    vm = value_map_option(args.value_map) or "identity"
+    vm = value_map_option(args.value_map) or ("level/127.5-1" if sampler.head == "logistic_mixture" else "identity")
     if not isinstance(vm, str):  # a SCALE,OFFSET pair; a name goes through naive's own float32 table
         vm = (lambda scale, offset: lambda k: k * scale + offset)(*vm)
     first = naive.sample(model, args.n, mode="rows", head=sampler.head, levels=sampler.levels,

@@ -19,8 +19,9 @@ def _add_sampler_flags(p):
                    help="a saved Keras model (default: the bundled MNIST model)")
     p.add_argument("--backend", default="cpu", choices=["cpu", "cuda"],
                    help="sampler backend: cpu, or cuda (the GPU kernel; needs a CUDA build and CuPy) (default: cpu)")
-    p.add_argument("--head", choices=["bernoulli", "categorical"], default=None,
-                   help="for a model without a final sigmoid/softmax: how its output is drawn")
+    p.add_argument("--head", choices=["bernoulli", "categorical", "logistic_mixture"], default=None,
+                   help="for a model without a final sigmoid/softmax: how its output is drawn (logistic_mixture: "
+                        "PixelCNN++'s 3K / 10K head, 256 levels fed back as level/127.5-1 unless --value-map says)")
     p.add_argument("--value-map", default=None, metavar="MAP",
                    help="categorical heads: how a sampled level goes back into the model input: identity, "
                         "level/N, level/(N-1), level/255 or SCALE,OFFSET")

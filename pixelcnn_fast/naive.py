@@ -31,9 +31,9 @@ from pixelcnn_fast.naive_forward import WHERE as _WHERE, PixelTracer, check_outp
 __all__ = ["sample", "complete", "NaiveResult"]
 
 MODES = ("predict", "graph", "rows")
-HEADS = ("bernoulli", "categorical")
+HEADS = ("bernoulli", "categorical", "logistic_mixture")
 OUTPUTS = ("auto", "probs", "logits")
-VALUE_MAPS = ("identity", "level/N", "level/(N-1)", "level/255")
+VALUE_MAPS = ("identity", "level/N", "level/(N-1)", "level/255", "level/127.5-1")
 
 
 @dataclasses.dataclass
@@ -108,6 +108,8 @@ def _value_table(value_map, levels):
         raise ValueError(f"{_WHERE}: value_map must be one of {', '.join(map(repr, VALUE_MAPS))} or a callable "
                          f"level -> float, got {value_map!r}")
     # Same float32 division as the fixtures' value_map_fn, so the model sees the values it was trained on.
+    if value_map == "level/127.5-1":  # PixelCNN++'s [-1, 1]: level * scale + offset, as the Sampler's value map
+        return np.arange(levels, dtype=np.float32) * np.float32(1.0 / 127.5) + np.float32(-1.0)
     scale = {"identity": 1.0, "level/N": float(levels), "level/(N-1)": float(levels - 1),
              "level/255": 255.0}[value_map]
     return np.arange(levels, dtype=np.float32) / np.float32(scale)
@@ -187,7 +189,7 @@ def _resolve_conditions(model, conditions, n):
 
 def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=0, temperature=1.0,
            conditions=None, image_shape=None, output="auto", max_steps=None, progress=False,
-           positions=None, image=None, image_offset=0, known_levels=None):
+           positions=None, image=None, image_offset=0, known_levels=None, components=None):
     """Samples n images by re-running the model on the whole (or row-cropped) image once per pixel and channel.
 
     mode:        "predict": model.predict(image, verbose=0) on the full image each step (the seeds' loop);
@@ -198,7 +200,10 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
                  declared input shape is bypassed through Model.call; a model that cannot take a cropped
                  image (a fixed-height Reshape) is refused with a ValueError pointing to mode="graph".
     head:        "bernoulli" (output (n, H, W, C), levels must be 2) or "categorical" (output
-                 (n, H, W, C*levels), channel c's levels at [c*levels, (c+1)*levels), or (n, H, W, C, levels)).
+                 (n, H, W, C*levels), channel c's levels at [c*levels, (c+1)*levels), or (n, H, W, C, levels)),
+                 or "logistic_mixture" (output (n, H, W, 3K) grey or (n, H, W, 10K) RGB, PixelCNN++'s layout;
+                 levels: the levels drawn, 256 for PixelCNN++; docs/SEMANTICS.md, "Logistic-mixture heads").
+    components:  a mixture's K; inferred from the model's declared output when None.
     value_map:   level -> model input: "identity", "level/N" (level/levels), "level/(N-1)", "level/255", or a
                  callable called once per level 0..levels-1 with a Python int, returning a float.
     seed:        integer in [0, 2**64); image k of this call uses Philox counter image = image_offset + k
@@ -236,6 +241,9 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
     if max_steps is not None:
         max_steps = _check_int(max_steps, "max_steps", 1)
     code_input = _code_input(model)
+    if head == "logistic_mixture" and code_input is not None:
+        raise ValueError(f"{_WHERE}: head='logistic_mixture' draws image levels, but model '{model.name}' takes "
+                         f"integer codes ({code_input[0]})")
     if code_input is not None and value_map != "identity":
         raise ValueError(f"{_WHERE}: model '{model.name}' takes integer codes ({code_input[0]}): a drawn level is "
                          f"fed back as the code itself, so value_map must be 'identity', got {value_map!r}")
@@ -245,7 +253,14 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
 
     steps_total = h * w * c
     limit = steps_total if max_steps is None else min(max_steps, steps_total)
-    tracer = PixelTracer(model, n, (h, w, c), conds, head, levels, code_input)
+    head_values = levels
+    if head == "logistic_mixture":
+        components, head_values = _mixture_components(model, components, c)
+        if output == "probs":
+            raise ValueError(f"{_WHERE}: head='logistic_mixture' reads the mixture's raw parameters; output must be "
+                             f"'logits' or 'auto', got 'probs'")
+        output = "logits"
+    tracer = PixelTracer(model, n, (h, w, c), conds, head, head_values, code_input)
     cond_tensors = [tf.constant(a) for a in conds]
 
     # -- the forward of the chosen mode; the first trace also tells "auto" what the output is
@@ -307,8 +322,8 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
             if isinstance(out, (list, tuple, dict)):
                 raise ValueError(f"{_WHERE}: the model must return one output tensor, got {type(out).__name__}")
             out = np.asarray(out)
-            check_output_shape(out.shape, n, h, w, c, head, levels)
-            return np.asarray(out[:, i, j], np.float32).reshape(n, c, tracer.per_channel)
+            check_output_shape(out.shape, n, h, w, c, head, head_values)
+            return np.asarray(out[:, i, j], np.float32).reshape(n, tracer.pixel_rows, tracer.per_channel)
         ij = (tf.constant(i, tf.int32), tf.constant(j, tf.int32))
         if mode == "graph":
             return full_fn(tf.constant(_model_image(image, code_input)), *cond_tensors, *ij).numpy()
@@ -335,16 +350,22 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
         for ch in range(c):
             if steps >= limit:
                 break
-            values = evaluate(i, j)[:, ch, :]
-            if output == "probs" and (np.any(values < 0) or np.any(values > 1)):
-                bad = values[(values < 0) | (values > 1)][0]
-                raise ValueError(f"{_WHERE}: output='probs' but the model output at row {i}, column {j}, "
-                                 f"channel {ch} holds {float(bad)!r}, outside [0, 1]; pass "
-                                 f"output='logits' if the model emits logits")
-            if head == "bernoulli" and output == "probs":
-                values = _probs_to_logits(values)
-            lv, margin = _rng.draw_levels(np.ascontiguousarray(values, np.float32), draw_head, t32,
-                                          np.ascontiguousarray(uniforms[:, i, j, ch]), return_margin=True)
+            if head == "logistic_mixture":  # the pixel's whole head and the channels drawn before it
+                values = np.ascontiguousarray(evaluate(i, j)[:, 0, :])
+                lv, margin = np.empty(n, np.int32), np.empty(n, np.float32)
+                _rng.draw_mixture_rows(values, components, c, ch, out_levels[:, i, j], levels, t32, seed,
+                                       image_offset, i * w + j, lv, margin)
+            else:
+                values = evaluate(i, j)[:, ch, :]
+                if output == "probs" and (np.any(values < 0) or np.any(values > 1)):
+                    bad = values[(values < 0) | (values > 1)][0]
+                    raise ValueError(f"{_WHERE}: output='probs' but the model output at row {i}, column {j}, "
+                                     f"channel {ch} holds {float(bad)!r}, outside [0, 1]; pass "
+                                     f"output='logits' if the model emits logits")
+                if head == "bernoulli" and output == "probs":
+                    values = _probs_to_logits(values)
+                lv, margin = _rng.draw_levels(np.ascontiguousarray(values, np.float32), draw_head, t32,
+                                              np.ascontiguousarray(uniforms[:, i, j, ch]), return_margin=True)
             if known_levels is not None:  # completion: a known level is written, not drawn
                 given = known_levels[:, i, j, ch]
                 lv = np.where(given >= 0, given, lv)
@@ -363,6 +384,23 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
     return NaiveResult(levels=out_levels, margins=out_margins, images=image, steps_run=steps,
                        steps_total=steps_total, seconds=loop_seconds(), trace_seconds=tracer.trace_seconds,
                        mode=mode, output=output)
+
+
+def _mixture_components(model, components, c):
+    """(K, head values per pixel) of a logistic-mixture head: 3K values for grey images, 10K for RGB."""
+    per = {1: 3, 3: 10}.get(c)
+    if per is None:
+        raise ValueError(f"{_WHERE}: head='logistic_mixture' draws grey (1 image channel) or RGB (3) images, got "
+                         f"{c} image channels")
+    if components is None:
+        outputs = getattr(model, "outputs", None) or []
+        last = outputs[0].shape[-1] if len(outputs) == 1 else None
+        if last is None or last % per:
+            raise ValueError(f"{_WHERE}: components=K is required for head='logistic_mixture': model "
+                             f"'{model.name}' declares no output of {per}K channels")
+        components = int(last) // per
+    components = _check_int(components, "components", 1)
+    return components, per * components
 
 
 def _probs_to_logits(p):

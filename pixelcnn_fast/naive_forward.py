@@ -27,6 +27,8 @@ def _expected_output_shapes(n, rows, width, channels, head, levels):
     lead = (n, rows, width)
     if head == "bernoulli":
         return [lead + (channels,)]
+    if head == "logistic_mixture":  # levels: the head's values per pixel, 3K (grey) or 10K (RGB)
+        return [lead + (levels,)]
     return [lead + (channels * levels,), lead + (channels, levels)]
 
 
@@ -40,7 +42,8 @@ def check_output_shape(shape, n, rows, width, channels, head, levels):
     shape = tuple(None if d is None else int(d) for d in shape)
     expected = _expected_output_shapes(n, rows, width, channels, head, levels)
     if shape not in expected:
-        what = ("(n, H, W, C)" if head == "bernoulli" else "(n, H, W, C*levels) or (n, H, W, C, levels)")
+        what = ("(n, H, W, C)" if head == "bernoulli" else "(n, H, W, 3K or 10K)" if head == "logistic_mixture"
+                else "(n, H, W, C*levels) or (n, H, W, C, levels)")
         raise OwnArgumentError(
             f"{WHERE}: the model output must have shape {what} = "
             f"{' or '.join(str(e) for e in expected)} for head={head!r}"
@@ -143,6 +146,8 @@ class PixelTracer:
         self.head = head
         self.levels = levels
         self.per_channel = 1 if head == "bernoulli" else levels
+        # A mixture head is one set of values per pixel (levels: how many), for all its channels.
+        self.pixel_rows = 1 if head == "logistic_mixture" else self.c
         self.trace_seconds = 0.0
         self.out_tensor = None
         self.image_tensor = None
@@ -159,9 +164,9 @@ class PixelTracer:
             self.out_tensor, self.image_tensor = out, image
             if isinstance(out, (list, tuple, dict)) or not _output_shape_ok(out.shape, n, rows, w, c, self.head,
                                                                             self.levels):
-                return tf.zeros((n, c, self.per_channel), tf.float32)
+                return tf.zeros((n, self.pixel_rows, self.per_channel), tf.float32)
             pixel = out[:, row, col]
-            return tf.cast(tf.reshape(pixel, (n, c, self.per_channel)), tf.float32)
+            return tf.cast(tf.reshape(pixel, (n, self.pixel_rows, self.per_channel)), tf.float32)
 
         image_spec = tf.TensorSpec((n, rows, w, c), tf.float32) if self.code_input is None else \
             tf.TensorSpec((n, rows, w) + ((c,) if self.code_input[1] == 4 else ()), self.code_input[0])

@@ -40,7 +40,7 @@ __all__ = ["philox4x32_10", "uniform01", "fill_uniform_grid", "uniform_grid", "d
            "draw_bernoulli_with_margin", "draw_categorical_logits", "draw_categorical_logits_with_margin",
            "draw_categorical_probs", "draw_categorical_probs_with_margin", "draw_levels", "boundary_tolerance",
            "HEADS", "mixture_head_values", "mixture_component_uniform", "draw_logistic_mixture",
-           "draw_logistic_mixture_with_margin"]
+           "draw_logistic_mixture_with_margin", "draw_mixture_rows"]
 
 # All word arithmetic is done in uint64 with explicit masks: numba widens uint32 operations to uint64, and mixing
 # signed and unsigned 64-bit integers would give float64, so every constant is a uint64 too.
@@ -328,6 +328,26 @@ def draw_logistic_mixture(v, k, channels, channel, drawn, levels, temperature, u
     """Level of image channel `channel` from one pixel's mixture head (see draw_logistic_mixture_with_margin)."""
     return draw_logistic_mixture_with_margin(v, k, channels, channel, drawn, levels, temperature, u_component,
                                              u)[0]
+
+
+@njit(cache=True)
+def draw_mixture_rows(values, k, channels, channel, drawn, levels, temperature, seed, image_offset, position,
+                      out_levels, out_margins):
+    """Channel `channel` of one pixel of M images (image_offset + r) from their mixture heads values (M, 3K or
+    10K) float32, drawn (M, >= channel) int32 the levels of the channels before: with the pixel's Philox uniforms,
+    as the executors' draw_pixel_channel (philox.h). Writes out_levels / out_margins (M,)."""
+    seed64 = np.uint64(seed)
+    for r in range(values.shape[0]):
+        image = np.uint64(image_offset + r)
+        uc = mixture_component_uniform(seed64, image, np.uint64(position))
+        u = uniform01(seed64, image, np.uint64(position), np.uint64(channel))
+        prior = np.zeros(2, np.int64)
+        for c in range(min(channel, 2)):
+            prior[c] = drawn[r, c]
+        level, margin = draw_logistic_mixture_with_margin(values[r], k, channels, channel, prior, levels,
+                                                          temperature, uc, u)
+        out_levels[r] = level
+        out_margins[r] = margin
 
 
 @njit(cache=True)

@@ -58,7 +58,10 @@ class Sampler:
     Args:
       model: a Keras model (functional or subclassed) mapping images (and optional conditions) to
         per-pixel predictions.
-      head: "bernoulli" or "categorical"; inferred from a final sigmoid / softmax, else required.
+      head: "bernoulli", "categorical" or "logistic_mixture"; inferred from a final sigmoid / softmax, else
+        required (a mixture is never inferred: docs/SEMANTICS.md, "Logistic-mixture heads"; K comes from the
+        output's channels, 3K for grey images and 10K for RGB; levels default to 256, the value map to
+        level / 127.5 - 1).
       levels: levels per image channel (categorical); inferred from the output shape.
       value_map: how a sampled level goes back into the model input: a name in VALUE_MAPS or a
         (scale, offset) pair (input = level * scale + offset). Bernoulli defaults to "identity";
@@ -92,6 +95,7 @@ class Sampler:
         head = resolve_head(self.program, model.name, head, levels, value_map, output)
         self.head, self.kind, self.levels, self.head_levels = head.head, head.kind, head.levels, head.head_levels
         self.value_scale, self.value_offset = head.value_scale, head.value_offset
+        self.components = head.components  # a logistic mixture's K (0 for the other heads)
         # The spec writer reads the program and the head from a record of its own, not from self: the cache
         # holding a reference back to the sampler would make a cycle that keeps its C++ builds alive until
         # the garbage collector runs.

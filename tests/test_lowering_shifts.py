@@ -354,3 +354,56 @@ def test_mutated_shifted_specs_build_or_raise_typed_errors(rng):
         except (ValueError, TypeError):
             pass
     assert built > 0  # some mutants (a changed number, a dropped comment) still build
+
+
+# ------------------------------------------------------------------------------------ PixelCNN++ end to end
+@pytest.mark.parametrize("channels,size,n", [(1, (6, 7), 3), (3, (5, 6), 2), (3, (4, 1), 1), (1, (1, 5), 1)])
+def test_pixelcnn_pp_samples_with_its_mixture_head(channels, size, n, rng):
+    # Shifts, delays and the logistic-mixture head together: teacher forcing, the naive rows loop's images for a
+    # seed (rounding-decided draws detected as in tests/test_mixture_sampler.py) and the TF op's.
+    from test_mixture_sampler import assert_same_draws
+
+    from pixelcnn_fast import naive, tf_sampler
+
+    zm = zoo_models.build("pixelcnn_pp_grey" if channels == 1 else "pixelcnn_pp_rgb", height=size[0], width=size[1])
+    sampler = Sampler(zm.model, head="logistic_mixture")
+    x = zoo_models.example_inputs(zm, n, rng)
+    want = zm.model(tf.constant(x), training=False).numpy()
+    assert float(np.abs(sampler.teacher_forced(x) - want).max() / np.abs(want).max()) < 1e-5
+    ref = naive.sample(zm.model, n, mode="rows", head="logistic_mixture", levels=256, value_map="level/127.5-1",
+                       seed=9, temperature=0.9)
+    levels, margins = sampler.sample(n, seed=9, temperature=0.9, return_margins=True)
+    assert levels.shape == (n,) + size + (channels,)
+    assert_same_draws(ref.levels, ref.margins, levels, margins, "naive rows vs cached")
+    assert (ref.levels == levels).mean() > 0.5
+    np.testing.assert_array_equal(tf_sampler.sample_op(sampler, n, seed=9, temperature=0.9).numpy(), levels)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_pixelcnn_pp_draws_are_calibrated(channels, rng):
+    # KS over >= 500 draws of the randomised PIT under the model's own mixture conditionals (float64, from one
+    # forward pass of the drawn images: tests/test_mixture_sampler.py's oracle), threshold 1e-4; negative control:
+    # T = 0.6 draws against the T = 1 conditionals.
+    from scipy import stats
+    from test_mixture_sampler import _mixture_cdfs
+
+    zm = zoo_models.build("pixelcnn_pp_grey" if channels == 1 else "pixelcnn_pp_rgb", height=6, width=7)
+    sampler = Sampler(zm.model, head="logistic_mixture")
+
+    def pit(levels, temperature=1.0):
+        out = zm.model(tf.constant(levels / 127.5 - 1.0, tf.float32), training=False).numpy()
+        lower, upper = _mixture_cdfs(out, levels, channels, temperature)
+        return (lower + rng.random(lower.shape) * (upper - lower)).ravel()
+
+    n = 16 if channels == 1 else 8
+    seed = int(rng.integers(2 ** 63))
+    levels = sampler.sample(n, seed=seed)
+    res = stats.kstest(pit(levels), "uniform")
+    print(f"pixelcnn_pp {channels} channel(s): {levels.size} draws, KS {res.statistic:.4f}, p = {res.pvalue:.3g} "
+          f"(seed {seed})")
+    assert levels.size >= 500 and res.pvalue > 1e-4
+    cold = sampler.sample(n, seed=seed, temperature=0.6)
+    res_cold = stats.kstest(pit(cold), "uniform")
+    print(f"pixelcnn_pp {channels} channel(s): T=0.6 against T=1: KS {res_cold.statistic:.4f}, p = {res_cold.pvalue:.3g}")
+    assert res_cold.pvalue < 1e-4
+    assert stats.kstest(pit(cold, 0.6), "uniform").pvalue > 1e-4

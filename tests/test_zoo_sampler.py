@@ -5,8 +5,8 @@ Taken today: the keras.io VQ-VAE prior with one-hot codes and with an Embedding 
 gated PixelCNNs in both styles (shifts as read offsets, the vertical stack computed with a delay).
 Each is teacher-forced against one forward pass of the model, draws the naive rows loop's images for a
 seed, and its draws are calibrated under the model's own conditionals (randomised probability-integral
-transform, which does not trust our RNG). PixelCNN++'s network runs through the cached path
-(tests/test_lowering_shifts.py); its logistic-mixture head is refused with a typed error."""
+transform, which does not trust our RNG). PixelCNN++ (shifts, delays and its logistic-mixture head) samples
+end to end in tests/test_lowering_shifts.py; asked for a categorical head it is refused with a typed error."""
 
 import types
 
@@ -127,8 +127,7 @@ def test_code_prior_draws_are_calibrated(name, rng):
 
 # ------------------------------------------------------------------- what is refused today, and how
 REFUSED = {
-    # PixelCNN++'s head is a logistic mixture (10K values for RGB), which the sampler does not take yet (issue 15,
-    # part D); its network lowers and runs through the cached path (tests/test_lowering_shifts.py).
+    # A logistic-mixture model asked for a categorical head: its 10K outputs are not 3 x levels.
     "pixelcnn_pp_rgb": (ValueError, r"the model's output has 20 values per pixel, not a multiple of its 3 image"),
 }
 

@@ -71,3 +71,19 @@ def test_tfp_pixelcnn_untrained_network_is_not_causal(rng):
     taken as it is must be refused naming the layer, not sampled)."""
     model, (violations, _) = _tfp_violations((8, 8, 1), False, rng, constrained=False)
     assert violations
+
+
+def test_sampler_refuses_a_tfp_distribution_by_type():
+    """Until the multi-resolution issue lands, a tfd.PixelCNN (or its tf-keras network) is refused with a
+    TypeError naming what came and what to do, not a message about undeclared inputs."""
+    why = zoo_unet.tfp_available()
+    if why:
+        pytest.skip(why)
+    import pixelcnn_fast
+
+    model = zoo_unet.tfp_pixelcnn(8, 8, 1)
+    for obj in (model.dist, model.dist.network):
+        with pytest.raises(TypeError, match=r"Keras 3 model .*tensorflow_probability.*PixelCNN.*dist\.sample\(\)"):
+            pixelcnn_fast.Sampler(obj)
+    with pytest.raises(TypeError, match="got builtins.object"):
+        pixelcnn_fast.check(object())

@@ -326,6 +326,10 @@ void ColumnProgram::check_schedule(const ProgramStep& st) const {
 
 void ColumnProgram::set_head(const HeadSpec& head) {
   check_buffer(head.buffer, "head", "head");
+  if (head.kind == DrawHead::kLogisticMixture) {
+    set_mixture_head(head);
+    return;
+  }
   if (head.levels < 1 || buffer_channels_[head.buffer] != int64_t(c_) * head.levels)
     throw std::invalid_argument("head buffer has " + std::to_string(buffer_channels_[head.buffer]) +
                                 " channels, expected image channels " + std::to_string(c_) + " x levels " +
@@ -334,6 +338,30 @@ void ColumnProgram::set_head(const HeadSpec& head) {
     throw std::invalid_argument("head buffer " + std::to_string(head.buffer) + " is computed with delay " +
                                 std::to_string(buffer_delay_[head.buffer].first) + "," +
                                 std::to_string(buffer_delay_[head.buffer].second) + ": the draws read it at delay 0,0");
+  head_ = head;
+}
+
+// docs/SEMANTICS.md, "Logistic-mixture heads": one head per pixel in PixelCNN++'s layout, all of it computed
+// before the pixel's first draw (the colour coupling happens inside the draw).
+void ColumnProgram::set_mixture_head(const HeadSpec& head) {
+  const int64_t values = mixture_head_values(head.components, c_);
+  if (values == 0)
+    throw std::invalid_argument("a logistic-mixture head draws grey (1 image channel) or RGB (3) images, got " +
+                                std::to_string(c_) + " image channels");
+  if (head.components < 1 || head.levels < 2)
+    throw std::invalid_argument("a logistic-mixture head needs components >= 1 and levels >= 2, got components " +
+                                std::to_string(head.components) + ", levels " + std::to_string(head.levels));
+  if (buffer_channels_[head.buffer] != values)
+    throw std::invalid_argument(
+        "head buffer has " + std::to_string(buffer_channels_[head.buffer]) + " channels, expected " +
+        std::to_string(values) + " for a logistic mixture of " + std::to_string(head.components) + " components (" +
+        (c_ == 1 ? "grey: [logits, means, log_scales]" : "RGB: [logits, then per channel means, log_scales, coeffs]") +
+        " x K)");
+  for (const ProgramStep& st : steps_)
+    if (st.out == head.buffer && st.phase != 0)
+      throw std::invalid_argument("step '" + st.name + "' writes the logistic-mixture head at phase " +
+                                  std::to_string(st.phase) +
+                                  ": a mixture head may not depend on any image channel of its own pixel");
   head_ = head;
 }
 
@@ -684,7 +712,7 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
   assert(temperature > 0.0f && std::isfinite(temperature));
   assert(levels != nullptr);
   prepare();
-  const int L = head_.levels;
+  const DrawShape draw{head_.kind, head_.levels, head_.components, c_};
   const size_t nsteps = steps_.size();
   std::mutex profile_mutex;
   if (step_seconds != nullptr) std::fill(step_seconds, step_seconds + nsteps + 1, 0.0);
@@ -704,14 +732,14 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
           run_pass(s, i, j, c, prof);  // pass c: the channels that depend on exactly the c drawn so far
           const int64_t t_draw = prof != nullptr ? now_ns() : 0;
           for (int64_t img = 0; img < s.nb; ++img) {
-            const float* values = s.px(*this, head_.buffer, i, img, j) + int64_t(c) * L;
+            const float* pixel = s.px(*this, head_.buffer, i, img, j);
             const int64_t global = image_offset + b0 + img;
             const int64_t at = (((b0 + img) * h_ + i) * w_ + j) * c_ + c;
-            const float u = uniform01(seed, static_cast<uint32_t>(global), position, static_cast<uint32_t>(c));
             float margin = INFINITY;  // a known level: no draw, no CDF boundary to be near
             const int level = known != nullptr && known[at] >= 0
                                   ? known[at]
-                                  : draw_level(head_.kind, values, L, 1, temperature, u, &margin);
+                                  : draw_pixel_channel(draw, pixel, c, levels + (at - c), temperature, seed,
+                                                       static_cast<uint32_t>(global), position, &margin);
             levels[at] = level;
             if (margins != nullptr) margins[at] = margin;
             s.px(*this, 0, i, img, j)[c] = static_cast<float>(level) * head_.value_scale + head_.value_offset;

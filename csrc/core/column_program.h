@@ -147,6 +147,7 @@ class ColumnProgram {
   int64_t first_step() const;  // the first raster step: negative when a step computes ahead
   // The raster step at which a step of delay (dy, dx) computes position (i, j): (i + dy) W + min(j + dx, W).
   int64_t ready(int dy, int dx, int64_t i, int64_t j) const { return (i + dy) * w_ + std::min<int64_t>(j + dx, w_); }
+  void set_mixture_head(const HeadSpec& head);  // set_head's checks for a logistic-mixture head
 
   int h_, w_, c_;
   std::vector<int64_t> buffer_channels_;

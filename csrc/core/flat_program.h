@@ -73,6 +73,7 @@ struct FlatConst {
 struct FlatView {
   int32_t h = 0, w = 0, c = 0, nsteps = 0, max_phase = 0;
   int32_t head_kind = 0, head_buffer = 0, head_levels = 1;
+  int32_t head_components = 0;  // a logistic mixture's K
   float head_scale = 1.0f, head_offset = 0.0f;
   const FlatStep* steps = nullptr;
   const int32_t* ipool = nullptr;
@@ -98,6 +99,7 @@ struct FlatView {
 struct FlatProgram {
   int32_t h = 0, w = 0, c = 0, max_phase = 0;
   int32_t head_kind = 0, head_buffer = 0, head_levels = 1;
+  int32_t head_components = 0;  // a logistic mixture's K
   float head_scale = 1.0f, head_offset = 0.0f;
   std::vector<FlatStep> steps;
   std::vector<int32_t> ipool;
@@ -311,7 +313,8 @@ template <class Threads>
 PCF_HOST_DEVICE void sample_images(const FlatView& v, Threads& th, int64_t img0, int nb, uint64_t seed,
                                    float temperature, int64_t image_offset, int32_t* levels, float* margins,
                                    const int32_t* known) {
-  const int32_t C = v.c, L = v.head_levels;
+  const int32_t C = v.c;
+  const DrawShape draw{static_cast<DrawHead>(v.head_kind), v.head_levels, v.head_components, C};
   for (int64_t i = 0; i < v.h; ++i) {
     for (int64_t j = 0; j < v.w; ++j) {
       const uint32_t position = static_cast<uint32_t>(i * v.w + j);
@@ -322,13 +325,15 @@ PCF_HOST_DEVICE void sample_images(const FlatView& v, Threads& th, int64_t img0,
         run_steps(v, th, img0, nb, i, j, c);  // pass c: everything that may depend on channels drawn so far
         th.for_each(nb, [&](int64_t e) {
           const int64_t img = img0 + e;
-          const float* values = v.px(v.head_buffer, i, img, j) + int64_t(c) * L;
           const int64_t at = ((img * v.h + i) * v.w + j) * C + c;
-          const float u = uniform01(seed, static_cast<uint32_t>(image_offset + img), position, static_cast<uint32_t>(c));
           float margin = INFINITY;  // a known level: no draw
+          // An RGB mixture reads the channels drawn before at this pixel from `levels` (written before the last
+          // sync by this block).
           const int level = known != nullptr && known[at] >= 0
                                 ? known[at]
-                                : draw_level(static_cast<DrawHead>(v.head_kind), values, L, 1, temperature, u, &margin);
+                                : draw_pixel_channel(draw, v.px(v.head_buffer, i, img, j), c, levels + (at - c),
+                                                     temperature, seed, static_cast<uint32_t>(image_offset + img),
+                                                     position, &margin);
           levels[at] = level;
           if (margins != nullptr) margins[at] = margin;
           v.px(0, i, img, j)[c] = static_cast<float>(level) * v.head_scale + v.head_offset;

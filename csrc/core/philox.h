@@ -261,10 +261,13 @@ PCF_HOST_DEVICE inline int draw_logistic_mixture(const float* v, int k, int chan
   return level;
 }
 
-// The output heads a draw can come from (docs/SEMANTICS.md, "Output heads").
-enum class DrawHead { kBernoulli, kLogits, kProbs };
+// The output heads a draw can come from (docs/SEMANTICS.md, "Output heads"). The first three draw image channel c
+// from its own n values; kLogisticMixture draws every channel of a pixel from the pixel's whole head
+// (draw_logistic_mixture) and goes through draw_pixel_channel.
+enum class DrawHead { kBernoulli, kLogits, kProbs, kLogisticMixture };
 
-// One draw from the head's n values at values[0], values[stride], ... (bernoulli: n == 1, the logit).
+// One draw from the head's n values at values[0], values[stride], ... (bernoulli: n == 1, the logit). Not for
+// kLogisticMixture (its draw reads the whole pixel and the channels drawn before): see draw_pixel_channel.
 PCF_HOST_DEVICE inline int draw_level(DrawHead head, const float* values, int n, int stride, float temperature, float u,
                                       float* margin = nullptr) {
   switch (head) {
@@ -275,6 +278,32 @@ PCF_HOST_DEVICE inline int draw_level(DrawHead head, const float* values, int n,
     default:
       return draw_categorical_probs(values, n, stride, temperature, u, margin);
   }
+}
+
+// What a head is to the executors' draw loops: its kind, levels per image channel, mixture components (K, for
+// kLogisticMixture) and the image's channels.
+struct DrawShape {
+  DrawHead kind;
+  int levels;
+  int components;
+  int channels;
+};
+
+// The level of image channel `channel` of image `image` at raster position `position`, drawn from the head
+// buffer's values at that pixel (`pixel`: all of them) with this pixel's Philox uniforms; `drawn` holds the
+// levels of channels < channel at the pixel (read only by an RGB mixture's coupling). The one draw both
+// executors (column_program.cc, flat_program.h) make.
+PCF_HOST_DEVICE inline int draw_pixel_channel(const DrawShape& head, const float* pixel, int channel,
+                                              const int32_t* drawn, float temperature, uint64_t seed, uint32_t image,
+                                              uint32_t position, float* margin = nullptr) {
+  const float u = uniform01(seed, image, position, static_cast<uint32_t>(channel));
+  if (head.kind != DrawHead::kLogisticMixture)
+    return draw_level(head.kind, pixel + static_cast<ptrdiff_t>(channel) * head.levels, head.levels, 1, temperature,
+                      u, margin);
+  int prior[2] = {0, 0};  // draw_logistic_mixture reads at most R and G
+  for (int c = 0; c < channel && c < 2; ++c) prior[c] = drawn[c];
+  return draw_logistic_mixture(pixel, head.components, head.channels, channel, prior, head.levels, temperature,
+                               mixture_component_uniform(seed, image, position), u, margin);
 }
 
 }  // namespace pcf

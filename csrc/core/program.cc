@@ -42,7 +42,10 @@ const NameTable<ReduceFn>& name_table<ReduceFn>() {
 template <>
 const NameTable<DrawHead>& name_table<DrawHead>() {
   static const NameTable<DrawHead> t = {
-      {"bernoulli", DrawHead::kBernoulli}, {"logits", DrawHead::kLogits}, {"probs", DrawHead::kProbs}};
+      {"bernoulli", DrawHead::kBernoulli},
+      {"logits", DrawHead::kLogits},
+      {"probs", DrawHead::kProbs},
+      {"logistic_mixture", DrawHead::kLogisticMixture}};
   return t;
 }
 

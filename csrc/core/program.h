@@ -85,7 +85,8 @@ struct ConstTensor {
 struct HeadSpec {
   DrawHead kind = DrawHead::kBernoulli;
   int buffer = -1;        // the buffer holding logits (or probabilities)
-  int levels = 1;         // values per image channel in that buffer (1 for bernoulli)
+  int levels = 1;         // values per image channel in that buffer (1 for bernoulli); a mixture: levels drawn
+  int components = 0;     // kLogisticMixture: K (the buffer holds mixture_head_values(K, channels) values)
   float value_scale = 1;  // model input = level * value_scale + value_offset
   float value_offset = 0;
 };

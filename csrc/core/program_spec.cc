@@ -280,6 +280,9 @@ ProgramSpec parse_program_spec(const std::string& text) {
       spec.head.levels = static_cast<int>(st.take_int("levels", 1, kMaxDim));
       spec.head.value_scale = st.take_float("scale");
       spec.head.value_offset = st.take_float("offset");
+      // A mixture's K; no other head has components (finish() refuses the key as unknown).
+      if (spec.head.kind == DrawHead::kLogisticMixture)
+        spec.head.components = static_cast<int>(st.take_int("components", 1, 1 << 24));
       st.finish();
       have_head = true;
       head_line = no;
@@ -478,7 +481,9 @@ std::string format_program_spec(const ProgramSpec& spec) {
   }
   os << "head kind=" << name_of(spec.head.kind) << " buffer=" << spec.head.buffer
      << " levels=" << spec.head.levels << " scale=" << fmt_float(spec.head.value_scale)
-     << " offset=" << fmt_float(spec.head.value_offset) << '\n';
+     << " offset=" << fmt_float(spec.head.value_offset);
+  if (spec.head.kind == DrawHead::kLogisticMixture) os << " components=" << spec.head.components;
+  os << '\n';
   os << "end\n";
   return os.str();
 }

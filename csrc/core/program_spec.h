@@ -36,6 +36,10 @@
 //   (i + dy) W + min(j + dx, W), before the colour passes (phase must be 0); the builder checks that every
 //   read finds its value computed (docs/SEMANTICS.md, "Delays"). phases=, delay= and name= are the optional keys.
 //   head kind=bernoulli|logits|probs buffer=b levels=L scale=s offset=o
+//   head kind=logistic_mixture buffer=b levels=L scale=s offset=o components=K
+//                                                         K mixture components (docs/SEMANTICS.md, "Logistic-
+//                                                         mixture heads"): buffer b holds 3K (grey) or 10K (RGB)
+//                                                         values per pixel, L levels are drawn per channel
 //   end                                                   last statement: guards against truncation
 //
 // Inputs are declared in index order 0, 1, ... before the steps; every const input is added to the

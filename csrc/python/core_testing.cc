@@ -86,12 +86,17 @@ py::object rng_draw_levels(const py::object& values_obj, const std::string& head
   py::array va = py::reinterpret_borrow<py::array>(values_obj), ua = py::reinterpret_borrow<py::array>(u_obj);
   pcf::DrawHead head;
   if (!pcf::parse_name(head_name, &head)) {  // program.h's head names, as the spec's `head kind=`
+    // The heads this function draws: all but the mixture, which has draw_logistic_mixture.
     std::string names;
     const auto& table = pcf::name_table<pcf::DrawHead>();
-    for (size_t k = 0; k < table.size(); ++k)
-      names += (k == 0 ? "'" : k + 1 == table.size() ? " or '" : ", '") + std::string(table[k].first) + "'";
+    const size_t count = table.size() - 1;
+    for (size_t k = 0; k < count; ++k)
+      names += (k == 0 ? "'" : k + 1 == count ? " or '" : ", '") + std::string(table[k].first) + "'";
     throw py::value_error(std::string(fn) + ": head must be " + names + ", got '" + head_name + "'");
   }
+  if (head == pcf::DrawHead::kLogisticMixture)
+    throw py::value_error(std::string(fn) + ": head 'logistic_mixture' draws from a whole pixel's head and the "
+                          "channels drawn before it: use draw_logistic_mixture");
   const py::ssize_t m = va.shape(0), n = va.shape(1);
   if (head == pcf::DrawHead::kBernoulli && n != 1)
     throw py::value_error(std::string(fn) + ": values must have shape (M, 1) for head 'bernoulli' (one logit per "
@@ -118,6 +123,70 @@ py::object rng_draw_levels(const py::object& values_obj, const std::string& head
   }
   if (return_margin) return py::make_tuple(levels, margins);
   return levels;
+}
+
+// draw_logistic_mixture of core/philox.h on M pixels: values (M, 3K or 10K) float32, drawn (M, 2) int32 (the
+// levels of R and G at the pixel, read for RGB channels 1 and 2), u_component and u (M,) float32.
+py::object rng_draw_logistic_mixture(const py::object& values_obj, int components, int channel,
+                                     const py::object& drawn_obj, int levels, const py::object& temperature,
+                                     const py::object& u_component_obj, const py::object& u_obj, bool return_margin) {
+  const char* fn = "draw_logistic_mixture";
+  const float* values = checked_input(values_obj, fn, "values", 2);
+  const float* uc = checked_input(u_component_obj, fn, "u_component", 1);
+  const float* u = checked_input(u_obj, fn, "u", 1);
+  py::array va = py::reinterpret_borrow<py::array>(values_obj);
+  const py::ssize_t m = va.shape(0), n = va.shape(1);
+  if (components < 1 || (n != pcf::mixture_head_values(components, 1) && n != pcf::mixture_head_values(components, 3)))
+    throw py::value_error(std::string(fn) + ": values must have shape (M, 3K) (grey) or (M, 10K) (RGB) for K = "
+                          "components = " + std::to_string(components) + ", got " + shape_str(va));
+  const int channels = n == pcf::mixture_head_values(components, 1) ? 1 : 3;
+  if (channel < 0 || channel >= channels)
+    throw py::value_error(std::string(fn) + ": channel must lie in [0, " + std::to_string(channels) + "), got " +
+                          std::to_string(channel));
+  if (levels < 2) throw py::value_error(std::string(fn) + ": levels must be >= 2, got " + std::to_string(levels));
+  if (!py::isinstance<py::array_t<int32_t>>(drawn_obj))
+    throw py::type_error(std::string(fn) + ": drawn must be an int32 numpy.ndarray of shape (M, 2)");
+  py::array da = py::reinterpret_borrow<py::array>(drawn_obj);
+  if (!da.dtype().is(py::dtype::of<int32_t>()) || da.ndim() != 2 || da.shape(0) != m || da.shape(1) != 2 ||
+      !(da.flags() & py::array::c_style))
+    throw py::value_error(std::string(fn) + ": drawn must be int32 C-contiguous of shape (" + std::to_string(m) +
+                          ", 2), got " + std::string(py::str(da.dtype())) + " " + shape_str(da));
+  const int32_t* drawn = static_cast<const int32_t*>(da.data());
+  for (py::ssize_t i = 0; i < 2 * m; ++i)
+    if (drawn[i] < 0 || drawn[i] >= levels)
+      throw py::value_error(std::string(fn) + ": drawn levels must lie in [0, " + std::to_string(levels) + "), got " +
+                            std::to_string(drawn[i]));
+  py::array ua = py::reinterpret_borrow<py::array>(u_obj), uca = py::reinterpret_borrow<py::array>(u_component_obj);
+  if (ua.shape(0) != m || uca.shape(0) != m)
+    throw py::value_error(std::string(fn) + ": u and u_component must have shape (" + std::to_string(m) + ",), got " +
+                          shape_str(ua) + " and " + shape_str(uca));
+  for (py::ssize_t i = 0; i < m; ++i)
+    if (!(u[i] >= 0.0f && u[i] < 1.0f) || !(uc[i] >= 0.0f && uc[i] < 1.0f))
+      throw py::value_error(std::string(fn) + ": u and u_component must lie in [0, 1), got " +
+                            std::string(py::repr(py::float_(u[i]))) + " and " +
+                            std::string(py::repr(py::float_(uc[i]))) + " at row " + std::to_string(i));
+  const float t = temperature_arg(temperature, fn);
+  py::array_t<int32_t> out(m);
+  py::array_t<float> margins(return_margin ? m : 0);
+  int32_t* lp = out.mutable_data();
+  float* mp = return_margin ? margins.mutable_data() : nullptr;
+  {
+    py::gil_scoped_release release;
+    for (py::ssize_t i = 0; i < m; ++i) {
+      const int prior[2] = {drawn[2 * i], drawn[2 * i + 1]};
+      lp[i] = pcf::draw_logistic_mixture(values + i * n, components, channels, channel, prior, levels, t, uc[i], u[i],
+                                         mp ? mp + i : nullptr);
+    }
+  }
+  if (return_margin) return py::make_tuple(out, margins);
+  return out;
+}
+
+py::float_ rng_mixture_component_uniform(const py::object& seed, const py::object& image, const py::object& position) {
+  const char* fn = "mixture_component_uniform";
+  return py::float_(pcf::mixture_component_uniform(int_arg(seed, fn, "seed", 64),
+                                                   static_cast<uint32_t>(int_arg(image, fn, "image", 32)),
+                                                   static_cast<uint32_t>(int_arg(position, fn, "position", 32))));
 }
 
 // ------------------------------------------------------------------ the GPU sampler's loops on the host
@@ -243,6 +312,14 @@ void bind_testing(py::module_& t) {
         "int32 (M,) levels drawn by inverse CDF from each row of values (M, N) float32 with uniform u[i]; head "
         "'bernoulli' (N == 1, logits), 'logits' or 'probs'. return_margin: also the float32 distance of each u to "
         "the nearest cdf boundary (draws closer than rounding may differ between backends).");
+  t.def("draw_logistic_mixture", &rng_draw_logistic_mixture, py::arg("values"), py::arg("components"),
+        py::arg("channel"), py::arg("drawn"), py::arg("levels"), py::arg("temperature"), py::arg("u_component"),
+        py::arg("u"), py::arg("return_margin") = false,
+        "int32 (M,) levels of image channel `channel` drawn from each row of values (M, 3K grey or 10K RGB) float32 "
+        "by core/philox.h's draw_logistic_mixture; drawn (M, 2) int32: the R and G levels already drawn at the "
+        "pixel (read by RGB channels 1, 2). return_margin: also each draw's distance to a decision boundary.");
+  t.def("mixture_component_uniform", &rng_mixture_component_uniform, py::arg("seed"), py::arg("image"),
+        py::arg("position"), "The pixel's component uniform: word 1 of the (image, position, 0, 0) Philox block.");
 }
 
 }  // namespace pcf_core_binding

@@ -128,10 +128,12 @@ def bounds(program, consts, heads):
     return out
 
 
-def analyse_causality(program, consts):
+def analyse_causality(program, consts, mixture=False):
     """Raises NotCausalError naming the first layer that breaks causality; returns the frontiers.
 
-    The first step (in program order) whose output reaches its bound (see `bounds`) is the layer to blame: the
+    mixture: the head is a logistic mixture (docs/SEMANTICS.md), which draws every channel of a pixel from one
+    prediction, coupling the colours inside the draw: no head channel may see any image channel of its own
+    pixel. The first step (in program order) whose output reaches its bound (see `bounds`) is the layer to blame: the
     one that lets a pixel the prediction may not see through. Offsets up to the head's and its readers' taps are
     allowed, so a buffer computed with a delay (a frontier after its own position) is not blamed."""
     keys = frontiers(program, consts)
@@ -139,7 +141,8 @@ def analyse_causality(program, consts):
     head = keys[program.logits_buffer]
     levels = program.output_levels if program.output_levels > 1 else \
         max(1, program.buffer_channels[program.logits_buffer] // c_img)
-    limit = np.array([encode_frontier(0, 0, min(k // levels, c_img - 1)) for k in range(head.size)], np.int64)
+    limit = np.array([encode_frontier(0, 0, 0 if mixture else min(k // levels, c_img - 1))
+                      for k in range(head.size)], np.int64)
     bad = [k for k, key in enumerate(head) if key >= limit[k]]
     if not bad:
         return keys
@@ -156,6 +159,8 @@ def analyse_causality(program, consts):
             raise NotCausalError(
                 f"layer '{step.layer}' ({step.layer_class}) reads the pixel at offset "
                 f"({dy:+d}, {dx:+d}): the model sees the future (op '{step.op_name}', {step.op_type})")
+    if mixture:
+        _refuse_mixture_seeing_its_pixel(program, keys, bound)
     # The prediction sees its own pixel. Blame: docs/SEMANTICS.md's channel convention (contiguous blocks, one
     # per image channel): block j of any buffer may depend on image channels < j at its own pixel. The first
     # step, among those that feed the head, whose output breaks that is the layer that lets the prediction see
@@ -184,6 +189,27 @@ def analyse_causality(program, consts):
         f"layer '{step.layer}' ({step.layer_class}) reads the pixel at offset ({dy:+d}, {dx:+d}), image "
         f"channel {ch}, into channels that predict image channel {predicts}: the model "
         f"sees the pixel it predicts (op '{step.op_name}', {step.op_type})")
+
+
+def _refuse_mixture_seeing_its_pixel(program, keys, bound):
+    """A mixture head's every channel must have its frontier strictly before (0, 0, 0); otherwise the first step
+    feeding the head that reads its own pixel is named: the first over the bound its readers allow (`bounds`; a
+    delayed buffer that sees its own row through a down-shift is not)."""
+    own = encode_frontier(0, 0, 0)
+    if not (keys[program.logits_buffer] >= own).any():
+        return
+    ancestors = _ancestors(program, program.logits_buffer)
+    for step in program.steps:
+        over = np.nonzero(keys[step.out] >= bound[step.out])[0]
+        if step.out in ancestors and over.size:
+            _, _, ch = decode_frontier(keys[step.out][over[0]])
+            raise NotCausalError(
+                f"layer '{step.layer}' ({step.layer_class}) reads the pixel at offset (+0, +0), image channel {ch}, "
+                f"and feeds the logistic-mixture head: a mixture draws every channel of a pixel from one "
+                f"prediction (the colours are coupled inside the draw), so its head may not see any channel of "
+                f"its own pixel; use mask A without colour groups up to the head (op '{step.op_name}', "
+                f"{step.op_type})")
+    raise NotCausalError("the logistic-mixture head depends on its own pixel")  # pragma: no cover
 
 
 def _ancestors(program, buffer):

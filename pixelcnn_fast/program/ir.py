@@ -10,7 +10,8 @@ import dataclasses
 import numpy as np
 
 __all__ = ["LoweringError", "NotCausalError", "Step", "Program", "STEP_KINDS", "BINARY_FNS", "ACT_FNS",
-           "REDUCE_FNS", "HEAD_KINDS", "SHIFT_KINDS", "conv_taps", "step_conv_taps", "conv_kernel_4d"]
+           "REDUCE_FNS", "HEAD_KINDS", "MIXTURE_HEAD_KIND", "SPEC_HEAD_KINDS", "SHIFT_KINDS", "conv_taps",
+           "step_conv_taps", "conv_kernel_4d"]
 
 # The vocabulary of a program step, as csrc/core/program_spec.cc reads it (the spec writer emits only these
 # names; the spec reader refuses any other).
@@ -22,7 +23,11 @@ REDUCE_FNS = ("sum", "mean", "max", "min")
 # Steps of shifted models (program/lower_shift_ops.py): shift (out[i, j] = in[i + dy, j + dx], zero outside the
 # image). A conv with offset taps is a conv with attrs padding="OFFSET", oy, ox (its top-left tap's offset).
 SHIFT_KINDS = ("shift",)
-HEAD_KINDS = ("bernoulli", "logits", "probs")
+HEAD_KINDS = ("bernoulli", "logits", "probs")  # one draw per image channel from that channel's values
+# A head that draws every channel of a pixel from the pixel's whole prediction (docs/SEMANTICS.md, "Logistic-mixture
+# heads"); its spec line adds components=K. The spec's head kinds are both.
+MIXTURE_HEAD_KIND = "logistic_mixture"
+SPEC_HEAD_KINDS = HEAD_KINDS + (MIXTURE_HEAD_KIND,)
 
 
 class LoweringError(ValueError):

@@ -200,12 +200,31 @@ class Lowerer:
         lowering(self, op, ins)
 
 
+def _check_is_keras(model):
+    """A typed refusal for what is not a Keras 3 model or layer, naming what came (a TFP distribution, a
+    tf-keras model), before anything tries to trace it."""
+    import keras
+
+    if isinstance(model, keras.layers.Layer):
+        return
+    kind = f"{type(model).__module__}.{type(model).__qualname__}"
+    if type(model).__module__.startswith("tensorflow_probability"):
+        hint = ("a tfp.distributions.PixelCNN is not taken yet (its network is a tf-keras model with several "
+                "outputs: the multi-resolution issue); sample it with dist.sample()")
+    elif type(model).__module__.startswith("tf_keras"):
+        hint = "it is a tf-keras (Keras 2) model: rebuild it with Keras 3 layers (import keras)"
+    else:
+        hint = "pass the keras.Model that maps images (and conditions) to per-pixel predictions"
+    raise TypeError(f"model must be a Keras 3 model (keras.Model), got {kind}: {hint}")
+
+
 def lower(model, image_shape=None, condition_specs=None):
     """Lowers `model` into a Program (constants evaluated by program.evaluate_consts).
 
     image_shape: (H, W, C), inferred from the model's first input when it has one.
     condition_specs: tf.TensorSpec of further inputs (class labels ...), inferred likewise.
     """
+    _check_is_keras(model)
     inputs = getattr(model, "inputs", None)
     if image_shape is None:
         if not inputs:

@@ -40,17 +40,20 @@ class CheckReport:
                 f"output {self.head}, causal: {'yes' if self.causal else 'no'}")
 
 
-def check(model, image_shape=None, condition_specs=None, raise_if_not_causal=True):
+def check(model, image_shape=None, condition_specs=None, raise_if_not_causal=True, head=None):
     """Lowers `model` and checks its causality (docs/SEMANTICS.md). Returns a CheckReport; raises
     NotCausalError naming the first layer that sees the future (unless raise_if_not_causal=False),
-    LoweringError naming an unsupported op, its layer and class."""
+    LoweringError naming an unsupported op, its layer and class. head="logistic_mixture" checks the stricter
+    rule of a mixture head (no head value sees any channel of its own pixel); any other head is checked per
+    image channel."""
+    mixture = head == "logistic_mixture"
     program = lower(model, image_shape, condition_specs)
     n = 1
     conditions = [tf.zeros([n] + [d or 1 for d in s.shape[1:]], s.dtype) for s in program.cond_specs]
     consts = program.evaluate_consts(n, conditions)
     causal = True
     try:
-        analyse_causality(program, consts)
+        analyse_causality(program, consts, mixture=mixture)
     except NotCausalError:
         if raise_if_not_causal:
             raise
@@ -64,7 +67,9 @@ def check(model, image_shape=None, condition_specs=None, raise_if_not_causal=Tru
             dense += int(k.size)
     head = {"sigmoid": "sigmoid (bernoulli)", "softmax": "softmax (categorical)"}.get(
         program.final_activation, "raw values")
-    if program.output_levels > 1:
+    if mixture:
+        head = f"logistic mixture ({program.buffer_channels[program.logits_buffer]} values per pixel)"
+    elif program.output_levels > 1:
         head += f", {program.buffer_channels[program.output_buffer] // program.output_levels} x " \
                 f"{program.output_levels} levels"
     return CheckReport(model.name, program.image_shape, len(program.steps), convs, live, dense,

@@ -13,7 +13,8 @@ import math
 import numpy as np
 
 from pixelcnn_fast.program.causality import analyse_causality, channel_phase_runs, step_delays, step_phase
-from pixelcnn_fast.program.ir import ACT_FNS, BINARY_FNS, HEAD_KINDS, REDUCE_FNS, LoweringError, conv_kernel_4d
+from pixelcnn_fast.program.ir import (ACT_FNS, BINARY_FNS, MIXTURE_HEAD_KIND, REDUCE_FNS, SPEC_HEAD_KINDS, LoweringError,
+                                      conv_kernel_4d)
 
 __all__ = ["SPEC_MAGIC", "MAGIC", "VERSION", "program_spec", "spec_with_recipes", "recipe_array", "const_4d",
            "parse_spec", "Spec", "SpecStep", "SpecError", "STEP_KEYS"]
@@ -50,7 +51,8 @@ def spec_with_recipes(sampler, consts):
     (kh, kw, cin, cout). sampler: a Sampler (its program and head: kind, head_levels, value_scale,
     value_offset); consts: the program's constant slots. Raises NotCausalError naming the layer."""
     p = sampler.program
-    keys = analyse_causality(p, consts)  # raises NotCausalError naming the layer
+    mixture = sampler.kind == MIXTURE_HEAD_KIND
+    keys = analyse_causality(p, consts, mixture=mixture)  # raises NotCausalError naming the layer
     delays = step_delays(p, consts)  # raises LoweringError when the prediction would come late
     recipes, index = [], {}
 
@@ -99,7 +101,8 @@ def spec_with_recipes(sampler, consts):
         lines.append(f"{st.kind} out={st.out} {args} phase={phase}{late}{phases} name={_encode_name(name)}")
     h, w, c = p.image_shape
     head = (f"head kind={sampler.kind} buffer={p.logits_buffer} levels={sampler.head_levels} "
-            f"scale={_f32(sampler.value_scale)} offset={_f32(sampler.value_offset)}")
+            f"scale={_f32(sampler.value_scale)} offset={_f32(sampler.value_offset)}"
+            + (f" components={sampler.components}" if mixture else ""))
     inputs = []
     for k, (kind, slot, step) in enumerate(recipes):
         if kind == "const":
@@ -164,7 +167,7 @@ class Spec:
     buffer_channels: list
     inputs: list  # [("const", None) | ("kernel", (kh, kw, cin, cout))]
     steps: list   # [SpecStep]
-    head: dict    # kind, buffer, levels, scale, offset
+    head: dict    # kind, buffer, levels, scale, offset (+ components for a logistic mixture)
 
 
 def _decode_name(s, fail):
@@ -382,8 +385,10 @@ def parse_spec(text):
         if kw == "head":
             if head is not None:
                 ln.fail("'head' given twice")
-            head = dict(kind=ln.take_enum("kind", HEAD_KINDS), buffer=ln.take_int("buffer"), levels=ln.take_int("levels", 1),
-                        scale=ln.take_float("scale"), offset=ln.take_float("offset"))
+            head = dict(kind=ln.take_enum("kind", SPEC_HEAD_KINDS), buffer=ln.take_int("buffer"),
+                        levels=ln.take_int("levels", 1), scale=ln.take_float("scale"), offset=ln.take_float("offset"))
+            if head["kind"] == MIXTURE_HEAD_KIND:  # K components; no other head has the key
+                head["components"] = ln.take_int("components", 1)
             if head["buffer"] >= len(buffers):
                 ln.fail(f"buffer {head['buffer']} does not exist", f"buffer={head['buffer']}")
             ln.done()
