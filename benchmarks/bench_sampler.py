@@ -136,21 +136,24 @@ MODEL_SPECS = {
                     "128 logits",
         make=lambda: zoo_models.vqvae_prior(full=True, seed=0),
         make_small=lambda: zoo_models.vqvae_prior(height=5, width=6, num_embeddings=128, filters=128, seed=0)),
-    # Opt-in (PIXELCNN_BENCH_SAMPLER_MODELS=gated_shifted,gated_masked): the gated PixelCNNs (shifts as read
-    # offsets, the vertical stack computed with a delay), MNIST-sized, 256-level categorical heads.
-    "gated_shifted": ModelSpec(
-        label="gated PixelCNN shifted 28x28",
-        description="zoo_models.gated_shifted: 28x28x1, 64 filters, 7 gated layers (5x5 then 3x3), "
-                    "ZeroPadding2D + VALID convs and pad+crop down-shifts, 256 logits",
-        make=lambda: zoo_models.gated_shifted(height=28, width=28, filters=64, layers=7, levels=256, seed=0),
-        make_small=lambda: zoo_models.gated_shifted(height=6, width=11, filters=64, layers=7, levels=256, seed=0)),
-    "gated_masked": ModelSpec(
-        label="gated PixelCNN masked 28x28",
-        description="zoo_models.gated_masked: 28x28x1, 64 filters, 7 gated layers (5x5 then 3x3), vertical "
-                    "stack masked to the rows above, 256 logits",
-        make=lambda: zoo_models.gated_masked(height=28, width=28, filters=64, layers=7, levels=256, seed=0),
-        make_small=lambda: zoo_models.gated_masked(height=6, width=11, filters=64, layers=7, levels=256, seed=0)),
 }
+
+
+def _gated_spec(style, how):
+    """The gated PixelCNN of zoo_models in one style at MNIST size (64 filters, 7 layers, 256 logits); its small
+    same-architecture case is 6x11 (the same-images check)."""
+    build = getattr(zoo_models, "gated_" + style)
+    return ModelSpec(
+        label=f"gated PixelCNN {style} 28x28",
+        description=f"zoo_models.gated_{style}: 28x28x1, 64 filters, 7 gated layers (5x5 then 3x3), {how}, 256 logits",
+        make=lambda: build(height=28, width=28, filters=64, layers=7, levels=256, seed=0),
+        make_small=lambda: build(height=6, width=11, filters=64, layers=7, levels=256, seed=0))
+
+
+# Opt-in (PIXELCNN_BENCH_SAMPLER_MODELS=gated_shifted,gated_masked): the gated PixelCNNs (shifts as read offsets,
+# the vertical stack computed with a delay).
+MODEL_SPECS["gated_shifted"] = _gated_spec("shifted", "ZeroPadding2D + VALID convs and pad+crop down-shifts")
+MODEL_SPECS["gated_masked"] = _gated_spec("masked", "vertical stack masked to the rows above")
 # Not in the default run: PIXELCNN_BENCH_SAMPLER_MODELS=mixture.
 MODEL_SPECS["mixture"] = ModelSpec(
     label="keras.io + logistic mixture 32x32x3",
