@@ -6,7 +6,7 @@ benchmarks/run.py (README, "Benchmarks"):
 
     .venv/bin/python -m pytest benchmarks/bench_sampler.py --benchmark-json=/tmp/sampler.json && .venv/bin/python benchmarks/report.py /tmp/sampler.json /tmp/SAMPLER.md
 
-Models (env PIXELCNN_BENCH_SAMPLER_MODELS, default "keras_io,rgb,vqvae"; "mixture", "gated_shifted", "gated_masked"
+Models (env PIXELCNN_BENCH_SAMPLER_MODELS, default "keras_io,rgb,vqvae"; "mixture", "pixelcnn_pp", "gated_shifted", "gated_masked"
 on request: the gated PixelCNNs of tests/fixtures/zoo_models.py at 28x28, 64 filters, 7 layers), random weights:
   * keras_io: the keras.io PixelCNN at its real size (tests/fixtures/seed_models.keras_io(full=True):
     28x28x1, 128 filters, 5 residual blocks, sigmoid head, keras seed 0): 784 draws per image.
@@ -163,6 +163,17 @@ MODEL_SPECS["mixture"] = ModelSpec(
         height=32, width=32, channels=3, filters=128, blocks=5, components=10)),
     make_small=lambda: mixture_models.as_seed_model(mixture_models.mixture_pixelcnn(
         height=5, width=6, channels=3, filters=128, blocks=5, components=10)))
+# Not in the default run: PIXELCNN_BENCH_SAMPLER_MODELS=pixelcnn_pp. PixelCNN++ at one resolution as openai writes
+# it (tf.pad + VALID weight-normalised convs, down/right shifts by slice + concat, concat_elu gated resnets, nin,
+# logistic-mixture head), at CIFAR size and reduced width.
+MODEL_SPECS["pixelcnn_pp"] = ModelSpec(
+    label="PixelCNN++ blocks 32x32x3",
+    description="zoo_models.pixelcnn_pp: 32x32x3 [-1, 1] images, 64 filters, 3 gated resnets per stream, "
+                "one resolution, K = 10 logistic-mixture head (100 values per pixel), 256 levels",
+    make=lambda: mixture_models.as_seed_model(zoo_models.pixelcnn_pp(
+        height=32, width=32, channels=3, filters=64, resnets=3, nr_mix=10, seed=0).model),
+    make_small=lambda: mixture_models.as_seed_model(zoo_models.pixelcnn_pp(
+        height=5, width=6, channels=3, filters=64, resnets=3, nr_mix=10, seed=0).model))
 MODELS = tuple(m for m in os.environ.get("PIXELCNN_BENCH_SAMPLER_MODELS", "keras_io,rgb,vqvae").split(",") if m)
 
 

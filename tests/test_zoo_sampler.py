@@ -183,7 +183,7 @@ def _gated_pit(zm, levels, labels, rng, temperature=1.0):
     return (lower + rng.random(lower.shape) * (upper - lower)).ravel()
 
 
-@pytest.mark.parametrize("name", ["gated_shifted_conditional", "gated_masked"])
+@pytest.mark.parametrize("name", GATED)
 def test_gated_model_draws_are_calibrated(name, rng):
     # 24 images x 6 x 7 = 1008 draws; KS threshold 1e-4 (as for the code priors). The logits layer is scaled so
     # that the conditionals are far from uniform (with 4 levels, T = 0.5 against T = 1 is too close to reject
