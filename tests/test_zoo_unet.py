@@ -87,3 +87,14 @@ def test_sampler_refuses_a_tfp_distribution_by_type():
             pixelcnn_fast.Sampler(obj)
     with pytest.raises(TypeError, match="got builtins.object"):
         pixelcnn_fast.check(object())
+
+
+def test_sampler_refuses_the_unet_naming_its_first_strided_conv():
+    """Until the multi-resolution issue lands, the U-net is refused with a LoweringError naming the first
+    stride-2 conv's op, layer and class (its shifts and single-resolution blocks are taken)."""
+    import pixelcnn_fast
+
+    zm = zoo_models.build("pixelcnn_pp_unet_rgb", height=8, width=8)
+    with pytest.raises(pixelcnn_fast.LoweringError,
+                       match=r"\(Conv2D\) of layer 'unet/downsample0_u' \(WeightNormConv\): strides must be 1"):
+        pixelcnn_fast.Sampler(zm.model, head="logistic_mixture")
