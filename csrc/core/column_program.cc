@@ -533,7 +533,6 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
       case StepKind::kConv: {
         const detail::GatherPlan& pl = st.plan;
         const int in = st.ins[0];
-        const int64_t cin = buffer_channels_[in];
         float* col = s.col.data();
         for (int64_t img = 0; img < nb; ++img) {
           float* row = col + img * pl.kcol;
@@ -548,7 +547,6 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
             }
           }
         }
-        (void)cin;
         const int64_t ldd = w_ * buffer_channels_[st.out];
         if (part == nullptr) {
           detail::gemm_segments(kern, pl, col, nb, s.px(*this, st.out, i, 0, j), ldd);
