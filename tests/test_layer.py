@@ -261,10 +261,11 @@ def test_training_fast_equals_reference(rng, fast_ops):
         hists.append(model.fit(data, data, batch_size=8, epochs=1, shuffle=False,
                                verbose=0).history["loss"])
     # 40 images / batch 8 = 5 steps.  Tolerance: the two paths differ only in float32
-    # summation order (relative ~1e-7 per step); after 5 steps the weights (size ~0.1) agree
-    # to ~1e-8 (observed), well under 1e-6, while training moves them by far more than that
-    # (checked below).
-    atol = 1e-6
+    # summation order (relative ~1e-7 per step); after 5 steps the weights (size ~0.1) usually agree
+    # to ~1e-8, but with oneDNN on, seed 226044122 gives 1.9e-6 (a near-tie in a sigmoid/BCE
+    # gradient amplifies the rounding), so 1e-5: still 100x below how far training moves them
+    # (checked below), while a wrong gradient differs by about the movement itself.
+    atol = 1e-5
     max_diff = max(float(np.max(np.abs(a - b))) for a, b in
                    zip(fast.get_weights(), ref.get_weights()))
     print(f"fast vs reference after 5 steps: max weight diff {max_diff:.3e}")
