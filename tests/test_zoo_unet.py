@@ -90,11 +90,12 @@ def test_sampler_refuses_a_tfp_distribution_by_type():
 
 
 def test_sampler_refuses_the_unet_naming_its_first_strided_conv():
-    """Until the multi-resolution issue lands, the U-net is refused with a LoweringError naming the first
-    stride-2 conv's op, layer and class (its shifts and single-resolution blocks are taken)."""
+    """Until the cached executor takes coarse grids (issue 16: the lowering, causality and the pure-TF executor
+    do, tests/test_grids.py), the U-net is refused with a LoweringError naming the first stride-2 conv's layer,
+    class and op (its shifts and single-resolution blocks are taken)."""
     import pixelcnn_fast
 
     zm = zoo_models.build("pixelcnn_pp_unet_rgb", height=8, width=8)
     with pytest.raises(pixelcnn_fast.LoweringError,
-                       match=r"\(Conv2D\) of layer 'unet/downsample0_u' \(WeightNormConv\): strides must be 1"):
+                       match=r"layer 'unet/downsample0_u' \(WeightNormConv\) is a stride-2x2 conv \(op .*, Conv2D\)"):
         pixelcnn_fast.Sampler(zm.model, head="logistic_mixture")

@@ -45,6 +45,21 @@ def const_4d(value):
     return np.ascontiguousarray(v)
 
 
+def _refuse_grids(program):
+    """The spec (so the C++ executor, the flat program and the TF op) carries no grids yet: a strided or transposed
+    conv is refused naming its layer (docs/SEMANTICS.md, "Grids"; program.tf_executor.run_program runs it)."""
+    steps = program.grid_steps
+    if steps:
+        st = steps[0]
+        what = "transposed conv" if st.kind == "conv_transpose" else \
+            f"stride-{st.attrs['sy']}x{st.attrs['sx']} conv"
+        g = program.grid(st.out)
+        raise LoweringError(
+            f"layer '{st.layer}' ({st.layer_class}) is a {what} (op '{st.op_name}', {st.op_type}) onto a {g[2]}x{g[3]} "
+            f"grid (1/{g[0]} x 1/{g[1]} of the image): the cached executor does not take coarse grids yet (issue 16); "
+            "the model is lowered and causal, and program.tf_executor.run_program runs it")
+
+
 def spec_with_recipes(sampler, consts):
     """(spec text, recipes): recipes[k] says how op input k is made from the constant slots:
     ("const", slot, None) a broadcast constant as rank 4; ("kernel", slot, step) a conv's kernel as
@@ -53,6 +68,7 @@ def spec_with_recipes(sampler, consts):
     p = sampler.program
     mixture = sampler.kind == MIXTURE_HEAD_KIND
     keys = analyse_causality(p, consts, mixture=mixture)  # raises NotCausalError naming the layer
+    _refuse_grids(p)
     delays = step_delays(p, consts)  # raises LoweringError when the prediction would come late
     recipes, index = [], {}
 
