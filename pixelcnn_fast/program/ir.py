@@ -24,9 +24,8 @@ REDUCE_FNS = ("sum", "mean", "max", "min")
 # image). A conv with offset taps is a conv with attrs padding="OFFSET", oy, ox (its top-left tap's offset).
 SHIFT_KINDS = ("shift",)
 # Steps of multi-resolution models (program/lower_grid_ops.py; docs/SEMANTICS.md, "Grids"): conv_transpose (a
-# transposed conv from a coarse grid to a finer one). A strided conv is a conv with attrs sy, sx > 1. The pure-TF
-# executor runs them; the spec format (and so the C++ executor, the flat program and the TF op) does not carry
-# them yet, so the spec writer refuses them naming the layer.
+# transposed conv from a coarse grid to a finer one). A strided conv is a conv with attrs sy, sx > 1. The spec writes
+# a conv_transpose as a conv line with transpose=1 (and the buffers' grids in its `grids` statement).
 GRID_KINDS = ("conv_transpose",)
 HEAD_KINDS = ("bernoulli", "logits", "probs")  # one draw per image channel from that channel's values
 # A head that draws every channel of a pixel from the pixel's whole prediction (docs/SEMANTICS.md, "Logistic-mixture
