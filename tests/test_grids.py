@@ -191,3 +191,47 @@ def test_odd_sizes_sample_through_the_cached_executor(size, padding, rng):
                            seed=5)
         levels, margins = sampler.sample(2, seed=5, return_margins=True)
         assert_same_draws(ref.levels, ref.margins, levels, margins, f"{h}x{w} naive graph vs cached")
+
+
+def test_mutated_grid_specs_build_or_fail_typed(rng):
+    """A U-net spec (grids statement, strided and transposed conv lines) mutated at random either builds and runs or
+    is refused with a typed error: never a crash (a grid, a stride or an offset that does not fit the buffers)."""
+    import fuzz_core
+
+    from pixelcnn_fast import _core
+
+    zm = zoo_models.build("pixelcnn_pp_unet_grey", height=8, width=4, hierarchies=2, filters=4)
+    spec, arrays = pixelcnn_fast.Sampler(zm.model, head="logistic_mixture").last_spec
+    assert "\ngrids fy=" in spec and " stride=2,2" in spec and " transpose=1" in spec
+    seed = int(rng.integers(2 ** 31))
+    print(f"grid spec fuzz seed {seed}")
+    local = np.random.default_rng(seed)
+    built = 0
+    grid_lines = [k for k, ln in enumerate(spec.split("\n")) if "stride=" in ln or ln.startswith("grids")]
+    for case in range(150):
+        lines = spec.split("\n")
+        if case % 2:  # aim at the new statements: a changed number on a grids or strided/transposed conv line
+            k = int(local.choice(grid_lines))
+            toks = lines[k].split(" ")
+            t = int(local.integers(1, len(toks)))
+            key, _, value = toks[t].partition("=")
+            parts = value.split(",")
+            parts[int(local.integers(0, len(parts)))] = str(int(local.integers(-3, 12)))
+            toks[t] = key + "=" + ",".join(parts)
+            lines[k] = " ".join(toks)
+            text = "\n".join(lines)
+        else:
+            text = fuzz_core.mutate_text(local, spec)
+        try:
+            program = _core.ColumnProgram.from_spec(text, arrays, 1)
+        except (ValueError, TypeError):
+            continue
+        built += 1
+        h, w, c = program.image_shape
+        try:
+            levels, _ = program.sample(1, case, 1.0)
+            assert levels.shape == (1, h, w, c)
+            program.teacher_forced(np.zeros((1, h, w, c), np.float32))
+        except (ValueError, TypeError):
+            pass
+    assert built > 0
