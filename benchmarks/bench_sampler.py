@@ -6,8 +6,8 @@ benchmarks/run.py (README, "Benchmarks"):
 
     .venv/bin/python -m pytest benchmarks/bench_sampler.py --benchmark-json=/tmp/sampler.json && .venv/bin/python benchmarks/report.py /tmp/sampler.json /tmp/SAMPLER.md
 
-Models (env PIXELCNN_BENCH_SAMPLER_MODELS, default "keras_io,rgb,vqvae"; "mixture", "pixelcnn_pp", "gated_shifted", "gated_masked"
-on request: the gated PixelCNNs of tests/fixtures/zoo_models.py at 28x28, 64 filters, 7 layers), random weights:
+Models (env PIXELCNN_BENCH_SAMPLER_MODELS, default "keras_io,rgb,vqvae"; "mixture", "pixelcnn_pp", "pixelcnn_pp_unet" (the full
+PixelCNN++ on grids: no `rows` loop, its sizes are fixed), "gated_shifted", "gated_masked" on request: the gated PixelCNNs of tests/fixtures/zoo_models.py at 28x28, 64 filters, 7 layers), random weights:
   * keras_io: the keras.io PixelCNN at its real size (tests/fixtures/seed_models.keras_io(full=True):
     28x28x1, 128 filters, 5 residual blocks, sigmoid head, keras seed 0): 784 draws per image.
   * rgb: the CIFAR blog's RGB PixelCNN as its author wrote it (seed_models.rgb_3x256: a subclassed
@@ -91,7 +91,7 @@ _TESTS = str(Path(__file__).resolve().parent.parent / "tests")
 if _TESTS not in sys.path:
     sys.path.append(_TESTS)  # appended, not prepended: tests/conftest.py must not shadow ours
 
-from fixtures import mixture_models, seed_models, zoo_models  # noqa: E402
+from fixtures import mixture_models, seed_models, zoo_models, zoo_unet  # noqa: E402
 from sampling_checks import assert_same_images  # noqa: E402
 
 from pixelcnn_fast import naive  # noqa: E402
@@ -174,6 +174,19 @@ MODEL_SPECS["pixelcnn_pp"] = ModelSpec(
         height=32, width=32, channels=3, filters=64, resnets=3, nr_mix=10, seed=0).model),
     make_small=lambda: mixture_models.as_seed_model(zoo_models.pixelcnn_pp(
         height=5, width=6, channels=3, filters=64, resnets=3, nr_mix=10, seed=0).model))
+# Not in the default run: PIXELCNN_BENCH_SAMPLER_MODELS=pixelcnn_pp_unet. The full PixelCNN++ (3 resolutions:
+# stride-2 shifted convs, cropped transposed convs, skip connections; docs/SEMANTICS.md "Grids") at CIFAR size and
+# reduced width. Its fixed sizes (skips need every resolution to halve) rule out the row-cropped `rows` loop:
+# the naive loops are the full-image `graph` and `predict` ones, and its small case checks against `graph`.
+MODEL_SPECS["pixelcnn_pp_unet"] = ModelSpec(
+    label="PixelCNN++ U-net 32x32x3",
+    description="zoo_unet.pixelcnn_pp_unet: 32x32x3 [-1, 1] images, 3 resolutions (32, 16, 8), 64 filters, "
+                "2 gated resnets per stream and resolution, K = 10 logistic-mixture head, 256 levels",
+    make=lambda: mixture_models.as_seed_model(zoo_unet.pixelcnn_pp_unet(
+        height=32, width=32, channels=3, filters=64, resnets=2, nr_mix=10, seed=0).model),
+    make_small=lambda: mixture_models.as_seed_model(zoo_unet.pixelcnn_pp_unet(
+        height=8, width=8, channels=3, filters=64, resnets=2, nr_mix=10, seed=0).model),
+    naive_modes=("graph", "predict"))
 MODELS = tuple(m for m in os.environ.get("PIXELCNN_BENCH_SAMPLER_MODELS", "keras_io,rgb,vqvae").split(",") if m)
 
 
@@ -211,7 +224,7 @@ def checked(model_id):
     # Small case first: cached == naive rows loop, same seed (the same layers on a small image).
     small = spec.make_small()
     kw = _kwargs(small)
-    ref = naive.sample(small.model, 2, mode="rows", seed=3, **kw)
+    ref = naive.sample(small.model, 2, mode=getattr(spec, "naive_modes", ("rows",))[0], seed=3, **kw)
     sampler = Sampler(small.model, head=kw["head"], levels=kw["levels"], value_map=kw["value_map"],
                       image_shape=kw["image_shape"])
     levels, margins = sampler.sample(2, seed=3, return_margins=True)
@@ -230,6 +243,8 @@ def checked(model_id):
     err = float(np.abs(got - want).max() / (np.abs(want).max() + 1e-30))
     assert err < TF_REL_TOL, "teacher forcing != one forward pass: max relative error %.2e" % err
     dense_macs = sum(int(np.prod(v.shape)) for v in sm.model.weights if len(v.shape) == 4)
+    if sampler.program.grid_steps:  # on grids: the model's MACs per image summed over each grid's positions
+        dense_macs = sampler.executor(1, []).model_macs_per_image() / (h * w)
     rows_spread = tuple(int(r) for r in np.linspace(0, h - 1, ROWS_POINTS).round())
     _CHECKED[model_id] = types.SimpleNamespace(
         id=model_id, spec=spec, model=sm.model, sampler=sampler, naive_kwargs=kw, h=h, w=w, c=c,
@@ -283,12 +298,17 @@ def bench_cached(benchmark, record_flops, ck, n):
     macs = exe.macs_per_position()
     hw = ck.h * ck.w
     flops_live = 2 * macs * hw * n
+    if sampler.program.grid_steps:  # on grids each conv runs once per position of its own grid
+        flops_live = 2 * exe.executed_macs_per_image() * n
     flops_dense = 2 * ck.dense_macs_per_position * hw * n
     info = record_flops(flops_dense, flops_live, "live",
                         timed="full image, %d rounds" % rounds, steps_timed=ck.steps_total,
                         profile_by_layer_s=by_layer, profile_by_kind_s=by_kind,
                         macs_per_position=int(macs),
                         macs_executed_per_position=int(exe.executed_macs_per_position()), cache_bytes=int(exe.cache_floats_per_image()) * 4 * n,
+                        macs_executed_per_image=int(exe.executed_macs_per_image()),
+                        macs_model_per_image=int(exe.model_macs_per_image()),
+                        cache_floats_per_image=int(exe.cache_floats_per_image()),
                         setup_s=round(setup_s, 5),
                         teacher_forced_rel_err=ck.teacher_forced_rel_err,
                         small_case_agree=ck.small_case_agree)
@@ -383,7 +403,8 @@ def bench_naive_rows(benchmark, record_contention, ck, n):
 # --------------------------------------------------------------------------- the benchmarks
 
 # Variants innermost so a group's rows are measured back to back.
-CASES = [pytest.param(m, n, impl, id="%s-b%d-%s" % (m, n, impl)) for m in MODELS for n in BATCHES for impl in IMPLS]
+CASES = [pytest.param(m, n, impl, id="%s-b%d-%s" % (m, n, impl)) for m in MODELS for n in BATCHES for impl in IMPLS
+         if impl == "cached" or impl in getattr(MODEL_SPECS[m], "naive_modes", IMPLS)]
 
 
 @pytest.mark.parametrize("model_id,n,impl", CASES)
