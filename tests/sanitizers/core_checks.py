@@ -85,6 +85,36 @@ def check_shifts_and_delays(core, seed):
         p.sample_profile(2, seed, 1.0)
 
 
+def check_grids(core, seed):
+    """A hand-written program on grids (docs/SEMANTICS.md, "Grids"): a conv that reads its own row ahead, a stride-2
+    conv to a coarse grid, a transposed conv back (phases), a head; on even, odd, one-row and one-column images:
+    every ring-cache read in bounds, the same images twice."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for h, w in ((5, 6), (1, 4), (4, 1), (7, 3), (6, 8)):
+        ch, cw = -(-h // 2), -(-w // 2)
+        spec = ("pixelcnn_fast.column_program 1\n"
+                f"image height={h} width={w} channels=1\nbuffers channels=1,3,3,3,4\n"
+                f"grids fy=1,1,2,1,1 fx=1,1,2,1,1 ny={h},{h},{ch},{h},{h} nx={w},{w},{cw},{w},{w}\n"
+                "input index=0 kind=kernel shape=2,3,1,3\ninput index=1 kind=kernel shape=2,3,3,3\n"
+                "input index=2 kind=kernel shape=2,3,3,3\ninput index=3 kind=kernel shape=1,1,3,4\n"
+                "conv out=1 in=0 kernel=0 dh=1 dw=1 padding=offset oy=-1 ox=-1 phase=1 name=u\n"
+                "conv out=2 in=1 kernel=1 dh=1 dw=1 padding=offset oy=-2 ox=-1 stride=2,2 phase=0 name=down\n"
+                "conv out=3 in=2 kernel=2 dh=1 dw=1 padding=offset oy=0 ox=1 stride=2,2 transpose=1 phase=0 name=up\n"
+                "conv out=4 in=3 kernel=3 dh=1 dw=1 padding=same phase=0 name=head\n"
+                "head kind=logits buffer=4 levels=4 scale=1 offset=0\nend\n")
+        arrays = [rng.standard_normal(s).astype(np.float32) for s in ((2, 3, 1, 3), (2, 3, 3, 3), (2, 3, 3, 3),
+                                                                       (1, 1, 3, 4))]
+        p = core.ColumnProgram.from_spec(spec, arrays, 0)
+        levels, _ = p.sample(3, seed, 1.0, 0)
+        again, _ = p.sample(3, seed, 1.0, 0)
+        np.testing.assert_array_equal(levels, again)
+        p.teacher_forced(levels.astype(np.float32))
+        p.sample_profile(2, seed, 1.0)
+        assert p.executed_macs_per_image() > 0 and p.model_macs_per_image() > 0
+
+
 def check_taps_and_errors(core):
     import numpy as np
 
@@ -132,6 +162,7 @@ def main():
     check_taps_and_errors(core)
     check_fixture_programs(core, seed)
     check_shifts_and_delays(core, seed)
+    check_grids(core, seed)
     conv = fuzz_core.run_conv_fuzz(core, seed, a.conv_cases)
     spec, built = fuzz_core.run_spec_fuzz(core, seed, a.spec_cases)
     assert "tensorflow" not in sys.modules, "TensorFlow was loaded under the sanitizer"
