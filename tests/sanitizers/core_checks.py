@@ -89,6 +89,7 @@ def check_grids(core, seed):
     """A hand-written program on grids (docs/SEMANTICS.md, "Grids"): a conv that reads its own row ahead, a stride-2
     conv to a coarse grid, a transposed conv back (phases), a head; on even, odd, one-row and one-column images:
     every ring-cache read in bounds, the same images twice."""
+    import fuzz_core
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -113,6 +114,16 @@ def check_grids(core, seed):
         p.teacher_forced(levels.astype(np.float32))
         p.sample_profile(2, seed, 1.0)
         assert p.executed_macs_per_image() > 0 and p.model_macs_per_image() > 0
+        for _ in range(40):  # mutants: built and run, or refused with a typed error
+            text = fuzz_core.mutate_text(rng, spec)
+            try:
+                q = core.ColumnProgram.from_spec(text, arrays, 0)
+                mh, mw, mc = q.image_shape
+                if mh * mw * mc <= 4096:
+                    q.sample(2, seed, 1.0, 0)
+                    q.teacher_forced(np.zeros((1, mh, mw, mc), np.float32))
+            except (ValueError, TypeError):
+                pass
 
 
 def check_taps_and_errors(core):
