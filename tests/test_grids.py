@@ -53,6 +53,8 @@ def test_unet_twin_refused_naming_its_upsampling():
         pixelcnn_fast.Sampler(zm.model, head="logistic_mixture")
     report = pixelcnn_fast.check(zm.model, head="logistic_mixture", raise_if_not_causal=False)
     assert not report.causal
+    assert report.grids == [(1, 1, 8, 8), (2, 2, 4, 4), (4, 4, 2, 2)]
+    assert "on grids 8x8, 4x4, 2x2" in str(report)
 
 
 def _one_stride_model(h, w, padding, transpose_padding, crop, seed, pad=None):

@@ -33,10 +33,21 @@ class CheckReport:
     def live_tap_fraction(self):
         return self.live_macs_per_pixel / max(1, self.dense_macs_per_pixel)
 
+    @property
+    def grids(self):
+        """The grids its buffers live on, finest first: (fy, fx, ny, nx) (docs/SEMANTICS.md, "Grids")."""
+        if self.program is None:
+            return []
+        return sorted({self.program.grid(b) for b in range(len(self.program.buffer_channels))})
+
     def __str__(self):
+        grids = self.grids
+        on_grids = "" if len(grids) < 2 else (
+            ", on grids " + ", ".join(f"{g[2]}x{g[3]}" for g in grids) + " (multiply-adds counted as if every "
+            "conv ran at every pixel)")
         return (f"model '{self.model}': image {self.image_shape}, {self.steps} steps "
                 f"({self.conv_steps} convolutions), live-tap fraction {self.live_tap_fraction:.3f} "
-                f"({self.live_macs_per_pixel} of {self.dense_macs_per_pixel} multiply-adds per pixel), "
+                f"({self.live_macs_per_pixel} of {self.dense_macs_per_pixel} multiply-adds per pixel){on_grids}, "
                 f"output {self.head}, causal: {'yes' if self.causal else 'no'}")
 
 
