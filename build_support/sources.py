@@ -15,6 +15,7 @@ CORE_SOURCES = [
     "csrc/core/masked_conv.cc",
     "csrc/core/masked_conv_elementwise.cc",
     "csrc/core/column_program.cc",
+    "csrc/core/column_program_grids.cc",
     "csrc/core/program_spec.cc",
     "csrc/core/flat_program.cc",
     "csrc/core/flatten.cc",

@@ -91,12 +91,105 @@ def test_sampler_takes_the_distribution_not_its_network():
         pixelcnn_fast.check(object())
 
 
-def test_sampler_refuses_the_unet_naming_its_first_strided_conv():
-    """Until the multi-resolution issue lands, the U-net is refused with a LoweringError naming the first
-    stride-2 conv's op, layer and class (its shifts and single-resolution blocks are taken)."""
+# ------------------------------------------------------------------------------------ the U-net sampled (issue 16)
+# Buffers on coarse grids (docs/SEMANTICS.md, "Grids"): each coarse position computed once, at its ready raster
+# step, from per-grid ring caches; the transposed convs' fine positions read the coarse caches.
+UNET_CASES = [("pixelcnn_pp_unet_grey", (8, 8), 3, 2), ("pixelcnn_pp_unet_rgb", (8, 12), 2, 2),
+              ("pixelcnn_pp_unet_grey", (4, 8), 3, 1)]
+
+
+@pytest.mark.parametrize("name,size,hierarchies,n", UNET_CASES)
+def test_unet_samples_the_naive_loops_images(name, size, hierarchies, n, rng):
+    """Teacher forcing through the cached path equals one forward pass; the naive graph loop (the model's own
+    forward per pixel: the U-net's fixed sizes rule out the row-cropped loop) and the cached sampler draw the same
+    images for a seed (rounding-decided draws detected as in tests/test_mixture_sampler.py), as does the TF op."""
+    from test_mixture_sampler import assert_same_draws
+
+    import pixelcnn_fast
+    from pixelcnn_fast import naive, tf_sampler
+
+    h, w = size
+    zm = zoo_models.build(name, height=h, width=w, hierarchies=hierarchies, seed=int(rng.integers(1 << 16)))
+    sampler = pixelcnn_fast.Sampler(zm.model, head="logistic_mixture")
+    x = zoo_models.example_inputs(zm, n, rng)
+    want = zm.model(tf.constant(x), training=False).numpy()
+    err = float(np.abs(sampler.teacher_forced(x) - want).max() / np.abs(want).max())
+    print(f"{name} {h}x{w}, {hierarchies} resolutions: cached teacher forcing, max relative error {err:.2e}")
+    assert err < 1e-5
+    seed = int(rng.integers(1 << 31))
+    ref = naive.sample(zm.model, n, mode="graph", head="logistic_mixture", levels=256, value_map="level/127.5-1",
+                       seed=seed, temperature=0.9)
+    levels, margins = sampler.sample(n, seed=seed, temperature=0.9, return_margins=True)
+    assert levels.shape == (n, h, w, zm.image_shape[2])
+    diverged = assert_same_draws(ref.levels, ref.margins, levels, margins, "naive graph vs cached")
+    print(f"seed {seed}: {diverged} of {n} images diverge at a rounding-decided draw")
+    assert (ref.levels == levels).mean() > 0.5
+    np.testing.assert_array_equal(tf_sampler.sample_op(sampler, n, seed=seed, temperature=0.9).numpy(), levels)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_unet_draws_are_calibrated(channels, rng):
+    """KS over >= 500 draws of the randomised PIT under the U-net's own mixture conditionals (float64 from one
+    forward pass of the drawn images: tests/test_mixture_sampler.py's oracle), threshold 1e-4; negative control:
+    T = 0.6 draws against the T = 1 conditionals."""
+    from scipy import stats
+    from test_mixture_sampler import _mixture_cdfs
+
     import pixelcnn_fast
 
-    zm = zoo_models.build("pixelcnn_pp_unet_rgb", height=8, width=8)
-    with pytest.raises(pixelcnn_fast.LoweringError,
-                       match=r"\(Conv2D\) of layer 'unet/downsample0_u' \(WeightNormConv\): strides must be 1"):
-        pixelcnn_fast.Sampler(zm.model, head="logistic_mixture")
+    name = "pixelcnn_pp_unet_grey" if channels == 1 else "pixelcnn_pp_unet_rgb"
+    zm = zoo_models.build(name, height=8, width=8)
+    sampler = pixelcnn_fast.Sampler(zm.model, head="logistic_mixture")
+
+    def pit(levels, temperature=1.0):
+        out = zm.model(tf.constant(levels / 127.5 - 1.0, tf.float32), training=False).numpy()
+        lower, upper = _mixture_cdfs(out, levels, channels, temperature)
+        return (lower + rng.random(lower.shape) * (upper - lower)).ravel()
+
+    n = 16 if channels == 1 else 6  # >= 1000 draws: the T = 0.6 control's KS (~0.12) well over its 1e-4 bound (~0.07)
+    seed = int(rng.integers(2 ** 63))
+    levels = sampler.sample(n, seed=seed)
+    res = stats.kstest(pit(levels), "uniform")
+    print(f"{name}: {levels.size} draws, KS {res.statistic:.4f}, p = {res.pvalue:.3g} (seed {seed})")
+    assert levels.size >= 500 and res.pvalue > 1e-4
+    cold = sampler.sample(n, seed=seed, temperature=0.6)
+    res_cold = stats.kstest(pit(cold), "uniform")
+    print(f"{name}: T=0.6 against T=1: KS {res_cold.statistic:.4f}, p = {res_cold.pvalue:.3g}")
+    assert res_cold.pvalue < 1e-4
+    assert stats.kstest(pit(cold, 0.6), "uniform").pvalue > 1e-4
+
+
+@pytest.mark.parametrize("name,size", [("pixelcnn_pp_unet_rgb", (16, 16)), ("pixelcnn_pp_unet_grey", (28, 28))])
+def test_unet_computes_each_coarse_position_once(name, size):
+    """Executed multiply-adds per image within 1.2x of the model's per-position MACs summed over each grid's
+    positions (a transposed conv's over its input grid, as TF computes it), and the cache per image is a few rows
+    per buffer: nothing computed per fine position that lives on a coarse grid."""
+    import pixelcnn_fast
+
+    h, w = size
+    zm = zoo_models.build(name, height=h, width=w)
+    sampler = pixelcnn_fast.Sampler(zm.model, head="logistic_mixture")
+    exe = sampler.executor(1, sampler.zero_conditions(1))
+    executed, model = exe.executed_macs_per_image(), exe.model_macs_per_image()
+    every_position = exe.macs_per_position() * h * w  # as if every conv ran at every fine position
+    program = sampler.program
+    activations = sum(program.grid(b)[2] * program.grid(b)[3] * c for b, c in enumerate(program.buffer_channels))
+    print(f"{name} {h}x{w}: executed {executed} MACs per image, model {model} ({executed / model:.3f}x), "
+          f"{every_position} if every step ran per fine position; cache {sampler.cache_floats_per_image} floats "
+          f"per image ({activations} in all the activations)")
+    assert 0.8 * model <= executed <= 1.2 * model
+    assert executed < 0.75 * every_position
+    assert sampler.cache_floats_per_image < 0.5 * activations
+
+
+def test_flat_program_refuses_the_unet_naming_its_first_grid_step():
+    """The GPU flat program (flatten.cc) does not take grids yet: a typed error naming the construct and the layer,
+    from the host emulation the CUDA sampler shares."""
+    import pixelcnn_fast
+    from pixelcnn_fast import _core
+
+    zm = zoo_models.build("pixelcnn_pp_unet_grey", height=8, width=8)
+    spec, arrays = pixelcnn_fast.Sampler(zm.model, head="logistic_mixture").last_spec
+    with pytest.raises(ValueError, match=r"flatten: step 'unet/downsample0_u .*' is a strided conv \(onto a 4x4 "
+                                         r"grid, 1/2 x 1/2 of the image\): the GPU flat program does not take grids"):
+        _core.testing.EmulatedGpuProgram.from_spec(spec, arrays, 1)

@@ -76,7 +76,7 @@ struct ColumnProgram::Slice {
 
   float* px(const ColumnProgram& p, int b, int64_t i, int64_t img, int64_t j) {
     const int64_t slot = i % p.ring_rows_[b];
-    return ring[b].data() + ((slot * nb + img) * p.w_ + j) * p.buffer_channels_[b];
+    return ring[b].data() + ((slot * nb + img) * p.buffer_w_[b] + j) * p.buffer_channels_[b];
   }
 };
 
@@ -89,6 +89,9 @@ ColumnProgram::ColumnProgram(int height, int width, int channels, std::vector<in
   if (buffer_channels_.empty() || buffer_channels_[0] != c_)
     throw std::invalid_argument("buffer 0 must be the image with " + std::to_string(c_) + " channels");
   buffer_delay_.assign(buffer_channels_.size(), {0, 0});
+  buffer_w_.assign(buffer_channels_.size(), w_);
+  writer_.assign(buffer_channels_.size(), -1);
+  image_grid_ = Grid{1, 1, h_, w_};
 }
 
 void ColumnProgram::check_buffer(int b, const char* what, const std::string& name) const {
@@ -169,7 +172,11 @@ void ColumnProgram::add_step(const Step& step, const ConstTensor* kernel) {
                                std::to_string(w_) + ")");
   if (st.delayed() && (st.phase != 0 || !st.phase_runs.empty()))
     throw step_error(name, "a delayed step (delay=" + delay_text + ") runs before the colour passes: its phase must be 0");
-  check_schedule(st);
+  if (on_grids())
+    schedule_on_grids(st);  // column_program_grids.cc
+  else
+    check_schedule(st);
+  writer_[st.out] = static_cast<int>(steps_.size());
   buffer_delay_[st.out] = {st.delay_y, st.delay_x};
   if (st.delayed()) delayed_.push_back(static_cast<int>(steps_.size()));
   steps_.push_back(std::move(st));
@@ -210,6 +217,7 @@ void ColumnProgram::add_conv(ProgramStep& st, const ConstTensor* kernel) {
                           return weights[((int64_t(ts.ky[t]) * ts.kw + ts.kx[t]) * cin + ci) * cout + o];
                         },
                         &st.plan);
+  if (st.transpose) add_transpose_phases(st, *kernel);  // column_program_grids.cc
 }
 
 void ColumnProgram::check_binary(const ProgramStep& st) const {
@@ -326,6 +334,7 @@ void ColumnProgram::check_schedule(const ProgramStep& st) const {
 
 void ColumnProgram::set_head(const HeadSpec& head) {
   check_buffer(head.buffer, "head", "head");
+  if (on_grids()) check_grid_head(head.buffer);  // column_program_grids.cc
   if (head.kind == DrawHead::kLogisticMixture) {
     set_mixture_head(head);
     return;
@@ -421,6 +430,7 @@ void ColumnProgram::prepare() const {
         rows = std::max<int64_t>(rows, int64_t(st.delay_y) - buffer_delay_[b].first + 4 - oy);
       ring_rows_[b] = std::max<int>(ring_rows_[b], static_cast<int>(std::min<int64_t>(rows, int64_t(h_) + 1)));
     });
+  if (on_grids()) grid_ring_rows();  // column_program_grids.cc: from each value's write and last read
   prepared_ = true;
 }
 
@@ -433,7 +443,7 @@ int64_t ColumnProgram::const_batch() const {
 int64_t ColumnProgram::cache_floats_per_image() const {
   prepare();
   int64_t total = 0;
-  for (size_t b = 0; b < buffer_channels_.size(); ++b) total += ring_rows_[b] * w_ * buffer_channels_[b];
+  for (size_t b = 0; b < buffer_channels_.size(); ++b) total += ring_rows_[b] * buffer_w_[b] * buffer_channels_[b];
   return total;
 }
 
@@ -503,6 +513,7 @@ void ColumnProgram::run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int
 }
 
 void ColumnProgram::run_delayed(Slice& s, int64_t t, int64_t* ns) const {
+  if (on_grids()) return run_scheduled(s, t, ns);  // column_program_grids.cc
   const int64_t positions = int64_t(h_) * w_;
   for (size_t m = 0; m < delayed_.size(); ++m) {
     const ProgramStep& st = steps_[delayed_[m]];
@@ -512,6 +523,64 @@ void ColumnProgram::run_delayed(Slice& s, int64_t t, int64_t* ns) const {
       run_step(s, st, q / w_, q % w_);
     if (ns != nullptr) ns[delayed_[m]] += now_ns() - t0;
   }
+}
+
+// Grids (docs/SEMANTICS.md, "Grids"; the scheduling is column_program_grids.cc): at raster step t each scheduled
+// step computes, in program order, its positions whose ready step has come.
+void ColumnProgram::run_scheduled(Slice& s, int64_t t, int64_t* ns) const {
+  for (size_t m = 0; m < delayed_.size(); ++m) {
+    const ProgramStep& st = steps_[delayed_[m]];
+    int64_t& q = s.next[m];  // the step's next position in its order
+    const int64_t n = static_cast<int64_t>(st.order.size()), nx = grid(st.out).nx;
+    const int64_t t0 = ns != nullptr ? now_ns() : 0;
+    for (; q < n && st.ready_at[st.order[q]] <= t; ++q) run_grid_step(s, st, st.order[q] / nx, st.order[q] % nx);
+    if (ns != nullptr) ns[delayed_[m]] += now_ns() - t0;
+  }
+}
+
+// One position (i, j) of a scheduled step's grid. Convs and shifts read their input's grid (a strided conv at
+// (sy i, sx j), a transposed conv its phase's taps at (i div sy, j div sx)); the other kinds are per position.
+void ColumnProgram::run_grid_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j) const {
+  const Grid& go = grid(st.out);
+  const bool image = go == image_grid_ && (st.ins.empty() || grid(st.ins[0]) == image_grid_);
+  if (st.kind == StepKind::kShift && !image) {
+    const Grid& gi = grid(st.ins[0]);
+    const int64_t si = i + st.dy, sj = j + st.dx, len = buffer_channels_[st.out];
+    const bool inside = si >= 0 && si < gi.ny && sj >= 0 && sj < gi.nx;
+    for (int64_t img = 0; img < s.nb; ++img) {
+      float* y = s.px(*this, st.out, i, img, j);
+      if (inside)
+        std::memcpy(y, s.px(*this, st.ins[0], si, img, sj), len * sizeof(float));
+      else
+        std::memset(y, 0, len * sizeof(float));
+    }
+    return;
+  }
+  if (st.kind != StepKind::kConv || (image && !grids::is_grid_conv(st))) {
+    run_step(s, st, i, j);
+    return;
+  }
+  const Grid& gi = grid(st.ins[0]);
+  const detail::GatherPlan* pl = &st.plan;
+  int64_t bi = st.sy * i, bj = st.sx * j;
+  if (st.transpose) {
+    pl = &st.phase_plans[grids::pos_mod(i, st.sy) * st.sx + grids::pos_mod(j, st.sx)];
+    bi = grids::floor_div(i, st.sy);
+    bj = grids::floor_div(j, st.sx);
+  }
+  float* col = s.col.data();
+  for (int64_t img = 0; img < s.nb; ++img) {
+    float* row = col + img * pl->kcol;
+    for (const auto& pc : pl->pieces) {
+      const int64_t si = bi + pc.oy, sj = bj + pc.ox, len = pc.c1 - pc.c0;
+      if (si < 0 || si >= gi.ny || sj < 0 || sj >= gi.nx)
+        std::memset(row + pc.col, 0, len * sizeof(float));
+      else
+        std::memcpy(row + pc.col, s.px(*this, st.ins[0], si, img, sj) + pc.c0, len * sizeof(float));
+    }
+  }
+  detail::gemm_segments(active_kernels(), *pl, col, s.nb, s.px(*this, st.out, i, 0, j),
+                        go.nx * buffer_channels_[st.out]);
 }
 
 int64_t ColumnProgram::first_step() const {
@@ -671,7 +740,7 @@ ColumnProgram::Slice ColumnProgram::make_slice(int64_t b0, int64_t b1) const {
   s.nb = b1 - b0;
   s.ring.resize(buffer_channels_.size());
   for (size_t b = 0; b < buffer_channels_.size(); ++b)
-    s.ring[b].assign(ring_rows_[b] * s.nb * w_ * buffer_channels_[b] - kSeededBugFloats, 0.0f);
+    s.ring[b].assign(ring_rows_[b] * s.nb * buffer_w_[b] * buffer_channels_[b] - kSeededBugFloats, 0.0f);
   int64_t kmax = 0;
   for (const ProgramStep& st : steps_)
     if (st.kind == StepKind::kConv) kmax = std::max(kmax, st.plan.kcol);
@@ -768,6 +837,7 @@ ColumnProgram build_from_spec(const ProgramSpec& spec, const std::vector<ConstTe
            std::to_string(t.c) + ")";
   };
   ColumnProgram prog(spec.height, spec.width, spec.channels, spec.buffer_channels, flattenable);
+  if (!spec.buffer_grids.empty()) prog.set_grids(spec.buffer_grids);
   // Input index -> constant index in the program (-1 for kernels, which a conv step reads directly).
   std::vector<int> const_of(consts.size(), -1);
   for (size_t k = 0; k < consts.size(); ++k) {

@@ -42,7 +42,23 @@ struct ProgramStep : Step {
   // [live tap][cin][cout]: the weights as the GPU tables hold them, kept only by a program built
   // `flattenable` (flatten.h); a CPU-only program has just the packed copy in `plan`.
   std::vector<float> live_kernel;
+  // Grids (column_program_grids.cc). A transposed conv: per output phase (i mod sy) * sx + (j mod sx), the taps
+  // live at that phase and their gather plan, offsets relative to (i div sy, j div sx).
+  std::vector<TapSet> phase_taps;
+  std::vector<detail::GatherPlan> phase_plans;
+  // A scheduled step: each output position's ready raster step, and the positions in the order they are computed
+  // (by ready step, then position).
+  std::vector<int64_t> ready_at, order;
 };
+
+namespace grids {
+// Floor division and a non-negative remainder (a transposed conv's phase of a fine position).
+inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+inline int64_t pos_mod(int64_t a, int64_t b) { return a - floor_div(a, b) * b; }
+inline bool is_grid_conv(const Step& st) {
+  return st.kind == StepKind::kConv && (st.transpose || st.sy != 1 || st.sx != 1);
+}
+}  // namespace grids
 
 class ColumnProgram {
  public:
@@ -57,6 +73,17 @@ class ColumnProgram {
   // std::invalid_argument naming the step and the value.
   void add_step(const Step& step, const ConstTensor* kernel = nullptr);
   void set_head(const HeadSpec& head);
+  // docs/SEMANTICS.md, "Grids": each buffer's grid, before any step (build_from_spec calls it when the spec has a
+  // `grids` statement). The program is then scheduled on grids: every step of phase 0 computes each position of
+  // its grid once, at the first raster step at which everything it reads is computed (column_program_grids.cc).
+  void set_grids(std::vector<Grid> grids);
+  bool on_grids() const { return !grids_.empty(); }
+  const Grid& grid(int buffer) const { return grids_.empty() ? image_grid_ : grids_.at(buffer); }
+  // Multiply-adds per image: executed (each step's live-tap MACs times the positions of its grid it computes;
+  // a transposed conv's per phase) and the model's (each conv's live-tap MACs per position times the positions
+  // of its output grid, a transposed conv's times its input grid's, as TensorFlow computes them).
+  int64_t executed_macs_per_image() const;
+  int64_t model_macs_per_image() const;
 
   // Feeds `image` (n, H, W, C) and writes the head buffer at every position to `head_out`
   // (n, H, W, head channels): the teacher-forced check that the cached path equals a full pass.
@@ -148,6 +175,15 @@ class ColumnProgram {
   // The raster step at which a step of delay (dy, dx) computes position (i, j): (i + dy) W + min(j + dx, W).
   int64_t ready(int dy, int dx, int64_t i, int64_t j) const { return (i + dy) * w_ + std::min<int64_t>(j + dx, w_); }
   void set_mixture_head(const HeadSpec& head);  // set_head's checks for a logistic-mixture head
+  // Grids (column_program_grids.cc).
+  void add_transpose_phases(ProgramStep& st, const ConstTensor& kernel) const;
+  void schedule_on_grids(ProgramStep& st) const;  // ready_at / order, or the colour-pass checks
+  void for_each_grid_read(const ProgramStep& st, int64_t p, const std::function<void(int, int64_t)>& fn) const;
+  int64_t available_at(int buffer, int64_t q) const;  // twice the raster step from which a value is readable
+  void run_scheduled(Slice& s, int64_t t, int64_t* ns) const;
+  void run_grid_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j) const;
+  void grid_ring_rows() const;
+  void check_grid_head(int buffer) const;  // set_head: on the image grid, ready at its own position
 
   int h_, w_, c_;
   std::vector<int64_t> buffer_channels_;
@@ -157,6 +193,10 @@ class ColumnProgram {
   bool flattenable_ = false;
   std::vector<std::pair<int, int>> buffer_delay_;  // the delay of the step that writes each buffer ((0, 0): image)
   std::vector<int> delayed_;           // steps with delay != 0, in program order
+  std::vector<Grid> grids_;            // per buffer; empty: every buffer on the image's grid
+  Grid image_grid_;
+  std::vector<int64_t> buffer_w_;      // each buffer's grid width (a ring cache row)
+  std::vector<int> writer_;            // the step that writes each buffer (-1: the image)
   mutable std::vector<int> ring_rows_;  // rows cached per buffer
   mutable std::vector<std::vector<PassPart>> pass_parts_;  // [step][pass 0..C]
   mutable bool prepared_ = false;

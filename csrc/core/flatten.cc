@@ -92,6 +92,21 @@ FlatProgram flatten(const ColumnProgram& program) {
     throw std::logic_error("flatten: the program was built without the GPU tables' weights (build it flattenable)");
   const std::vector<ProgramStep>& steps = program.steps();
   const std::vector<int64_t>& channels = program.buffer_channels();
+  // Grids (docs/SEMANTICS.md, "Grids"): the CPU executor runs them; the flat program does not yet. Named first,
+  // as the construct a multi-resolution model needs (its shifts and delays come with it).
+  if (program.on_grids())
+    for (const ProgramStep& st : steps) {
+      const Grid& g = program.grid(st.out);
+      const char* what = st.transpose                                                  ? "a transposed conv"
+                         : st.kind == StepKind::kConv && (st.sy != 1 || st.sx != 1)   ? "a strided conv"
+                         : g != program.grid(0)                                        ? "a step on a coarse grid"
+                                                                                       : nullptr;
+      if (what != nullptr)
+        throw std::invalid_argument("flatten: step '" + st.name + "' is " + what + " (onto a " + std::to_string(g.ny) +
+                                    "x" + std::to_string(g.nx) + " grid, 1/" + std::to_string(g.fy) + " x 1/" +
+                                    std::to_string(g.fx) + " of the image): the GPU flat program does not take "
+                                    "grids yet (the CPU executor does)");
+    }
   // Shifts and delays (docs/SEMANTICS.md): the CPU executor runs them; the flat program does not yet.
   for (const ProgramStep& st : steps) {
     const char* what = st.kind == StepKind::kShift ? "a shift step"

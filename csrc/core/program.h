@@ -81,6 +81,14 @@ struct ConstTensor {
   }
 };
 
+// docs/SEMANTICS.md, "Grids": the grid a buffer lives on. Its position (I, J) of ny x nx sits at image position
+// (fy I, fx J) (the anchor); the image's grid is (1, 1, H, W).
+struct Grid {
+  int fy = 1, fx = 1, ny = 0, nx = 0;
+  bool operator==(const Grid& o) const { return fy == o.fy && fx == o.fx && ny == o.ny && nx == o.nx; }
+  bool operator!=(const Grid& o) const { return !(*this == o); }
+};
+
 // How the head's values become levels and levels become model input.
 struct HeadSpec {
   DrawHead kind = DrawHead::kBernoulli;
@@ -132,7 +140,15 @@ struct Step {
   // When this step computes position (i, j): at the raster step (i + delay_y) W + min(j + delay_x, W), before
   // the colour passes; (0, 0): at its own position's step, in its colour pass (every seed model's steps).
   int delay_y = 0, delay_x = 0;
-  bool delayed() const { return delay_y != 0 || delay_x != 0; }
+  // Grids (docs/SEMANTICS.md, "Grids"). kConv with stride (sy, sx) != 1: output (I, J) reads input (sy I + oy +
+  // ky dh, sx J + ox + kx dw) (offset_taps). transpose: output (i, j) reads input ((i + oy - ky) / sy,
+  // (j + ox - kx) / sx) for the taps where both divide (a transposed conv; offset_taps, dh = dw = 1).
+  int sy = 1, sx = 1;
+  bool transpose = false;
+  // Set by the executor of a program on grids (not in the spec): computed at each position's ready step, before
+  // the colour passes (column_program_grids.cc), like a delayed step.
+  bool scheduled = false;
+  bool delayed() const { return delay_y != 0 || delay_x != 0 || scheduled; }
   std::string name;  // the layer it came from, for error messages
   int line = 0;      // the spec line it was parsed from (0: built in code), for build errors
 
@@ -151,6 +167,7 @@ struct SpecInput {
 struct ProgramSpec {
   int height = 0, width = 0, channels = 0;
   std::vector<int64_t> buffer_channels;  // buffer 0 is the image
+  std::vector<Grid> buffer_grids;        // per buffer (the spec's `grids` statement); empty: all on the image's
   std::vector<SpecInput> inputs;
   std::vector<Step> steps;
   HeadSpec head;

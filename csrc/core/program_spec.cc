@@ -252,6 +252,28 @@ ProgramSpec parse_program_spec(const std::string& text) {
       continue;
     }
     if (!have_buffers) st.fail(kw, "'buffers' must come right after 'image'");
+    if (kw == "grids") {  // docs/SEMANTICS.md, "Grids": one (fy, fx, ny, nx) per buffer
+      if (!spec.buffer_grids.empty()) st.fail(kw, "'grids' given twice");
+      if (!spec.inputs.empty() || !spec.steps.empty()) st.fail(kw, "'grids' must come right after 'buffers'");
+      const std::vector<int64_t> fy = st.take_ints("fy", 1, kMaxDim), fx = st.take_ints("fx", 1, kMaxDim),
+                                 ny = st.take_ints("ny", 1, kMaxDim), nx = st.take_ints("nx", 1, kMaxDim);
+      const size_t nb = spec.buffer_channels.size();
+      if (fy.size() != nb || fx.size() != nb || ny.size() != nb || nx.size() != nb)
+        st.fail(kw, "fy=, fx=, ny=, nx= need one value per buffer (" + std::to_string(nb) + ")");
+      for (size_t b = 0; b < nb; ++b) {
+        // A grid s coarser than the image has at most ceil(H / s) + 1 rows (a VALID conv after a pad).
+        if (ny[b] > spec.height / fy[b] + 2 || nx[b] > spec.width / fx[b] + 2)
+          st.fail("ny=" + std::to_string(ny[b]), "buffer " + std::to_string(b) + "'s " + std::to_string(ny[b]) + "x" +
+                                                    std::to_string(nx[b]) + " grid is larger than the image at 1/" +
+                                                    std::to_string(fy[b]) + " x 1/" + std::to_string(fx[b]));
+        spec.buffer_grids.push_back({int(fy[b]), int(fx[b]), int(ny[b]), int(nx[b])});
+      }
+      if (spec.buffer_grids[0] != Grid{1, 1, spec.height, spec.width})
+        st.fail(kw, "buffer 0 is the image: its grid is 1,1," + std::to_string(spec.height) + "," +
+                        std::to_string(spec.width));
+      st.finish();
+      continue;
+    }
     if (kw == "input") {
       if (!spec.steps.empty()) st.fail(kw, "inputs must be declared before the steps");
       const int64_t idx = st.take_int("index", 0, kMaxDim);
@@ -327,6 +349,16 @@ ProgramSpec parse_program_spec(const std::string& text) {
           step.oy = static_cast<int>(st.take_int("oy", -kMaxOffset, kMaxOffset));
           step.ox = static_cast<int>(st.take_int("ox", -kMaxOffset, kMaxOffset));
         }
+        if (st.has("stride")) {  // grids: a strided or transposed conv
+          const std::vector<int64_t> s = st.take_ints("stride", 1, 1 << 10);
+          if (s.size() != 2) st.fail("stride", "stride= is sy,sx");
+          step.sy = static_cast<int>(s[0]);
+          step.sx = static_cast<int>(s[1]);
+        }
+        if (st.has("transpose")) step.transpose = st.take_int("transpose", 0, 1) != 0;
+        if ((step.sy != 1 || step.sx != 1 || step.transpose) && (!step.offset_taps || spec.buffer_grids.empty()))
+          st.fail("stride", "a strided or transposed conv has padding=offset and needs the 'grids' statement");
+        if (step.transpose && (step.dh != 1 || step.dw != 1)) st.fail("transpose", "a transposed conv has dh=dw=1");
         const SpecInput& k = spec.inputs[step.kernel];
         if (k.shape[2] != spec.buffer_channels[step.input()] || k.shape[3] != spec.buffer_channels[step.out])
           st.fail("kernel=" + std::to_string(step.kernel),
@@ -435,6 +467,18 @@ std::string format_program_spec(const ProgramSpec& spec) {
   os << "buffers channels=";
   for (size_t b = 0; b < spec.buffer_channels.size(); ++b) os << (b ? "," : "") << spec.buffer_channels[b];
   os << '\n';
+  if (!spec.buffer_grids.empty()) {
+    const char* keys[4] = {"fy", "fx", "ny", "nx"};
+    os << "grids";
+    for (int f = 0; f < 4; ++f) {
+      os << ' ' << keys[f] << '=';
+      for (size_t b = 0; b < spec.buffer_grids.size(); ++b) {
+        const Grid& g = spec.buffer_grids[b];
+        os << (b ? "," : "") << (f == 0 ? g.fy : f == 1 ? g.fx : f == 2 ? g.ny : g.nx);
+      }
+    }
+    os << '\n';
+  }
   for (size_t k = 0; k < spec.inputs.size(); ++k) {
     const SpecInput& in = spec.inputs[k];
     os << "input index=" << k << " kind=" << (in.is_kernel ? "kernel" : "const");
@@ -449,6 +493,8 @@ std::string format_program_spec(const ProgramSpec& spec) {
         os << " in=" << st.input() << " kernel=" << st.kernel << " dh=" << st.dh << " dw=" << st.dw
            << " padding=" << (st.offset_taps ? "offset" : st.same_padding ? "same" : "valid");
         if (st.offset_taps) os << " oy=" << st.oy << " ox=" << st.ox;
+        if (st.sy != 1 || st.sx != 1) os << " stride=" << st.sy << ',' << st.sx;
+        if (st.transpose) os << " transpose=1";
         break;
       case StepKind::kShift:
         os << " in=" << st.input() << " dy=" << st.dy << " dx=" << st.dx;

@@ -130,7 +130,9 @@ void bind_column_program(py::module_& m) {
                              "Images the per-image constants hold (1: shared by any n).")
       .def("cache_floats_per_image", &pcf::ColumnProgram::cache_floats_per_image)
       .def("macs_per_position", &pcf::ColumnProgram::macs_per_position)
-      .def("executed_macs_per_position", &pcf::ColumnProgram::executed_macs_per_position);
+      .def("executed_macs_per_position", &pcf::ColumnProgram::executed_macs_per_position)
+      .def("executed_macs_per_image", &pcf::ColumnProgram::executed_macs_per_image)
+      .def("model_macs_per_image", &pcf::ColumnProgram::model_macs_per_image);
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 """Python front end (program IR): causality of a lowered program, computed from its kernels' zeros.
 
 docs/SEMANTICS.md, "Causality is computed, not assumed". A frontier is the latest image element (dy, dx, image
-channel) a buffer channel depends on, relative to its own position, in raster order; every step maps its
+channel) a buffer channel depends on, relative to its own position (a coarse grid's: its anchor, in image
+coordinates; docs/SEMANTICS.md "Grids"), in raster order; every step maps its
 inputs' frontiers to its output's. From the frontiers come the refusal of a model that sees the future
 (naming the layer) and each step's phase (which colour pass computes it) that the spec writer records.
 NumPy only: no TensorFlow needed.
@@ -9,7 +10,7 @@ NumPy only: no TensorFlow needed.
 
 import numpy as np
 
-from pixelcnn_fast.program.ir import LoweringError, NotCausalError, conv_kernel_4d, step_conv_taps
+from pixelcnn_fast.program.ir import LoweringError, NotCausalError, conv_kernel_4d, image_tap_offsets, step_conv_taps
 
 __all__ = ["NO_DEPENDENCY", "encode_frontier", "decode_frontier", "frontiers", "analyse_causality",
            "step_phase", "channel_phase_runs", "step_delays", "bounds"]
@@ -40,10 +41,10 @@ def frontiers(program, consts):
     keys[0] = np.array([encode_frontier(0, 0, c) for c in range(c_img)], np.int64)
     for step in program.steps:
         ins = [keys[b] for b in step.ins]
-        if step.kind == "conv":
+        if step.kind in ("conv", "conv_transpose"):
             kernel = conv_kernel_4d(step, consts[step.consts[0]])
             out = np.full(kernel.shape[3], NO_DEPENDENCY, np.int64)
-            for ky, kx, oy, ox in step_conv_taps(step, kernel):
+            for ky, kx, oy, ox in image_tap_offsets(program, step, kernel):
                 live = kernel[ky, kx] != 0  # (cin, cout): the kernel's zeros are the mask
                 if not live.any():
                     continue
@@ -71,7 +72,8 @@ def frontiers(program, consts):
             g = step.attrs["group"]
             out = np.repeat(ins[0].reshape(-1, g).max(axis=1), g)
         elif step.kind == "shift":  # reads its input at (dy, dx): the frontier moves with the data
-            out = _shift(ins[0], step.attrs["dy"], step.attrs["dx"])
+            fy, fx = program.grid(step.out)[:2]
+            out = _shift(ins[0], fy * step.attrs["dy"], fx * step.attrs["dx"])
         else:  # pragma: no cover - every kind is handled above
             raise AssertionError(step.kind)
         keys[step.out] = out
@@ -92,16 +94,17 @@ def bounds(program, consts, heads):
         b = out[step.out]
         if (b == _NO_BOUND).all():
             continue
-        if step.kind == "conv":
+        if step.kind in ("conv", "conv_transpose"):
             kernel = conv_kernel_4d(step, consts[step.consts[0]])
             target = out[step.ins[0]]
-            for ky, kx, oy, ox in step_conv_taps(step, kernel):
+            for ky, kx, oy, ox in image_tap_offsets(program, step, kernel):
                 live = kernel[ky, kx] != 0
                 if live.any():
                     moved = np.where(b == _NO_BOUND, _NO_BOUND, _shift(b, -oy, -ox))
                     target[:] = np.minimum(target, np.where(live, moved[None, :], _NO_BOUND).min(axis=1))
         elif step.kind == "shift":
-            dy, dx = step.attrs["dy"], step.attrs["dx"]
+            fy, fx = program.grid(step.out)[:2]
+            dy, dx = fy * step.attrs["dy"], fx * step.attrs["dx"]
             target = out[step.ins[0]]
             target[:] = np.minimum(target, np.where(b == _NO_BOUND, _NO_BOUND, _shift(b, -dy, -dx)))
         elif step.kind in ("binary", "act", "reduce"):
@@ -148,6 +151,7 @@ def analyse_causality(program, consts, mixture=False):
         return keys
     bound = bounds(program, consts, limit)
     future = encode_frontier(0, 1, 0)  # anything at or after the next position
+    _refuse_upsampling_ahead(program, keys, bound, future)
     first_over = None
     for step in program.steps:  # the first layer that sees a later pixel than its readers allow
         k = keys[step.out]
@@ -189,6 +193,22 @@ def analyse_causality(program, consts, mixture=False):
         f"layer '{step.layer}' ({step.layer_class}) reads the pixel at offset ({dy:+d}, {dx:+d}), image "
         f"channel {ch}, into channels that predict image channel {predicts}: the model "
         f"sees the pixel it predicts (op '{step.op_name}', {step.op_type})")
+
+
+def _refuse_upsampling_ahead(program, keys, bound, future):
+    """A transposed conv whose output sees the future (over the bound its readers allow) although its coarse input
+    does not is the layer to blame (docs/SEMANTICS.md, "Grids"): it hands a fine position the coarse position whose
+    anchor lies after it (a crop taken from the wrong side). Blaming the first step over its bound would name the
+    first layer of the stream instead, since the bound reaches back through the up-sampling to everything before."""
+    for step in program.steps:
+        k = keys[step.out]
+        ahead = (k >= bound[step.out]) & (k >= future)
+        if step.kind == "conv_transpose" and ahead.any() and (keys[step.ins[0]] < future).all():
+            dy, dx, _ = decode_frontier(k[ahead].max())
+            raise NotCausalError(
+                f"layer '{step.layer}' ({step.layer_class}) up-samples a coarse grid so that a position reads the "
+                f"pixel at offset ({dy:+d}, {dx:+d}): the model sees the future (op '{step.op_name}', {step.op_type}: "
+                "a transposed conv's crop must keep the coarse positions at or before each fine one)")
 
 
 def _refuse_mixture_seeing_its_pixel(program, keys, bound):

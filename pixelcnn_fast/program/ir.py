@@ -11,7 +11,7 @@ import numpy as np
 
 __all__ = ["LoweringError", "NotCausalError", "Step", "Program", "STEP_KINDS", "BINARY_FNS", "ACT_FNS",
            "REDUCE_FNS", "HEAD_KINDS", "MIXTURE_HEAD_KIND", "SPEC_HEAD_KINDS", "SHIFT_KINDS", "conv_taps",
-           "step_conv_taps", "conv_kernel_4d"]
+           "step_conv_taps", "conv_kernel_4d", "GRID_KINDS", "image_grid", "is_grid_step", "image_tap_offsets"]
 
 # The vocabulary of a program step, as csrc/core/program_spec.cc reads it (the spec writer emits only these
 # names; the spec reader refuses any other).
@@ -23,6 +23,10 @@ REDUCE_FNS = ("sum", "mean", "max", "min")
 # Steps of shifted models (program/lower_shift_ops.py): shift (out[i, j] = in[i + dy, j + dx], zero outside the
 # image). A conv with offset taps is a conv with attrs padding="OFFSET", oy, ox (its top-left tap's offset).
 SHIFT_KINDS = ("shift",)
+# Steps of multi-resolution models (program/lower_grid_ops.py; docs/SEMANTICS.md, "Grids"): conv_transpose (a
+# transposed conv from a coarse grid to a finer one). A strided conv is a conv with attrs sy, sx > 1. The spec writes
+# a conv_transpose as a conv line with transpose=1 (and the buffers' grids in its `grids` statement).
+GRID_KINDS = ("conv_transpose",)
 HEAD_KINDS = ("bernoulli", "logits", "probs")  # one draw per image channel from that channel's values
 # A head that draws every channel of a pixel from the pixel's whole prediction (docs/SEMANTICS.md, "Logistic-mixture
 # heads"); its spec line adds components=K. The spec's head kinds are both.
@@ -66,6 +70,20 @@ class Program:
     cond_specs: tuple = ()
     input_dtype: str = "float32"  # the image input's dtype: an integer dtype means codes (levels as they are)
     input_rank: int = 4           # 3 for a (batch, H, W) code input
+    # Each buffer's grid (fy, fx, ny, nx): position (I, J) of an ny x nx grid s coarser by (fy, fx) than the image
+    # sits at image position (fy I, fx J) (its anchor). None: every buffer on the image grid (1, 1, H, W).
+    buffer_grids: list = None
+
+    def grid(self, buffer):
+        """The grid (fy, fx, ny, nx) of a buffer (docs/SEMANTICS.md, "Grids")."""
+        if self.buffer_grids is None:
+            return image_grid(self.image_shape)
+        return tuple(self.buffer_grids[buffer])
+
+    @property
+    def grid_steps(self):
+        """The steps that make a buffer on another grid than their input's (strided and transposed convs)."""
+        return [s for s in self.steps if is_grid_step(s)]
 
     @property
     def image_spec(self):
@@ -100,6 +118,17 @@ class Program:
         return [np.asarray(v) for v in consts]
 
 
+def image_grid(image_shape):
+    """The image's own grid: factor 1, H x W positions."""
+    return (1, 1, int(image_shape[0]), int(image_shape[1]))
+
+
+def is_grid_step(step):
+    """A strided conv (output on a coarser grid) or a transposed conv (output on a finer grid)."""
+    return step.kind in GRID_KINDS or (step.kind == "conv" and (step.attrs.get("sy", 1), step.attrs.get("sx", 1))
+                                       != (1, 1))
+
+
 def conv_taps(kernel, dh, dw, padding):
     """(ky, kx, offset_y, offset_x) of a conv, TF's 'same' placement (offsets relative to the output)."""
     kh, kw = kernel.shape[:2]
@@ -113,15 +142,31 @@ def conv_taps(kernel, dh, dw, padding):
 def step_conv_taps(step, kernel):
     """conv_taps of a conv step: SAME / VALID placement, or the offset taps of a pad + VALID conv."""
     a = step.attrs
+    if step.kind == "conv_transpose":  # fine (i, j) reads coarse ((i + oy - ky) / sy, (j + ox - kx) / sx)
+        kh, kw = np.shape(kernel)[:2]
+        return [(ky, kx, a["oy"] - ky, a["ox"] - kx) for ky in range(kh) for kx in range(kw)]
     if a["padding"] == "OFFSET":
         kh, kw = np.shape(kernel)[:2]
         return [(ky, kx, a["oy"] + ky * a["dh"], a["ox"] + kx * a["dw"]) for ky in range(kh) for kx in range(kw)]
     return conv_taps(kernel, a["dh"], a["dw"], a["padding"])
 
 
+def image_tap_offsets(program, step, kernel):
+    """(ky, kx, dy, dx) of a conv or transposed conv step: the image-coordinate offset, from the anchor of the
+    output position, of the anchor of the input position that tap (ky, kx) reads (docs/SEMANTICS.md, "Grids").
+    A conv on a grid of factor f reads input (s I + o) at image offset f o from its anchor f s I; a transposed conv
+    to a grid of factor f reads coarse ((i + o - k) / s) at offset f (o - k), for the output phases (i mod s)
+    at which that divides: each tap is live at some phase, so the list is every phase's taps together."""
+    f = program.grid(step.out if step.kind == "conv_transpose" else step.ins[0])
+    return [(ky, kx, f[0] * oy, f[1] * ox) for ky, kx, oy, ox in step_conv_taps(step, kernel)]
+
+
 def conv_kernel_4d(step, kernel):
-    """A conv step's kernel as (kh, kw, cin, cout); a MatMul (Dense) weight becomes a 1x1 kernel."""
+    """A conv step's kernel as (kh, kw, cin, cout); a MatMul (Dense) weight becomes a 1x1 kernel, a transposed
+    conv's (kh, kw, cout, cin) its (kh, kw, cin, cout)."""
     kernel = np.asarray(kernel)
+    if step.kind == "conv_transpose":
+        return kernel.transpose(0, 1, 3, 2)
     if step.attrs.get("matmul"):
         kernel = kernel.T if step.attrs.get("transpose_b") else kernel
         kernel = kernel[None, None]

@@ -16,9 +16,10 @@ import re
 
 import tensorflow as tf
 
+from pixelcnn_fast.program import lower_grid_ops as grid_ops
 from pixelcnn_fast.program import lower_image_ops as image_ops
 from pixelcnn_fast.program import lower_shift_ops as shift_ops
-from pixelcnn_fast.program.ir import LoweringError, Program, Step
+from pixelcnn_fast.program.ir import LoweringError, Program, Step, image_grid
 from pixelcnn_fast.program.lower_code_ops import CODE_OPS, lower_code_op
 
 __all__ = ["lower", "Lowerer", "LOWERINGS", "REFUSALS", "SUPPORTED", "SHAPE_ONLY", "layer_of"]
@@ -30,6 +31,7 @@ LOWERINGS = {
     "Transpose": image_ops.lower_transpose,
     "Reshape": image_ops.lower_reshape,
     "Conv2D": image_ops.lower_conv,
+    "Conv2DBackpropInput": grid_ops.lower_conv_transpose,
     "PixelcnnFastMaskedConv2D": image_ops.lower_masked_conv,
     "MatMul": image_ops.lower_matmul,
     "SpaceToBatchND": image_ops.lower_space_to_batch,
@@ -109,6 +111,8 @@ class Lowerer:
         self.model = model
         self.h, self.w, self.c = image_shape
         self.buffer_channels = [self.c]
+        self.buffer_grids = [image_grid(image_shape)]  # (fy, fx, ny, nx) per buffer (ir.Program.grid)
+        self.floating = {}  # buffer -> the transposed conv whose crop is still to come (lower_grid_ops.py)
         self.steps = []
         self.const_tensors = []
         self.const_index = {}
@@ -149,15 +153,30 @@ class Lowerer:
             self.const_tensors.append(t)
         return self.const_index[t.ref()]
 
-    def new_buffer(self, channels):
+    def new_buffer(self, channels, grid):
         self.buffer_channels.append(int(channels))
+        self.buffer_grids.append(tuple(int(g) for g in grid))
         return len(self.buffer_channels) - 1
 
-    def add(self, op, kind, ins, consts, attrs, channels, view="nhwc", out_tensor=None, bind=True):
+    def grid_hw(self, buffer):
+        """(ny, nx): the size of a buffer's grid (the image's H, W unless it is a coarse grid)."""
+        return self.buffer_grids[buffer][2:]
+
+    def add(self, op, kind, ins, consts, attrs, channels, view="nhwc", out_tensor=None, bind=True, grid=None):
         """Appends a step writing a new buffer; binds the op's output (or out_tensor) to it unless bind=False
-        (an intermediate step of a multi-step lowering, such as one_hot_steps)."""
+        (an intermediate step of a multi-step lowering, such as one_hot_steps). The buffer is on `grid`, else on
+        its inputs' grid, which must be one (docs/SEMANTICS.md, "Grids")."""
         layer, cls = layer_of(op.name, self.model)
-        out = self.new_buffer(channels)
+        if grid is None:
+            grids = {self.buffer_grids[b] for b in ins} or {self.buffer_grids[0]}
+            if len(grids) != 1:
+                self.fail(op, "it combines tensors on different grids " + ", ".join(
+                    f"{g[2]}x{g[3]} (1/{g[0]}, 1/{g[1]})" for g in sorted(grids)))
+            grid = grids.pop()
+        out = self.new_buffer(channels, grid)
+        floating = {id(self.floating.get(b)): self.floating.get(b) for b in ins}
+        if kind in ("binary", "act") and len(floating) == 1 and None not in floating.values():
+            self.floating[out] = floating.popitem()[1]  # still uncropped: moves with its transposed conv
         self.steps.append(Step(kind, out, list(ins), list(consts), dict(attrs), op.name, op.type,
                                layer, cls))
         if bind:
@@ -283,6 +302,10 @@ def lower(model, image_shape=None, condition_specs=None, accept_tf_keras=False):
     if lw.value(out)[0] in ("codes", "known"):
         raise LoweringError(f"the output of model '{model.name}' is its integer input, not predictions")
     view, out_buf = lw.value(out)
+    if lw.buffer_grids[out_buf] != lw.buffer_grids[0]:
+        g = lw.buffer_grids[out_buf]
+        raise LoweringError(f"the output of model '{model.name}' is on a {g[2]}x{g[3]} grid (1/{g[0]} x 1/{g[1]} "
+                            "of the image), not one prediction per pixel")
     levels = view[1] if isinstance(view, tuple) else 1
     producer = {s.out: s for s in lw.steps}.get(out_buf)
     final, logits = "", out_buf
@@ -292,5 +315,6 @@ def lower(model, image_shape=None, condition_specs=None, accept_tf_keras=False):
         final, logits = "softmax", producer.ins[0]
     program = Program(image_shape, lw.buffer_channels, lw.steps,
                       [tuple(t.shape) for t in lw.const_tensors], out_buf, levels, final, logits,
-                      trace=fn, cond_specs=condition_specs, input_dtype=input_dtype, input_rank=input_rank)
+                      trace=fn, cond_specs=condition_specs, input_dtype=input_dtype, input_rank=input_rank,
+                      buffer_grids=lw.buffer_grids)
     return program

@@ -72,9 +72,9 @@ def lower_reshape(lw, op, ins):
         # pixels x channels (Dense on 4-D input via Tensordot, whose shape is computed at run
         # time, so the width may be unknown here: lower_matmul checks it against the weight).
         lw.values[op.outputs[0].ref()] = ("flat", b)
-    elif shape.rank == 4 and tuple(shape[1:]) == (lw.h, lw.w, ch):
+    elif shape.rank == 4 and tuple(shape[1:]) == lw.grid_hw(b) + (ch,):
         lw.values[op.outputs[0].ref()] = ("nhwc", b)
-    elif shape.rank == 5 and tuple(shape[1:3]) == (lw.h, lw.w) and shape[3] * shape[4] == ch:
+    elif shape.rank == 5 and tuple(shape[1:3]) == lw.grid_hw(b) and shape[3] * shape[4] == ch:
         lw.values[op.outputs[0].ref()] = ((int(shape[3]), int(shape[4])), b)  # output head
     else:
         lw.fail(op, f"a reshape from {ch} channels per pixel to {shape} moves values between pixels")
@@ -96,7 +96,7 @@ def lower_batch_to_space(lw, op, ins):
     step = lw.steps[view[1]]
     shape = tuple(op.outputs[0].shape[1:3])
     kh, kw = lw.const_tensors[step.consts[0]].shape[:2]
-    if shape == (lw.h, lw.w):
+    if shape == lw.grid_hw(b):
         step.attrs["padding"] = "SAME"
     elif (kh, kw) == (1, 1):
         step.attrs["padding"] = "VALID"
@@ -114,8 +114,6 @@ def lower_conv(lw, op, ins):
         lw.add(op, "conv", [ins[0][1]], [lw.const(op.inputs[1])],
                {"dh": dh, "dw": dw, "padding": "PENDING"}, kshape[3], ("b2s", len(lw.steps)))
         return
-    if list(op.get_attr("strides")) != [1, 1, 1, 1]:
-        lw.fail(op, f"strides must be 1, got {op.get_attr('strides')}")
     if op.get_attr("data_format") != b"NHWC":
         lw.fail(op, f"data_format must be NHWC, got {op.get_attr('data_format').decode()}")
     padding = op.get_attr("padding").decode()
@@ -123,6 +121,11 @@ def lower_conv(lw, op, ins):
     dil = op.get_attr("dilations")
     if padding not in ("SAME", "VALID"):
         lw.fail(op, f"padding {padding} is not supported; use 'same', or 'valid' after a pad")
+    if list(op.get_attr("strides")) != [1, 1, 1, 1]:  # to a coarser grid (lower_grid_ops.py)
+        from pixelcnn_fast.program.lower_grid_ops import lower_strided_conv
+
+        lower_strided_conv(lw, op, ins, padding)
+        return
     if ins[0][0] != "nhwc" or (padding == "VALID" and tuple(kshape[:2]) != (1, 1)):
         # pad + VALID conv, or a conv on a shifted tensor: a conv with offset taps (lower_shift_ops.py).
         from pixelcnn_fast.program.lower_shift_ops import align, bind_window, conv_on_window
@@ -247,7 +250,8 @@ def _probe_channel_select(lw, op, ins):
     if view != "nhwc":
         lw.fail(op, "channel selection on a reshaped tensor")
     ch = lw.buffer_channels[b]
-    probe = np.broadcast_to(np.arange(ch, dtype=np.float32), (1, lw.h, lw.w, ch))
+    gh, gw = lw.grid_hw(b)
+    probe = np.broadcast_to(np.arange(ch, dtype=np.float32), (1, gh, gw, ch))
     args = []
     for i, x in enumerate(op.inputs):
         if i == src_pos:
@@ -269,7 +273,7 @@ def _probe_channel_select(lw, op, ins):
     results = result if isinstance(result, (list, tuple)) else [result]
     for out_t, r in zip(op.outputs, results):
         r = np.asarray(r)
-        if r.ndim != 4 or r.shape[:3] != (1, lw.h, lw.w) or not (r == r[:1, :1, :1, :]).all():
+        if r.ndim != 4 or r.shape[:3] != (1, gh, gw) or not (r == r[:1, :1, :1, :]).all():
             lw.fail(op, "it selects pixels, not only channels: a split or gather along H or W is not a shift "
                         "(Slice / StridedSlice / Cropping2D crops are)")
         channels = [int(v) for v in r[0, 0, 0]]

@@ -14,7 +14,7 @@ of a shifted window gets a `shift` step (out[i, j] = in[i + dy, j + dx], zero ou
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["WINDOW_OPS", "is_window", "align", "lower_pad", "lower_slice", "lower_concat_spatial",
+__all__ = ["WINDOW_OPS", "is_window", "window_of", "align", "lower_pad", "lower_slice", "lower_concat_spatial",
            "conv_on_window", "elementwise_view", "bind_window"]
 
 # Op types whose lowering takes a window input itself; every other op's window inputs are aligned first.
@@ -28,23 +28,28 @@ def is_window(value):
     return value is not None and isinstance(value[0], tuple) and value[0][0] == "win"
 
 
-def _window(lw, value):
-    """(ay, ax, hh, ww, exact) of a lowered image-dependent value: an nhwc buffer is the image's own window."""
+def window_of(lw, value):
+    """(ay, ax, hh, ww, exact) of a lowered image-dependent value: an nhwc buffer is its grid's own window (the
+    image's, or a coarse grid's: docs/SEMANTICS.md, "Grids"; "the image" below is the buffer's grid)."""
     if value[0] == "nhwc":
-        return 0, 0, lw.h, lw.w, True
+        return (0, 0) + lw.grid_hw(value[1]) + (True,)
     if is_window(value):
         return value[0][1:]
     return None
 
 
-def _inside(lw, ay, ax, hh, ww):
-    return ay >= 0 and ax >= 0 and ay + hh <= lw.h and ax + ww <= lw.w
+_window = window_of
+
+
+def _inside(lw, b, ay, ax, hh, ww):
+    h, w = lw.grid_hw(b)
+    return ay >= 0 and ax >= 0 and ay + hh <= h and ax + ww <= w
 
 
 def bind_window(lw, tensor, buffer, ay, ax, hh, ww, exact):
-    """Binds a tensor to a window of a buffer; the image's own window is a plain nhwc buffer."""
-    exact = bool(exact or _inside(lw, ay, ax, hh, ww))
-    view = "nhwc" if (ay, ax, hh, ww) == (0, 0, lw.h, lw.w) else ("win", ay, ax, hh, ww, exact)
+    """Binds a tensor to a window of a buffer; the grid's own window is a plain nhwc buffer."""
+    exact = bool(exact or _inside(lw, buffer, ay, ax, hh, ww))
+    view = "nhwc" if (ay, ax, hh, ww) == (0, 0) + lw.grid_hw(buffer) else ("win", ay, ax, hh, ww, exact)
     lw.values[tensor.ref()] = (view, buffer)
 
 
@@ -54,8 +59,9 @@ def align(lw, op, value):
     if not is_window(value):
         return value
     ay, ax, hh, ww, exact = value[0][1:]
-    if (hh, ww) != (lw.h, lw.w):
-        lw.fail(op, f"it reads a {hh}x{ww} crop or padding of an image-dependent tensor, not the {lw.h}x{lw.w} "
+    gh, gw = lw.grid_hw(value[1])
+    if (hh, ww) != (gh, gw):
+        lw.fail(op, f"it reads a {hh}x{ww} crop or padding of an image-dependent tensor, not the {gh}x{gw} "
                     "image: a shift must keep the image's size (pad then crop, or pad then a VALID conv)")
     if not exact:
         lw.fail(op, "it reads values that a VALID convolution computed outside the image (crop them first)")
@@ -81,7 +87,8 @@ def lower_pad(lw, op, ins):
     if not exact:
         lw.fail(op, "it pads values that a VALID convolution computed outside the image (crop them first)")
     # The new zeros are the buffer's elements just outside the window: they must be outside the image too.
-    if (pt and ay > 0) or (pl and ax > 0) or (pb and ay + hh < lw.h) or (pr and ax + ww < lw.w):
+    gh, gw = lw.grid_hw(ins[0][1])
+    if (pt and ay > 0) or (pl and ax > 0) or (pb and ay + hh < gh) or (pr and ax + ww < gw):
         lw.fail(op, f"it pads zeros into the image (the tensor is a {hh}x{ww} crop at ({ay:+d}, {ax:+d})): "
                     "that is not a shift of whole rows or columns")
     bind_window(lw, op.outputs[0], ins[0][1], ay - pt, ax - pl, hh + pt + pb, ww + pl + pr, True)
@@ -129,6 +136,11 @@ def lower_slice(lw, op, ins, select_channels):
     b = ins[0][1]
     if channels != list(range(ch)):
         b = lw.add(op, "gather", [b], [], {"channels": channels}, len(channels), bind=False)
+    if not exact:  # a crop of a transposed conv's output fixes where its buffer starts (lower_grid_ops.py)
+        from pixelcnn_fast.program.lower_grid_ops import crop_transposed
+
+        ay, ax = crop_transposed(lw, b, ay + by, ax + bx, r.shape[1], r.shape[2])
+        by = bx = 0
     bind_window(lw, op.outputs[0], b, ay + by, ax + bx, r.shape[1], r.shape[2], exact)
 
 
@@ -169,7 +181,7 @@ def lower_concat_spatial(lw, op, ins, axis):
         start = -sum(lengths)
     pos = start
     other = (w0[1], w0[3]) if axis == 1 else (w0[0], w0[2])
-    extent = lw.h if axis == 1 else lw.w
+    extent = lw.grid_hw(deps[0][1][1])[axis - 1]
     for (t, v), n in zip(parts, lengths):
         if v is None or not n:
             if n and not (pos + n <= 0 or pos >= extent):
@@ -199,7 +211,8 @@ def conv_on_window(lw, op, value, kh, kw, dh, dw, padding):
         pt, pl = ((kh - 1) * dh) // 2, ((kw - 1) * dw) // 2
         pb, pr = (kh - 1) * dh - pt, (kw - 1) * dw - pl
         # SAME's zeros must be the buffer's zeros outside the image, as for a Pad (else: a shift step first).
-        if (pt and ay > 0) or (pl and ax > 0) or (pb and ay + hh < lw.h) or (pr and ax + ww < lw.w):
+        gh, gw = lw.grid_hw(value[1])
+        if (pt and ay > 0) or (pl and ax > 0) or (pb and ay + hh < gh) or (pr and ax + ww < gw):
             return None
         ay, ax = ay - pt, ax - pl
         ho, wo = hh, ww
@@ -219,9 +232,10 @@ def elementwise_view(lw, op, values):
     if not any(is_window(v) for v in wins) or len(shapes) != 1:
         return None
     ay, ax, hh, ww = shapes.pop()
-    if (hh, ww) == (lw.h, lw.w):
+    b = next(v[1] for v in wins if _window(lw, v) is not None)
+    if (hh, ww) == lw.grid_hw(b):
         return None
     for t, v in zip(op.inputs, values):
         if v is None and t.shape.rank == 4 and (t.shape[1] != 1 or t.shape[2] != 1):
             lw.fail(op, f"an image-independent operand of shape {t.shape} on a {hh}x{ww} crop or padding")
-    return "win", ay, ax, hh, ww, _inside(lw, ay, ax, hh, ww)
+    return "win", ay, ax, hh, ww, _inside(lw, b, ay, ax, hh, ww)

@@ -45,6 +45,15 @@ def const_4d(value):
     return np.ascontiguousarray(v)
 
 
+def _grids_line(program, on_grids):
+    """The spec's `grids` statement (docs/SEMANTICS.md, "Grids"): each buffer's fy, fx, ny, nx; none without grids."""
+    if not on_grids:
+        return []
+    grids = [program.grid(b) for b in range(len(program.buffer_channels))]
+    return ["grids " + " ".join(f"{key}=" + ",".join(str(int(g[f])) for g in grids)
+                                for f, key in enumerate(("fy", "fx", "ny", "nx")))]
+
+
 def spec_with_recipes(sampler, consts):
     """(spec text, recipes): recipes[k] says how op input k is made from the constant slots:
     ("const", slot, None) a broadcast constant as rank 4; ("kernel", slot, step) a conv's kernel as
@@ -53,7 +62,10 @@ def spec_with_recipes(sampler, consts):
     p = sampler.program
     mixture = sampler.kind == MIXTURE_HEAD_KIND
     keys = analyse_causality(p, consts, mixture=mixture)  # raises NotCausalError naming the layer
-    delays = step_delays(p, consts)  # raises LoweringError when the prediction would come late
+    on_grids = bool(p.grid_steps)
+    # On grids the C++ executor schedules every phase-0 step at its positions' ready steps itself (docs/
+    # SEMANTICS.md, "Grids"); otherwise the delays (raises LoweringError when the prediction would come late).
+    delays = [(0, 0)] * len(p.steps) if on_grids else step_delays(p, consts)
     recipes, index = [], {}
 
     def use(kind, slot, step=None):
@@ -67,11 +79,16 @@ def spec_with_recipes(sampler, consts):
     for st, delay in zip(p.steps, delays):
         # A delayed step runs before the colour passes (every image value it reads is drawn): phase 0.
         phase, name = step_phase(keys[st.out]) if delay == (0, 0) else 0, f"{st.layer} ({st.op_type} {st.op_name})"
-        if st.kind == "conv":
+        if st.kind in ("conv", "conv_transpose"):
             k = use("kernel", st.consts[0], st)
-            pad = st.attrs["padding"]
-            args = (f"in={st.ins[0]} kernel={k} dh={st.attrs['dh']} dw={st.attrs['dw']} padding="
-                    + ({"SAME": "same", "VALID": "valid"}.get(pad) or f"offset oy={st.attrs['oy']} ox={st.attrs['ox']}"))
+            a = st.attrs
+            pad = a.get("padding", "OFFSET")
+            args = (f"in={st.ins[0]} kernel={k} dh={a.get('dh', 1)} dw={a.get('dw', 1)} padding="
+                    + ({"SAME": "same", "VALID": "valid"}.get(pad) or f"offset oy={a['oy']} ox={a['ox']}"))
+            if (a.get("sy", 1), a.get("sx", 1)) != (1, 1):
+                args += f" stride={a['sy']},{a['sx']}"
+            if st.kind == "conv_transpose":
+                args += " transpose=1"
         elif st.kind == "shift":
             args = f"in={st.ins[0]} dy={st.attrs['dy']} dx={st.attrs['dx']}"
         elif st.kind == "binary":
@@ -98,7 +115,8 @@ def spec_with_recipes(sampler, consts):
         runs = channel_phase_runs(keys[st.out], phase) if delay == (0, 0) else None
         phases = "" if runs is None else " phases=" + ",".join(str(v) for v in runs)
         late = f" delay={delay[0]},{delay[1]}" if delay != (0, 0) else ""
-        lines.append(f"{st.kind} out={st.out} {args} phase={phase}{late}{phases} name={_encode_name(name)}")
+        kind = "conv" if st.kind == "conv_transpose" else st.kind  # a conv line with transpose=1
+        lines.append(f"{kind} out={st.out} {args} phase={phase}{late}{phases} name={_encode_name(name)}")
     h, w, c = p.image_shape
     head = (f"head kind={sampler.kind} buffer={p.logits_buffer} levels={sampler.head_levels} "
             f"scale={_f32(sampler.value_scale)} offset={_f32(sampler.value_offset)}"
@@ -113,7 +131,7 @@ def spec_with_recipes(sampler, consts):
             inputs.append(f"input index={k} kind=kernel shape=" + ",".join(str(int(d)) for d in shape))
     text = "\n".join([SPEC_MAGIC, f"image height={h} width={w} channels={c}",
                       "buffers channels=" + ",".join(str(int(b)) for b in p.buffer_channels),
-                      *inputs, *lines, head, "end"]) + "\n"
+                      *_grids_line(p, on_grids), *inputs, *lines, head, "end"]) + "\n"
     return text, recipes
 
 
@@ -169,6 +187,7 @@ class Spec:
     inputs: list  # [("const", None) | ("kernel", (kh, kw, cin, cout))]
     steps: list   # [SpecStep]
     head: dict    # kind, buffer, levels, scale, offset (+ components for a logistic mixture)
+    buffer_grids: list = None  # [(fy, fx, ny, nx)] per buffer from the `grids` statement; None: the image's
 
 
 def _decode_name(s, fail):
@@ -255,7 +274,7 @@ class _Line:
             self.fail(f"unknown key for '{self.kw}'", key + "=" + self.kv[key])
 
 
-def _step_attrs(ln, kw, out, buffers, inputs):
+def _step_attrs(ln, kw, out, buffers, inputs, grids=None):
     """The keys of one step line, checked against the buffers and inputs declared before it."""
     nb = len(buffers)
 
@@ -284,6 +303,13 @@ def _step_attrs(ln, kw, out, buffers, inputs):
         attrs["padding"] = ln.take_enum("padding", ("same", "valid", "offset"))
         if attrs["padding"] == "offset":  # a pad + VALID conv: the top-left tap's offset
             attrs["oy"], attrs["ox"] = ln.take_int("oy", -(1 << 15)), ln.take_int("ox", -(1 << 15))
+        # Grids: a strided conv (stride=sy,sx) or a transposed conv (transpose=1), padding=offset only.
+        attrs["stride"] = tuple(ln.take_ints("stride", 1)) if "stride" in ln.kv else (1, 1)
+        attrs["transpose"] = ln.take_int("transpose") != 0 if "transpose" in ln.kv else False
+        if len(attrs["stride"]) != 2:
+            ln.fail("stride= is sy,sx")
+        if (attrs["stride"] != (1, 1) or attrs["transpose"]) and (attrs["padding"] != "offset" or not grids):
+            ln.fail("a strided or transposed conv has padding=offset and needs the 'grids' statement")
         kh, kw_, cin, cout = inputs[attrs["kernel"]][1]
         if cin != buffers[attrs["in"]] or cout != buffers[out]:
             ln.fail(f"kernel shape {(kh, kw_, cin, cout)} does not map buffer {attrs['in']} ({buffers[attrs['in']]} "
@@ -337,7 +363,7 @@ def parse_spec(text):
         raise SpecError(f"program spec line {no}, token '{toks[0]}': expected '{SPEC_MAGIC}' first")
     if toks[1] != str(VERSION):
         raise SpecError(f"program spec line {no}, token '{toks[1]}': unsupported version (this parser reads {VERSION})")
-    image = buffers = head = None
+    image = buffers = head = grids = None
     inputs, steps, ended = [], [], False
 
     for no, toks in lines[1:]:
@@ -367,6 +393,17 @@ def parse_spec(text):
             continue
         if buffers is None:
             ln.fail("'buffers' must come right after 'image'")
+        if kw == "grids":  # docs/SEMANTICS.md, "Grids": fy, fx, ny, nx per buffer
+            if grids is not None or inputs or steps:
+                ln.fail("'grids' must come once, right after 'buffers'")
+            cols = [ln.take_ints(key, 1) for key in ("fy", "fx", "ny", "nx")]
+            if any(len(c) != len(buffers) for c in cols):
+                ln.fail(f"fy=, fx=, ny=, nx= need one value per buffer ({len(buffers)})")
+            grids = list(zip(*cols))
+            if grids[0] != (1, 1, image[0], image[1]):
+                ln.fail(f"buffer 0 is the image: its grid is 1,1,{image[0]},{image[1]}")
+            ln.done()
+            continue
         if kw == "input":
             if steps:
                 ln.fail("inputs must be declared before the steps")
@@ -403,7 +440,7 @@ def parse_spec(text):
             ln.fail(f"buffer {out} does not exist", f"out={out}")
         if out == 0:
             ln.fail("buffer 0 is the image: never written", f"out={out}")
-        attrs = _step_attrs(ln, kw, out, buffers, inputs)
+        attrs = _step_attrs(ln, kw, out, buffers, inputs, grids)
         phase = ln.take_int("phase")
         # Optional per-channel phases (phase, count) runs: which colour pass computes each channel in the
         # cached executor; a full-image executor needs none of it, but the key belongs to the format.
@@ -424,4 +461,4 @@ def parse_spec(text):
         if not cond:
             raise SpecError(f"program spec line {last}: {what}")
     return Spec(height=image[0], width=image[1], channels=image[2], buffer_channels=buffers, inputs=inputs,
-                steps=steps, head=head)
+                steps=steps, head=head, buffer_grids=grids)

@@ -27,18 +27,36 @@ def _shift(x, dy, dx):
     return x[:, max(0, dy):max(0, dy) + h, max(0, dx):max(0, dx) + w]
 
 
-def _offset_conv(step, kernel, x):
-    """A conv whose top-left tap reads offset (oy, ox): out[i, j] = sum K[ky, kx] x[i + oy + ky dh, j + ox + kx dw]."""
+def _offset_conv(step, kernel, x, out_hw):
+    """A conv whose top-left tap reads offset (oy, ox), with strides (sy, sx) (1 unless it makes a coarser grid):
+    out[I, J] = sum K[ky, kx] x[sy I + oy + ky dh, sx J + ox + kx dw], out_hw the output grid's size."""
     a = step.attrs
     kh, kw = kernel.shape[:2]
-    h, w = x.shape[1], x.shape[2]
+    sy, sx = a.get("sy", 1), a.get("sx", 1)
     ey, ex = (kh - 1) * a["dh"], (kw - 1) * a["dw"]
-    # Rows oy .. oy + ey + h - 1 of x (zero outside), then a VALID conv.
-    x = tf.pad(x, [[0, 0], [max(0, -a["oy"]), max(0, a["oy"] + ey)], [max(0, -a["ox"]), max(0, a["ox"] + ex)],
-                   [0, 0]])
-    y0, x0 = max(0, a["oy"]), max(0, a["ox"])
-    x = x[:, y0:y0 + h + ey, x0:x0 + w + ex]
-    return tf.nn.conv2d(x, kernel, 1, "VALID", dilations=[1, a["dh"], a["dw"], 1])
+    # Input rows oy .. oy + sy (h - 1) + ey (zero outside), then a VALID conv.
+    rows, cols = sy * (out_hw[0] - 1) + ey + 1, sx * (out_hw[1] - 1) + ex + 1
+    x = _window(x, a["oy"], a["ox"], rows, cols)
+    return tf.nn.conv2d(x, kernel, [1, sy, sx, 1], "VALID", dilations=[1, a["dh"], a["dw"], 1])
+
+
+def _window(x, oy, ox, rows, cols):
+    """x[oy:oy + rows, ox:ox + cols], zero outside x."""
+    h, w = x.shape[1], x.shape[2]
+    x = tf.pad(x, [[0, 0], [max(0, -oy), max(0, oy + rows - h)], [max(0, -ox), max(0, ox + cols - w)], [0, 0]])
+    return x[:, max(0, oy):max(0, oy) + rows, max(0, ox):max(0, ox) + cols]
+
+
+def _conv_transpose(step, kernel, x, out_hw):
+    """out[i, j] = sum K[ky, kx] x[(i + oy - ky) / sy, (j + ox - kx) / sx] over the taps where that divides (docs/
+    SEMANTICS.md, "Grids"): TF's VALID transposed conv (y[sy I + ky] += K[ky] x[I]), from row oy on."""
+    a = step.attrs
+    kh, kw = kernel.shape[:2]
+    n, h, w = tf.shape(x)[0], x.shape[1], x.shape[2]
+    full = ((h - 1) * a["sy"] + kh, (w - 1) * a["sx"] + kw)
+    y = tf.nn.conv2d_transpose(x, kernel, tf.stack([n, full[0], full[1], kernel.shape[2]]), [1, a["sy"], a["sx"], 1],
+                               "VALID")
+    return _window(y, a["oy"], a["ox"], out_hw[0], out_hw[1])
 
 
 def run_program(program, consts, image):
@@ -49,7 +67,9 @@ def run_program(program, consts, image):
         x = [bufs[b] for b in step.ins]
         c = [tf.convert_to_tensor(consts[i]) for i in step.consts]
         if step.kind == "conv" and step.attrs["padding"] == "OFFSET":
-            y = _offset_conv(step, conv_kernel_4d(step, consts[step.consts[0]]), x[0])
+            y = _offset_conv(step, conv_kernel_4d(step, consts[step.consts[0]]), x[0], program.grid(step.out)[2:])
+        elif step.kind == "conv_transpose":
+            y = _conv_transpose(step, tf.convert_to_tensor(consts[step.consts[0]]), x[0], program.grid(step.out)[2:])
         elif step.kind == "shift":
             y = _shift(x[0], step.attrs["dy"], step.attrs["dx"])
         elif step.kind == "conv":
