@@ -1,8 +1,8 @@
 """Tests: pixelcnn_fast.Sampler(dist) on tfp.distributions.PixelCNN itself (pixelcnn_fast/tfp_adapter.py).
 
 The distribution is TFP's own, built by tests/fixtures/zoo_unet.py's tfp_pixelcnn (weight norm initialised by a
-first log_prob, kernel constraints applied as the first optimizer step would). These tests use one hierarchy
-(no stride-2 layers): the multi-resolution network needs coarse grids (issue 16), which the U-net tests cover.
+first log_prob, kernel constraints applied as the first optimizer step would), at one hierarchy (no stride-2
+layers) and at two and three (TFP's U-net: stride-2 convs down, transposed convs up, on coarse grids).
 
 The mixture semantics are tied to TFP's own numbers, not to our reading of them: a float64 oracle of TFP's layout
 (written from TFP's documented likelihood) must give dist.log_prob of the sampled images, and the draws must be
@@ -27,9 +27,9 @@ from test_mixture_sampler import assert_same_draws  # noqa: E402
 LEVELS = 256
 
 
-def _dist(channels=1, conditional=False, size=(8, 8), constrained=True, seed=0):
+def _dist(channels=1, conditional=False, size=(8, 8), constrained=True, seed=0, hierarchies=1):
     return zoo_unet.tfp_pixelcnn(height=size[0], width=size[1], channels=channels, conditional=conditional,
-                                 hierarchies=1, nr_mix=3, filters=8, seed=seed, constrained=constrained)
+                                 hierarchies=hierarchies, nr_mix=3, filters=8, seed=seed, constrained=constrained)
 
 
 def _conditions(z, n, rng):
@@ -86,27 +86,31 @@ def _tfp_cdfs(params, levels, channels, temperature=1.0):
 
 
 # ------------------------------------------------------------------- the adapter
-@pytest.mark.parametrize("channels,conditional", [(1, False), (3, True), (3, False)])
-def test_teacher_forced_equals_the_tfp_network(channels, conditional, rng):
-    z = _dist(channels, conditional, size=(7, 9))
+@pytest.mark.parametrize("channels,conditional,hierarchies,size", [
+    (1, False, 1, (7, 9)), (3, True, 1, (7, 9)), (3, False, 1, (7, 9)),
+    (1, False, 2, (6, 10)), (3, True, 2, (8, 8)), (3, False, 3, (16, 16)), (1, True, 3, (8, 12))])
+def test_teacher_forced_equals_the_tfp_network(channels, conditional, hierarchies, size, rng):
+    z = _dist(channels, conditional, size=size, hierarchies=hierarchies)
     sampler = pf.Sampler(z.dist)
     assert (sampler.head, sampler.levels, sampler.components, sampler.mixture_layout) == \
         ("logistic_mixture", LEVELS, 3, "tfp")
     for n in (1, 3):
-        levels = rng.integers(0, LEVELS, (n, 7, 9, channels))
+        levels = rng.integers(0, LEVELS, (n,) + size + (channels,))
         conds = _conditions(z, n, rng)
         ref = sampler.model(_inputs(levels, conds), training=False).numpy()
         got = sampler.teacher_forced(_inputs(levels, None), conditions=conds)
         err = np.abs(got - ref).max() / np.abs(ref).max()
-        print(f"C={channels} conditional={conditional} n={n}: max relative error {err:.2e}")
+        print(f"C={channels} conditional={conditional} hierarchies={hierarchies} {size} n={n}: max relative "
+              f"error {err:.2e}")
         assert err < 1e-5
 
 
 def test_the_oracle_gives_tfps_own_log_prob(rng):
     # Ties the layout, scale, coupling and discretisation to TFP's implementation: the float64 oracle's
     # log-likelihood of sampled and of random images equals dist.log_prob (float32: 1e-4 relative).
-    for channels, conditional in ((1, False), (3, True)):
-        z = _dist(channels, conditional, size=(5, 6))
+    for channels, conditional, hierarchies, size in ((1, False, 1, (5, 6)), (3, True, 1, (5, 6)),
+                                                     (3, False, 2, (4, 6))):
+        z = _dist(channels, conditional, size=size, hierarchies=hierarchies)
         sampler = pf.Sampler(z.dist)
         conds = _conditions(z, 4, rng)
         drawn = sampler.sample(4, seed=5, conditions=conds)
@@ -118,10 +122,11 @@ def test_the_oracle_gives_tfps_own_log_prob(rng):
             np.testing.assert_allclose(ours, theirs, rtol=1e-4)
 
 
-@pytest.mark.parametrize("channels,conditional,n,temperature", [(1, False, 3, 1.0), (3, True, 2, 0.8),
-                                                                (3, False, 1, 1.0)])
-def test_cached_draws_the_naive_loops_images(channels, conditional, n, temperature, rng):
-    z = _dist(channels, conditional, size=(5, 7))
+@pytest.mark.parametrize("channels,conditional,n,temperature,hierarchies,size", [
+    (1, False, 3, 1.0, 1, (5, 7)), (3, True, 2, 0.8, 1, (5, 7)), (3, False, 1, 1.0, 1, (5, 7)),
+    (1, True, 2, 1.0, 2, (4, 6)), (3, False, 1, 0.9, 3, (4, 4))])
+def test_cached_draws_the_naive_loops_images(channels, conditional, n, temperature, hierarchies, size, rng):
+    z = _dist(channels, conditional, size=size, hierarchies=hierarchies)
     sampler = pf.Sampler(z.dist)
     conds = _conditions(z, n, rng)
     seed = 1130 + channels
@@ -134,19 +139,20 @@ def test_cached_draws_the_naive_loops_images(channels, conditional, n, temperatu
     print(f"C={channels} n={n}: {(ref.levels == levels).mean():.1%} of draws equal, {diverged} diverged")
     assert (ref.levels == levels).mean() > 0.5
     # The TF op takes the layout through the same spec; the GPU flat program refuses TFP's network by name (its
-    # vertical stack is computed with a delay, which the flat program does not take yet).
+    # vertical stack is computed with a delay, and its U-net has grids: the flat program takes neither yet).
     np.testing.assert_array_equal(tf_sampler.sample_op(sampler, n, seed=seed, temperature=temperature,
                                                        conditions=conds).numpy(), levels)
     spec, arrays = sampler.last_spec
     assert " layout=1" in spec
-    with pytest.raises(ValueError, match=r"flatten: step '.*' is a delayed step .*does not take shifts and delays"):
+    with pytest.raises(ValueError, match=r"flatten: step '.*' is (a delayed step|a strided conv|a transposed conv|a step on a coarse grid)"):
         testing.EmulatedGpuProgram.from_spec(spec, arrays, 0)
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-def test_draws_are_calibrated_under_tfps_conditionals(channels, rng):
-    # Grey: 16 images x 6 x 7 = 672 draws; RGB: 8 x 6 x 7 x 3 = 1008. KS threshold 1e-4, as the zoo's.
-    z = _dist(channels, False, size=(6, 7))
+@pytest.mark.parametrize("channels,hierarchies,size", [(1, 1, (6, 7)), (3, 1, (6, 7)), (1, 2, (6, 8)),
+                                                      (3, 2, (6, 8))])
+def test_draws_are_calibrated_under_tfps_conditionals(channels, hierarchies, size, rng):
+    # Grey: 16 images x 42 or 48 pixels >= 672 draws; RGB: 8 x 42 or 48 x 3 >= 1008. KS threshold 1e-4, as the zoo's.
+    z = _dist(channels, False, size=size, hierarchies=hierarchies)
     sampler = pf.Sampler(z.dist)
     n = 16 if channels == 1 else 8
     seed = int(rng.integers(2 ** 63))
