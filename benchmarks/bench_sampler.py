@@ -177,16 +177,17 @@ MODEL_SPECS["pixelcnn_pp"] = ModelSpec(
 
 
 def _tfp_spec(size):
-    """tfd.PixelCNN itself (Sampler(dist): pixelcnn_fast/tfp_adapter.py) at one hierarchy, small width; its naive
-    loop is the graph loop on the adapted network (tf-keras WeightNorm fixes the input height, so no rows loop),
-    and it is also timed against dist.sample(), TFP's own while-loop sampler."""
-    kw = dict(channels=3, hierarchies=1, filters=32, resnets=2, nr_mix=5, seed=0)
+    """tfd.PixelCNN itself (Sampler(dist): pixelcnn_fast/tfp_adapter.py) with TFP's default 3 hierarchies (a
+    U-net: size -> /2 -> /4 and back) at small width; its naive loop is the graph loop on the adapted network
+    (tf-keras WeightNorm fixes the input height, so no rows loop), and it is also timed against dist.sample(),
+    TFP's own while-loop sampler."""
+    kw = dict(channels=3, hierarchies=3, filters=32, resnets=2, nr_mix=5, seed=0)
     return ModelSpec(
         label=f"tfd.PixelCNN {size}x{size}x3", tfp=True,
         description=f"tests/fixtures/zoo_unet.tfp_pixelcnn: tfp.distributions.PixelCNN {size}x{size}x3, 32 filters, "
-                    "2 resnets, 1 hierarchy (no stride-2 layers), K = 5, weight norm, kernel constraints applied",
+                    "2 resnets per hierarchy, 3 hierarchies, K = 5, weight norm, kernel constraints applied",
         make=lambda: zoo_unet.tfp_pixelcnn(height=size, width=size, **kw),
-        make_small=lambda: zoo_unet.tfp_pixelcnn(height=5, width=6, **kw))
+        make_small=lambda: zoo_unet.tfp_pixelcnn(height=8, width=8, **kw))
 
 
 # Not in the default run: PIXELCNN_BENCH_SAMPLER_MODELS=tfp16,tfp32 (needs the tfp extra).
