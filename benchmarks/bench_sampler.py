@@ -100,7 +100,7 @@ from pixelcnn_fast.sampler import Sampler  # noqa: E402
 
 SEED = 7
 BATCHES = tuple(int(b) for b in os.environ.get("PIXELCNN_BENCH_SAMPLER_BATCHES", "1,16,4,64").split(","))
-IMPLS = ("cached", "rows", "graph", "predict")
+IMPLS = ("cached", "rows", "graph", "predict", "dist_sample")  # dist_sample: tfd.PixelCNN models only
 
 BENCH_SECONDS = float(os.environ.get("PIXELCNN_BENCH_SECONDS", "3.0"))  # cached: time per benchmark
 CACHED_MIN_ROUNDS, CACHED_MAX_ROUNDS = 3, 20
@@ -187,6 +187,25 @@ MODEL_SPECS["pixelcnn_pp_unet"] = ModelSpec(
     make_small=lambda: mixture_models.as_seed_model(zoo_unet.pixelcnn_pp_unet(
         height=8, width=8, channels=3, filters=64, resnets=2, nr_mix=10, seed=0).model),
     naive_modes=("graph", "predict"))
+
+
+def _tfp_spec(size):
+    """tfd.PixelCNN itself (Sampler(dist): pixelcnn_fast/tfp_adapter.py) with TFP's default 3 hierarchies (a
+    U-net: size -> /2 -> /4 and back) at small width; its naive loop is the graph loop on the adapted network
+    (tf-keras WeightNorm fixes the input height, so no rows loop), and it is also timed against dist.sample(),
+    TFP's own while-loop sampler."""
+    kw = dict(channels=3, hierarchies=3, filters=32, resnets=2, nr_mix=5, seed=0)
+    return ModelSpec(
+        label=f"tfd.PixelCNN {size}x{size}x3", tfp=True, naive_modes=("graph", "dist_sample"),
+        description=f"tests/fixtures/zoo_unet.tfp_pixelcnn: tfp.distributions.PixelCNN {size}x{size}x3, 32 filters, "
+                    "2 resnets per hierarchy, 3 hierarchies, K = 5, weight norm, kernel constraints applied",
+        make=lambda: zoo_unet.tfp_pixelcnn(height=size, width=size, **kw),
+        make_small=lambda: zoo_unet.tfp_pixelcnn(height=8, width=8, **kw))
+
+
+# Not in the default run: PIXELCNN_BENCH_SAMPLER_MODELS=tfp16,tfp32 (needs the tfp extra).
+MODEL_SPECS["tfp16"] = _tfp_spec(16)
+MODEL_SPECS["tfp32"] = _tfp_spec(32)
 MODELS = tuple(m for m in os.environ.get("PIXELCNN_BENCH_SAMPLER_MODELS", "keras_io,rgb,vqvae").split(",") if m)
 
 
@@ -215,11 +234,44 @@ def _kwargs(sm):
 _CHECKED = {}
 
 
+def _tfp_sampler(z):
+    """Sampler(dist) and the naive loop's arguments for its adapted network."""
+    sampler = Sampler(z.dist)
+    kw = dict(head="logistic_mixture", levels=sampler.levels, components=sampler.components,
+              mixture_layout="tfp", value_map=lambda k: 2.0 * k / 255.0 - 1.0, image_shape=None)
+    return sampler, kw
+
+
+def checked_tfp(model_id, spec):
+    """checked() for a tfd.PixelCNN: the same checks through Sampler(dist) and the graph loop."""
+    small = spec.make_small()
+    sampler, kw = _tfp_sampler(small)
+    ref = naive.sample(sampler.model, 2, mode="graph", seed=3, **kw)
+    levels, margins = sampler.sample(2, seed=3, return_margins=True)
+    small_agree = _same_images(ref, levels, margins, "%s small case" % model_id, kw["levels"])
+    z = spec.make()
+    sampler, kw = _tfp_sampler(z)
+    h, w, c = sampler.program.image_shape
+    image = np.random.default_rng(0).uniform(-1, 1, (2, h, w, c)).astype(np.float32)
+    got = sampler.teacher_forced(image)
+    want = sampler.model(image, training=False).numpy()
+    err = float(np.abs(got - want).max() / (np.abs(want).max() + 1e-30))
+    assert err < TF_REL_TOL, "teacher forcing != the tfd.PixelCNN network: max relative error %.2e" % err
+    dense_macs = sum(int(np.prod(v.shape)) for v in sampler.model.weights if len(v.shape) == 4)
+    _CHECKED[model_id] = types.SimpleNamespace(
+        id=model_id, spec=spec, model=sampler.model, dist=z.dist, sampler=sampler, naive_kwargs=kw, h=h, w=w, c=c,
+        steps_total=h * w * c, rows_spread=(), teacher_forced_rel_err=err, small_case_agree=small_agree,
+        dense_macs_per_position=dense_macs, reference={})
+    return _CHECKED[model_id]
+
+
 def checked(model_id):
     """The model and its Sampler, after the correctness checks (module docstring); built once."""
     if model_id in _CHECKED:
         return _CHECKED[model_id]
     spec = MODEL_SPECS[model_id]
+    if getattr(spec, "tfp", False):
+        return checked_tfp(model_id, spec)
     rng = np.random.default_rng(0)
     # Small case first: cached == naive rows loop, same seed (the same layers on a small image).
     small = spec.make_small()
@@ -400,11 +452,27 @@ def bench_naive_rows(benchmark, record_contention, ck, n):
         trace_s=check.trace_seconds, draws_agree_with_cached=agree)
 
 
+def bench_dist_sample(benchmark, record_contention, ck, n):
+    """TFP's own sampler, dist.sample(n): a tf.while_loop over the pixels, the whole network per pixel, run in
+    full (its draws come from TFP's RNG, so only their shape is checked)."""
+    t0 = time.perf_counter()
+    out = ck.dist.sample(n, seed=SEED)
+    first = time.perf_counter() - t0  # includes building the loop's graph
+    assert tuple(out.shape) == (n, ck.h, ck.w, ck.c)
+    rounds = 1 if first > 20 else 2
+    record_contention.quiet()
+    benchmark.pedantic(lambda: ck.dist.sample(n, seed=SEED), rounds=rounds, warmup_rounds=0, iterations=1)
+    st = benchmark.stats
+    record_contention(timed="dist.sample(n) in full, %d round(s) after a first call of %.1f s" % (rounds, first),
+                      steps_timed=ck.steps_total, est_full_s=st.stats.mean, est_full_s_median=st.stats.median,
+                      est_full_s_rounds=list(st.stats.data))
+
+
 # --------------------------------------------------------------------------- the benchmarks
 
 # Variants innermost so a group's rows are measured back to back.
 CASES = [pytest.param(m, n, impl, id="%s-b%d-%s" % (m, n, impl)) for m in MODELS for n in BATCHES for impl in IMPLS
-         if impl == "cached" or impl in getattr(MODEL_SPECS[m], "naive_modes", IMPLS)]
+         if impl == "cached" or impl in getattr(MODEL_SPECS[m], "naive_modes", ("rows", "graph", "predict"))]
 
 
 @pytest.mark.parametrize("model_id,n,impl", CASES)
@@ -421,6 +489,8 @@ def test_sampler(request, benchmark, model_id, n, impl):
         rec(gemm_peak_gflops=round(request.getfixturevalue("gemm_peak_gflops"), 2))
         if impl == "rows":
             bench_naive_rows(benchmark, rec, ck, n)
+        elif impl == "dist_sample":
+            bench_dist_sample(benchmark, rec, ck, n)
         else:
             bench_naive_full_image(benchmark, rec, ck, n, impl)
     info = benchmark.extra_info

@@ -290,12 +290,13 @@ def build(path, plot_path=None):
 
 # --------------------------------------------------------------------------- sampler (bench_sampler.py)
 
-SAMPLER_IMPL_ORDER = ("cached", "rows", "graph", "predict")
+SAMPLER_IMPL_ORDER = ("cached", "rows", "graph", "predict", "dist_sample")
 SAMPLER_IMPL_LABEL = {
     "cached": "cached: Sampler.sample (C++ column program)",
     "rows": "naive rows: tf.function on rows 0..i per pixel",
     "graph": "naive graph: tf.function on the full image per pixel",
     "predict": "naive predict: model.predict per pixel (the seeds' loop)",
+    "dist_sample": "TFP's dist.sample(): its tf.while_loop, the whole network per pixel",
 }
 # The issue's goals: (batch, what, minimum). what = a naive loop (cached >= minimum x faster than it,
 # full-image time) or "pct_of_peak" (the cached sampler's achieved GFLOP/s, % of the GEMM peak).

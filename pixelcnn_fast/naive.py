@@ -189,7 +189,8 @@ def _resolve_conditions(model, conditions, n):
 
 def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=0, temperature=1.0,
            conditions=None, image_shape=None, output="auto", max_steps=None, progress=False,
-           positions=None, image=None, image_offset=0, known_levels=None, components=None):
+           positions=None, image=None, image_offset=0, known_levels=None, components=None,
+           mixture_layout="pixelcnn_pp"):
     """Samples n images by re-running the model on the whole (or row-cropped) image once per pixel and channel.
 
     mode:        "predict": model.predict(image, verbose=0) on the full image each step (the seeds' loop);
@@ -204,6 +205,7 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
                  or "logistic_mixture" (output (n, H, W, 3K) grey or (n, H, W, 10K) RGB, PixelCNN++'s layout;
                  levels: the levels drawn, 256 for PixelCNN++; docs/SEMANTICS.md, "Logistic-mixture heads").
     components:  a mixture's K; inferred from the model's declared output when None.
+    mixture_layout: the mixture's parameter layout, "pixelcnn_pp" or "tfp" (tfd.PixelCNN's; philox.h).
     value_map:   level -> model input: "identity", "level/N" (level/levels), "level/(N-1)", "level/255", or a
                  callable called once per level 0..levels-1 with a Python int, returning a float.
     seed:        integer in [0, 2**64); image k of this call uses Philox counter image = image_offset + k
@@ -254,6 +256,8 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
     steps_total = h * w * c
     limit = steps_total if max_steps is None else min(max_steps, steps_total)
     head_values = levels
+    if mixture_layout not in _rng.MIXTURE_LAYOUTS:
+        raise ValueError(f"{_WHERE}: mixture_layout must be one of {_rng.MIXTURE_LAYOUTS}, got {mixture_layout!r}")
     if head == "logistic_mixture":
         components, head_values = _mixture_components(model, components, c)
         if output == "probs":
@@ -354,7 +358,8 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
                 values = np.ascontiguousarray(evaluate(i, j)[:, 0, :])
                 lv, margin = np.empty(n, np.int32), np.empty(n, np.float32)
                 _rng.draw_mixture_rows(values, components, c, ch, out_levels[:, i, j], levels, t32, seed,
-                                       image_offset, i * w + j, lv, margin)
+                                       image_offset, i * w + j, lv, margin,
+                                       _rng.MIXTURE_LAYOUTS.index(mixture_layout))
             else:
                 values = evaluate(i, j)[:, ch, :]
                 if output == "probs" and (np.any(values < 0) or np.any(values > 1)):

@@ -40,7 +40,7 @@ __all__ = ["philox4x32_10", "uniform01", "fill_uniform_grid", "uniform_grid", "d
            "draw_bernoulli_with_margin", "draw_categorical_logits", "draw_categorical_logits_with_margin",
            "draw_categorical_probs", "draw_categorical_probs_with_margin", "draw_levels", "boundary_tolerance",
            "HEADS", "mixture_head_values", "mixture_component_uniform", "draw_logistic_mixture",
-           "draw_logistic_mixture_with_margin", "draw_mixture_rows"]
+           "draw_logistic_mixture_with_margin", "draw_mixture_rows", "MIXTURE_LAYOUTS"]
 
 # All word arithmetic is done in uint64 with explicit masks: numba widens uint32 operations to uint64, and mixing
 # signed and unsigned 64-bit integers would give float64, so every constant is a uint64 too.
@@ -276,27 +276,45 @@ def _sigmoid32(x):
     return _F1 / (_F1 + np.exp(-x))
 
 
+MIXTURE_LAYOUTS = ("pixelcnn_pp", "tfp")  # philox.h's MixtureLayout, in its order
+_F_EXP_MINUS7 = np.float32(9.118819655545162e-04)  # philox.h's kExpMinus7
+
+
 @njit(cache=True)
-def draw_logistic_mixture_with_margin(v, k, channels, channel, drawn, levels, temperature, u_component, u):
+def _softplus32(r):
+    return (r if r > _F0 else _F0) + np.log1p(np.exp(-np.abs(r)))
+
+
+@njit(cache=True)
+def draw_logistic_mixture_with_margin(v, k, channels, channel, drawn, levels, temperature, u_component, u,
+                                      layout=0):
     """(level, margin) of image channel `channel` from one pixel's mixture head v, statement for statement as
-    philox.h's draw_logistic_mixture (the layouts, coupling, temperature and rounding are defined there)."""
+    philox.h's draw_logistic_mixture (the layouts, coupling, temperature and rounding are defined there);
+    layout: the index of MIXTURE_LAYOUTS."""
     t32 = np.float32(temperature)
-    j, component_margin = draw_categorical_logits_with_margin(v[:k], t32, np.float32(u_component))
+    tfp = layout == 1
+    n = 1 + 2 * channels + channels * (channels - 1) // 2 if tfp else 1
+    j, component_margin = draw_categorical_logits_with_margin(v[0:k * n:n], t32, np.float32(u_component))
+    c0 = j * n  # TFP: component j's block
     block = k if channels == 1 else k + 3 * k * channel
-    mu = np.float32(v[block + j])
-    log_scale = np.float32(v[block + k + j])
+    mu = np.float32(v[c0 + 1 + channel]) if tfp else np.float32(v[block + j])
+    log_scale = np.float32(v[c0 + 1 + channels + channel]) if tfp else np.float32(v[block + k + j])
     if log_scale != log_scale:
         return 0, _F0
     half = np.float32(levels - 1) * _F_HALF
     if channels == 3 and channel > 0:
         x_r = np.float32(drawn[0]) / half - _F1
+        coef = c0 + 1 + 2 * channels
         if channel == 1:
-            mu += np.tanh(np.float32(v[k + 2 * k + j])) * x_r
+            mu += (np.float32(v[coef]) if tfp else np.tanh(np.float32(v[k + 2 * k + j]))) * x_r
         else:
             x_g = np.float32(drawn[1]) / half - _F1
-            mu += np.tanh(np.float32(v[k + 3 * k + 2 * k + j])) * x_r
-            mu += np.tanh(np.float32(v[k + 6 * k + 2 * k + j])) * x_g
-    s = np.exp(log_scale if log_scale > _F_MINUS7 else _F_MINUS7) * t32
+            mu += (np.float32(v[coef + 1]) if tfp else np.tanh(np.float32(v[k + 3 * k + 2 * k + j]))) * x_r
+            mu += (np.float32(v[coef + 2]) if tfp else np.tanh(np.float32(v[k + 6 * k + 2 * k + j]))) * x_g
+    if tfp:
+        s = (_softplus32(log_scale) + _F_EXP_MINUS7) * t32
+    else:
+        s = np.exp(log_scale if log_scale > _F_MINUS7 else _F_MINUS7) * t32
     uu = np.float32(u)
     t = mu + s * (np.log(uu) - np.log1p(-uu))
     y = (t + _F1) * half - _F_HALF
@@ -324,18 +342,19 @@ def draw_logistic_mixture_with_margin(v, k, channels, channel, drawn, levels, te
 
 
 @njit(cache=True)
-def draw_logistic_mixture(v, k, channels, channel, drawn, levels, temperature, u_component, u):
+def draw_logistic_mixture(v, k, channels, channel, drawn, levels, temperature, u_component, u, layout=0):
     """Level of image channel `channel` from one pixel's mixture head (see draw_logistic_mixture_with_margin)."""
     return draw_logistic_mixture_with_margin(v, k, channels, channel, drawn, levels, temperature, u_component,
-                                             u)[0]
+                                             u, layout)[0]
 
 
 @njit(cache=True)
 def draw_mixture_rows(values, k, channels, channel, drawn, levels, temperature, seed, image_offset, position,
-                      out_levels, out_margins):
+                      out_levels, out_margins, layout=0):
     """Channel `channel` of one pixel of M images (image_offset + r) from their mixture heads values (M, 3K or
     10K) float32, drawn (M, >= channel) int32 the levels of the channels before: with the pixel's Philox uniforms,
-    as the executors' draw_pixel_channel (philox.h). Writes out_levels / out_margins (M,)."""
+    as the executors' draw_pixel_channel (philox.h). Writes out_levels / out_margins (M,). layout: the index of
+    MIXTURE_LAYOUTS."""
     seed64 = np.uint64(seed)
     for r in range(values.shape[0]):
         image = np.uint64(image_offset + r)
@@ -345,7 +364,7 @@ def draw_mixture_rows(values, k, channels, channel, drawn, levels, temperature, 
         for c in range(min(channel, 2)):
             prior[c] = drawn[r, c]
         level, margin = draw_logistic_mixture_with_margin(values[r], k, channels, channel, prior, levels,
-                                                          temperature, uc, u)
+                                                          temperature, uc, u, layout)
         out_levels[r] = level
         out_margins[r] = margin
 

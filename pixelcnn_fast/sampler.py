@@ -16,6 +16,8 @@ import tensorflow as tf
 
 from pixelcnn_fast.checks import (check_count, check_image_offset, check_sample_memory, check_seed,
                                   check_temperature)
+from pixelcnn_fast import tfp_adapter
+from pixelcnn_fast.program.ir import NotCausalError
 from pixelcnn_fast.program.lower import lower
 from pixelcnn_fast.program.spec import program_spec
 from pixelcnn_fast.progress import ProgressBar
@@ -80,7 +82,7 @@ class Sampler:
     """
 
     def __init__(self, model, head=None, levels=None, value_map=None, backend="cpu", image_shape=None,
-                 output="logits"):
+                 output="logits", mixture_layout="pixelcnn_pp"):
         if backend not in ("cpu", "cuda"):
             raise ValueError(f"Sampler: backend must be 'cpu' or 'cuda', got {backend!r}")
         if backend == "cuda":
@@ -90,12 +92,26 @@ class Sampler:
             if why is not None:
                 raise RuntimeError(f"Sampler: backend='cuda' cannot run here: {why}")
         self.backend = backend
+        self.tfp = None  # the tfd.PixelCNN's adapter (tfp_adapter.py) when model is one
+        if tfp_adapter.is_tfp_pixelcnn(model):
+            self.tfp = tfp_adapter.TfpNetwork(model)
+            given = dict(head=head, levels=levels, value_map=value_map, image_shape=image_shape)
+            for name, value in given.items():
+                if value is not None:
+                    raise ValueError(f"Sampler: a tfd.PixelCNN's {name} comes from the distribution; do not pass "
+                                     f"{name}= (got {value!r})")
+            model, args = self.tfp.model, self.tfp.sampler_args
+            head, levels, value_map, mixture_layout = (args["head"], args["levels"], args["value_map"],
+                                                       args["mixture_layout"])
+            self.program = self.tfp.lower()
+        else:
+            self.program = lower(model, image_shape)
         self.model = model
-        self.program = lower(model, image_shape)
-        head = resolve_head(self.program, model.name, head, levels, value_map, output)
+        head = resolve_head(self.program, model.name, head, levels, value_map, output, mixture_layout)
         self.head, self.kind, self.levels, self.head_levels = head.head, head.kind, head.levels, head.head_levels
         self.value_scale, self.value_offset = head.value_scale, head.value_offset
         self.components = head.components  # a logistic mixture's K (0 for the other heads)
+        self.mixture_layout = head.mixture_layout
         # The spec writer reads the program and the head from a record of its own, not from self: the cache
         # holding a reference back to the sampler would make a cycle that keeps its C++ builds alive until
         # the garbage collector runs.
@@ -103,7 +119,15 @@ class Sampler:
         self._programs = ProgramCache(self.program, functools.partial(program_spec, spec_source))
         # Refuse a non-causal model now, not at the first sample (constants at zero conditions).
         # The cache size per image does not depend on n: the memory rule reads it before any call allocates.
-        self.cache_floats_per_image = self.executor(1, self.zero_conditions(1)).cache_floats_per_image()
+        try:
+            self.cache_floats_per_image = self.executor(1, self.zero_conditions(1)).cache_floats_per_image()
+        except NotCausalError as e:
+            if self.tfp is None:
+                raise
+            raise NotCausalError(f"{e}. A tfd.PixelCNN is masked by Keras kernel constraints, which tf-keras applies "
+                                 f"after each optimizer step, not at build: train it first, or apply them yourself "
+                                 f"(v.assign(v.constraint(v)) for each v in dist.network.variables with a "
+                                 f"constraint); the sampler does not apply them behind dist.log_prob's back") from e
 
     # ------------------------------------------------------------------------------------------
     # The program behind the calls: public for tf_sampler, serving, the benchmarks and the tests.

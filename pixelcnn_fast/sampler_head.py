@@ -7,6 +7,8 @@ user's arguments against it, with errors naming the argument; Sampler keeps the 
 
 import dataclasses
 
+from pixelcnn_fast.rng import MIXTURE_LAYOUTS
+
 __all__ = ["VALUE_MAPS", "HEADS", "Head", "resolve_head"]
 
 # Named value maps: sampled level -> model input, as (scale(levels), offset).
@@ -30,10 +32,13 @@ class Head:
     value_scale: float   # model input = level * value_scale + value_offset
     value_offset: float
     components: int = 0  # a logistic mixture's K
+    mixture_layout: str = "pixelcnn_pp"  # and its parameter layout: "pixelcnn_pp" or "tfp" (philox.h)
 
 
-def resolve_head(program, model_name, head=None, levels=None, value_map=None, output="logits"):
-    """The Head of a lowered program for Sampler's head / levels / value_map / output arguments."""
+def resolve_head(program, model_name, head=None, levels=None, value_map=None, output="logits",
+                 mixture_layout="pixelcnn_pp"):
+    """The Head of a lowered program for Sampler's head / levels / value_map / output / mixture_layout
+    arguments."""
     p = program
     h, w, c = p.image_shape
     head_channels = p.buffer_channels[p.logits_buffer]
@@ -51,8 +56,13 @@ def resolve_head(program, model_name, head=None, levels=None, value_map=None, ou
         raise ValueError(f"Sampler: head must be 'bernoulli', 'categorical' or 'logistic_mixture', got {head!r}")
     if output not in ("logits", "probs"):
         raise ValueError(f"Sampler: output must be 'logits' or 'probs', got {output!r}")
+    if mixture_layout not in MIXTURE_LAYOUTS:
+        raise ValueError(f"Sampler: mixture_layout must be one of {MIXTURE_LAYOUTS}, got {mixture_layout!r}")
     if head == "logistic_mixture":
-        return _mixture_head(p, model_name, levels, value_map, output)
+        return _mixture_head(p, model_name, levels, value_map, output, mixture_layout)
+    if mixture_layout != "pixelcnn_pp":
+        raise ValueError(f"Sampler: mixture_layout={mixture_layout!r} is for head='logistic_mixture', got "
+                         f"head={head!r}")
     if head == "bernoulli":
         inferred = 1
         kind = "bernoulli"
@@ -98,7 +108,7 @@ def _value_pair(value_map, n_levels):
     return tuple(float(v) for v in value_map)
 
 
-def _mixture_head(p, model_name, levels, value_map, output):
+def _mixture_head(p, model_name, levels, value_map, output, mixture_layout):
     """docs/SEMANTICS.md, "Logistic-mixture heads": K from the output's channels in PixelCNN++'s layout (3K values
     per pixel for grey images, 10K for RGB), levels 256 unless said, fed back as level / 127.5 - 1 unless said."""
     h, w, c = p.image_shape
@@ -107,11 +117,13 @@ def _mixture_head(p, model_name, levels, value_map, output):
         raise ValueError(f"Sampler: head='logistic_mixture' draws grey (1 image channel) or RGB (3) images; model "
                          f"'{model_name}' has {c} image channels")
     per = 3 if c == 1 else 10
-    layout = ("grey: [logits(K), means(K), log_scales(K)]" if c == 1 else
-              "RGB: [logits(K), then per channel means(K), log_scales(K), coeffs(K)]")
+    layout = ("TFP's layout: K blocks of [logit, locs(C), scales(C), coefficients(C(C-1)/2)]"
+              if mixture_layout == "tfp" else
+              "PixelCNN++'s layout, grey: [logits(K), means(K), log_scales(K)]" if c == 1 else
+              "PixelCNN++'s layout, RGB: [logits(K), then per channel means(K), log_scales(K), coeffs(K)]")
     if values % per or values == 0:
         raise ValueError(f"Sampler: head='logistic_mixture' over {c} image channel(s) needs {per}K values per pixel "
-                         f"(PixelCNN++'s layout, {layout}); model '{model_name}' outputs {values}")
+                         f"({layout}); model '{model_name}' outputs {values}")
     if output != "logits" or p.final_activation:
         raise ValueError(f"Sampler: head='logistic_mixture' reads the mixture's raw parameters (a linear output); "
                          f"model '{model_name}' ends in {p.final_activation or 'probabilities (output=probs)'}")
@@ -125,4 +137,4 @@ def _mixture_head(p, model_name, levels, value_map, output):
     # level / 127.5 - 1 at 256 levels: [-1, 1]
     scale, offset = (2.0 / (n_levels - 1), -1.0) if value_map is None else _value_pair(value_map, n_levels)
     return Head(head="logistic_mixture", kind="logistic_mixture", levels=n_levels, head_levels=n_levels,
-                value_scale=scale, value_offset=offset, components=values // per)
+                value_scale=scale, value_offset=offset, components=values // per, mixture_layout=mixture_layout)

@@ -73,18 +73,17 @@ def test_tfp_pixelcnn_untrained_network_is_not_causal(rng):
     assert violations
 
 
-def test_sampler_refuses_a_tfp_distribution_by_type():
-    """Until the multi-resolution issue lands, a tfd.PixelCNN (or its tf-keras network) is refused with a
-    TypeError naming what came and what to do, not a message about undeclared inputs."""
+def test_sampler_takes_the_distribution_not_its_network():
+    """A tfd.PixelCNN's network (a tf-keras layer of TFP's) is refused with a TypeError pointing to
+    Sampler(dist), which adapts it (tests/test_tfp_sampler.py)."""
     why = zoo_unet.tfp_available()
     if why:
         pytest.skip(why)
     import pixelcnn_fast
 
     model = zoo_unet.tfp_pixelcnn(8, 8, 1)
-    for obj in (model.dist, model.dist.network):
-        with pytest.raises(TypeError, match=r"Keras 3 model .*tensorflow_probability.*PixelCNN.*dist\.sample\(\)"):
-            pixelcnn_fast.Sampler(obj)
+    with pytest.raises(TypeError, match=r"Keras 3 model .*tensorflow_probability.*pixelcnn_fast\.Sampler\(dist\)"):
+        pixelcnn_fast.Sampler(model.dist.network)
     with pytest.raises(TypeError, match="got builtins.object"):
         pixelcnn_fast.check(object())
 

@@ -364,8 +364,11 @@ void ColumnProgram::set_mixture_head(const HeadSpec& head) {
     throw std::invalid_argument(
         "head buffer has " + std::to_string(buffer_channels_[head.buffer]) + " channels, expected " +
         std::to_string(values) + " for a logistic mixture of " + std::to_string(head.components) + " components (" +
-        (c_ == 1 ? "grey: [logits, means, log_scales]" : "RGB: [logits, then per channel means, log_scales, coeffs]") +
-        " x K)");
+        (head.mixture_layout == MixtureLayout::kTfp
+             ? "TFP's layout: K blocks of [logit, locs, scales, coefficients]"
+             : c_ == 1 ? "grey: [logits, means, log_scales] x K"
+                       : "RGB: [logits, then per channel means, log_scales, coeffs] x K") +
+        ")");
   for (const ProgramStep& st : steps_)
     if (st.out == head.buffer && st.phase != 0)
       throw std::invalid_argument("step '" + st.name + "' writes the logistic-mixture head at phase " +
@@ -779,7 +782,7 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
   assert(temperature > 0.0f && std::isfinite(temperature));
   assert(levels != nullptr);
   prepare();
-  const DrawShape draw{head_.kind, head_.levels, head_.components, c_};
+  const DrawShape draw{head_.kind, head_.levels, head_.components, c_, head_.mixture_layout};
   const size_t nsteps = steps_.size();
   std::mutex profile_mutex;
   if (step_seconds != nullptr) std::fill(step_seconds, step_seconds + nsteps + 1, 0.0);

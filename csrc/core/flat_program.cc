@@ -51,6 +51,7 @@ FlatView FlatProgram::view_over(const std::vector<const void*>& t, float* ring, 
   v.head_buffer = head_buffer;
   v.head_levels = head_levels;
   v.head_components = head_components;
+  v.head_mixture_layout = head_mixture_layout;
   v.head_scale = head_scale;
   v.head_offset = head_offset;
   v.steps = static_cast<const FlatStep*>(t[0]);

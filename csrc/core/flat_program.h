@@ -74,6 +74,7 @@ struct FlatView {
   int32_t h = 0, w = 0, c = 0, nsteps = 0, max_phase = 0;
   int32_t head_kind = 0, head_buffer = 0, head_levels = 1;
   int32_t head_components = 0;  // a logistic mixture's K
+  int32_t head_mixture_layout = 0;  // and its MixtureLayout
   float head_scale = 1.0f, head_offset = 0.0f;
   const FlatStep* steps = nullptr;
   const int32_t* ipool = nullptr;
@@ -100,6 +101,7 @@ struct FlatProgram {
   int32_t h = 0, w = 0, c = 0, max_phase = 0;
   int32_t head_kind = 0, head_buffer = 0, head_levels = 1;
   int32_t head_components = 0;  // a logistic mixture's K
+  int32_t head_mixture_layout = 0;  // and its MixtureLayout
   float head_scale = 1.0f, head_offset = 0.0f;
   std::vector<FlatStep> steps;
   std::vector<int32_t> ipool;
@@ -314,7 +316,8 @@ PCF_HOST_DEVICE void sample_images(const FlatView& v, Threads& th, int64_t img0,
                                    float temperature, int64_t image_offset, int32_t* levels, float* margins,
                                    const int32_t* known) {
   const int32_t C = v.c;
-  const DrawShape draw{static_cast<DrawHead>(v.head_kind), v.head_levels, v.head_components, C};
+  const DrawShape draw{static_cast<DrawHead>(v.head_kind), v.head_levels, v.head_components, C,
+                       static_cast<MixtureLayout>(v.head_mixture_layout)};
   for (int64_t i = 0; i < v.h; ++i) {
     for (int64_t j = 0; j < v.w; ++j) {
       const uint32_t position = static_cast<uint32_t>(i * v.w + j);

@@ -126,6 +126,7 @@ FlatProgram flatten(const ColumnProgram& program) {
   f.head_buffer = head.buffer;
   f.head_levels = head.levels;
   f.head_components = head.components;
+  f.head_mixture_layout = static_cast<int32_t>(head.mixture_layout);
   f.head_scale = head.value_scale;
   f.head_offset = head.value_offset;
   f.channels = channels;

@@ -193,11 +193,23 @@ PCF_HOST_DEVICE inline int draw_categorical_probs(const float* p, int n, int str
 // to the level's two CDF boundaries sigmoid((b - mu) / s). Unlike the categorical draws this one has products
 // feeding sums (mu + c * x, mu + s * logit(u)) that a compiler may contract to FMA (nvcc does by default) and
 // calls logf, log1pf and tanhf: backends agree up to rounding, and `margin` says where rounding decides a level.
+// TFP's layout (tfd.PixelCNN: the network's last Dense, before TFP's reshape and split) is component-major: K
+// blocks of n = 1 + 2C + C(C-1)/2 values [logit, locs(C), scale parameters(C), coefficients(C(C-1)/2)], with
+// scale s = (softplus(r) + exp(-7)) * T from the raw value r (TFP's network adds exp(-7) after a softplus) and
+// raw coefficients: mu_G += c_0 x_R, mu_B += c_1 x_R + c_2 x_G. Everything else (component, discretisation,
+// margin) is the same: TFP's QuantizedDistribution over [low, high] has the bins above with L = high - low + 1.
 namespace philox_detail {
 PCF_HOST_DEVICE inline float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
+// softplus without overflow: max(r, 0) + log1p(exp(-|r|)).
+PCF_HOST_DEVICE inline float softplusf_(float r) { return (r > 0.0f ? r : 0.0f) + log1pf(expf(-fabsf(r))); }
+constexpr float kExpMinus7 = 9.118819655545162e-04f;  // exp(-7) in float32, as TFP's tf.exp(-7.)
 }  // namespace philox_detail
 
+// The mixture head's parameter layouts (above); the value is the spec's `layout=` index.
+enum class MixtureLayout : int32_t { kPixelCnnPP = 0, kTfp = 1 };
+
 // Number of head values per pixel for K components over `channels` image channels (0: layout not defined).
+// Both layouts hold the same count (3K grey, 10K RGB).
 PCF_HOST_DEVICE inline int mixture_head_values(int k, int channels) {
   return channels == 1 ? 3 * k : channels == 3 ? 10 * k : 0;
 }
@@ -214,28 +226,35 @@ PCF_HOST_DEVICE inline float mixture_component_uniform(uint64_t seed, uint32_t i
 // pixel (read only for RGB's coupling). u_component: mixture_component_uniform; u: the channel's uniform01.
 PCF_HOST_DEVICE inline int draw_logistic_mixture(const float* v, int k, int channels, int channel, const int* drawn,
                                                  int levels, float temperature, float u_component, float u,
-                                                 float* margin = nullptr) {
+                                                 float* margin = nullptr,
+                                                 MixtureLayout layout = MixtureLayout::kPixelCnnPP) {
+  const bool tfp = layout == MixtureLayout::kTfp;
+  const int n = tfp ? 1 + 2 * channels + channels * (channels - 1) / 2 : 1;  // TFP: one block per component
   float component_margin = 0.0f;
-  const int j = draw_categorical_logits(v, k, 1, temperature, u_component, &component_margin);
+  const int j = draw_categorical_logits(v, k, n, temperature, u_component, &component_margin);
+  const float* comp = v + j * n;  // TFP: component j's block
   const int block = channels == 1 ? k : k + 3 * k * channel;
-  float mu = v[block + j];
-  const float log_scale = v[block + k + j];
-  if (log_scale != log_scale) {  // the clip below would turn a NaN log-scale into -7
+  float mu = tfp ? comp[1 + channel] : v[block + j];
+  const float scale_param = tfp ? comp[1 + channels + channel] : v[block + k + j];
+  if (scale_param != scale_param) {  // the clip below would turn a NaN log-scale into -7
     if (margin != nullptr) *margin = 0.0f;
     return 0;
   }
   const float half = static_cast<float>(levels - 1) * 0.5f;
   if (channels == 3 && channel > 0) {
     const float x_r = static_cast<float>(drawn[0]) / half - 1.0f;
+    const float* coef = comp + 1 + 2 * channels;  // TFP: raw c_0 (G from R), c_1 (B from R), c_2 (B from G)
     if (channel == 1) {
-      mu += tanhf(v[k + 2 * k + j]) * x_r;
+      mu += (tfp ? coef[0] : tanhf(v[k + 2 * k + j])) * x_r;
     } else {
       const float x_g = static_cast<float>(drawn[1]) / half - 1.0f;
-      mu += tanhf(v[k + 3 * k + 2 * k + j]) * x_r;
-      mu += tanhf(v[k + 6 * k + 2 * k + j]) * x_g;
+      mu += (tfp ? coef[1] : tanhf(v[k + 3 * k + 2 * k + j])) * x_r;
+      mu += (tfp ? coef[2] : tanhf(v[k + 6 * k + 2 * k + j])) * x_g;
     }
   }
-  const float s = expf(log_scale > -7.0f ? log_scale : -7.0f) * temperature;
+  const float s = (tfp ? philox_detail::softplusf_(scale_param) + philox_detail::kExpMinus7
+                       : expf(scale_param > -7.0f ? scale_param : -7.0f)) *
+                  temperature;
   const float t = mu + s * (logf(u) - log1pf(-u));
   const float y = (t + 1.0f) * half - 0.5f;
   if (y != y || !(s > 0.0f) || s > FLT_MAX) {  // NaN somewhere, or no scale: decided by no u
@@ -287,6 +306,7 @@ struct DrawShape {
   int levels;
   int components;
   int channels;
+  MixtureLayout mixture_layout = MixtureLayout::kPixelCnnPP;  // kLogisticMixture's parameter layout
 };
 
 // The level of image channel `channel` of image `image` at raster position `position`, drawn from the head
@@ -303,7 +323,7 @@ PCF_HOST_DEVICE inline int draw_pixel_channel(const DrawShape& head, const float
   int prior[2] = {0, 0};  // draw_logistic_mixture reads at most R and G
   for (int c = 0; c < channel && c < 2; ++c) prior[c] = drawn[c];
   return draw_logistic_mixture(pixel, head.components, head.channels, channel, prior, head.levels, temperature,
-                               mixture_component_uniform(seed, image, position), u, margin);
+                               mixture_component_uniform(seed, image, position), u, margin, head.mixture_layout);
 }
 
 }  // namespace pcf

@@ -95,6 +95,7 @@ struct HeadSpec {
   int buffer = -1;        // the buffer holding logits (or probabilities)
   int levels = 1;         // values per image channel in that buffer (1 for bernoulli); a mixture: levels drawn
   int components = 0;     // kLogisticMixture: K (the buffer holds mixture_head_values(K, channels) values)
+  MixtureLayout mixture_layout = MixtureLayout::kPixelCnnPP;  // kLogisticMixture: its parameter layout (philox.h)
   float value_scale = 1;  // model input = level * value_scale + value_offset
   float value_offset = 0;
 };

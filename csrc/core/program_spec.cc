@@ -304,7 +304,12 @@ ProgramSpec parse_program_spec(const std::string& text) {
       spec.head.value_offset = st.take_float("offset");
       // A mixture's K; no other head has components (finish() refuses the key as unknown).
       if (spec.head.kind == DrawHead::kLogisticMixture)
+      {
         spec.head.components = static_cast<int>(st.take_int("components", 1, 1 << 24));
+        // The parameter layout (philox.h): 0 PixelCNN++'s (the default when absent), 1 TFP's.
+        if (st.has("layout"))
+          spec.head.mixture_layout = static_cast<MixtureLayout>(st.take_int("layout", 0, 1));
+      }
       st.finish();
       have_head = true;
       head_line = no;
@@ -528,7 +533,11 @@ std::string format_program_spec(const ProgramSpec& spec) {
   os << "head kind=" << name_of(spec.head.kind) << " buffer=" << spec.head.buffer
      << " levels=" << spec.head.levels << " scale=" << fmt_float(spec.head.value_scale)
      << " offset=" << fmt_float(spec.head.value_offset);
-  if (spec.head.kind == DrawHead::kLogisticMixture) os << " components=" << spec.head.components;
+  if (spec.head.kind == DrawHead::kLogisticMixture) {
+    os << " components=" << spec.head.components;
+    if (spec.head.mixture_layout != MixtureLayout::kPixelCnnPP)
+      os << " layout=" << static_cast<int>(spec.head.mixture_layout);
+  }
   os << '\n';
   os << "end\n";
   return os.str();

@@ -129,8 +129,12 @@ py::object rng_draw_levels(const py::object& values_obj, const std::string& head
 // levels of R and G at the pixel, read for RGB channels 1 and 2), u_component and u (M,) float32.
 py::object rng_draw_logistic_mixture(const py::object& values_obj, int components, int channel,
                                      const py::object& drawn_obj, int levels, const py::object& temperature,
-                                     const py::object& u_component_obj, const py::object& u_obj, bool return_margin) {
+                                     const py::object& u_component_obj, const py::object& u_obj, bool return_margin,
+                                     const std::string& layout) {
   const char* fn = "draw_logistic_mixture";
+  if (layout != "pixelcnn_pp" && layout != "tfp")
+    throw py::value_error(std::string(fn) + ": layout must be 'pixelcnn_pp' or 'tfp', got '" + layout + "'");
+  const pcf::MixtureLayout lay = layout == "tfp" ? pcf::MixtureLayout::kTfp : pcf::MixtureLayout::kPixelCnnPP;
   const float* values = checked_input(values_obj, fn, "values", 2);
   const float* uc = checked_input(u_component_obj, fn, "u_component", 1);
   const float* u = checked_input(u_obj, fn, "u", 1);
@@ -175,7 +179,7 @@ py::object rng_draw_logistic_mixture(const py::object& values_obj, int component
     for (py::ssize_t i = 0; i < m; ++i) {
       const int prior[2] = {drawn[2 * i], drawn[2 * i + 1]};
       lp[i] = pcf::draw_logistic_mixture(values + i * n, components, channels, channel, prior, levels, t, uc[i], u[i],
-                                         mp ? mp + i : nullptr);
+                                         mp ? mp + i : nullptr, lay);
     }
   }
   if (return_margin) return py::make_tuple(out, margins);
@@ -314,10 +318,11 @@ void bind_testing(py::module_& t) {
         "the nearest cdf boundary (draws closer than rounding may differ between backends).");
   t.def("draw_logistic_mixture", &rng_draw_logistic_mixture, py::arg("values"), py::arg("components"),
         py::arg("channel"), py::arg("drawn"), py::arg("levels"), py::arg("temperature"), py::arg("u_component"),
-        py::arg("u"), py::arg("return_margin") = false,
+        py::arg("u"), py::arg("return_margin") = false, py::arg("layout") = "pixelcnn_pp",
         "int32 (M,) levels of image channel `channel` drawn from each row of values (M, 3K grey or 10K RGB) float32 "
         "by core/philox.h's draw_logistic_mixture; drawn (M, 2) int32: the R and G levels already drawn at the "
-        "pixel (read by RGB channels 1, 2). return_margin: also each draw's distance to a decision boundary.");
+        "pixel (read by RGB channels 1, 2). return_margin: also each draw's distance to a decision boundary. "
+        "layout: 'pixelcnn_pp' (openai's) or 'tfp' (tfd.PixelCNN's component-major blocks).");
   t.def("mixture_component_uniform", &rng_mixture_component_uniform, py::arg("seed"), py::arg("image"),
         py::arg("position"), "The pixel's component uniform: word 1 of the (image, position, 0, 0) Philox block.");
 }

@@ -219,17 +219,20 @@ class Lowerer:
         lowering(self, op, ins)
 
 
-def _check_is_keras(model):
+def _check_is_keras(model, accept_tf_keras=False):
     """A typed refusal for what is not a Keras 3 model or layer, naming what came (a TFP distribution, a
-    tf-keras model), before anything tries to trace it."""
+    tf-keras model), before anything tries to trace it. accept_tf_keras: a tf-keras model the TFP adapter
+    (pixelcnn_fast/tfp_adapter.py) prepared."""
     import keras
 
     if isinstance(model, keras.layers.Layer):
         return
+    if accept_tf_keras and type(model).__module__.startswith("tf_keras"):
+        return
     kind = f"{type(model).__module__}.{type(model).__qualname__}"
     if type(model).__module__.startswith("tensorflow_probability"):
-        hint = ("a tfp.distributions.PixelCNN is not taken yet (its network is a tf-keras model with several "
-                "outputs: the multi-resolution issue); sample it with dist.sample()")
+        hint = ("a tfp.distributions.PixelCNN is a distribution: pass it to pixelcnn_fast.Sampler(dist), which "
+                "adapts its network and mixture head (pixelcnn_fast/tfp_adapter.py)")
     elif type(model).__module__.startswith("tf_keras"):
         hint = "it is a tf-keras (Keras 2) model: rebuild it with Keras 3 layers (import keras)"
     else:
@@ -237,13 +240,14 @@ def _check_is_keras(model):
     raise TypeError(f"model must be a Keras 3 model (keras.Model), got {kind}: {hint}")
 
 
-def lower(model, image_shape=None, condition_specs=None):
+def lower(model, image_shape=None, condition_specs=None, accept_tf_keras=False):
     """Lowers `model` into a Program (constants evaluated by program.evaluate_consts).
 
     image_shape: (H, W, C), inferred from the model's first input when it has one.
     condition_specs: tf.TensorSpec of further inputs (class labels ...), inferred likewise.
+    accept_tf_keras: take a tf-keras model (the TFP adapter's network); else only Keras 3.
     """
-    _check_is_keras(model)
+    _check_is_keras(model, accept_tf_keras)
     inputs = getattr(model, "inputs", None)
     if image_shape is None:
         if not inputs:

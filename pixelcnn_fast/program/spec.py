@@ -120,7 +120,8 @@ def spec_with_recipes(sampler, consts):
     h, w, c = p.image_shape
     head = (f"head kind={sampler.kind} buffer={p.logits_buffer} levels={sampler.head_levels} "
             f"scale={_f32(sampler.value_scale)} offset={_f32(sampler.value_offset)}"
-            + (f" components={sampler.components}" if mixture else ""))
+            + (f" components={sampler.components}" if mixture else "")
+            + (" layout=1" if mixture and sampler.mixture_layout == "tfp" else ""))
     inputs = []
     for k, (kind, slot, step) in enumerate(recipes):
         if kind == "const":

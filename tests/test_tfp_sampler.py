@@ -1,0 +1,222 @@
+"""Tests: pixelcnn_fast.Sampler(dist) on tfp.distributions.PixelCNN itself (pixelcnn_fast/tfp_adapter.py).
+
+The distribution is TFP's own, built by tests/fixtures/zoo_unet.py's tfp_pixelcnn (weight norm initialised by a
+first log_prob, kernel constraints applied as the first optimizer step would), at one hierarchy (no stride-2
+layers) and at two and three (TFP's U-net: stride-2 convs down, transposed convs up, on coarse grids).
+
+The mixture semantics are tied to TFP's own numbers, not to our reading of them: a float64 oracle of TFP's layout
+(written from TFP's documented likelihood) must give dist.log_prob of the sampled images, and the draws must be
+calibrated under that oracle's conditionals.
+"""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from fixtures import zoo_unet
+
+SKIP = zoo_unet.tfp_available()
+pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+
+import pixelcnn_fast as pf  # noqa: E402
+from pixelcnn_fast import naive, tf_sampler  # noqa: E402
+from pixelcnn_fast._core import testing  # noqa: E402
+from pixelcnn_fast.program.ir import NotCausalError  # noqa: E402
+from test_mixture_sampler import assert_same_draws  # noqa: E402
+
+LEVELS = 256
+
+
+def _dist(channels=1, conditional=False, size=(8, 8), constrained=True, seed=0, hierarchies=1):
+    return zoo_unet.tfp_pixelcnn(height=size[0], width=size[1], channels=channels, conditional=conditional,
+                                 hierarchies=hierarchies, nr_mix=3, filters=8, seed=seed, constrained=constrained)
+
+
+def _conditions(z, n, rng):
+    if not z.conditional_shape:
+        return None
+    return [np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)]]
+
+
+def _inputs(levels, conds):
+    x = (2.0 * levels / (LEVELS - 1) - 1.0).astype(np.float32)
+    return [x] + conds if conds else x
+
+
+# ------------------------------------------------------------------- TFP's mixture in float64, from its docs
+def _tfp_cdfs(params, levels, channels, temperature=1.0):
+    """float64 F(x - 1), F(x) of every drawn level x under TFP's conditionals, and each pixel's log P: params
+    (n, H, W, K * (1 + 2C + C(C-1)/2)) is the network's last Dense on the drawn images. TFP's layout: component j's
+    block [logit, locs(C), raw scales(C), coefficients]; scale softplus(raw) + exp(-7); loc_G += c_0 x_R,
+    loc_B += c_1 x_R + c_2 x_G with x = 2 level / 255 - 1; QuantizedDistribution over [0, 255] of the logistic
+    shifted by -1/2 (bins of half-width 1/255 around x in [-1, 1] units, the outer bins open). One component per
+    pixel: channel c's conditional weighs j by its posterior given the channels before."""
+    p = params.astype(np.float64)
+    n_per = 1 + 2 * channels + channels * (channels - 1) // 2
+    k = p.shape[-1] // n_per
+    p = p.reshape(p.shape[:-1] + (k, n_per))
+    z = p[..., 0] / temperature
+    weight = np.exp(z - z.max(-1, keepdims=True))
+    weight /= weight.sum(-1, keepdims=True)
+    x = 2.0 * levels / (LEVELS - 1) - 1.0
+    lower, upper = np.zeros(levels.shape), np.zeros(levels.shape)
+    joint = weight.copy()
+    for c in range(channels):
+        mu = p[..., 1 + c].copy()
+        raw = p[..., 1 + channels + c]
+        s = (np.logaddexp(0.0, raw) + np.exp(-7.0)) * temperature
+        coef = p[..., 1 + 2 * channels:]
+        if c == 1:
+            mu += coef[..., 0] * x[..., :1]
+        elif c == 2:
+            mu += coef[..., 1] * x[..., :1] + coef[..., 2] * x[..., 1:2]
+        lv = levels[..., c:c + 1].astype(np.float64)
+
+        def component_cdf(level):
+            edge = (2.0 * level + 1.0) / (LEVELS - 1) - 1.0
+            f = 0.5 * (1.0 + np.tanh(0.5 * (edge - mu) / s))
+            return np.where(level < 0, 0.0, np.where(level >= LEVELS - 1, 1.0, f))
+
+        below, at = component_cdf(lv - 1.0), component_cdf(lv)
+        w = weight / weight.sum(-1, keepdims=True)
+        lower[..., c], upper[..., c] = (w * below).sum(-1), (w * at).sum(-1)
+        weight = w * (at - below)
+        joint = joint * (at - below)
+    return lower, upper, np.log(joint.sum(-1))
+
+
+# ------------------------------------------------------------------- the adapter
+@pytest.mark.parametrize("channels,conditional,hierarchies,size", [
+    (1, False, 1, (7, 9)), (3, True, 1, (7, 9)), (3, False, 1, (7, 9)),
+    (1, False, 2, (6, 10)), (3, True, 2, (8, 8)), (3, False, 3, (16, 16)), (1, True, 3, (8, 12))])
+def test_teacher_forced_equals_the_tfp_network(channels, conditional, hierarchies, size, rng):
+    z = _dist(channels, conditional, size=size, hierarchies=hierarchies)
+    sampler = pf.Sampler(z.dist)
+    assert (sampler.head, sampler.levels, sampler.components, sampler.mixture_layout) == \
+        ("logistic_mixture", LEVELS, 3, "tfp")
+    for n in (1, 3):
+        levels = rng.integers(0, LEVELS, (n,) + size + (channels,))
+        conds = _conditions(z, n, rng)
+        ref = sampler.model(_inputs(levels, conds), training=False).numpy()
+        got = sampler.teacher_forced(_inputs(levels, None), conditions=conds)
+        err = np.abs(got - ref).max() / np.abs(ref).max()
+        print(f"C={channels} conditional={conditional} hierarchies={hierarchies} {size} n={n}: max relative "
+              f"error {err:.2e}")
+        assert err < 1e-5
+
+
+def test_the_oracle_gives_tfps_own_log_prob(rng):
+    # Ties the layout, scale, coupling and discretisation to TFP's implementation: the float64 oracle's
+    # log-likelihood of sampled and of random images equals dist.log_prob (float32: 1e-4 relative).
+    for channels, conditional, hierarchies, size in ((1, False, 1, (5, 6)), (3, True, 1, (5, 6)),
+                                                     (3, False, 2, (4, 6))):
+        z = _dist(channels, conditional, size=size, hierarchies=hierarchies)
+        sampler = pf.Sampler(z.dist)
+        conds = _conditions(z, 4, rng)
+        drawn = sampler.sample(4, seed=5, conditions=conds)
+        for levels in (drawn, rng.integers(0, LEVELS, drawn.shape)):
+            params = sampler.model(_inputs(levels, conds), training=False).numpy()
+            ours = _tfp_cdfs(params, levels, channels)[2].sum(axis=(1, 2))
+            theirs = z.dist.log_prob(levels.astype(np.float32), conditional_input=None if conds is None else
+                                     conds[0]).numpy()
+            np.testing.assert_allclose(ours, theirs, rtol=1e-4)
+
+
+@pytest.mark.parametrize("channels,conditional,n,temperature,hierarchies,size", [
+    (1, False, 3, 1.0, 1, (5, 7)), (3, True, 2, 0.8, 1, (5, 7)), (3, False, 1, 1.0, 1, (5, 7)),
+    (1, True, 2, 1.0, 2, (4, 6)), (3, False, 1, 0.9, 3, (4, 4))])
+def test_cached_draws_the_naive_loops_images(channels, conditional, n, temperature, hierarchies, size, rng):
+    z = _dist(channels, conditional, size=size, hierarchies=hierarchies)
+    sampler = pf.Sampler(z.dist)
+    conds = _conditions(z, n, rng)
+    seed = 1130 + channels
+    # mode="graph": tf-keras WeightNorm layers declare a fixed input shape, so the rows loop cannot crop.
+    ref = naive.sample(sampler.model, n, mode="graph", head="logistic_mixture", levels=LEVELS,
+                       value_map=lambda k: 2.0 * k / (LEVELS - 1) - 1.0, seed=seed, temperature=temperature,
+                       conditions=conds, components=3, mixture_layout="tfp")
+    levels, margins = sampler.sample(n, seed=seed, temperature=temperature, conditions=conds, return_margins=True)
+    diverged = assert_same_draws(ref.levels, ref.margins, levels, margins, "naive graph vs cached")
+    print(f"C={channels} n={n}: {(ref.levels == levels).mean():.1%} of draws equal, {diverged} diverged")
+    assert (ref.levels == levels).mean() > 0.5
+    # The TF op takes the layout through the same spec; the GPU flat program refuses TFP's network by name (its
+    # vertical stack is computed with a delay, and its U-net has grids: the flat program takes neither yet).
+    np.testing.assert_array_equal(tf_sampler.sample_op(sampler, n, seed=seed, temperature=temperature,
+                                                       conditions=conds).numpy(), levels)
+    spec, arrays = sampler.last_spec
+    assert " layout=1" in spec
+    with pytest.raises(ValueError, match=r"flatten: step '.*' is (a delayed step|a strided conv|a transposed conv|a step on a coarse grid)"):
+        testing.EmulatedGpuProgram.from_spec(spec, arrays, 0)
+
+
+@pytest.mark.parametrize("channels,hierarchies,size", [(1, 1, (6, 7)), (3, 1, (6, 7)), (1, 2, (6, 8)),
+                                                      (3, 2, (6, 8))])
+def test_draws_are_calibrated_under_tfps_conditionals(channels, hierarchies, size, rng):
+    # Grey: 16 images x 42 or 48 pixels >= 672 draws; RGB: 8 x 42 or 48 x 3 >= 1008. KS threshold 1e-4, as the zoo's.
+    z = _dist(channels, False, size=size, hierarchies=hierarchies)
+    sampler = pf.Sampler(z.dist)
+    n = 16 if channels == 1 else 8
+    seed = int(rng.integers(2 ** 63))
+
+    def pit(levels, temperature=1.0):
+        params = sampler.model(_inputs(levels, None), training=False).numpy()
+        lower, upper, _ = _tfp_cdfs(params, levels, channels, temperature)
+        return (lower + rng.random(lower.shape) * (upper - lower)).ravel()
+
+    u = pit(sampler.sample(n, seed=seed))
+    res = stats.kstest(u, "uniform")
+    print(f"C={channels}: {u.size} draws, KS {res.statistic:.4f}, p = {res.pvalue:.3g} (seed {seed})")
+    assert u.size >= 500 and res.pvalue > 1e-4
+    cold = sampler.sample(n, seed=seed, temperature=0.3)
+    res_cold = stats.kstest(pit(cold), "uniform")
+    print(f"C={channels}: T=0.3 draws against T=1: p = {res_cold.pvalue:.3g}")
+    assert res_cold.pvalue < 1e-4
+    assert stats.kstest(pit(cold, 0.3), "uniform").pvalue > 1e-4
+
+
+def test_core_tfp_layout_equals_the_numba_twin(rng):
+    from pixelcnn_fast import rng as prng
+
+    for channels in (1, 3):
+        k, m = 4, 4000
+        values = (rng.standard_normal((m, k * (1 + 2 * channels + channels * (channels - 1) // 2))) * 2).astype(
+            np.float32)
+        values[::97] = np.nan
+        drawn = rng.integers(0, LEVELS, (m, 2)).astype(np.int32)
+        uc, u = rng.random(m).astype(np.float32), rng.random(m).astype(np.float32)
+        for channel in range(channels):
+            lv, mg = testing.draw_logistic_mixture(values, k, channel, drawn, LEVELS, 0.9, uc, u, True, layout="tfp")
+            for r in range(0, m, 7):
+                level, margin = prng.draw_logistic_mixture_with_margin(values[r], k, channels, channel, drawn[r],
+                                                                       LEVELS, 0.9, uc[r], u[r], 1)
+                assert level == lv[r] or min(margin, mg[r]) < 1e-5, (channels, channel, r)
+
+
+# ------------------------------------------------------------------- refusals
+def test_untrained_network_is_refused_with_how_to_mask_it():
+    z = _dist(1, False, constrained=False)
+    with pytest.raises(NotCausalError, match=r"kernel constraints.*v\.assign\(v\.constraint\(v\)\)"):
+        pf.Sampler(z.dist)
+
+
+def test_uninitialised_weight_norm_is_refused():
+    import tensorflow_probability as tfp
+
+    dist = tfp.distributions.PixelCNN(image_shape=(4, 4, 1), num_resnet=1, num_hierarchies=1, num_filters=4,
+                                      num_logistic_mix=2, dropout_p=0.0)
+    with pytest.raises(ValueError, match=r"weight norm layer '.*' .* not initialised .*log_prob"):
+        pf.Sampler(dist)
+
+
+def test_arguments_the_distribution_defines_are_refused():
+    z = _dist(1, False, size=(4, 4))
+    for kw in (dict(head="categorical"), dict(levels=16), dict(value_map="identity"), dict(image_shape=(4, 4, 1))):
+        with pytest.raises(ValueError, match=f"{next(iter(kw))}= "):
+            pf.Sampler(z.dist, **kw)
+
+
+def test_lower_and_check_point_a_distribution_to_the_sampler():
+    from pixelcnn_fast.program.lower import lower
+
+    z = _dist(1, False, size=(4, 4))
+    with pytest.raises(TypeError, match=r"pixelcnn_fast\.Sampler\(dist\)"):
+        lower(z.dist)
