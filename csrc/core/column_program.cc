@@ -14,7 +14,6 @@
 
 #include "checks.h"
 #include "conv_index.h"
-#include "elementwise.h"
 #include "kernels.h"
 #include "program_spec.h"
 
@@ -26,44 +25,11 @@ std::invalid_argument step_error(const std::string& name, const std::string& wha
   return std::invalid_argument("step '" + name + "': " + what);
 }
 
-// Applies f over n channels; the dispatch on the activation happens once per call, not per element,
-// so each loop is a plain vectorisable loop.
-template <typename F>
-inline void map_channels(const float* a, float* y, int64_t n, F f) {
-  for (int64_t k = 0; k < n; ++k) y[k] = f(a[k]);
-}
-
-void apply_act_row(ActFn fn, float alpha, const float* a, float* y, int64_t n) {
-  switch (fn) {
-    case ActFn::kRelu: map_channels(a, y, n, [](float x) { return x > 0.0f ? x : 0.0f; }); return;
-    case ActFn::kLeakyRelu: map_channels(a, y, n, [alpha](float x) { return x > 0.0f ? x : alpha * x; }); return;
-    case ActFn::kNeg: map_channels(a, y, n, [](float x) { return -x; }); return;
-    case ActFn::kSquare: map_channels(a, y, n, [](float x) { return x * x; }); return;
-    default:  // the other activations: the scalar function the GPU executor uses too (elementwise.h)
-      map_channels(a, y, n, [fn, alpha](float x) { return elementwise::act(static_cast<int32_t>(fn), x, alpha); });
-      return;
-  }
-}
-
-template <typename F>
-inline void zip_channels(const float* a, int64_t as, const float* b, int64_t bs, float* y, int64_t n, F f) {
-  if (as == 1 && bs == 1) {
-    for (int64_t k = 0; k < n; ++k) y[k] = f(a[k], b[k]);
-  } else {
-    for (int64_t k = 0; k < n; ++k) y[k] = f(a[k * as], b[k * bs]);
-  }
-}
-
-void apply_binary_row(BinaryFn fn, const float* a, int64_t as, const float* b, int64_t bs, float* y, int64_t n) {
-  switch (fn) {
-    case BinaryFn::kAdd: zip_channels(a, as, b, bs, y, n, [](float u, float v) { return u + v; }); return;
-    case BinaryFn::kSub: zip_channels(a, as, b, bs, y, n, [](float u, float v) { return u - v; }); return;
-    case BinaryFn::kMul: zip_channels(a, as, b, bs, y, n, [](float u, float v) { return u * v; }); return;
-    case BinaryFn::kDiv: zip_channels(a, as, b, bs, y, n, [](float u, float v) { return u / v; }); return;
-    case BinaryFn::kMax: zip_channels(a, as, b, bs, y, n, [](float u, float v) { return std::max(u, v); }); return;
-    case BinaryFn::kMin: zip_channels(a, as, b, bs, y, n, [](float u, float v) { return std::min(u, v); }); return;
-  }
-}
+// The elementwise rows are the ISA kernels' (kernels.h), called with these enums' values.
+static_assert(int(ActFn::kRelu) == 0 && int(ActFn::kTanh) == 4 && int(ActFn::kSigmoid) == 5 &&
+              int(ActFn::kAbs) == 12 && int(ActFn::kErf) == 13, "kernels.h act_row's function values");
+static_assert(int(BinaryFn::kAdd) == 0 && int(BinaryFn::kDiv) == 3 && int(BinaryFn::kMin) == 5,
+              "kernels.h binary_row's function values");
 
 }  // namespace
 
@@ -407,6 +373,7 @@ void ColumnProgram::prepare() const {
       }
     }
   }
+  plan_epilogues();
   // Rows a buffer's cache must hold: its own row plus the furthest row above that a live tap reads. With delays,
   // at raster step t the buffer's newest row is at most t / W - dy_b + 2 and the reader's oldest at least
   // t / W - dy_r - 1 (+ oy): dy_r - dy_b + 4 - oy rows.
@@ -479,36 +446,180 @@ void ColumnProgram::run_pass(Slice& s, int64_t i, int64_t j, int p, int64_t* ns)
   for (size_t k = 0; k < steps_.size(); ++k) {
     const PassPart& part = pass_parts_[k][p];
     if (!part.run) continue;
+    if (fused_into_[k] >= 0) continue;  // computed by its conv's epilogue
     const int64_t t0 = ns != nullptr ? now_ns() : 0;
     run_step(s, steps_[k], i, j, part.whole ? nullptr : &part);
-    if (ns != nullptr) ns[k] += now_ns() - t0;
+    const int64_t fused_ns = epilogue_[k].empty() ? 0 : run_epilogue(s, static_cast<int>(k), i, j, p, ns);
+    if (ns != nullptr) ns[k] += now_ns() - t0 - fused_ns;
   }
 }
 
 void ColumnProgram::run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int64_t* ns) const {
   for (size_t k = 0; k < steps_.size(); ++k) {
     const ProgramStep& st = steps_[k];
-    if (st.phase < min_phase || st.delayed()) continue;
-    if (ns == nullptr) {
-      run_step(s, st, i, j);
-    } else {
-      const int64_t t0 = now_ns();
-      run_step(s, st, i, j);
-      ns[k] += now_ns() - t0;
-    }
+    if (st.phase < min_phase || st.delayed() || fused_into_[k] >= 0) continue;
+    const int64_t t0 = ns != nullptr ? now_ns() : 0;
+    run_step(s, st, i, j);
+    const int64_t fused_ns = epilogue_[k].empty() ? 0 : run_epilogue(s, static_cast<int>(k), i, j, -1, ns);
+    if (ns != nullptr) ns[k] += now_ns() - t0 - fused_ns;
   }
 }
 
 void ColumnProgram::run_delayed(Slice& s, int64_t t, int64_t* ns) const {
   const int64_t positions = int64_t(h_) * w_;
   for (size_t m = 0; m < delayed_.size(); ++m) {
-    const ProgramStep& st = steps_[delayed_[m]];
+    const int k = delayed_[m];
+    if (fused_into_[k] >= 0) continue;  // computed by its conv's epilogue, at the same positions
+    const ProgramStep& st = steps_[k];
     int64_t& q = s.next[m];  // the step's next position: ready() is nondecreasing in raster order
     const int64_t t0 = ns != nullptr ? now_ns() : 0;
-    for (; q < positions && ready(st.delay_y, st.delay_x, q / w_, q % w_) <= t; ++q)
+    int64_t fused_ns = 0;
+    for (; q < positions && ready(st.delay_y, st.delay_x, q / w_, q % w_) <= t; ++q) {
       run_step(s, st, q / w_, q % w_);
-    if (ns != nullptr) ns[delayed_[m]] += now_ns() - t0;
+      if (!epilogue_[k].empty()) fused_ns += run_epilogue(s, k, q / w_, q % w_, -1, ns);
+    }
+    if (ns != nullptr) ns[k] += now_ns() - t0 - fused_ns;
   }
+}
+
+// docs/SAMPLER.md, "Fused epilogues". A conv's epilogue is every later elementwise step (act, binary, concat,
+// gather) that reads a buffer the epilogue computes at its own position, computed on the same schedule as the
+// conv (same delay, run in the same colour passes), whose other operands are ready when the conv runs (the
+// image or constants, a buffer written earlier in program order, or one written by a delayed step when the conv
+// is a colour-pass step and vice versa, which run_delayed / the colour passes order before it) and whose output
+// has no other writer. Its ops then run in program order on the rows the GEMM just wrote, so every value is
+// the one the unfused steps compute; a contiguous gather read only inside the epilogue (a gate's split) is
+// read in place, never copied. Every other buffer an op writes stays in its ring cache (one row for a buffer
+// only the epilogue reads, in L1 at this pixel): later steps and the draws read them as before.
+void ColumnProgram::plan_epilogues() const {
+  const int n = static_cast<int>(steps_.size()), nbuf = static_cast<int>(buffer_channels_.size());
+  fused_into_.assign(n, -1);
+  epilogue_.assign(n, {});
+  if (!fuse_epilogues_) return;
+  std::vector<int> writers(nbuf, 0), producer(nbuf, -1);
+  std::vector<std::vector<int>> readers(nbuf);
+  for (int k = 0; k < n; ++k) {
+    if (writers[steps_[k].out]++ == 0) producer[steps_[k].out] = k;
+    for (const Operand& o : steps_[k].operands)
+      if (!o.is_const) readers[o.index].push_back(k);
+  }
+  auto same_schedule = [&](int a, int b) {
+    if (steps_[a].delay_y != steps_[b].delay_y || steps_[a].delay_x != steps_[b].delay_x) return false;
+    for (int p = 0; p <= c_; ++p)
+      if (pass_parts_[a][p].run != pass_parts_[b][p].run) return false;
+    return true;
+  };
+  for (int k = 0; k < n; ++k) {
+    const ProgramStep& conv = steps_[k];
+    if (conv.kind != StepKind::kConv || writers[conv.out] != 1) continue;
+    auto ready_before = [&](int b) {  // b's value at this position is computed before the conv runs
+      if (b == 0) return true;         // the image: drawn before the pass that reads it
+      if (writers[b] != 1) return false;
+      return producer[b] < k || steps_[producer[b]].delayed() != conv.delayed();
+    };
+    std::vector<char> in_group(nbuf, 0), member(n, 0);
+    in_group[conv.out] = 1;
+    std::vector<int> members;
+    for (int s = k + 1; s < n; ++s) {
+      const ProgramStep& st = steps_[s];
+      const bool elementwise = st.kind == StepKind::kAct || st.kind == StepKind::kBinary ||
+                               st.kind == StepKind::kGather || st.kind == StepKind::kConcat;
+      if (!elementwise || fused_into_[s] >= 0 || writers[st.out] != 1 || !same_schedule(s, k)) continue;
+      bool reads_group = false, ready = true;
+      for (const Operand& o : st.operands) {
+        if (o.is_const) continue;
+        if (in_group[o.index])
+          reads_group = true;
+        else
+          ready = ready && ready_before(o.index);
+      }
+      if (!reads_group || !ready) continue;
+      in_group[st.out] = 1;
+      member[s] = 1;
+      members.push_back(s);
+    }
+    std::vector<FusedLoc> loc(nbuf);  // where each buffer of the group is read from
+    loc[conv.out] = {false, conv.out, 0, buffer_channels_[conv.out]};
+    auto operand_loc = [&](const Operand& o) {
+      if (o.is_const) return FusedLoc{true, o.index, 0, consts_[o.index].c};
+      if (in_group[o.index]) return loc[o.index];
+      return FusedLoc{false, o.index, 0, buffer_channels_[o.index]};
+    };
+    for (int s : members) {
+      const ProgramStep& st = steps_[s];
+      fused_into_[s] = k;
+      bool in_place = st.kind == StepKind::kGather && st.out != head_.buffer;
+      for (size_t c = 0; c < st.channels.size() && in_place; ++c) in_place = st.channels[c] == st.channels[0] + int32_t(c);
+      for (int r : readers[st.out]) in_place = in_place && member[r];
+      if (in_place) {  // a split: its readers read the source's channel range
+        FusedLoc l = operand_loc(st.operands[0]);
+        l.offset += st.channels[0];
+        l.channels = buffer_channels_[st.out];
+        loc[st.out] = l;
+        continue;
+      }
+      FusedOp op;
+      op.step = s;
+      for (const Operand& o : st.operands) op.in.push_back(operand_loc(o));
+      epilogue_[k].push_back(std::move(op));
+      loc[st.out] = {false, st.out, 0, buffer_channels_[st.out]};
+    }
+  }
+}
+
+int64_t ColumnProgram::run_epilogue(Slice& s, int k, int64_t i, int64_t j, int p, int64_t* ns) const {
+  const Kernels& kern = active_kernels();
+  auto apply = [&](const FusedOp& op, int64_t img) {
+    const ProgramStep& st = steps_[op.step];
+    int64_t lo = 0, hi = buffer_channels_[st.out];
+    if (p >= 0) {  // this colour pass's channels, as run_pass gives the unfused step
+      const PassPart& part = pass_parts_[op.step][p];
+      if (!part.run) return;
+      if (!part.whole) lo = part.lo, hi = part.hi;
+    }
+    auto at = [&](const FusedLoc& l) {
+      return (l.is_const ? consts_[l.index].pixel(s.img0 + img, i, j) : s.px(*this, l.index, i, img, j)) + l.offset;
+    };
+    float* y = s.px(*this, st.out, i, img, j);
+    switch (st.kind) {
+      case StepKind::kAct:
+        kern.act_row(static_cast<int32_t>(st.act), st.alpha, at(op.in[0]) + lo, y + lo, hi - lo);
+        break;
+      case StepKind::kBinary: {
+        const int64_t as = op.in[0].channels > 1 ? 1 : 0, bs = op.in[1].channels > 1 ? 1 : 0;
+        kern.binary_row(static_cast<int32_t>(st.binary), at(op.in[0]) + lo * as, as, at(op.in[1]) + lo * bs, bs,
+                        y + lo, hi - lo);
+        break;
+      }
+      case StepKind::kGather: {
+        const float* a = at(op.in[0]);
+        for (int64_t ch = lo; ch < hi; ++ch) y[ch] = a[st.channels[ch]];
+        break;
+      }
+      default:  // kConcat (whole: it mixes channels)
+        for (const FusedLoc& l : op.in) {
+          std::memcpy(y, at(l), l.channels * sizeof(float));
+          y += l.channels;
+        }
+        break;
+    }
+  };
+  const std::vector<FusedOp>& ops = epilogue_[k];
+  if (ns == nullptr) {  // image by image: each image's rows stay in L1 through the whole chain
+    for (int64_t img = 0; img < s.nb; ++img)
+      for (const FusedOp& op : ops) apply(op, img);
+    return 0;
+  }
+  // Profiling: op by op (the same values), each op's time to its own step.
+  int64_t total = 0;
+  for (const FusedOp& op : ops) {
+    const int64_t t0 = now_ns();
+    for (int64_t img = 0; img < s.nb; ++img) apply(op, img);
+    const int64_t dt = now_ns() - t0;
+    ns[op.step] += dt;
+    total += dt;
+  }
+  return total;
 }
 
 int64_t ColumnProgram::first_step() const {
@@ -565,8 +676,8 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
         for (int64_t img = 0; img < nb; ++img) {
           const float* a = ka != nullptr ? ka->pixel(s.img0 + img, i, j) : s.px(*this, oa.index, i, img, j);
           const float* b = kb != nullptr ? kb->pixel(s.img0 + img, i, j) : s.px(*this, ob.index, i, img, j);
-          apply_binary_row(st.binary, a + c0 * astride, astride, b + c0 * bstride, bstride,
-                           s.px(*this, st.out, i, img, j) + c0, cout);
+          kern.binary_row(static_cast<int32_t>(st.binary), a + c0 * astride, astride, b + c0 * bstride, bstride,
+                          s.px(*this, st.out, i, img, j) + c0, cout);
         }
         break;
       }
@@ -574,7 +685,7 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
         for (int64_t img = 0; img < nb; ++img) {
           const float* a = s.px(*this, st.ins[0], i, img, j) + c0;
           float* y = s.px(*this, st.out, i, img, j) + c0;
-          apply_act_row(st.act, st.alpha, a, y, cout);
+          kern.act_row(static_cast<int32_t>(st.act), st.alpha, a, y, cout);
         }
         break;
       case StepKind::kConcat:
@@ -668,7 +779,7 @@ ColumnProgram::Slice ColumnProgram::make_slice(int64_t b0, int64_t b1) const {
   s.nb = b1 - b0;
   s.ring.resize(buffer_channels_.size());
   for (size_t b = 0; b < buffer_channels_.size(); ++b)
-    s.ring[b].assign(ring_rows_[b] * s.nb * w_ * buffer_channels_[b] - kSeededBugFloats, 0.0f);
+    s.ring[b].assign(ring_rows_[b] * s.nb * w_ * buffer_channels_[b] - kSeededBugFloats, poison_caches_ ? NAN : 0.0f);
   int64_t kmax = 0;
   for (const ProgramStep& st : steps_)
     if (st.kind == StepKind::kConv) kmax = std::max(kmax, st.plan.kcol);

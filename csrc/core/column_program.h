@@ -112,6 +112,22 @@ class ColumnProgram {
     return ring_rows_;
   }
 
+  // Epilogue fusion (on unless switched off here): prepare() folds the elementwise steps at a conv's own position
+  // (act, binary, concat, gather) into that conv's epilogue, run on the rows its GEMM just wrote, one pass per
+  // image (docs/SAMPLER.md, "Fused epilogues"). Off: every step is its own pass, the reference the tests hold the
+  // fused path to. Not to be called while another thread samples with the program.
+  void set_epilogue_fusion(bool on) {
+    fuse_epilogues_ = on;
+    prepared_ = false;
+  }
+  // The conv step whose epilogue computes step k (a contiguous gather read in place counts), or -1.
+  int fused_into(int k) const {
+    prepare();
+    return fused_into_.at(k);
+  }
+  // Test seam: ring caches start as NaN instead of 0, so that reading a value no step wrote shows in the output.
+  void set_poison_caches(bool on) { poison_caches_ = on; }
+
  private:
   struct Slice;  // per-thread ring caches of a contiguous range of images
   // What one step computes in one colour pass: nothing, all of it, or the conv segments `segs` /
@@ -148,6 +164,21 @@ class ColumnProgram {
   // The raster step at which a step of delay (dy, dx) computes position (i, j): (i + dy) W + min(j + dx, W).
   int64_t ready(int dy, int dx, int64_t i, int64_t j) const { return (i + dy) * w_ + std::min<int64_t>(j + dx, w_); }
   void set_mixture_head(const HeadSpec& head);  // set_head's checks for a logistic-mixture head
+  // Epilogue fusion. A fused op's operand at a pixel: a buffer's values from channel `offset` (a contiguous gather
+  // read in place) or a constant's; `channels` is the operand's own count (1: broadcast).
+  struct FusedLoc {
+    bool is_const = false;
+    int index = 0;
+    int64_t offset = 0, channels = 0;
+  };
+  struct FusedOp {
+    int step = 0;              // the program step it computes (into that step's own output buffer)
+    std::vector<FusedLoc> in;  // the step's operands, in order
+  };
+  void plan_epilogues() const;  // prepare()'s fusion decision, from the program alone
+  // The epilogue of conv step k at (i, j) for the slice's images; p: the colour pass (-1: whole steps). With ns
+  // (profiling) each op is timed into its own step; returns the nanoseconds so spent.
+  int64_t run_epilogue(Slice& s, int k, int64_t i, int64_t j, int p, int64_t* ns) const;
 
   int h_, w_, c_;
   std::vector<int64_t> buffer_channels_;
@@ -160,6 +191,10 @@ class ColumnProgram {
   mutable std::vector<int> ring_rows_;  // rows cached per buffer
   mutable std::vector<std::vector<PassPart>> pass_parts_;  // [step][pass 0..C]
   mutable bool prepared_ = false;
+  bool fuse_epilogues_ = true;
+  bool poison_caches_ = false;
+  mutable std::vector<int> fused_into_;                 // per step: the conv whose epilogue computes it, or -1
+  mutable std::vector<std::vector<FusedOp>> epilogue_;  // per conv step: its fused ops, in program order
 };
 
 }  // namespace pcf
