@@ -25,6 +25,9 @@ std::invalid_argument step_error(const std::string& name, const std::string& wha
   return std::invalid_argument("step '" + name + "': " + what);
 }
 
+// One conv's epilogue: at most this many fused ops and operands (run_epilogue binds them on the stack).
+constexpr int kMaxEpilogueOps = 64, kMaxEpilogueRows = 160;
+
 // The elementwise rows are the ISA kernels' (kernels.h), called with these enums' values.
 static_assert(int(ActFn::kRelu) == 0 && int(ActFn::kTanh) == 4 && int(ActFn::kSigmoid) == 5 &&
               int(ActFn::kAbs) == 12 && int(ActFn::kErf) == 13, "kernels.h act_row's function values");
@@ -39,6 +42,7 @@ struct ColumnProgram::Slice {
   std::vector<std::vector<float>> ring;  // per buffer: [rows][nb][W][C]
   std::vector<float> col;                // im2col of one position for nb images
   std::vector<int64_t> next;             // per delayed step: the next position it computes
+  std::vector<float> scratch;            // [nb][scratch_floats_]: buffers only a fused epilogue reads
 
   float* px(const ColumnProgram& p, int b, int64_t i, int64_t img, int64_t j) {
     const int64_t slot = i % p.ring_rows_[b];
@@ -495,7 +499,15 @@ void ColumnProgram::plan_epilogues() const {
   const int n = static_cast<int>(steps_.size()), nbuf = static_cast<int>(buffer_channels_.size());
   fused_into_.assign(n, -1);
   epilogue_.assign(n, {});
+  conv_scratch_.assign(n, -1);
+  scratch_floats_ = 0;
   if (!fuse_epilogues_) return;
+  struct GroupScratch {
+    int conv;
+    bool shareable;
+    int64_t floats, conv_offset;
+  };
+  std::vector<GroupScratch> groups;
   std::vector<int> writers(nbuf, 0), producer(nbuf, -1);
   std::vector<std::vector<int>> readers(nbuf);
   for (int k = 0; k < n; ++k) {
@@ -520,6 +532,7 @@ void ColumnProgram::plan_epilogues() const {
     std::vector<char> in_group(nbuf, 0), member(n, 0);
     in_group[conv.out] = 1;
     std::vector<int> members;
+    int rows_used = 0;
     for (int s = k + 1; s < n; ++s) {
       const ProgramStep& st = steps_[s];
       const bool elementwise = st.kind == StepKind::kAct || st.kind == StepKind::kBinary ||
@@ -534,17 +547,44 @@ void ColumnProgram::plan_epilogues() const {
           ready = ready && ready_before(o.index);
       }
       if (!reads_group || !ready) continue;
+      // run_epilogue binds every op's rows on the stack: a longer chain continues as steps of its own.
+      if (static_cast<int>(members.size()) + 1 > kMaxEpilogueOps ||
+          rows_used + static_cast<int>(st.operands.size()) > kMaxEpilogueRows)
+        break;
+      rows_used += static_cast<int>(st.operands.size());
       in_group[st.out] = 1;
       member[s] = 1;
       members.push_back(s);
     }
-    std::vector<FusedLoc> loc(nbuf);  // where each buffer of the group is read from
-    loc[conv.out] = {false, conv.out, 0, buffer_channels_[conv.out]};
-    auto operand_loc = [&](const Operand& o) {
-      if (o.is_const) return FusedLoc{true, o.index, 0, consts_[o.index].c};
-      if (in_group[o.index]) return loc[o.index];
-      return FusedLoc{false, o.index, 0, buffer_channels_[o.index]};
+    // A buffer only this epilogue reads (not the head) lives in the slice's scratch, not in its ring cache: the
+    // same few lines at every position, so its stores and loads hit L1 / L2 instead of a new ring pixel.
+    auto internal = [&](int b) {
+      if (b == 0 || b == head_.buffer) return false;
+      for (int r : readers[b])
+        if (!member[r]) return false;
+      return true;
     };
+    // Scratch is shared by the epilogues whose steps run whole in every colour pass they run in: their values
+    // are dead once the epilogue ends. One that computes a channel range per pass reads channels an earlier pass
+    // wrote at this position, so it gets a region of its own.
+    bool shareable = true;
+    for (int p = 0; p <= c_; ++p) {
+      shareable = shareable && (!pass_parts_[k][p].run || pass_parts_[k][p].whole);
+      for (int m : members) shareable = shareable && (!pass_parts_[m][p].run || pass_parts_[m][p].whole);
+    }
+    int64_t floats = 0;  // this epilogue's scratch per image
+    auto place = [&](int b) {
+      if (!internal(b)) return FusedLoc{Where::kRing, b, 0, buffer_channels_[b]};
+      floats += buffer_channels_[b];
+      return FusedLoc{Where::kScratch, b, floats - buffer_channels_[b], buffer_channels_[b]};
+    };
+    std::vector<FusedLoc> loc(nbuf);  // where each buffer of the group is read from
+    auto operand_loc = [&](const Operand& o) {
+      if (o.is_const) return FusedLoc{Where::kConst, o.index, 0, consts_[o.index].c};
+      if (in_group[o.index]) return loc[o.index];
+      return FusedLoc{Where::kRing, o.index, 0, buffer_channels_[o.index]};
+    };
+    loc[conv.out] = place(conv.out);
     for (int s : members) {
       const ProgramStep& st = steps_[s];
       fused_into_[s] = k;
@@ -561,62 +601,113 @@ void ColumnProgram::plan_epilogues() const {
       FusedOp op;
       op.step = s;
       for (const Operand& o : st.operands) op.in.push_back(operand_loc(o));
+      op.out = loc[st.out] = place(st.out);
       epilogue_[k].push_back(std::move(op));
-      loc[st.out] = {false, st.out, 0, buffer_channels_[st.out]};
     }
+    if (!members.empty())
+      groups.push_back({k, shareable, floats, loc[conv.out].where == Where::kScratch ? loc[conv.out].offset : -1});
   }
+  // Scratch regions: the shareable epilogues from float 0, each other one after them in a region of its own.
+  int64_t shared = 0, own = 0;
+  for (const GroupScratch& g : groups)
+    if (g.shareable) shared = std::max(shared, g.floats);
+  for (const GroupScratch& g : groups) {
+    const int64_t base = g.shareable ? 0 : shared + own;
+    if (!g.shareable) own += g.floats;
+    for (FusedOp& op : epilogue_[g.conv]) {
+      if (op.out.where == Where::kScratch) op.out.offset += base;
+      for (FusedLoc& l : op.in)
+        if (l.where == Where::kScratch) l.offset += base;
+    }
+    if (g.conv_offset >= 0) conv_scratch_[g.conv] = base + g.conv_offset;
+  }
+  scratch_floats_ = shared + own;
 }
 
 int64_t ColumnProgram::run_epilogue(Slice& s, int k, int64_t i, int64_t j, int p, int64_t* ns) const {
   const Kernels& kern = active_kernels();
-  auto apply = [&](const FusedOp& op, int64_t img) {
-    const ProgramStep& st = steps_[op.step];
-    int64_t lo = 0, hi = buffer_channels_[st.out];
-    if (p >= 0) {  // this colour pass's channels, as run_pass gives the unfused step
-      const PassPart& part = pass_parts_[op.step][p];
-      if (!part.run) return;
-      if (!part.whole) lo = part.lo, hi = part.hi;
+  const std::vector<FusedOp>& ops = epilogue_[k];
+  // Each op's output and operand rows at this position, bound once for all images: image img's values are at
+  // base + img * step (the ring's image stride; a constant's per-image stride or 0).
+  struct Rows {
+    const float* base;
+    int64_t step;
+  };
+  struct Bound {
+    bool run;
+    int64_t lo, hi;  // the channels this pass computes (as run_pass gives the unfused step)
+    float* y;
+    int64_t ystep;
+    int first;  // its operands' rows
+  };
+  Rows rows[kMaxEpilogueRows];
+  Bound bound[kMaxEpilogueOps];
+  auto bind = [&](const FusedLoc& l) -> Rows {
+    switch (l.where) {
+      case Where::kRing: return {s.px(*this, l.index, i, 0, j) + l.offset, w_ * buffer_channels_[l.index]};
+      case Where::kScratch: return {s.scratch.data() + l.offset, scratch_floats_};
+      default: {
+        const ConstTensor& t = consts_[l.index];
+        return {t.pixel(s.img0, i, j) + l.offset, t.n > 1 ? t.h * t.w * t.c : 0};
+      }
     }
-    auto at = [&](const FusedLoc& l) {
-      return (l.is_const ? consts_[l.index].pixel(s.img0 + img, i, j) : s.px(*this, l.index, i, img, j)) + l.offset;
-    };
-    float* y = s.px(*this, st.out, i, img, j);
+  };
+  int nrows = 0;
+  for (size_t o = 0; o < ops.size(); ++o) {
+    const ProgramStep& st = steps_[ops[o].step];
+    Bound& b = bound[o];
+    const Rows y = bind(ops[o].out);  // a ring or scratch row: writable
+    b = {true, 0, buffer_channels_[st.out], const_cast<float*>(y.base), y.step, nrows};
+    if (p >= 0) {
+      const PassPart& part = pass_parts_[ops[o].step][p];
+      b.run = part.run;
+      if (!part.whole) b.lo = part.lo, b.hi = part.hi;
+    }
+    for (const FusedLoc& l : ops[o].in) rows[nrows++] = bind(l);
+  }
+  auto apply = [&](size_t o, int64_t img) {
+    const Bound& b = bound[o];
+    if (!b.run) return;
+    const FusedOp& op = ops[o];
+    const ProgramStep& st = steps_[op.step];
+    const Rows* in = rows + b.first;
+    auto at = [&](int q) { return in[q].base + img * in[q].step; };
+    float* y = b.y + img * b.ystep;
+    const int64_t lo = b.lo, len = b.hi - b.lo;
     switch (st.kind) {
       case StepKind::kAct:
-        kern.act_row(static_cast<int32_t>(st.act), st.alpha, at(op.in[0]) + lo, y + lo, hi - lo);
+        kern.act_row(static_cast<int32_t>(st.act), st.alpha, at(0) + lo, y + lo, len);
         break;
       case StepKind::kBinary: {
         const int64_t as = op.in[0].channels > 1 ? 1 : 0, bs = op.in[1].channels > 1 ? 1 : 0;
-        kern.binary_row(static_cast<int32_t>(st.binary), at(op.in[0]) + lo * as, as, at(op.in[1]) + lo * bs, bs,
-                        y + lo, hi - lo);
+        kern.binary_row(static_cast<int32_t>(st.binary), at(0) + lo * as, as, at(1) + lo * bs, bs, y + lo, len);
         break;
       }
       case StepKind::kGather: {
-        const float* a = at(op.in[0]);
-        for (int64_t ch = lo; ch < hi; ++ch) y[ch] = a[st.channels[ch]];
+        const float* a = at(0);
+        for (int64_t ch = lo; ch < b.hi; ++ch) y[ch] = a[st.channels[ch]];
         break;
       }
       default:  // kConcat (whole: it mixes channels)
-        for (const FusedLoc& l : op.in) {
-          std::memcpy(y, at(l), l.channels * sizeof(float));
-          y += l.channels;
+        for (size_t q = 0; q < op.in.size(); ++q) {
+          std::memcpy(y, at(static_cast<int>(q)), op.in[q].channels * sizeof(float));
+          y += op.in[q].channels;
         }
         break;
     }
   };
-  const std::vector<FusedOp>& ops = epilogue_[k];
   if (ns == nullptr) {  // image by image: each image's rows stay in L1 through the whole chain
     for (int64_t img = 0; img < s.nb; ++img)
-      for (const FusedOp& op : ops) apply(op, img);
+      for (size_t o = 0; o < ops.size(); ++o) apply(o, img);
     return 0;
   }
   // Profiling: op by op (the same values), each op's time to its own step.
   int64_t total = 0;
-  for (const FusedOp& op : ops) {
+  for (size_t o = 0; o < ops.size(); ++o) {
     const int64_t t0 = now_ns();
-    for (int64_t img = 0; img < s.nb; ++img) apply(op, img);
+    for (int64_t img = 0; img < s.nb; ++img) apply(o, img);
     const int64_t dt = now_ns() - t0;
-    ns[op.step] += dt;
+    ns[ops[o].step] += dt;
     total += dt;
   }
   return total;
@@ -658,11 +749,14 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
             }
           }
         }
-        const int64_t ldd = w_ * buffer_channels_[st.out];
+        // The images' rows of the output: its ring cache, or the epilogue scratch when only the conv's fused
+        // epilogue reads it (plan_epilogues).
+        const int64_t scratch_at = conv_scratch_[&st - steps_.data()];
+        float* out = scratch_at >= 0 ? s.scratch.data() + scratch_at : s.px(*this, st.out, i, 0, j);
+        const int64_t ldd = scratch_at >= 0 ? scratch_floats_ : w_ * buffer_channels_[st.out];
         if (part == nullptr) {
-          detail::gemm_segments(kern, pl, col, nb, s.px(*this, st.out, i, 0, j), ldd);
+          detail::gemm_segments(kern, pl, col, nb, out, ldd);
         } else {
-          float* out = s.px(*this, st.out, i, 0, j);
           for (int g : part->segs) detail::gemm_segment(kern, pl, pl.segs[g], col, nb, out, ldd);
         }
         break;
@@ -785,6 +879,7 @@ ColumnProgram::Slice ColumnProgram::make_slice(int64_t b0, int64_t b1) const {
     if (st.kind == StepKind::kConv) kmax = std::max(kmax, st.plan.kcol);
   s.col.assign(s.nb * kmax + 16, 0.0f);  // one position's im2col rows for the slice's images
   s.next.assign(delayed_.size(), 0);
+  s.scratch.assign(s.nb * scratch_floats_, poison_caches_ ? NAN : 0.0f);
   return s;
 }
 

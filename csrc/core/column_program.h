@@ -164,15 +164,19 @@ class ColumnProgram {
   // The raster step at which a step of delay (dy, dx) computes position (i, j): (i + dy) W + min(j + dx, W).
   int64_t ready(int dy, int dx, int64_t i, int64_t j) const { return (i + dy) * w_ + std::min<int64_t>(j + dx, w_); }
   void set_mixture_head(const HeadSpec& head);  // set_head's checks for a logistic-mixture head
-  // Epilogue fusion. A fused op's operand at a pixel: a buffer's values from channel `offset` (a contiguous gather
-  // read in place) or a constant's; `channels` is the operand's own count (1: broadcast).
+  // Epilogue fusion. Where a fused op's operand or output is at a pixel: buffer `index`'s ring cache, constant
+  // `index`, or (a buffer only the epilogue reads) the slice's epilogue scratch, from float `offset` of an image's
+  // block; a ring or constant operand starts at channel `offset` (a contiguous gather read in place). `channels`:
+  // the operand's own count (1: broadcast).
+  enum class Where { kRing, kConst, kScratch };
   struct FusedLoc {
-    bool is_const = false;
+    Where where = Where::kRing;
     int index = 0;
     int64_t offset = 0, channels = 0;
   };
   struct FusedOp {
-    int step = 0;              // the program step it computes (into that step's own output buffer)
+    int step = 0;              // the program step it computes
+    FusedLoc out;              // where it writes that step's output
     std::vector<FusedLoc> in;  // the step's operands, in order
   };
   void plan_epilogues() const;  // prepare()'s fusion decision, from the program alone
@@ -195,6 +199,8 @@ class ColumnProgram {
   bool poison_caches_ = false;
   mutable std::vector<int> fused_into_;                 // per step: the conv whose epilogue computes it, or -1
   mutable std::vector<std::vector<FusedOp>> epilogue_;  // per conv step: its fused ops, in program order
+  mutable std::vector<int64_t> conv_scratch_;  // per step: a fused conv's output offset in the scratch, or -1 (ring)
+  mutable int64_t scratch_floats_ = 0;          // epilogue scratch per image
 };
 
 }  // namespace pcf
