@@ -61,8 +61,9 @@ def test_fixture_programs_fused_equal_unfused(name, rng):
 def synthetic_program(channels, rng, height=5, width=6, const_bias_channels=None):
     """A hand-written program around every fused construct, with `channels` (C) gate channels:
     conv 3x3 (mask A: taps above and left) 1 -> 2C, + bias, gate tanh(split 0) * sigmoid(split 1) (splits read in
-    place), conv 1x1 C -> C + bias (1 channel: broadcast) -> relu, residual add, concat_elu (concat(x, -x) -> elu),
-    conv 1x1 2C -> 1 + bias: the bernoulli head (written by a fused op)."""
+    place), conv 1x1 C -> C + bias (C channels, or 1: broadcast) -> relu, residual add, concat_elu with the first
+    half's channels reversed (a gather that is copied: concat(x[::-1], -x) -> elu), conv 1x1 2C -> 1 + bias: the
+    bernoulli head (written by a fused op)."""
     c = channels
     k0 = rng.standard_normal((3, 3, 1, 2 * c)).astype(np.float32)
     k0[1, 1:] = 0
@@ -73,7 +74,7 @@ def synthetic_program(channels, rng, height=5, width=6, const_bias_channels=None
               (rng.standard_normal((1, 1, 2 * c, 1)) / np.sqrt(c)).astype(np.float32),
               rng.standard_normal((1, 1, 1, 1)).astype(np.float32)]
     lo, hi = ",".join(map(str, range(c))), ",".join(map(str, range(c, 2 * c)))
-    buffers = [1, 2 * c, 2 * c, c, c, c, c, c, c, c, c, c, c, c, 2 * c, 2 * c, 1, 1]
+    buffers = [1, 2 * c, 2 * c, c, c, c, c, c, c, c, c, c, c, c, 2 * c, 2 * c, 1, 1, c]
     spec = "\n".join([
         "pixelcnn_fast.column_program 1",
         f"image height={height} width={width} channels=1",
@@ -97,7 +98,8 @@ def synthetic_program(channels, rng, height=5, width=6, const_bias_channels=None
         "binary out=11 fn=add a=b7 b=b10 phase=0 name=residual",
         "act out=12 in=11 fn=neg alpha=0.2 phase=0 name=neg",
         "act out=13 in=11 fn=softplus alpha=0.2 phase=0 name=unread",
-        "concat out=14 parts=b11,b12 phase=0 name=concat",
+        "gather out=18 in=11 channels=" + ",".join(map(str, range(c - 1, -1, -1))) + " phase=0 name=reverse",
+        "concat out=14 parts=b18,b12 phase=0 name=concat",
         "act out=15 in=14 fn=elu alpha=0.2 phase=0 name=elu",
         "conv out=16 in=15 kernel=4 dh=1 dw=1 padding=valid phase=0 name=head_conv",
         "binary out=17 fn=add a=b16 b=i5 phase=0 name=head_bias",
@@ -112,8 +114,9 @@ def test_odd_channel_counts_fused_equal_unfused(channels, batch, rng):
     spec, arrays = synthetic_program(channels, rng, const_bias_channels=channels if channels > 3 else 1)
     into = assert_fused_equals_unfused(spec, arrays, 0, batch, rng)
     # Steps 1..6 (bias, both splits, tanh, sigmoid, gate) in the first conv's epilogue; nin's bias, relu, the
-    # residual add, neg, the unread softplus, concat and elu in nin's; the head's bias in the head conv's.
-    assert into == [-1, 0, 0, 0, 0, 0, 0, -1, 7, 7, 7, 7, 7, 7, 7, -1, 15], into
+    # residual add, neg, the unread softplus, the reversing gather, concat and elu in nin's; the head's bias in
+    # the head conv's.
+    assert into == [-1, 0, 0, 0, 0, 0, 0, -1, 7, 7, 7, 7, 7, 7, 7, 7, -1, 16], into
 
 
 def test_fused_program_matches_a_numpy_forward(rng):
@@ -129,7 +132,7 @@ def test_fused_program_matches_a_numpy_forward(rng):
     a = a + b0[0, 0, 0]
     gate = np.tanh(a[..., :c]) / (1 + np.exp(-a[..., c:]))
     r = gate + np.maximum(np.einsum("nhwc,cd->nhwd", gate, k1[0, 0]) + b1[0, 0, 0], 0)
-    e = np.concatenate([r, -r], -1)
+    e = np.concatenate([r[..., ::-1], -r], -1)
     e = np.where(e > 0, e, np.expm1(e))
     want = np.einsum("nhwc,cd->nhwd", e, k2[0, 0]) + b2[0, 0, 0]
     err = np.abs(got - want).max() / np.abs(want).max()
@@ -139,9 +142,9 @@ def test_fused_program_matches_a_numpy_forward(rng):
 def test_fusion_is_off_when_asked_and_every_step_runs(rng):
     spec, arrays = synthetic_program(3, rng)
     program = build(spec, arrays, 0, False)
-    assert core_testing.fused_into(program) == [-1] * 17
+    assert core_testing.fused_into(program) == [-1] * 18
     core_testing.set_epilogue_fusion(program, True)
-    assert sum(k >= 0 for k in core_testing.fused_into(program)) == 14
+    assert sum(k >= 0 for k in core_testing.fused_into(program)) == 15
 
 
 def test_profile_attributes_fused_steps_to_themselves(rng):
