@@ -401,8 +401,9 @@ int64_t ColumnProgram::const_batch() const {
 int64_t ColumnProgram::cache_floats_per_image() const {
   prepare();
   int64_t total = 0;
-  for (size_t b = 0; b < buffer_channels_.size(); ++b) total += ring_rows_[b] * w_ * buffer_channels_[b];
-  return total;
+  for (size_t b = 0; b < buffer_channels_.size(); ++b)
+    if (!ring_elided_[b]) total += ring_rows_[b] * w_ * buffer_channels_[b];
+  return total + scratch_floats_;
 }
 
 int64_t ColumnProgram::macs_per_position() const {
@@ -500,6 +501,7 @@ void ColumnProgram::plan_epilogues() const {
   fused_into_.assign(n, -1);
   epilogue_.assign(n, {});
   conv_scratch_.assign(n, -1);
+  ring_elided_.assign(nbuf, 0);
   scratch_floats_ = 0;
   if (!fuse_epilogues_) return;
   struct GroupScratch {
@@ -556,6 +558,7 @@ void ColumnProgram::plan_epilogues() const {
       member[s] = 1;
       members.push_back(s);
     }
+    if (members.empty()) continue;
     // A buffer only this epilogue reads (not the head) lives in the slice's scratch, not in its ring cache: the
     // same few lines at every position, so its stores and loads hit L1 / L2 instead of a new ring pixel.
     auto internal = [&](int b) {
@@ -575,6 +578,7 @@ void ColumnProgram::plan_epilogues() const {
     int64_t floats = 0;  // this epilogue's scratch per image
     auto place = [&](int b) {
       if (!internal(b)) return FusedLoc{Where::kRing, b, 0, buffer_channels_[b]};
+      ring_elided_[b] = 1;
       floats += buffer_channels_[b];
       return FusedLoc{Where::kScratch, b, floats - buffer_channels_[b], buffer_channels_[b]};
     };
@@ -596,6 +600,7 @@ void ColumnProgram::plan_epilogues() const {
         l.offset += st.channels[0];
         l.channels = buffer_channels_[st.out];
         loc[st.out] = l;
+        ring_elided_[st.out] = 1;
         continue;
       }
       FusedOp op;
@@ -604,8 +609,7 @@ void ColumnProgram::plan_epilogues() const {
       op.out = loc[st.out] = place(st.out);
       epilogue_[k].push_back(std::move(op));
     }
-    if (!members.empty())
-      groups.push_back({k, shareable, floats, loc[conv.out].where == Where::kScratch ? loc[conv.out].offset : -1});
+    groups.push_back({k, shareable, floats, loc[conv.out].where == Where::kScratch ? loc[conv.out].offset : -1});
   }
   // Scratch regions: the shareable epilogues from float 0, each other one after them in a region of its own.
   int64_t shared = 0, own = 0;
@@ -872,8 +876,9 @@ ColumnProgram::Slice ColumnProgram::make_slice(int64_t b0, int64_t b1) const {
   s.img0 = b0;
   s.nb = b1 - b0;
   s.ring.resize(buffer_channels_.size());
-  for (size_t b = 0; b < buffer_channels_.size(); ++b)
-    s.ring[b].assign(ring_rows_[b] * s.nb * w_ * buffer_channels_[b] - kSeededBugFloats, poison_caches_ ? NAN : 0.0f);
+  for (size_t b = 0; b < buffer_channels_.size(); ++b)  // none for a buffer only fused epilogues read
+    if (!ring_elided_[b])
+      s.ring[b].assign(ring_rows_[b] * s.nb * w_ * buffer_channels_[b] - kSeededBugFloats, poison_caches_ ? NAN : 0.0f);
   int64_t kmax = 0;
   for (const ProgramStep& st : steps_)
     if (st.kind == StepKind::kConv) kmax = std::max(kmax, st.plan.kcol);

@@ -90,7 +90,8 @@ class ColumnProgram {
   const char* step_kind(int k) const;
 
   int64_t head_channels() const { return buffer_channels_.at(head_.buffer); }
-  // Floats of ring cache per image (all buffers), for reports.
+  // Floats of ring cache per image (all buffers but those only fused epilogues read, plus their scratch), for
+  // reports.
   int64_t cache_floats_per_image() const;
   // Multiply-adds per position per image over live taps (convs only), for GFLOP/s reports.
   int64_t macs_per_position() const;
@@ -201,6 +202,7 @@ class ColumnProgram {
   mutable std::vector<std::vector<FusedOp>> epilogue_;  // per conv step: its fused ops, in program order
   mutable std::vector<int64_t> conv_scratch_;  // per step: a fused conv's output offset in the scratch, or -1 (ring)
   mutable int64_t scratch_floats_ = 0;          // epilogue scratch per image
+  mutable std::vector<char> ring_elided_;       // per buffer: no ring cache (only a fused epilogue reads it)
 };
 
 }  // namespace pcf
