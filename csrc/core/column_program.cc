@@ -14,7 +14,6 @@
 
 #include "checks.h"
 #include "conv_index.h"
-#include "elementwise.h"
 #include "kernels.h"
 #include "program_spec.h"
 
@@ -26,44 +25,14 @@ std::invalid_argument step_error(const std::string& name, const std::string& wha
   return std::invalid_argument("step '" + name + "': " + what);
 }
 
-// Applies f over n channels; the dispatch on the activation happens once per call, not per element,
-// so each loop is a plain vectorisable loop.
-template <typename F>
-inline void map_channels(const float* a, float* y, int64_t n, F f) {
-  for (int64_t k = 0; k < n; ++k) y[k] = f(a[k]);
-}
+// One conv's epilogue: at most this many fused ops and operands (run_epilogue binds them on the stack).
+constexpr int kMaxEpilogueOps = 64, kMaxEpilogueRows = 160;
 
-void apply_act_row(ActFn fn, float alpha, const float* a, float* y, int64_t n) {
-  switch (fn) {
-    case ActFn::kRelu: map_channels(a, y, n, [](float x) { return x > 0.0f ? x : 0.0f; }); return;
-    case ActFn::kLeakyRelu: map_channels(a, y, n, [alpha](float x) { return x > 0.0f ? x : alpha * x; }); return;
-    case ActFn::kNeg: map_channels(a, y, n, [](float x) { return -x; }); return;
-    case ActFn::kSquare: map_channels(a, y, n, [](float x) { return x * x; }); return;
-    default:  // the other activations: the scalar function the GPU executor uses too (elementwise.h)
-      map_channels(a, y, n, [fn, alpha](float x) { return elementwise::act(static_cast<int32_t>(fn), x, alpha); });
-      return;
-  }
-}
-
-template <typename F>
-inline void zip_channels(const float* a, int64_t as, const float* b, int64_t bs, float* y, int64_t n, F f) {
-  if (as == 1 && bs == 1) {
-    for (int64_t k = 0; k < n; ++k) y[k] = f(a[k], b[k]);
-  } else {
-    for (int64_t k = 0; k < n; ++k) y[k] = f(a[k * as], b[k * bs]);
-  }
-}
-
-void apply_binary_row(BinaryFn fn, const float* a, int64_t as, const float* b, int64_t bs, float* y, int64_t n) {
-  switch (fn) {
-    case BinaryFn::kAdd: zip_channels(a, as, b, bs, y, n, [](float u, float v) { return u + v; }); return;
-    case BinaryFn::kSub: zip_channels(a, as, b, bs, y, n, [](float u, float v) { return u - v; }); return;
-    case BinaryFn::kMul: zip_channels(a, as, b, bs, y, n, [](float u, float v) { return u * v; }); return;
-    case BinaryFn::kDiv: zip_channels(a, as, b, bs, y, n, [](float u, float v) { return u / v; }); return;
-    case BinaryFn::kMax: zip_channels(a, as, b, bs, y, n, [](float u, float v) { return std::max(u, v); }); return;
-    case BinaryFn::kMin: zip_channels(a, as, b, bs, y, n, [](float u, float v) { return std::min(u, v); }); return;
-  }
-}
+// The elementwise rows are the ISA kernels' (kernels.h), called with these enums' values.
+static_assert(int(ActFn::kRelu) == 0 && int(ActFn::kTanh) == 4 && int(ActFn::kSigmoid) == 5 &&
+              int(ActFn::kAbs) == 12 && int(ActFn::kErf) == 13, "kernels.h act_row's function values");
+static_assert(int(BinaryFn::kAdd) == 0 && int(BinaryFn::kDiv) == 3 && int(BinaryFn::kMin) == 5,
+              "kernels.h binary_row's function values");
 
 }  // namespace
 
@@ -73,6 +42,7 @@ struct ColumnProgram::Slice {
   std::vector<std::vector<float>> ring;  // per buffer: [rows][nb][W][C]
   std::vector<float> col;                // im2col of one position for nb images
   std::vector<int64_t> next;             // per delayed step: the next position it computes
+  std::vector<float> scratch;            // [nb][scratch_floats_]: buffers only a fused epilogue reads
 
   float* px(const ColumnProgram& p, int b, int64_t i, int64_t img, int64_t j) {
     const int64_t slot = i % p.ring_rows_[b];
@@ -419,6 +389,7 @@ void ColumnProgram::prepare() const {
       }
     }
   }
+  plan_epilogues();
   // Rows a buffer's cache must hold: its own row plus the furthest row above that a live tap reads. With delays,
   // at raster step t the buffer's newest row is at most t / W - dy_b + 2 and the reader's oldest at least
   // t / W - dy_r - 1 (+ oy): dy_r - dy_b + 4 - oy rows.
@@ -443,8 +414,9 @@ int64_t ColumnProgram::const_batch() const {
 int64_t ColumnProgram::cache_floats_per_image() const {
   prepare();
   int64_t total = 0;
-  for (size_t b = 0; b < buffer_channels_.size(); ++b) total += ring_rows_[b] * buffer_w_[b] * buffer_channels_[b];
-  return total;
+  for (size_t b = 0; b < buffer_channels_.size(); ++b)
+    if (!ring_elided_[b]) total += ring_rows_[b] * buffer_w_[b] * buffer_channels_[b];
+  return total + scratch_floats_;
 }
 
 int64_t ColumnProgram::macs_per_position() const {
@@ -492,23 +464,22 @@ void ColumnProgram::run_pass(Slice& s, int64_t i, int64_t j, int p, int64_t* ns)
   for (size_t k = 0; k < steps_.size(); ++k) {
     const PassPart& part = pass_parts_[k][p];
     if (!part.run) continue;
+    if (fused_into_[k] >= 0) continue;  // computed by its conv's epilogue
     const int64_t t0 = ns != nullptr ? now_ns() : 0;
     run_step(s, steps_[k], i, j, part.whole ? nullptr : &part);
-    if (ns != nullptr) ns[k] += now_ns() - t0;
+    const int64_t fused_ns = epilogue_[k].empty() ? 0 : run_epilogue(s, static_cast<int>(k), i, j, p, ns);
+    if (ns != nullptr) ns[k] += now_ns() - t0 - fused_ns;
   }
 }
 
 void ColumnProgram::run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int64_t* ns) const {
   for (size_t k = 0; k < steps_.size(); ++k) {
     const ProgramStep& st = steps_[k];
-    if (st.phase < min_phase || st.delayed()) continue;
-    if (ns == nullptr) {
-      run_step(s, st, i, j);
-    } else {
-      const int64_t t0 = now_ns();
-      run_step(s, st, i, j);
-      ns[k] += now_ns() - t0;
-    }
+    if (st.phase < min_phase || st.delayed() || fused_into_[k] >= 0) continue;
+    const int64_t t0 = ns != nullptr ? now_ns() : 0;
+    run_step(s, st, i, j);
+    const int64_t fused_ns = epilogue_[k].empty() ? 0 : run_epilogue(s, static_cast<int>(k), i, j, -1, ns);
+    if (ns != nullptr) ns[k] += now_ns() - t0 - fused_ns;
   }
 }
 
@@ -516,12 +487,17 @@ void ColumnProgram::run_delayed(Slice& s, int64_t t, int64_t* ns) const {
   if (on_grids()) return run_scheduled(s, t, ns);  // column_program_grids.cc
   const int64_t positions = int64_t(h_) * w_;
   for (size_t m = 0; m < delayed_.size(); ++m) {
-    const ProgramStep& st = steps_[delayed_[m]];
+    const int k = delayed_[m];
+    if (fused_into_[k] >= 0) continue;  // computed by its conv's epilogue, at the same positions
+    const ProgramStep& st = steps_[k];
     int64_t& q = s.next[m];  // the step's next position: ready() is nondecreasing in raster order
     const int64_t t0 = ns != nullptr ? now_ns() : 0;
-    for (; q < positions && ready(st.delay_y, st.delay_x, q / w_, q % w_) <= t; ++q)
+    int64_t fused_ns = 0;
+    for (; q < positions && ready(st.delay_y, st.delay_x, q / w_, q % w_) <= t; ++q) {
       run_step(s, st, q / w_, q % w_);
-    if (ns != nullptr) ns[delayed_[m]] += now_ns() - t0;
+      if (!epilogue_[k].empty()) fused_ns += run_epilogue(s, k, q / w_, q % w_, -1, ns);
+    }
+    if (ns != nullptr) ns[k] += now_ns() - t0 - fused_ns;
   }
 }
 
@@ -583,6 +559,238 @@ void ColumnProgram::run_grid_step(Slice& s, const ProgramStep& st, int64_t i, in
                         go.nx * buffer_channels_[st.out]);
 }
 
+// docs/SAMPLER.md, "Fused epilogues". A conv's epilogue is every later elementwise step (act, binary, concat,
+// gather) that reads a buffer the epilogue computes at its own position, computed on the same schedule as the
+// conv (same delay, run in the same colour passes), whose other operands are ready when the conv runs (the
+// image or constants, a buffer written earlier in program order, or one written by a delayed step when the conv
+// is a colour-pass step and vice versa, which run_delayed / the colour passes order before it) and whose output
+// has no other writer. Its ops then run in program order on the rows the GEMM just wrote, so every value is
+// the one the unfused steps compute; a contiguous gather read only inside the epilogue (a gate's split) is
+// read in place, never copied. Every other buffer an op writes stays in its ring cache (one row for a buffer
+// only the epilogue reads, in L1 at this pixel): later steps and the draws read them as before.
+void ColumnProgram::plan_epilogues() const {
+  const int n = static_cast<int>(steps_.size()), nbuf = static_cast<int>(buffer_channels_.size());
+  fused_into_.assign(n, -1);
+  epilogue_.assign(n, {});
+  conv_scratch_.assign(n, -1);
+  ring_elided_.assign(nbuf, 0);
+  scratch_floats_ = 0;
+  // Not on grids yet: a scheduled step (a coarse position computed at its ready step, column_program_grids.cc)
+  // runs through run_grid_step, which knows nothing of epilogues. Their elementwise rows are still vectorised.
+  if (!fuse_epilogues_ || on_grids()) return;
+  struct GroupScratch {
+    int conv;
+    bool shareable;
+    int64_t floats, conv_offset;
+  };
+  std::vector<GroupScratch> groups;
+  std::vector<int> writers(nbuf, 0), producer(nbuf, -1);
+  std::vector<std::vector<int>> readers(nbuf);
+  for (int k = 0; k < n; ++k) {
+    if (writers[steps_[k].out]++ == 0) producer[steps_[k].out] = k;
+    for (const Operand& o : steps_[k].operands)
+      if (!o.is_const) readers[o.index].push_back(k);
+  }
+  auto same_schedule = [&](int a, int b) {
+    if (steps_[a].delay_y != steps_[b].delay_y || steps_[a].delay_x != steps_[b].delay_x) return false;
+    for (int p = 0; p <= c_; ++p)
+      if (pass_parts_[a][p].run != pass_parts_[b][p].run) return false;
+    return true;
+  };
+  for (int k = 0; k < n; ++k) {
+    const ProgramStep& conv = steps_[k];
+    if (conv.kind != StepKind::kConv || writers[conv.out] != 1) continue;
+    auto ready_before = [&](int b) {  // b's value at this position is computed before the conv runs
+      if (b == 0) return true;         // the image: drawn before the pass that reads it
+      if (writers[b] != 1) return false;
+      return producer[b] < k || steps_[producer[b]].delayed() != conv.delayed();
+    };
+    std::vector<char> in_group(nbuf, 0), member(n, 0);
+    in_group[conv.out] = 1;
+    std::vector<int> members;
+    int rows_used = 0;
+    for (int s = k + 1; s < n; ++s) {
+      const ProgramStep& st = steps_[s];
+      const bool elementwise = st.kind == StepKind::kAct || st.kind == StepKind::kBinary ||
+                               st.kind == StepKind::kGather || st.kind == StepKind::kConcat;
+      if (!elementwise || fused_into_[s] >= 0 || writers[st.out] != 1 || !same_schedule(s, k)) continue;
+      bool reads_group = false, ready = true;
+      for (const Operand& o : st.operands) {
+        if (o.is_const) continue;
+        if (in_group[o.index])
+          reads_group = true;
+        else
+          ready = ready && ready_before(o.index);
+      }
+      if (!reads_group || !ready) continue;
+      // run_epilogue binds every op's rows on the stack: a longer chain continues as steps of its own.
+      if (static_cast<int>(members.size()) + 1 > kMaxEpilogueOps ||
+          rows_used + static_cast<int>(st.operands.size()) > kMaxEpilogueRows)
+        break;
+      rows_used += static_cast<int>(st.operands.size());
+      in_group[st.out] = 1;
+      member[s] = 1;
+      members.push_back(s);
+    }
+    if (members.empty()) continue;
+    // A buffer only this epilogue reads (not the head) lives in the slice's scratch, not in its ring cache: the
+    // same few lines at every position, so its stores and loads hit L1 / L2 instead of a new ring pixel.
+    auto internal = [&](int b) {
+      if (b == 0 || b == head_.buffer) return false;
+      for (int r : readers[b])
+        if (!member[r]) return false;
+      return true;
+    };
+    // Scratch is shared by the epilogues whose steps run whole in every colour pass they run in: their values
+    // are dead once the epilogue ends. One that computes a channel range per pass reads channels an earlier pass
+    // wrote at this position, so it gets a region of its own.
+    bool shareable = true;
+    for (int p = 0; p <= c_; ++p) {
+      shareable = shareable && (!pass_parts_[k][p].run || pass_parts_[k][p].whole);
+      for (int m : members) shareable = shareable && (!pass_parts_[m][p].run || pass_parts_[m][p].whole);
+    }
+    int64_t floats = 0;  // this epilogue's scratch per image
+    auto place = [&](int b) {
+      if (!internal(b)) return FusedLoc{Where::kRing, b, 0, buffer_channels_[b]};
+      ring_elided_[b] = 1;
+      floats += buffer_channels_[b];
+      return FusedLoc{Where::kScratch, b, floats - buffer_channels_[b], buffer_channels_[b]};
+    };
+    std::vector<FusedLoc> loc(nbuf);  // where each buffer of the group is read from
+    auto operand_loc = [&](const Operand& o) {
+      if (o.is_const) return FusedLoc{Where::kConst, o.index, 0, consts_[o.index].c};
+      if (in_group[o.index]) return loc[o.index];
+      return FusedLoc{Where::kRing, o.index, 0, buffer_channels_[o.index]};
+    };
+    loc[conv.out] = place(conv.out);
+    for (int s : members) {
+      const ProgramStep& st = steps_[s];
+      fused_into_[s] = k;
+      bool in_place = st.kind == StepKind::kGather && st.out != head_.buffer;
+      for (size_t c = 0; c < st.channels.size() && in_place; ++c) in_place = st.channels[c] == st.channels[0] + int32_t(c);
+      for (int r : readers[st.out]) in_place = in_place && member[r];
+      if (in_place) {  // a split: its readers read the source's channel range
+        FusedLoc l = operand_loc(st.operands[0]);
+        l.offset += st.channels[0];
+        l.channels = buffer_channels_[st.out];
+        loc[st.out] = l;
+        ring_elided_[st.out] = 1;
+        continue;
+      }
+      FusedOp op;
+      op.step = s;
+      for (const Operand& o : st.operands) op.in.push_back(operand_loc(o));
+      op.out = loc[st.out] = place(st.out);
+      epilogue_[k].push_back(std::move(op));
+    }
+    groups.push_back({k, shareable, floats, loc[conv.out].where == Where::kScratch ? loc[conv.out].offset : -1});
+  }
+  // Scratch regions: the shareable epilogues from float 0, each other one after them in a region of its own.
+  int64_t shared = 0, own = 0;
+  for (const GroupScratch& g : groups)
+    if (g.shareable) shared = std::max(shared, g.floats);
+  for (const GroupScratch& g : groups) {
+    const int64_t base = g.shareable ? 0 : shared + own;
+    if (!g.shareable) own += g.floats;
+    for (FusedOp& op : epilogue_[g.conv]) {
+      if (op.out.where == Where::kScratch) op.out.offset += base;
+      for (FusedLoc& l : op.in)
+        if (l.where == Where::kScratch) l.offset += base;
+    }
+    if (g.conv_offset >= 0) conv_scratch_[g.conv] = base + g.conv_offset;
+  }
+  scratch_floats_ = shared + own;
+}
+
+int64_t ColumnProgram::run_epilogue(Slice& s, int k, int64_t i, int64_t j, int p, int64_t* ns) const {
+  const Kernels& kern = active_kernels();
+  const std::vector<FusedOp>& ops = epilogue_[k];
+  // Each op's output and operand rows at this position, bound once for all images: image img's values are at
+  // base + img * step (the ring's image stride; a constant's per-image stride or 0).
+  struct Rows {
+    const float* base;
+    int64_t step;
+  };
+  struct Bound {
+    bool run;
+    int64_t lo, hi;  // the channels this pass computes (as run_pass gives the unfused step)
+    float* y;
+    int64_t ystep;
+    int first;  // its operands' rows
+  };
+  Rows rows[kMaxEpilogueRows];
+  Bound bound[kMaxEpilogueOps];
+  auto bind = [&](const FusedLoc& l) -> Rows {
+    switch (l.where) {
+      case Where::kRing: return {s.px(*this, l.index, i, 0, j) + l.offset, w_ * buffer_channels_[l.index]};
+      case Where::kScratch: return {s.scratch.data() + l.offset, scratch_floats_};
+      default: {
+        const ConstTensor& t = consts_[l.index];
+        return {t.pixel(s.img0, i, j) + l.offset, t.n > 1 ? t.h * t.w * t.c : 0};
+      }
+    }
+  };
+  int nrows = 0;
+  for (size_t o = 0; o < ops.size(); ++o) {
+    const ProgramStep& st = steps_[ops[o].step];
+    Bound& b = bound[o];
+    const Rows y = bind(ops[o].out);  // a ring or scratch row: writable
+    b = {true, 0, buffer_channels_[st.out], const_cast<float*>(y.base), y.step, nrows};
+    if (p >= 0) {
+      const PassPart& part = pass_parts_[ops[o].step][p];
+      b.run = part.run;
+      if (!part.whole) b.lo = part.lo, b.hi = part.hi;
+    }
+    for (const FusedLoc& l : ops[o].in) rows[nrows++] = bind(l);
+  }
+  auto apply = [&](size_t o, int64_t img) {
+    const Bound& b = bound[o];
+    if (!b.run) return;
+    const FusedOp& op = ops[o];
+    const ProgramStep& st = steps_[op.step];
+    const Rows* in = rows + b.first;
+    auto at = [&](int q) { return in[q].base + img * in[q].step; };
+    float* y = b.y + img * b.ystep;
+    const int64_t lo = b.lo, len = b.hi - b.lo;
+    switch (st.kind) {
+      case StepKind::kAct:
+        kern.act_row(static_cast<int32_t>(st.act), st.alpha, at(0) + lo, y + lo, len);
+        break;
+      case StepKind::kBinary: {
+        const int64_t as = op.in[0].channels > 1 ? 1 : 0, bs = op.in[1].channels > 1 ? 1 : 0;
+        kern.binary_row(static_cast<int32_t>(st.binary), at(0) + lo * as, as, at(1) + lo * bs, bs, y + lo, len);
+        break;
+      }
+      case StepKind::kGather: {
+        const float* a = at(0);
+        for (int64_t ch = lo; ch < b.hi; ++ch) y[ch] = a[st.channels[ch]];
+        break;
+      }
+      default:  // kConcat (whole: it mixes channels)
+        for (size_t q = 0; q < op.in.size(); ++q) {
+          std::memcpy(y, at(static_cast<int>(q)), op.in[q].channels * sizeof(float));
+          y += op.in[q].channels;
+        }
+        break;
+    }
+  };
+  if (ns == nullptr) {  // image by image: each image's rows stay in L1 through the whole chain
+    for (int64_t img = 0; img < s.nb; ++img)
+      for (size_t o = 0; o < ops.size(); ++o) apply(o, img);
+    return 0;
+  }
+  // Profiling: op by op (the same values), each op's time to its own step.
+  int64_t total = 0;
+  for (size_t o = 0; o < ops.size(); ++o) {
+    const int64_t t0 = now_ns();
+    for (int64_t img = 0; img < s.nb; ++img) apply(o, img);
+    const int64_t dt = now_ns() - t0;
+    ns[ops[o].step] += dt;
+    total += dt;
+  }
+  return total;
+}
+
 int64_t ColumnProgram::first_step() const {
   int64_t t = 0;
   for (int k : delayed_) t = std::min(t, ready(steps_[k].delay_y, steps_[k].delay_x, 0, 0));
@@ -619,11 +827,14 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
             }
           }
         }
-        const int64_t ldd = w_ * buffer_channels_[st.out];
+        // The images' rows of the output: its ring cache, or the epilogue scratch when only the conv's fused
+        // epilogue reads it (plan_epilogues).
+        const int64_t scratch_at = conv_scratch_[&st - steps_.data()];
+        float* out = scratch_at >= 0 ? s.scratch.data() + scratch_at : s.px(*this, st.out, i, 0, j);
+        const int64_t ldd = scratch_at >= 0 ? scratch_floats_ : w_ * buffer_channels_[st.out];
         if (part == nullptr) {
-          detail::gemm_segments(kern, pl, col, nb, s.px(*this, st.out, i, 0, j), ldd);
+          detail::gemm_segments(kern, pl, col, nb, out, ldd);
         } else {
-          float* out = s.px(*this, st.out, i, 0, j);
           for (int g : part->segs) detail::gemm_segment(kern, pl, pl.segs[g], col, nb, out, ldd);
         }
         break;
@@ -637,8 +848,8 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
         for (int64_t img = 0; img < nb; ++img) {
           const float* a = ka != nullptr ? ka->pixel(s.img0 + img, i, j) : s.px(*this, oa.index, i, img, j);
           const float* b = kb != nullptr ? kb->pixel(s.img0 + img, i, j) : s.px(*this, ob.index, i, img, j);
-          apply_binary_row(st.binary, a + c0 * astride, astride, b + c0 * bstride, bstride,
-                           s.px(*this, st.out, i, img, j) + c0, cout);
+          kern.binary_row(static_cast<int32_t>(st.binary), a + c0 * astride, astride, b + c0 * bstride, bstride,
+                          s.px(*this, st.out, i, img, j) + c0, cout);
         }
         break;
       }
@@ -646,7 +857,7 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
         for (int64_t img = 0; img < nb; ++img) {
           const float* a = s.px(*this, st.ins[0], i, img, j) + c0;
           float* y = s.px(*this, st.out, i, img, j) + c0;
-          apply_act_row(st.act, st.alpha, a, y, cout);
+          kern.act_row(static_cast<int32_t>(st.act), st.alpha, a, y, cout);
         }
         break;
       case StepKind::kConcat:
@@ -739,13 +950,16 @@ ColumnProgram::Slice ColumnProgram::make_slice(int64_t b0, int64_t b1) const {
   s.img0 = b0;
   s.nb = b1 - b0;
   s.ring.resize(buffer_channels_.size());
-  for (size_t b = 0; b < buffer_channels_.size(); ++b)
-    s.ring[b].assign(ring_rows_[b] * s.nb * buffer_w_[b] * buffer_channels_[b] - kSeededBugFloats, 0.0f);
+  for (size_t b = 0; b < buffer_channels_.size(); ++b)  // none for a buffer only fused epilogues read
+    if (!ring_elided_[b])
+      s.ring[b].assign(ring_rows_[b] * s.nb * buffer_w_[b] * buffer_channels_[b] - kSeededBugFloats,
+                       poison_caches_ ? NAN : 0.0f);
   int64_t kmax = 0;
   for (const ProgramStep& st : steps_)
     if (st.kind == StepKind::kConv) kmax = std::max(kmax, st.plan.kcol);
   s.col.assign(s.nb * kmax + 16, 0.0f);  // one position's im2col rows for the slice's images
   s.next.assign(delayed_.size(), 0);
+  s.scratch.assign(s.nb * scratch_floats_, poison_caches_ ? NAN : 0.0f);
   return s;
 }
 

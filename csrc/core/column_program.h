@@ -117,7 +117,8 @@ class ColumnProgram {
   const char* step_kind(int k) const;
 
   int64_t head_channels() const { return buffer_channels_.at(head_.buffer); }
-  // Floats of ring cache per image (all buffers), for reports.
+  // Floats of ring cache per image (all buffers but those only fused epilogues read, plus their scratch), for
+  // reports.
   int64_t cache_floats_per_image() const;
   // Multiply-adds per position per image over live taps (convs only), for GFLOP/s reports.
   int64_t macs_per_position() const;
@@ -138,6 +139,22 @@ class ColumnProgram {
     prepare();
     return ring_rows_;
   }
+
+  // Epilogue fusion (on unless switched off here): prepare() folds the elementwise steps at a conv's own position
+  // (act, binary, concat, gather) into that conv's epilogue, run on the rows its GEMM just wrote, one pass per
+  // image (docs/SAMPLER.md, "Fused epilogues"). Off: every step is its own pass, the reference the tests hold the
+  // fused path to. Not to be called while another thread samples with the program.
+  void set_epilogue_fusion(bool on) {
+    fuse_epilogues_ = on;
+    prepared_ = false;
+  }
+  // The conv step whose epilogue computes step k (a contiguous gather read in place counts), or -1.
+  int fused_into(int k) const {
+    prepare();
+    return fused_into_.at(k);
+  }
+  // Test seam: ring caches start as NaN instead of 0, so that reading a value no step wrote shows in the output.
+  void set_poison_caches(bool on) { poison_caches_ = on; }
 
  private:
   struct Slice;  // per-thread ring caches of a contiguous range of images
@@ -184,6 +201,25 @@ class ColumnProgram {
   void run_grid_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j) const;
   void grid_ring_rows() const;
   void check_grid_head(int buffer) const;  // set_head: on the image grid, ready at its own position
+  // Epilogue fusion. Where a fused op's operand or output is at a pixel: buffer `index`'s ring cache, constant
+  // `index`, or (a buffer only the epilogue reads) the slice's epilogue scratch, from float `offset` of an image's
+  // block; a ring or constant operand starts at channel `offset` (a contiguous gather read in place). `channels`:
+  // the operand's own count (1: broadcast).
+  enum class Where { kRing, kConst, kScratch };
+  struct FusedLoc {
+    Where where = Where::kRing;
+    int index = 0;
+    int64_t offset = 0, channels = 0;
+  };
+  struct FusedOp {
+    int step = 0;              // the program step it computes
+    FusedLoc out;              // where it writes that step's output
+    std::vector<FusedLoc> in;  // the step's operands, in order
+  };
+  void plan_epilogues() const;  // prepare()'s fusion decision, from the program alone
+  // The epilogue of conv step k at (i, j) for the slice's images; p: the colour pass (-1: whole steps). With ns
+  // (profiling) each op is timed into its own step; returns the nanoseconds so spent.
+  int64_t run_epilogue(Slice& s, int k, int64_t i, int64_t j, int p, int64_t* ns) const;
 
   int h_, w_, c_;
   std::vector<int64_t> buffer_channels_;
@@ -200,6 +236,13 @@ class ColumnProgram {
   mutable std::vector<int> ring_rows_;  // rows cached per buffer
   mutable std::vector<std::vector<PassPart>> pass_parts_;  // [step][pass 0..C]
   mutable bool prepared_ = false;
+  bool fuse_epilogues_ = true;
+  bool poison_caches_ = false;
+  mutable std::vector<int> fused_into_;                 // per step: the conv whose epilogue computes it, or -1
+  mutable std::vector<std::vector<FusedOp>> epilogue_;  // per conv step: its fused ops, in program order
+  mutable std::vector<int64_t> conv_scratch_;  // per step: a fused conv's output offset in the scratch, or -1 (ring)
+  mutable int64_t scratch_floats_ = 0;          // epilogue scratch per image
+  mutable std::vector<char> ring_elided_;       // per buffer: no ring cache (only a fused epilogue reads it)
 };
 
 }  // namespace pcf

@@ -1,7 +1,8 @@
 // Core (framework-free C++17, CUDA-compatible): the value of one activation or binary function, written once
-// for every executor: the GPU executor's (flat_program.h), its host emulation, and the CPU executor's for
-// all but the few activations it vectorises itself (column_program.cc). The functions are passed as
-// program.h's enum values (plain ints here, so device code needs no std headers).
+// for the GPU executor (flat_program.h) and its host emulation: the reference definition. The CPU executor
+// runs the vectorised rows of kernels_isa.inc instead, which match these to a few ulp (docs/KERNELS.md,
+// tests/test_elementwise_rows.py). The functions are passed as program.h's enum values (plain ints here, so
+// device code needs no std headers).
 #pragma once
 
 #include <math.h>

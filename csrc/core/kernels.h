@@ -1,4 +1,5 @@
-// Core (framework-free C++17): the register-blocked GEMM microkernels, one build per instruction set.
+// Core (framework-free C++17): the register-blocked GEMM microkernels and elementwise rows, one build per
+// instruction set.
 //
 // The conv drivers (masked_conv.cc) gather an im2col block over live taps only and call these on it.
 // kernels_isa.inc is compiled three times (AVX-512, AVX2+FMA, SSE2) into separate namespaces and
@@ -60,6 +61,14 @@ struct Kernels {
   void (*gemm)(const GemmArgs&);
   void (*gemm_dot)(const GemmDotArgs&);
   void (*gemm_at_b)(const GemmAtBArgs&);
+  // The column program's elementwise rows, vectorised (exp, expm1, tanh, sigmoid, log1p by range reduction and
+  // polynomials; erf through libm). fn is program.h's ActFn / BinaryFn value, as elementwise.h's scalar act() /
+  // binary(), which they match to a few ulp (docs/KERNELS.md). y may alias x (or a, b).
+  // y[k] = act(fn, x[k], alpha) for k < n.
+  void (*act_row)(int32_t fn, float alpha, const float* x, float* y, int64_t n);
+  // y[k] = binary(fn, a[k * astride], b[k * bstride]) for k < n; a stride is 1 (a row) or 0 (one value broadcast).
+  void (*binary_row)(int32_t fn, const float* a, int64_t astride, const float* b, int64_t bstride, float* y,
+                     int64_t n);
 };
 
 const Kernels& active_kernels();

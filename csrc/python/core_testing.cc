@@ -8,6 +8,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -15,8 +16,10 @@
 
 #include "../core/checks.h"
 #include "../core/column_program.h"
+#include "../core/elementwise.h"
 #include "../core/flat_program.h"
 #include "../core/flatten.h"
+#include "../core/kernels.h"
 #include "../core/masked_conv.h"
 #include "../core/masked_conv_element.h"
 #include "../core/philox.h"
@@ -259,6 +262,65 @@ void bind_emulated_gpu_program(py::module_& m) {
          "nothing reads their output).");
 }
 
+// ------------------------------------------------------------------ elementwise rows (core/kernels.h)
+
+// The microkernel build called `isa` ("avx512", "avx2", "generic"; any this CPU runs), or nullptr for "scalar":
+// elementwise.h's reference functions, one element at a time.
+const pcf::Kernels* row_kernels(const std::string& isa, const char* fn) {
+  if (isa == "scalar") return nullptr;
+  const pcf::Kernels* k = pcf::kernels_by_name(isa.c_str());
+  if (k == nullptr)
+    throw py::value_error(std::string(fn) + ": isa must be 'scalar' or a build this CPU runs (" +
+                          "_core.supported_isas()), got '" + isa + "'");
+  return k;
+}
+
+template <typename E>
+E fn_arg(const std::string& name, const char* fn) {
+  E e;
+  if (!pcf::parse_name(name, &e))
+    throw py::value_error(std::string(fn) + ": fn must be one of " + pcf::name_list<E>() + ", got '" + name + "'");
+  return e;
+}
+
+py::array_t<float> act_row(const std::string& isa, const std::string& fn_name, const py::object& x_obj, float alpha) {
+  const char* fn = "act_row";
+  const pcf::Kernels* k = row_kernels(isa, fn);
+  const int32_t f = static_cast<int32_t>(fn_arg<pcf::ActFn>(fn_name, fn));
+  const float* x = checked_input(x_obj, fn, "x", 1);
+  const int64_t n = py::reinterpret_borrow<py::array>(x_obj).shape(0);
+  py::array_t<float> y(n);
+  float* out = y.mutable_data();
+  if (k != nullptr)
+    k->act_row(f, alpha, x, out, n);
+  else
+    for (int64_t i = 0; i < n; ++i) out[i] = pcf::elementwise::act(f, x[i], alpha);
+  return y;
+}
+
+// a, b: 1-D of the same length, or one of them of length 1 (broadcast, stride 0).
+py::array_t<float> binary_row(const std::string& isa, const std::string& fn_name, const py::object& a_obj,
+                              const py::object& b_obj) {
+  const char* fn = "binary_row";
+  const pcf::Kernels* k = row_kernels(isa, fn);
+  const int32_t f = static_cast<int32_t>(fn_arg<pcf::BinaryFn>(fn_name, fn));
+  const float* a = checked_input(a_obj, fn, "a", 1);
+  const float* b = checked_input(b_obj, fn, "b", 1);
+  const int64_t na = py::reinterpret_borrow<py::array>(a_obj).shape(0);
+  const int64_t nb = py::reinterpret_borrow<py::array>(b_obj).shape(0);
+  if (na < 1 || nb < 1 || (na != nb && na != 1 && nb != 1))
+    throw py::value_error(std::string(fn) + ": a and b must have the same length or one of them length 1, got " +
+                          std::to_string(na) + " and " + std::to_string(nb));
+  const int64_t n = std::max(na, nb), as = na > 1 ? 1 : 0, bs = nb > 1 ? 1 : 0;
+  py::array_t<float> y(n);
+  float* out = y.mutable_data();
+  if (k != nullptr)
+    k->binary_row(f, a, as, b, bs, out, n);
+  else
+    for (int64_t i = 0; i < n; ++i) out[i] = pcf::elementwise::binary(f, a[i * as], b[i * bs]);
+  return y;
+}
+
 // (live taps, live MACs per pixel, dense MACs per pixel) of a TapSet, as the tap-analysis seams return it.
 py::tuple tap_summary(const pcf::TapSet& ts) {
   std::vector<std::pair<int, int>> taps;
@@ -288,6 +350,24 @@ void bind_testing(py::module_& t) {
         py::arg("dilation") = py::make_tuple(1, 1), py::arg("padding") = "same", py::arg("out") = py::none(),
         "masked_conv2d_backprop_filter computed as the CUDA kernels' partial sums do.");
   bind_emulated_gpu_program(t);
+  // The CPU executor's epilogue fusion (core/column_program.h): off gives the unfused reference executor.
+  t.def("set_epilogue_fusion", [](pcf::ColumnProgram& p, bool on) { p.set_epilogue_fusion(on); }, py::arg("program"),
+        py::arg("on"), "Switches a _core.ColumnProgram's epilogue fusion on (its default) or off (every step its own "
+        "pass). Not while another thread samples with it.");
+  t.def("fused_into", [](const pcf::ColumnProgram& p) {
+    std::vector<int> out;
+    for (int k = 0; k < p.num_steps(); ++k) out.push_back(p.fused_into(k));
+    return out;
+  }, py::arg("program"), "Per step of a _core.ColumnProgram: the conv step whose epilogue computes it, or -1.");
+  t.def("set_poison_caches", [](pcf::ColumnProgram& p, bool on) { p.set_poison_caches(on); }, py::arg("program"),
+        py::arg("on"), "Ring caches of later calls start as NaN (on) instead of 0: a read of a value never written "
+        "shows in the output.");
+  // The column program's vectorised elementwise rows per ISA against elementwise.h's reference functions.
+  t.def("act_row", &act_row, py::arg("isa"), py::arg("fn"), py::arg("x"), py::arg("alpha") = 0.2f,
+        "float32 1-D: the activation `fn` (an ActFn name) of each x, by the microkernel build `isa`'s vectorised "
+        "row ('avx512', 'avx2', 'generic') or by elementwise.h's scalar reference ('scalar').");
+  t.def("binary_row", &binary_row, py::arg("isa"), py::arg("fn"), py::arg("a"), py::arg("b"),
+        "float32 1-D: fn(a, b) (a BinaryFn name) elementwise, a length-1 operand broadcast; isa as act_row.");
   // The core's tap analysis (tapset.h), which every conv path and the sampler's executor build on.
   t.def("kernel_live_taps", [](const py::object& k_obj) {
     const float* k = checked_input(k_obj, "kernel_live_taps", "kernel", 4);

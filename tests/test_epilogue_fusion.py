@@ -1,0 +1,183 @@
+"""The CPU executor's fused epilogues (csrc/core/column_program.cc, plan_epilogues / run_epilogue; docs/SAMPLER.md,
+"Fused epilogues"): elementwise steps at a conv's own position run on the rows its GEMM just wrote. The fused
+executor must compute exactly what the unfused one computes (the same row functions in the same order: bit for
+bit), on every fixture program (colour passes, per-image constants, mixture heads), on the zoo's gated PixelCNNs
+and PixelCNN++ (delayed steps, shifts, gates, concat_elu), and on hand-written programs with odd channel
+counts, batch 1, and ring caches poisoned with NaN (a value the fused path forgets to write shows). Both
+executors are also held to TensorFlow by the existing tests (test_zoo_sampler.py, test_sampler.py, ...), which
+run fused."""
+
+import numpy as np
+import pytest
+
+from fixtures import make_programs
+from pixelcnn_fast import _core
+from pixelcnn_fast._core import testing as core_testing
+
+PROGRAMS = make_programs.load()
+
+
+def build(spec, arrays, n, fused, poison=True):
+    program = _core.ColumnProgram.from_spec(spec, arrays, n)
+    core_testing.set_epilogue_fusion(program, fused)
+    core_testing.set_poison_caches(program, poison)
+    return program
+
+
+def head_levels(spec):
+    line = next(l for l in spec.splitlines() if l.startswith("head "))
+    fields = dict(f.split("=", 1) for f in line.split()[1:])
+    return 2 if fields["kind"] == "bernoulli" else int(fields["levels"])
+
+
+def assert_fused_equals_unfused(spec, arrays, n, batch, rng, min_fused=1, levels=None):
+    fused, unfused = build(spec, arrays, n, True), build(spec, arrays, n, False)
+    into = core_testing.fused_into(fused)
+    assert sum(k >= 0 for k in into) >= min_fused, into
+    assert all(k == -1 for k in core_testing.fused_into(unfused))
+    h, w, c = fused.image_shape
+    levels = levels or head_levels(spec)
+    image = rng.integers(0, levels, (batch, h, w, c)).astype(np.float32) / max(levels - 1, 1)
+    got, want = fused.teacher_forced(image), unfused.teacher_forced(image)
+    assert np.isfinite(want).all()  # poisoned caches: every value the unfused steps read was written
+    np.testing.assert_array_equal(got, want)
+    seed = int(rng.integers(0, 2 ** 63))
+    for offset in (0, 5):
+        lf, mf = fused.sample(batch, seed, 0.9, offset)
+        lu, mu = unfused.sample(batch, seed, 0.9, offset)
+        np.testing.assert_array_equal(lf, lu)
+        np.testing.assert_array_equal(mf, mu)
+    return into
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_fixture_programs_fused_equal_unfused(name, rng):
+    spec, arrays, n = PROGRAMS[name]
+    assert_fused_equals_unfused(spec, arrays, n, n or 3, rng)
+    if not n:  # batch 1
+        assert_fused_equals_unfused(spec, arrays, n, 1, rng)
+
+
+def synthetic_program(channels, rng, height=5, width=6, const_bias_channels=None):
+    """A hand-written program around every fused construct, with `channels` (C) gate channels:
+    conv 3x3 (mask A: taps above and left) 1 -> 2C, + bias, gate tanh(split 0) * sigmoid(split 1) (splits read in
+    place), conv 1x1 C -> C + bias (C channels, or 1: broadcast) -> relu, residual add, concat_elu with the first
+    half's channels reversed (a gather that is copied: concat(x[::-1], -x) -> elu), conv 1x1 2C -> 1 + bias: the
+    bernoulli head (written by a fused op)."""
+    c = channels
+    k0 = rng.standard_normal((3, 3, 1, 2 * c)).astype(np.float32)
+    k0[1, 1:] = 0
+    k0[2] = 0
+    arrays = [k0, rng.standard_normal((1, 1, 1, 2 * c)).astype(np.float32),
+              (rng.standard_normal((1, 1, c, c)) / np.sqrt(c)).astype(np.float32),
+              rng.standard_normal((1, 1, 1, const_bias_channels or 1)).astype(np.float32),
+              (rng.standard_normal((1, 1, 2 * c, 1)) / np.sqrt(c)).astype(np.float32),
+              rng.standard_normal((1, 1, 1, 1)).astype(np.float32)]
+    lo, hi = ",".join(map(str, range(c))), ",".join(map(str, range(c, 2 * c)))
+    buffers = [1, 2 * c, 2 * c, c, c, c, c, c, c, c, c, c, c, c, 2 * c, 2 * c, 1, 1, c]
+    spec = "\n".join([
+        "pixelcnn_fast.column_program 1",
+        f"image height={height} width={width} channels=1",
+        "buffers channels=" + ",".join(map(str, buffers)),
+        f"input index=0 kind=kernel shape=3,3,1,{2 * c}",
+        "input index=1 kind=const",
+        f"input index=2 kind=kernel shape=1,1,{c},{c}",
+        "input index=3 kind=const",
+        f"input index=4 kind=kernel shape=1,1,{2 * c},1",
+        "input index=5 kind=const",
+        "conv out=1 in=0 kernel=0 dh=1 dw=1 padding=same phase=0 name=gate_conv",
+        "binary out=2 fn=add a=b1 b=i1 phase=0 name=gate_bias",
+        f"gather out=3 in=2 channels={lo} phase=0 name=split_a",
+        "act out=4 in=3 fn=tanh alpha=0.2 phase=0 name=tanh",
+        f"gather out=5 in=2 channels={hi} phase=0 name=split_b",
+        "act out=6 in=5 fn=sigmoid alpha=0.2 phase=0 name=sigmoid",
+        "binary out=7 fn=mul a=b4 b=b6 phase=0 name=gate",
+        "conv out=8 in=7 kernel=2 dh=1 dw=1 padding=valid phase=0 name=nin",
+        "binary out=9 fn=add a=i3 b=b8 phase=0 name=nin_bias",
+        "act out=10 in=9 fn=relu alpha=0.2 phase=0 name=relu",
+        "binary out=11 fn=add a=b7 b=b10 phase=0 name=residual",
+        "act out=12 in=11 fn=neg alpha=0.2 phase=0 name=neg",
+        "act out=13 in=11 fn=softplus alpha=0.2 phase=0 name=unread",
+        "gather out=18 in=11 channels=" + ",".join(map(str, range(c - 1, -1, -1))) + " phase=0 name=reverse",
+        "concat out=14 parts=b18,b12 phase=0 name=concat",
+        "act out=15 in=14 fn=elu alpha=0.2 phase=0 name=elu",
+        "conv out=16 in=15 kernel=4 dh=1 dw=1 padding=valid phase=0 name=head_conv",
+        "binary out=17 fn=add a=b16 b=i5 phase=0 name=head_bias",
+        "head kind=bernoulli buffer=17 levels=1 scale=1 offset=0",
+        "end", ""])
+    return spec, arrays
+
+
+@pytest.mark.parametrize("channels", [1, 3, 7, 17, 33])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_odd_channel_counts_fused_equal_unfused(channels, batch, rng):
+    spec, arrays = synthetic_program(channels, rng, const_bias_channels=channels if channels > 3 else 1)
+    into = assert_fused_equals_unfused(spec, arrays, 0, batch, rng)
+    # Steps 1..6 (bias, both splits, tanh, sigmoid, gate) in the first conv's epilogue; nin's bias, relu, the
+    # residual add, neg, the unread softplus, the reversing gather, concat and elu in nin's; the head's bias in
+    # the head conv's.
+    assert into == [-1, 0, 0, 0, 0, 0, 0, -1, 7, 7, 7, 7, 7, 7, 7, 7, -1, 16], into
+
+
+def test_fused_program_matches_a_numpy_forward(rng):
+    """The synthetic program's head, fused, against the same network written in NumPy (float64)."""
+    c, batch = 7, 2
+    spec, arrays = synthetic_program(c, rng, height=4, width=5)
+    program = build(spec, arrays, 0, True)
+    image = rng.integers(0, 2, (batch, 4, 5, 1)).astype(np.float32)
+    got = program.teacher_forced(image)
+    k0, b0, k1, b1, k2, b2 = [a.astype(np.float64) for a in arrays]
+    x = np.pad(image.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    a = sum(np.einsum("nhwc,cd->nhwd", x[:, dy:dy + 4, dx:dx + 5], k0[dy, dx]) for dy in range(3) for dx in range(3))
+    a = a + b0[0, 0, 0]
+    gate = np.tanh(a[..., :c]) / (1 + np.exp(-a[..., c:]))
+    r = gate + np.maximum(np.einsum("nhwc,cd->nhwd", gate, k1[0, 0]) + b1[0, 0, 0], 0)
+    e = np.concatenate([r[..., ::-1], -r], -1)
+    e = np.where(e > 0, e, np.expm1(e))
+    want = np.einsum("nhwc,cd->nhwd", e, k2[0, 0]) + b2[0, 0, 0]
+    err = np.abs(got - want).max() / np.abs(want).max()
+    assert err < 1e-5, err
+
+
+def test_fusion_is_off_when_asked_and_every_step_runs(rng):
+    spec, arrays = synthetic_program(3, rng)
+    program = build(spec, arrays, 0, False)
+    assert core_testing.fused_into(program) == [-1] * 18
+    core_testing.set_epilogue_fusion(program, True)
+    assert sum(k >= 0 for k in core_testing.fused_into(program)) == 15
+
+
+def test_profile_attributes_fused_steps_to_themselves(rng):
+    """Sampler.profile's per-step times: a fused op's time goes to its own step, the GEMM's to the conv."""
+    spec, arrays = synthetic_program(17, rng, height=7, width=8)
+    program = build(spec, arrays, 0, True, poison=False)
+    prof = program.sample_profile(4, 3, 1.0)
+    seconds = {name: sec for name, kind, sec in prof}
+    assert seconds["tanh"] > 0 and seconds["sigmoid"] > 0 and seconds["gate_conv"] > 0
+    assert seconds["split_a"] == 0 and seconds["split_b"] == 0  # read in place: no work
+
+
+ZOO = ["gated_shifted", "gated_masked_conditional", "pixelcnn_pp_grey", "pixelcnn_pp_rgb", "vqvae_prior_one_hot"]
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_programs_fused_equal_unfused(name, rng):
+    """Delayed vertical stacks / u streams (their chains fused at their delay), shifts, gates tanh(a) *
+    sigmoid(b) and a * sigmoid(b), concat_elu, class conditioning, RGB colour passes and mixture heads."""
+    from fixtures import zoo_models
+    from pixelcnn_fast.sampler import Sampler
+
+    zm = zoo_models.build(name, height=6, width=7)
+    sampler = Sampler(zm.model, head=zm.head, levels=zm.levels, value_map=zm.value_map)
+    batch = 2
+    conditions = [np.eye(10, dtype=np.float32)[[3, 8]]] if zm.num_classes else []
+    sampler.executor(batch, conditions)
+    spec, arrays = sampler.last_spec
+    n = batch if conditions else 0
+    into = assert_fused_equals_unfused(spec, arrays, n, batch, rng, min_fused=4, levels=zm.levels)
+    kinds = [line.split()[0] for line in spec.splitlines() if line.split()[0] in
+             ("conv", "binary", "act", "concat", "gather", "softmax", "reduce", "shift")]
+    fused_kinds = {kinds[k] for k, root in enumerate(into) if root >= 0}
+    assert {"binary", "act"} <= fused_kinds, fused_kinds
+    if name.startswith("gated") or name.startswith("pixelcnn_pp"):
+        assert "gather" in fused_kinds  # the gates' splits, read in place
