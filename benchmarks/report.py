@@ -594,18 +594,19 @@ def plot(srows, path):
         print("report.py: matplotlib not installed: no plot written", file=sys.stderr)
         return False
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [1.1, 1]})
-    styles = {"rows": "-o", "graph": "-s", "predict": "-^"}
+    styles = {"rows": "-o", "graph": "-s", "predict": "-^", "dist_sample": "-D"}
     colors = {}
     for model_id in dict.fromkeys(r["model_id"] for r in srows):
         label = next(r["model_label"] for r in srows if r["model_id"] == model_id)
-        for impl in ("rows", "graph", "predict"):
+        for impl in ("rows", "graph", "predict", "dist_sample"):  # dist_sample: TFP's own sampler
             pts = []
             for batch in sorted({r["batch"] for r in srows if r["model_id"] == model_id}):
                 cached, naive = _sampler_pair(srows, batch, impl, model_id)
                 if cached and naive:
                     pts.append((batch, naive["mean"] / cached["mean"]))
             if pts:
-                line, = ax.plot(*zip(*pts), styles[impl], color=colors.get(model_id), label="%s vs naive %s" % (label, impl))
+                what = "TFP's dist.sample()" if impl == "dist_sample" else "naive %s" % impl
+                line, = ax.plot(*zip(*pts), styles[impl], color=colors.get(model_id), label="%s vs %s" % (label, what))
                 colors.setdefault(model_id, line.get_color())
     ax.plot(*zip(*FAST_PIXELCNNPP), "x--", color="grey", label="Fast PixelCNN++ paper (K40 GPU, its naive loop)")
     ax.set_xscale("log", base=2)
