@@ -195,6 +195,26 @@ def mutate_text(rng, text):
     return "\n".join(lines)
 
 
+def build_and_run_mutant(core, text, arrays, case, max_floats=None):
+    """A mutated spec either fails to build or builds and runs (one image sampled, zeros teacher-forced), with
+    every failure a typed error (ValueError / TypeError), never a crash. True when it built. max_floats: skip
+    running an image larger than that (a mutated size)."""
+    try:
+        program = core.ColumnProgram.from_spec(text, arrays, 1)
+    except (ValueError, TypeError):
+        return False
+    h, w, c = program.image_shape
+    if max_floats is not None and h * w * c > max_floats:
+        return True
+    try:
+        levels, _ = program.sample(1, case, 1.0)
+        assert levels.shape == (1, h, w, c)
+        program.teacher_forced(np.zeros((1, h, w, c), np.float32))
+    except (ValueError, TypeError):
+        pass
+    return True
+
+
 def mutate_arrays(rng, arrays):
     """One random mutation of the spec's arrays (count, shape, dtype, layout, values)."""
     arrays = list(arrays)

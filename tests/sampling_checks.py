@@ -40,3 +40,58 @@ def assert_same_images(a, b, levels):
     if near:
         warnings.warn(f"{a.mode} vs {b.mode}: {len(near)} image(s) diverged at a draw within float rounding "
                       f"of a CDF boundary (image, position, margin): {near}")
+
+
+# ------------------------------------------------------------------- logistic mixtures, calibration
+def mixture_cdf_bounds(logits, channel_mean_scale, levels, n_levels, temperature):
+    """float64 F(x - 1), F(x) of every drawn level x of a logistic-mixture pixel under its own conditionals, and
+    each pixel's log P (docs/SEMANTICS.md, "Logistic-mixture heads"): one component j per pixel with prior
+    softmax(logits / T) (logits (..., K)); channel c logistic with (mu, s) = channel_mean_scale(c, x) (each
+    (..., K), s already times T; x (..., C) = 2 level / (L - 1) - 1 of the drawn levels, for the colour coupling),
+    discretised to L levels (bins of half-width 1 / (L - 1), the outer bins open). One component for the whole
+    pixel: channel c's conditional given the channels drawn before weighs j by its posterior, not its prior."""
+    z = np.asarray(logits, np.float64) / temperature
+    weight = np.exp(z - z.max(-1, keepdims=True))
+    weight /= weight.sum(-1, keepdims=True)
+    x = 2.0 * levels / (n_levels - 1) - 1.0
+    lower, upper = np.zeros(levels.shape), np.zeros(levels.shape)
+    joint = weight.copy()
+    for c in range(levels.shape[-1]):
+        mu, s = channel_mean_scale(c, x)
+        lv = levels[..., c:c + 1].astype(np.float64)
+
+        def component_cdf(level):  # P(X <= level | j), level in [-1, L - 1], per component
+            edge = (2.0 * level + 1.0) / (n_levels - 1) - 1.0
+            f = 0.5 * (1.0 + np.tanh(0.5 * (edge - mu) / s))
+            return np.where(level < 0, 0.0, np.where(level >= n_levels - 1, 1.0, f))
+
+        below, at = component_cdf(lv - 1.0), component_cdf(lv)
+        w = weight / weight.sum(-1, keepdims=True)
+        lower[..., c], upper[..., c] = (w * below).sum(-1), (w * at).sum(-1)
+        weight = w * (at - below)  # the posterior of j after this channel's drawn level
+        joint = joint * (at - below)
+    return lower, upper, np.log(joint.sum(-1))
+
+
+def randomised_pit(lower, upper, rng):
+    """The randomised probability-integral transform of discrete draws with CDF bounds F(x - 1), F(x)."""
+    return (lower + rng.random(lower.shape) * (upper - lower)).ravel()
+
+
+def assert_calibrated(name, sample, pit, n, seed, cold_temperature, threshold=1e-4):
+    """The calibration test: the randomised PIT of sample(n, seed) under the model's own conditionals is uniform
+    (KS over >= 500 draws, p > threshold); negative control: draws at cold_temperature judged at T = 1 fail, and
+    pass judged at their own temperature. sample(n, seed, temperature) -> levels; pit(levels, temperature) ->
+    PIT values."""
+    from scipy import stats
+
+    levels = sample(n, seed, 1.0)
+    u = pit(levels, 1.0)
+    res = stats.kstest(u, "uniform")
+    print(f"{name}: {u.size} draws, KS {res.statistic:.4f}, p = {res.pvalue:.3g} (seed {seed})")
+    assert u.size >= 500 and res.pvalue > threshold
+    cold = sample(n, seed, cold_temperature)
+    res_cold = stats.kstest(pit(cold, 1.0), "uniform")
+    print(f"{name}: T={cold_temperature} draws against T=1: KS {res_cold.statistic:.4f}, p = {res_cold.pvalue:.3g}")
+    assert res_cold.pvalue < threshold
+    assert stats.kstest(pit(cold, cold_temperature), "uniform").pvalue > threshold

@@ -225,18 +225,7 @@ def test_mutated_grid_specs_build_or_fail_typed(rng):
             text = "\n".join(lines)
         else:
             text = fuzz_core.mutate_text(local, spec)
-        try:
-            program = _core.ColumnProgram.from_spec(text, arrays, 1)
-        except (ValueError, TypeError):
-            continue
-        built += 1
-        h, w, c = program.image_shape
-        try:
-            levels, _ = program.sample(1, case, 1.0)
-            assert levels.shape == (1, h, w, c)
-            program.teacher_forced(np.zeros((1, h, w, c), np.float32))
-        except (ValueError, TypeError):
-            pass
+        built += fuzz_core.build_and_run_mutant(_core, text, arrays, case)
     assert built > 0
 
 

@@ -339,20 +339,7 @@ def test_mutated_shifted_specs_build_or_raise_typed_errors(rng):
         text = spec
         for _ in range(int(local.integers(1, 3))):
             text = fuzz_core.mutate_text(local, text)
-        try:
-            program = _core.ColumnProgram.from_spec(text, arrays, 1)
-        except (ValueError, TypeError):
-            continue
-        built += 1
-        h, w, c = program.image_shape
-        if h * w * c > 4096:
-            continue
-        try:
-            levels, _ = program.sample(1, case, 1.0)
-            assert levels.shape == (1, h, w, c)
-            program.teacher_forced(np.zeros((1, h, w, c), np.float32))
-        except (ValueError, TypeError):
-            pass
+        built += fuzz_core.build_and_run_mutant(_core, text, arrays, case, max_floats=4096)
     assert built > 0  # some mutants (a changed number, a dropped comment) still build
 
 
@@ -384,26 +371,16 @@ def test_pixelcnn_pp_draws_are_calibrated(channels, rng):
     # KS over >= 500 draws of the randomised PIT under the model's own mixture conditionals (float64, from one
     # forward pass of the drawn images: tests/test_mixture_sampler.py's oracle), threshold 1e-4; negative control:
     # T = 0.6 draws against the T = 1 conditionals.
-    from scipy import stats
+    from sampling_checks import assert_calibrated, randomised_pit
     from test_mixture_sampler import _mixture_cdfs
 
     zm = zoo_models.build("pixelcnn_pp_grey" if channels == 1 else "pixelcnn_pp_rgb", height=6, width=7)
     sampler = Sampler(zm.model, head="logistic_mixture")
 
-    def pit(levels, temperature=1.0):
+    def pit(levels, temperature):
         out = zm.model(tf.constant(levels / 127.5 - 1.0, tf.float32), training=False).numpy()
-        lower, upper = _mixture_cdfs(out, levels, channels, temperature)
-        return (lower + rng.random(lower.shape) * (upper - lower)).ravel()
+        return randomised_pit(*_mixture_cdfs(out, levels, channels, temperature), rng)
 
-    n = 16 if channels == 1 else 8
-    seed = int(rng.integers(2 ** 63))
-    levels = sampler.sample(n, seed=seed)
-    res = stats.kstest(pit(levels), "uniform")
-    print(f"pixelcnn_pp {channels} channel(s): {levels.size} draws, KS {res.statistic:.4f}, p = {res.pvalue:.3g} "
-          f"(seed {seed})")
-    assert levels.size >= 500 and res.pvalue > 1e-4
-    cold = sampler.sample(n, seed=seed, temperature=0.6)
-    res_cold = stats.kstest(pit(cold), "uniform")
-    print(f"pixelcnn_pp {channels} channel(s): T=0.6 against T=1: KS {res_cold.statistic:.4f}, p = {res_cold.pvalue:.3g}")
-    assert res_cold.pvalue < 1e-4
-    assert stats.kstest(pit(cold, 0.6), "uniform").pvalue > 1e-4
+    assert_calibrated(f"pixelcnn_pp {channels} channel(s)",
+                      lambda n, seed, t: sampler.sample(n, seed=seed, temperature=t), pit,
+                      16 if channels == 1 else 8, int(rng.integers(2 ** 63)), cold_temperature=0.6)

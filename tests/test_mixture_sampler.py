@@ -21,6 +21,7 @@ from pixelcnn_fast._core import testing
 from pixelcnn_fast.program.ir import NotCausalError
 from pixelcnn_fast.program.spec import SpecError, parse_spec
 from pixelcnn_fast.sampler import Sampler
+from sampling_checks import mixture_cdf_bounds
 
 MIXTURE = "logistic_mixture"
 
@@ -282,11 +283,8 @@ def _mixture_cdfs(out, levels, channels, temperature):
     its posterior, prior_j * P(those channels | j), not by the prior."""
     out = out.astype(np.float64)
     k = out.shape[-1] // (3 if channels == 1 else 10)
-    z = out[..., :k] / temperature
-    weight = np.exp(z - z.max(-1, keepdims=True))
-    x = 2.0 * levels / (LEVELS - 1) - 1.0
-    lower, upper = np.zeros(levels.shape), np.zeros(levels.shape)
-    for c in range(channels):
+
+    def mean_scale(c, x):
         block = k if channels == 1 else k + 3 * k * c
         mu = out[..., block:block + k].copy()
         s = np.exp(np.maximum(out[..., block + k:block + 2 * k], -7.0)) * temperature
@@ -295,17 +293,9 @@ def _mixture_cdfs(out, levels, channels, temperature):
         elif c == 2:
             mu += np.tanh(out[..., k + 3 * k + 2 * k:k + 3 * k + 3 * k]) * x[..., :1]
             mu += np.tanh(out[..., k + 6 * k + 2 * k:k + 6 * k + 3 * k]) * x[..., 1:2]
-        lv = levels[..., c:c + 1].astype(np.float64)
+        return mu, s
 
-        def component_cdf(level):  # P(X <= level | j), level in [-1, 255], per component
-            edge = (2.0 * level + 1.0) / (LEVELS - 1) - 1.0
-            f = 0.5 * (1.0 + np.tanh(0.5 * (edge - mu) / s))
-            return np.where(level < 0, 0.0, np.where(level >= LEVELS - 1, 1.0, f))
-
-        below, at = component_cdf(lv - 1.0), component_cdf(lv)
-        w = weight / weight.sum(-1, keepdims=True)
-        lower[..., c], upper[..., c] = (w * below).sum(-1), (w * at).sum(-1)
-        weight = w * (at - below)  # the posterior of j after this channel's drawn level
+    lower, upper, _ = mixture_cdf_bounds(out[..., :k], mean_scale, levels, LEVELS, temperature)
     return lower, upper
 
 

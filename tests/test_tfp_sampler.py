@@ -11,7 +11,6 @@ calibrated under that oracle's conditionals.
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from fixtures import zoo_unet
 
@@ -22,6 +21,7 @@ import pixelcnn_fast as pf  # noqa: E402
 from pixelcnn_fast import naive, tf_sampler  # noqa: E402
 from pixelcnn_fast._core import testing  # noqa: E402
 from pixelcnn_fast.program.ir import NotCausalError  # noqa: E402
+from sampling_checks import assert_calibrated, mixture_cdf_bounds, randomised_pit  # noqa: E402
 from test_mixture_sampler import assert_same_draws  # noqa: E402
 
 LEVELS = 256
@@ -55,34 +55,18 @@ def _tfp_cdfs(params, levels, channels, temperature=1.0):
     n_per = 1 + 2 * channels + channels * (channels - 1) // 2
     k = p.shape[-1] // n_per
     p = p.reshape(p.shape[:-1] + (k, n_per))
-    z = p[..., 0] / temperature
-    weight = np.exp(z - z.max(-1, keepdims=True))
-    weight /= weight.sum(-1, keepdims=True)
-    x = 2.0 * levels / (LEVELS - 1) - 1.0
-    lower, upper = np.zeros(levels.shape), np.zeros(levels.shape)
-    joint = weight.copy()
-    for c in range(channels):
+
+    def mean_scale(c, x):
         mu = p[..., 1 + c].copy()
-        raw = p[..., 1 + channels + c]
-        s = (np.logaddexp(0.0, raw) + np.exp(-7.0)) * temperature
+        s = (np.logaddexp(0.0, p[..., 1 + channels + c]) + np.exp(-7.0)) * temperature
         coef = p[..., 1 + 2 * channels:]
         if c == 1:
             mu += coef[..., 0] * x[..., :1]
         elif c == 2:
             mu += coef[..., 1] * x[..., :1] + coef[..., 2] * x[..., 1:2]
-        lv = levels[..., c:c + 1].astype(np.float64)
+        return mu, s
 
-        def component_cdf(level):
-            edge = (2.0 * level + 1.0) / (LEVELS - 1) - 1.0
-            f = 0.5 * (1.0 + np.tanh(0.5 * (edge - mu) / s))
-            return np.where(level < 0, 0.0, np.where(level >= LEVELS - 1, 1.0, f))
-
-        below, at = component_cdf(lv - 1.0), component_cdf(lv)
-        w = weight / weight.sum(-1, keepdims=True)
-        lower[..., c], upper[..., c] = (w * below).sum(-1), (w * at).sum(-1)
-        weight = w * (at - below)
-        joint = joint * (at - below)
-    return lower, upper, np.log(joint.sum(-1))
+    return mixture_cdf_bounds(p[..., 0], mean_scale, levels, LEVELS, temperature)
 
 
 # ------------------------------------------------------------------- the adapter
@@ -155,22 +139,15 @@ def test_draws_are_calibrated_under_tfps_conditionals(channels, hierarchies, siz
     z = _dist(channels, False, size=size, hierarchies=hierarchies)
     sampler = pf.Sampler(z.dist)
     n = 16 if channels == 1 else 8
-    seed = int(rng.integers(2 ** 63))
 
-    def pit(levels, temperature=1.0):
+    def pit(levels, temperature):
         params = sampler.model(_inputs(levels, None), training=False).numpy()
         lower, upper, _ = _tfp_cdfs(params, levels, channels, temperature)
-        return (lower + rng.random(lower.shape) * (upper - lower)).ravel()
+        return randomised_pit(lower, upper, rng)
 
-    u = pit(sampler.sample(n, seed=seed))
-    res = stats.kstest(u, "uniform")
-    print(f"C={channels}: {u.size} draws, KS {res.statistic:.4f}, p = {res.pvalue:.3g} (seed {seed})")
-    assert u.size >= 500 and res.pvalue > 1e-4
-    cold = sampler.sample(n, seed=seed, temperature=0.3)
-    res_cold = stats.kstest(pit(cold), "uniform")
-    print(f"C={channels}: T=0.3 draws against T=1: p = {res_cold.pvalue:.3g}")
-    assert res_cold.pvalue < 1e-4
-    assert stats.kstest(pit(cold, 0.3), "uniform").pvalue > 1e-4
+    assert_calibrated(f"tfd.PixelCNN C={channels} hierarchies={hierarchies}",
+                      lambda n, seed, t: sampler.sample(n, seed=seed, temperature=t), pit, n,
+                      int(rng.integers(2 ** 63)), cold_temperature=0.3)
 
 
 def test_core_tfp_layout_equals_the_numba_twin(rng):

@@ -129,7 +129,7 @@ def test_unet_draws_are_calibrated(channels, rng):
     """KS over >= 500 draws of the randomised PIT under the U-net's own mixture conditionals (float64 from one
     forward pass of the drawn images: tests/test_mixture_sampler.py's oracle), threshold 1e-4; negative control:
     T = 0.6 draws against the T = 1 conditionals."""
-    from scipy import stats
+    from sampling_checks import assert_calibrated, randomised_pit
     from test_mixture_sampler import _mixture_cdfs
 
     import pixelcnn_fast
@@ -138,22 +138,13 @@ def test_unet_draws_are_calibrated(channels, rng):
     zm = zoo_models.build(name, height=8, width=8)
     sampler = pixelcnn_fast.Sampler(zm.model, head="logistic_mixture")
 
-    def pit(levels, temperature=1.0):
+    def pit(levels, temperature):
         out = zm.model(tf.constant(levels / 127.5 - 1.0, tf.float32), training=False).numpy()
-        lower, upper = _mixture_cdfs(out, levels, channels, temperature)
-        return (lower + rng.random(lower.shape) * (upper - lower)).ravel()
+        return randomised_pit(*_mixture_cdfs(out, levels, channels, temperature), rng)
 
     n = 16 if channels == 1 else 6  # >= 1000 draws: the T = 0.6 control's KS (~0.12) well over its 1e-4 bound (~0.07)
-    seed = int(rng.integers(2 ** 63))
-    levels = sampler.sample(n, seed=seed)
-    res = stats.kstest(pit(levels), "uniform")
-    print(f"{name}: {levels.size} draws, KS {res.statistic:.4f}, p = {res.pvalue:.3g} (seed {seed})")
-    assert levels.size >= 500 and res.pvalue > 1e-4
-    cold = sampler.sample(n, seed=seed, temperature=0.6)
-    res_cold = stats.kstest(pit(cold), "uniform")
-    print(f"{name}: T=0.6 against T=1: KS {res_cold.statistic:.4f}, p = {res_cold.pvalue:.3g}")
-    assert res_cold.pvalue < 1e-4
-    assert stats.kstest(pit(cold, 0.6), "uniform").pvalue > 1e-4
+    assert_calibrated(name, lambda n, seed, t: sampler.sample(n, seed=seed, temperature=t), pit, n,
+                      int(rng.integers(2 ** 63)), cold_temperature=0.6)
 
 
 @pytest.mark.parametrize("name,size", [("pixelcnn_pp_unet_rgb", (16, 16)), ("pixelcnn_pp_unet_grey", (28, 28))])

@@ -501,6 +501,26 @@ void ColumnProgram::run_delayed(Slice& s, int64_t t, int64_t* ns) const {
   }
 }
 
+// One position's im2col rows for the slice's images: plan piece (oy, ox, [c0, c1)) reads input buffer `in` at
+// (bi + oy, bj + ox) on the input's grid, zeros outside it (a shift or a pad reads past the border).
+void ColumnProgram::gather_columns(Slice& s, const detail::GatherPlan& pl, int in, int64_t bi, int64_t bj,
+                                   float* col) const {
+  const Grid& gi = grid(in);
+  for (int64_t img = 0; img < s.nb; ++img) {
+    float* row = col + img * pl.kcol;
+    for (const auto& pc : pl.pieces) {
+      const int64_t si = bi + pc.oy, sj = bj + pc.ox, len = pc.c1 - pc.c0;
+      if (si < 0 || si >= gi.ny || sj < 0 || sj >= gi.nx) {
+        std::memset(row + pc.col, 0, len * sizeof(float));
+      } else if (len == 1) {
+        row[pc.col] = s.px(*this, in, si, img, sj)[pc.c0];  // one-channel input (a first layer)
+      } else {
+        std::memcpy(row + pc.col, s.px(*this, in, si, img, sj) + pc.c0, len * sizeof(float));
+      }
+    }
+  }
+}
+
 // Grids (docs/SEMANTICS.md, "Grids"; the scheduling is column_program_grids.cc): at raster step t each scheduled
 // step computes, in program order, its positions whose ready step has come.
 void ColumnProgram::run_scheduled(Slice& s, int64_t t, int64_t* ns) const {
@@ -519,24 +539,10 @@ void ColumnProgram::run_scheduled(Slice& s, int64_t t, int64_t* ns) const {
 void ColumnProgram::run_grid_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j) const {
   const Grid& go = grid(st.out);
   const bool image = go == image_grid_ && (st.ins.empty() || grid(st.ins[0]) == image_grid_);
-  if (st.kind == StepKind::kShift && !image) {
-    const Grid& gi = grid(st.ins[0]);
-    const int64_t si = i + st.dy, sj = j + st.dx, len = buffer_channels_[st.out];
-    const bool inside = si >= 0 && si < gi.ny && sj >= 0 && sj < gi.nx;
-    for (int64_t img = 0; img < s.nb; ++img) {
-      float* y = s.px(*this, st.out, i, img, j);
-      if (inside)
-        std::memcpy(y, s.px(*this, st.ins[0], si, img, sj), len * sizeof(float));
-      else
-        std::memset(y, 0, len * sizeof(float));
-    }
-    return;
-  }
   if (st.kind != StepKind::kConv || (image && !grids::is_grid_conv(st))) {
-    run_step(s, st, i, j);
+    run_step(s, st, i, j);  // per position of its grid (a shift reads its input's grid)
     return;
   }
-  const Grid& gi = grid(st.ins[0]);
   const detail::GatherPlan* pl = &st.plan;
   int64_t bi = st.sy * i, bj = st.sx * j;
   if (st.transpose) {
@@ -545,16 +551,7 @@ void ColumnProgram::run_grid_step(Slice& s, const ProgramStep& st, int64_t i, in
     bj = grids::floor_div(j, st.sx);
   }
   float* col = s.col.data();
-  for (int64_t img = 0; img < s.nb; ++img) {
-    float* row = col + img * pl->kcol;
-    for (const auto& pc : pl->pieces) {
-      const int64_t si = bi + pc.oy, sj = bj + pc.ox, len = pc.c1 - pc.c0;
-      if (si < 0 || si >= gi.ny || sj < 0 || sj >= gi.nx)
-        std::memset(row + pc.col, 0, len * sizeof(float));
-      else
-        std::memcpy(row + pc.col, s.px(*this, st.ins[0], si, img, sj) + pc.c0, len * sizeof(float));
-    }
-  }
+  gather_columns(s, *pl, st.ins[0], bi, bj, col);
   detail::gemm_segments(active_kernels(), *pl, col, s.nb, s.px(*this, st.out, i, 0, j),
                         go.nx * buffer_channels_[st.out]);
 }
@@ -812,21 +809,8 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
     switch (st.kind) {
       case StepKind::kConv: {
         const detail::GatherPlan& pl = st.plan;
-        const int in = st.ins[0];
         float* col = s.col.data();
-        for (int64_t img = 0; img < nb; ++img) {
-          float* row = col + img * pl.kcol;
-          for (const auto& pc : pl.pieces) {
-            const int64_t si = i + pc.oy, sj = j + pc.ox, len = pc.c1 - pc.c0;
-            if (si < 0 || si >= h_ || sj < 0 || sj >= w_) {  // outside the image (a shift reads below too)
-              std::memset(row + pc.col, 0, len * sizeof(float));
-            } else if (len == 1) {
-              row[pc.col] = s.px(*this, in, si, img, sj)[pc.c0];  // one-channel input (a first layer)
-            } else {
-              std::memcpy(row + pc.col, s.px(*this, in, si, img, sj) + pc.c0, len * sizeof(float));
-            }
-          }
-        }
+        gather_columns(s, pl, st.ins[0], i, j, col);
         // The images' rows of the output: its ring cache, or the epilogue scratch when only the conv's fused
         // epilogue reads it (plan_epilogues).
         const int64_t scratch_at = conv_scratch_[&st - steps_.data()];
@@ -891,9 +875,10 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
           }
         }
         break;
-      case StepKind::kShift: {
+      case StepKind::kShift: {  // on the input's grid (the image's, or a coarse one in a program on grids)
+        const Grid& gi = grid(st.ins[0]);
         const int64_t si = i + st.dy, sj = j + st.dx, len = buffer_channels_[st.out];
-        const bool inside = si >= 0 && si < h_ && sj >= 0 && sj < w_;
+        const bool inside = si >= 0 && si < gi.ny && sj >= 0 && sj < gi.nx;
         for (int64_t img = 0; img < nb; ++img) {
           float* y = s.px(*this, st.out, i, img, j);
           if (inside)

@@ -199,6 +199,8 @@ class ColumnProgram {
   int64_t available_at(int buffer, int64_t q) const;  // twice the raster step from which a value is readable
   void run_scheduled(Slice& s, int64_t t, int64_t* ns) const;
   void run_grid_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j) const;
+  // A conv's im2col rows at one position, reading its input around (bi, bj) on the input's grid.
+  void gather_columns(Slice& s, const detail::GatherPlan& pl, int in, int64_t bi, int64_t bj, float* col) const;
   void grid_ring_rows() const;
   void check_grid_head(int buffer) const;  // set_head: on the image grid, ready at its own position
   // Epilogue fusion. Where a fused op's operand or output is at a pixel: buffer `index`'s ring cache, constant

@@ -78,11 +78,18 @@ def check_shifts_and_delays(core, seed):
                 "head kind=logits buffer=4 levels=4 scale=1 offset=0\nend\n")
         arrays = [rng.standard_normal(s).astype(np.float32) for s in ((2, 3, 1, 3), (2, 3, 3, 3), (1, 1, 3, 4))]
         p = core.ColumnProgram.from_spec(spec, arrays, 0)
-        levels, _ = p.sample(3, seed, 1.0, 0)
-        again, _ = p.sample(3, seed, 1.0, 0)
-        np.testing.assert_array_equal(levels, again)
-        p.teacher_forced(levels.astype(np.float32))
-        p.sample_profile(2, seed, 1.0)
+        _run_twice(p, seed)
+
+
+def _run_twice(p, seed):
+    """Samples 3 images twice (the same images), teacher-forces the drawn levels and profiles one call."""
+    import numpy as np
+
+    levels, _ = p.sample(3, seed, 1.0, 0)
+    again, _ = p.sample(3, seed, 1.0, 0)
+    np.testing.assert_array_equal(levels, again)
+    p.teacher_forced(levels.astype(np.float32))
+    p.sample_profile(2, seed, 1.0)
 
 
 def check_grids(core, seed):
@@ -108,22 +115,10 @@ def check_grids(core, seed):
         arrays = [rng.standard_normal(s).astype(np.float32) for s in ((2, 3, 1, 3), (2, 3, 3, 3), (2, 3, 3, 3),
                                                                        (1, 1, 3, 4))]
         p = core.ColumnProgram.from_spec(spec, arrays, 0)
-        levels, _ = p.sample(3, seed, 1.0, 0)
-        again, _ = p.sample(3, seed, 1.0, 0)
-        np.testing.assert_array_equal(levels, again)
-        p.teacher_forced(levels.astype(np.float32))
-        p.sample_profile(2, seed, 1.0)
+        _run_twice(p, seed)
         assert p.executed_macs_per_image() > 0 and p.model_macs_per_image() > 0
         for _ in range(40):  # mutants: built and run, or refused with a typed error
-            text = fuzz_core.mutate_text(rng, spec)
-            try:
-                q = core.ColumnProgram.from_spec(text, arrays, 0)
-                mh, mw, mc = q.image_shape
-                if mh * mw * mc <= 4096:
-                    q.sample(2, seed, 1.0, 0)
-                    q.teacher_forced(np.zeros((1, mh, mw, mc), np.float32))
-            except (ValueError, TypeError):
-                pass
+            fuzz_core.build_and_run_mutant(core, fuzz_core.mutate_text(rng, spec), arrays, seed, max_floats=4096)
 
 
 def check_taps_and_errors(core):
