@@ -244,3 +244,19 @@ def test_strides_per_axis(strides, rng):
     coarse = (-(-h // strides[0]), -(-w // strides[1]))
     assert (strides[0], strides[1]) + coarse in program.buffer_grids
     assert _max_rel_error(program, model, rng.standard_normal((2, h, w, 2)).astype(np.float32)) < 1e-5
+
+
+@pytest.mark.parametrize("layer,why", [
+    (lambda: keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same", name="up"),
+     r"it up-samples a 8x8 grid \(1/1 x 1/1 of the image\) by 2x2: finer than the image"),
+    (lambda: keras.layers.Conv2DTranspose(4, 3, dilation_rate=2, padding="same", name="up"),
+     r"dilations must be 1, got \[1, 2, 2, 1\]"),
+])
+def test_unsupported_transposed_conv_forms_are_refused_naming_the_layer(layer, why):
+    """The forms a transposed conv may take that the grids do not: up-sampling past the image, dilation. Each is a
+    LoweringError naming the op, its layer and class, and why."""
+    inp = keras.Input((8, 8, 1))
+    out = keras.layers.Conv2D(2, 1, name="head")(layer()(inp))
+    with pytest.raises(pixelcnn_fast.LoweringError,
+                       match=r"\(Conv2DBackpropInput\) of layer 'up' \(Conv2DTranspose\): " + why):
+        pixelcnn_fast.check(keras.Model(inp, out))
