@@ -50,27 +50,36 @@ def mixture_cdf_bounds(logits, channel_mean_scale, levels, n_levels, temperature
     (..., K), s already times T; x (..., C) = 2 level / (L - 1) - 1 of the drawn levels, for the colour coupling),
     discretised to L levels (bins of half-width 1 / (L - 1), the outer bins open). One component for the whole
     pixel: channel c's conditional given the channels drawn before weighs j by its posterior, not its prior."""
-    z = np.asarray(logits, np.float64) / temperature
-    weight = np.exp(z - z.max(-1, keepdims=True))
-    weight /= weight.sum(-1, keepdims=True)
+    # Posterior weights and the joint are kept as logs, and each bin's probability is computed as a log from the
+    # edges' standardised distances: a random image's pixel can be improbable under every component (bins far in
+    # a logistic's tail), where F(x) - F(x - 1) in linear space rounds to 0 and the log-likelihood to -inf.
+    log_weight = np.asarray(logits, np.float64) / temperature
+    log_weight = log_weight - np.logaddexp.reduce(log_weight, axis=-1, keepdims=True)
     x = 2.0 * levels / (n_levels - 1) - 1.0
     lower, upper = np.zeros(levels.shape), np.zeros(levels.shape)
-    joint = weight.copy()
+    log_joint = log_weight.copy()
     for c in range(levels.shape[-1]):
         mu, s = channel_mean_scale(c, x)
         lv = levels[..., c:c + 1].astype(np.float64)
 
+        def standardised_edge(level):  # the bin's upper edge in units of s: P(X <= level | j) = sigmoid(it)
+            return ((2.0 * level + 1.0) / (n_levels - 1) - 1.0 - mu) / s
+
         def component_cdf(level):  # P(X <= level | j), level in [-1, L - 1], per component
-            edge = (2.0 * level + 1.0) / (n_levels - 1) - 1.0
-            f = 0.5 * (1.0 + np.tanh(0.5 * (edge - mu) / s))
+            f = 0.5 * (1.0 + np.tanh(0.5 * standardised_edge(level)))
             return np.where(level < 0, 0.0, np.where(level >= n_levels - 1, 1.0, f))
 
-        below, at = component_cdf(lv - 1.0), component_cdf(lv)
-        w = weight / weight.sum(-1, keepdims=True)
-        lower[..., c], upper[..., c] = (w * below).sum(-1), (w * at).sum(-1)
-        weight = w * (at - below)  # the posterior of j after this channel's drawn level
-        joint = joint * (at - below)
-    return lower, upper, np.log(joint.sum(-1))
+        hi, lo = standardised_edge(lv), standardised_edge(lv - 1.0)
+        log_sig = lambda t: -np.logaddexp(0.0, -t)  # noqa: E731
+        with np.errstate(divide="ignore", invalid="ignore"):  # the outer bins' unused branch
+            interior = log_sig(hi) + log_sig(-lo) + np.log(-np.expm1(lo - hi))
+        log_bin = np.where(lv <= 0, log_sig(hi), np.where(lv >= n_levels - 1, log_sig(-lo), interior))
+        w = np.exp(log_weight)
+        lower[..., c], upper[..., c] = (w * component_cdf(lv - 1.0)).sum(-1), (w * component_cdf(lv)).sum(-1)
+        log_weight = log_weight + log_bin  # the posterior of j after this channel's drawn level
+        log_weight = log_weight - np.logaddexp.reduce(log_weight, axis=-1, keepdims=True)
+        log_joint = log_joint + log_bin
+    return lower, upper, np.logaddexp.reduce(log_joint, axis=-1)
 
 
 def randomised_pit(lower, upper, rng):
