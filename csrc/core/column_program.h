@@ -17,8 +17,10 @@
 // Threads: a call with at least as many images as threads gives each thread a contiguous slice of images (no
 // synchronisation between positions). With fewer images than threads (batch 1 on a multi-core machine), the
 // images form groups and each group's threads -- a Team (team.h) -- split every position's work: a conv's
-// output channels (column windows of its GEMM segments), an elementwise step's channel ranges; the other kinds
-// and the draws run on the group's first thread. The threads meet at a spinning barrier only before a step
+// output channels (column windows of its GEMM segments) together with the steps fused into its epilogue (each
+// thread the op channels that read its own windows: a gate's halves in matching windows), an elementwise step's
+// channel ranges; the other kinds and the draws run on the group's first thread. Programs on coarse grids keep
+// images per thread. The threads meet at a spinning barrier only before a step
 // that reads what another thread wrote since the last meeting (column_split.cc plans who writes what). Each
 // output element is the same sum in the same order either way, so every thread count gives bit-identical
 // images, margins and teacher-forced heads.
