@@ -16,12 +16,14 @@ CORE_SOURCES = [
     "csrc/core/masked_conv_elementwise.cc",
     "csrc/core/column_program.cc",
     "csrc/core/column_program_grids.cc",
+    "csrc/core/column_split.cc",
     "csrc/core/program_spec.cc",
     "csrc/core/flat_program.cc",
     "csrc/core/flatten.cc",
     "csrc/core/program.cc",
     "csrc/core/kernels.cc",
     "csrc/core/threadpool.cc",
+    "csrc/core/team.cc",
 ]
 # pixelcnn_fast._core: the product's bindings and its test seams (the submodule _core.testing).
 CORE_MODULE_SOURCES = [

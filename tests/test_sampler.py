@@ -223,6 +223,45 @@ def test_a_change_to_one_weight_in_place_invalidates_the_build():
     np.testing.assert_array_equal(sampler.sample(2, seed=1), Sampler(sm.model).sample(2, seed=1))
 
 
+def test_the_weight_check_sees_graph_assigns_and_compares_bits():
+    # The cache's check (sampler_cache.py) compares the variables' bytes, read in one concrete-function call: an
+    # assign inside a tf.function (no Python code runs per call) is seen; assigning the same bits reuses the
+    # build; a NaN weight equals itself (bits), while -0.0 differs from 0.0 (then the constants are compared).
+    sm = seed_models.keras_io(height=5, width=5, filters=8, blocks=1, seed=5)
+    sampler = Sampler(sm.model)
+    first = sampler.sample(2, seed=3)
+    builds = sampler.build_count
+    bias = [v for v in sm.model.weights if len(v.shape) == 1][-1]
+    before = bias.numpy()
+    bias.assign(before.copy())
+    np.testing.assert_array_equal(sampler.sample(2, seed=3), first)
+    assert sampler.build_count == builds  # the same bits: reused
+
+    @tf.function
+    def shift(delta):
+        bias.assign_add(delta)
+
+    shift(tf.fill(bias.shape, 2.0))
+    moved = sampler.teacher_forced(np.ones((1, 5, 5, 1), np.float32))
+    assert sampler.build_count == builds + 1
+    np.testing.assert_array_equal(moved, Sampler(sm.model).teacher_forced(np.ones((1, 5, 5, 1), np.float32)))
+    zero = np.zeros_like(before)
+    bias.assign(zero)
+    want = sampler.sample(1, seed=0)
+    n_zero = sampler.build_count
+    # -0.0: other bits, so the constants are evaluated again; they equal the build's as values, which is reused.
+    bias.assign(-zero)
+    np.testing.assert_array_equal(sampler.sample(1, seed=0), want)
+    assert sampler.build_count == n_zero
+    nan = before.copy()
+    nan[0] = np.nan
+    bias.assign(nan)
+    sampler.teacher_forced(np.ones((1, 5, 5, 1), np.float32))
+    n_nan = sampler.build_count
+    sampler.teacher_forced(np.ones((1, 5, 5, 1), np.float32))
+    assert sampler.build_count == n_nan  # NaN compares equal to itself bit for bit: reused
+
+
 def test_build_cache_follows_the_conditions_and_n():
     # A class-conditional model's constants have a batch dimension (an embedding per image): its build
     # is per n and per condition values.

@@ -36,20 +36,6 @@ static_assert(int(BinaryFn::kAdd) == 0 && int(BinaryFn::kDiv) == 3 && int(Binary
 
 }  // namespace
 
-// Ring caches of one contiguous range of images, owned by one thread.
-struct ColumnProgram::Slice {
-  int64_t img0 = 0, nb = 0;
-  std::vector<std::vector<float>> ring;  // per buffer: [rows][nb][W][C]
-  std::vector<float> col;                // im2col of one position for nb images
-  std::vector<int64_t> next;             // per delayed step: the next position it computes
-  std::vector<float> scratch;            // [nb][scratch_floats_]: buffers only a fused epilogue reads
-
-  float* px(const ColumnProgram& p, int b, int64_t i, int64_t img, int64_t j) {
-    const int64_t slot = i % p.ring_rows_[b];
-    return ring[b].data() + ((slot * nb + img) * p.buffer_w_[b] + j) * p.buffer_channels_[b];
-  }
-};
-
 ColumnProgram::ColumnProgram(int height, int width, int channels, std::vector<int64_t> buffer_channels,
                              bool flattenable)
     : h_(height), w_(width), c_(channels), buffer_channels_(std::move(buffer_channels)), flattenable_(flattenable) {
@@ -466,8 +452,13 @@ void ColumnProgram::run_pass(Slice& s, int64_t i, int64_t j, int p, int64_t* ns)
     if (!part.run) continue;
     if (fused_into_[k] >= 0) continue;  // computed by its conv's epilogue
     const int64_t t0 = ns != nullptr ? now_ns() : 0;
-    run_step(s, steps_[k], i, j, part.whole ? nullptr : &part);
-    const int64_t fused_ns = epilogue_[k].empty() ? 0 : run_epilogue(s, static_cast<int>(k), i, j, p, ns);
+    int64_t fused_ns;
+    if (s.member != nullptr)
+      fused_ns = run_split(s, static_cast<int>(k), s.member->plan->pass[k][p], i, j, part.whole ? nullptr : &part, p, ns);
+    else {
+      run_step(s, steps_[k], i, j, part.whole ? nullptr : &part);
+      fused_ns = epilogue_[k].empty() ? 0 : run_epilogue(s, static_cast<int>(k), i, j, p, ns);
+    }
     if (ns != nullptr) ns[k] += now_ns() - t0 - fused_ns;
   }
 }
@@ -477,8 +468,13 @@ void ColumnProgram::run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int
     const ProgramStep& st = steps_[k];
     if (st.phase < min_phase || st.delayed() || fused_into_[k] >= 0) continue;
     const int64_t t0 = ns != nullptr ? now_ns() : 0;
-    run_step(s, st, i, j);
-    const int64_t fused_ns = epilogue_[k].empty() ? 0 : run_epilogue(s, static_cast<int>(k), i, j, -1, ns);
+    int64_t fused_ns;
+    if (s.member != nullptr) {
+      fused_ns = run_split(s, static_cast<int>(k), s.member->plan->forced[k], i, j, nullptr, -1, ns);
+    } else {
+      run_step(s, st, i, j);
+      fused_ns = epilogue_[k].empty() ? 0 : run_epilogue(s, static_cast<int>(k), i, j, -1, ns);
+    }
     if (ns != nullptr) ns[k] += now_ns() - t0 - fused_ns;
   }
 }
@@ -492,10 +488,17 @@ void ColumnProgram::run_delayed(Slice& s, int64_t t, int64_t* ns) const {
     const ProgramStep& st = steps_[k];
     int64_t& q = s.next[m];  // the step's next position: ready() is nondecreasing in raster order
     const int64_t t0 = ns != nullptr ? now_ns() : 0;
+    const StepSplit* sp = s.member == nullptr ? nullptr
+                          : s.member->teacher ? &s.member->plan->forced[k]
+                                              : &s.member->plan->delayed[k];
     int64_t fused_ns = 0;
     for (; q < positions && ready(st.delay_y, st.delay_x, q / w_, q % w_) <= t; ++q) {
-      run_step(s, st, q / w_, q % w_);
-      if (!epilogue_[k].empty()) fused_ns += run_epilogue(s, k, q / w_, q % w_, -1, ns);
+      if (sp != nullptr) {
+        fused_ns += run_split(s, k, *sp, q / w_, q % w_, nullptr, -1, ns);
+      } else {
+        run_step(s, st, q / w_, q % w_);
+        if (!epilogue_[k].empty()) fused_ns += run_epilogue(s, k, q / w_, q % w_, -1, ns);
+      }
     }
     if (ns != nullptr) ns[k] += now_ns() - t0 - fused_ns;
   }
@@ -699,7 +702,8 @@ void ColumnProgram::plan_epilogues() const {
   scratch_floats_ = shared + own;
 }
 
-int64_t ColumnProgram::run_epilogue(Slice& s, int k, int64_t i, int64_t j, int p, int64_t* ns) const {
+int64_t ColumnProgram::run_epilogue(Slice& s, int k, int64_t i, int64_t j, int p, int64_t* ns,
+                                    const Share* share) const {
   const Kernels& kern = active_kernels();
   const std::vector<FusedOp>& ops = epilogue_[k];
   // Each op's output and operand rows at this position, bound once for all images: image img's values are at
@@ -740,15 +744,15 @@ int64_t ColumnProgram::run_epilogue(Slice& s, int k, int64_t i, int64_t j, int p
     }
     for (const FusedLoc& l : ops[o].in) rows[nrows++] = bind(l);
   }
-  auto apply = [&](size_t o, int64_t img) {
+  // Output channels [lo, hi) of op o for image img.
+  auto apply_range = [&](size_t o, int64_t img, int64_t lo, int64_t hi) {
     const Bound& b = bound[o];
-    if (!b.run) return;
     const FusedOp& op = ops[o];
     const ProgramStep& st = steps_[op.step];
     const Rows* in = rows + b.first;
     auto at = [&](int q) { return in[q].base + img * in[q].step; };
     float* y = b.y + img * b.ystep;
-    const int64_t lo = b.lo, len = b.hi - b.lo;
+    const int64_t len = hi - lo;
     switch (st.kind) {
       case StepKind::kAct:
         kern.act_row(static_cast<int32_t>(st.act), st.alpha, at(0) + lo, y + lo, len);
@@ -760,15 +764,27 @@ int64_t ColumnProgram::run_epilogue(Slice& s, int k, int64_t i, int64_t j, int p
       }
       case StepKind::kGather: {
         const float* a = at(0);
-        for (int64_t ch = lo; ch < b.hi; ++ch) y[ch] = a[st.channels[ch]];
+        for (int64_t ch = lo; ch < hi; ++ch) y[ch] = a[st.channels[ch]];
         break;
       }
-      default:  // kConcat (whole: it mixes channels)
+      default: {  // kConcat: each operand's piece of [lo, hi)
+        int64_t off = 0;
         for (size_t q = 0; q < op.in.size(); ++q) {
-          std::memcpy(y, at(static_cast<int>(q)), op.in[q].channels * sizeof(float));
-          y += op.in[q].channels;
+          const int64_t c0 = std::max(lo, off), c1 = std::min(hi, off + op.in[q].channels);
+          if (c0 < c1) std::memcpy(y + c0, at(static_cast<int>(q)) + (c0 - off), (c1 - c0) * sizeof(float));
+          off += op.in[q].channels;
         }
         break;
+      }
+    }
+  };
+  auto apply = [&](size_t o, int64_t img) {
+    const Bound& b = bound[o];
+    if (!b.run) return;
+    if (share == nullptr) return apply_range(o, img, b.lo, b.hi);
+    for (const auto& [lo, hi] : share->fused[o]) {  // split mode: this member's ranges within the pass's
+      const int64_t c0 = std::max(lo, b.lo), c1 = std::min(hi, b.hi);
+      if (c0 < c1) apply_range(o, img, c0, c1);
     }
   };
   if (ns == nullptr) {  // image by image: each image's rows stay in L1 through the whole chain
@@ -799,7 +815,8 @@ inline const float* ColumnProgram::operand_pixel(Slice& s, const Operand& o, int
   return o.is_const ? consts_[o.index].pixel(s.img0 + img, i, j) : s.px(*this, o.index, i, img, j);
 }
 
-void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j, const PassPart* part) const {
+void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j, const PassPart* part,
+                             const std::vector<int64_t>* windows) const {
   const Kernels& kern = active_kernels();
   const int64_t nb = s.nb;
   // Elementwise kinds compute output channels [c0, c0 + cout) (part: one colour pass's channels).
@@ -816,7 +833,11 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
         const int64_t scratch_at = conv_scratch_[&st - steps_.data()];
         float* out = scratch_at >= 0 ? s.scratch.data() + scratch_at : s.px(*this, st.out, i, 0, j);
         const int64_t ldd = scratch_at >= 0 ? scratch_floats_ : w_ * buffer_channels_[st.out];
-        if (part == nullptr) {
+        if (windows != nullptr) {  // split mode: this thread's column windows (of the pass's segments)
+          for (size_t w = 0; w + 2 < windows->size(); w += 3)
+            detail::gemm_segment_window(kern, pl, pl.segs[(*windows)[w]], (*windows)[w + 1], (*windows)[w + 2], col,
+                                        nb, out, ldd);
+        } else if (part == nullptr) {
           detail::gemm_segments(kern, pl, col, nb, out, ldd);
         } else {
           for (int g : part->segs) detail::gemm_segment(kern, pl, pl.segs[g], col, nb, out, ldd);
@@ -909,19 +930,6 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
   }
 }
 
-namespace {
-
-// Splits n images into one contiguous slice per thread (no synchronisation between positions).
-template <typename Fn>
-void for_each_slice(int64_t n, const Parallel& par, int64_t cost, Fn fn) {
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(n, par.num_threads()));
-  par.for_each(chunks, cost, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) fn(n * c / chunks, n * (c + 1) / chunks);
-  });
-}
-
-}  // namespace
-
 #ifdef PCF_SANITIZER_SEEDED_BUG
 // Test-only (tests/sanitizers/asan_build.py --seeded-bug): every ring cache one float short, an off-by-one the
 // sanitizer job must catch. Never defined by setup.py.
@@ -930,15 +938,22 @@ constexpr int64_t kSeededBugFloats = 1;
 constexpr int64_t kSeededBugFloats = 0;
 #endif
 
-ColumnProgram::Slice ColumnProgram::make_slice(int64_t b0, int64_t b1) const {
+ColumnProgram::Slice ColumnProgram::make_slice(int64_t b0, int64_t b1, const Slice* rings) const {
   Slice s;
   s.img0 = b0;
   s.nb = b1 - b0;
-  s.ring.resize(buffer_channels_.size());
-  for (size_t b = 0; b < buffer_channels_.size(); ++b)  // none for a buffer only fused epilogues read
-    if (!ring_elided_[b])
-      s.ring[b].assign(ring_rows_[b] * s.nb * buffer_w_[b] * buffer_channels_[b] - kSeededBugFloats,
-                       poison_caches_ ? NAN : 0.0f);
+  if (rings != nullptr) {
+    s.ring = rings->ring;
+  } else {
+    s.storage.resize(buffer_channels_.size());
+    s.ring.assign(buffer_channels_.size(), nullptr);
+    for (size_t b = 0; b < buffer_channels_.size(); ++b) {  // none for a buffer only fused epilogues read
+      if (ring_elided_[b]) continue;
+      s.storage[b].assign(ring_rows_[b] * s.nb * buffer_w_[b] * buffer_channels_[b] - kSeededBugFloats,
+                          poison_caches_ ? NAN : 0.0f);
+      s.ring[b] = s.storage[b].data();
+    }
+  }
   int64_t kmax = 0;
   for (const ProgramStep& st : steps_)
     if (st.kind == StepKind::kConv) kmax = std::max(kmax, st.plan.kcol);
@@ -953,18 +968,30 @@ void ColumnProgram::teacher_forced(const float* image, int64_t n, float* head_ou
   assert(n >= 1 && (const_batch() == 1 || const_batch() == n) && image != nullptr && head_out != nullptr);
   prepare();
   const int64_t hc = buffer_channels_[head_.buffer];
-  for_each_slice(n, par, int64_t(h_) * w_ * (macs_per_position() + 1), [&](int64_t b0, int64_t b1) {
-    Slice s = make_slice(b0, b1);
-    for (int64_t t = first_step(); t < 0; ++t) run_delayed(s, t);  // steps computed ahead of the raster
+  for_each_member(n, par, true, [&](Slice& s) {
+    Member* const mine = s.member;  // split mode: this thread's place in its image group (start_row)
+    const bool alone0 = mine != nullptr && mine->group->row0_alone;
+    if (alone0) s.member = nullptr;  // the steps ahead of the raster and row 0: member 0 alone
+    const bool first = mine == nullptr || mine->index == 0;  // copies the image in and the head out
+    const int64_t b0 = s.img0;
+    if (first || !alone0)
+      for (int64_t t = first_step(); t < 0; ++t) run_delayed(s, t);  // steps computed ahead of the raster
     for (int64_t i = 0; i < h_; ++i) {
+      bool stop = false;
+      if (!start_row(s, mine, i, false, &stop)) continue;
       for (int64_t j = 0; j < w_; ++j) {
-        for (int64_t img = 0; img < s.nb; ++img)
-          std::memcpy(s.px(*this, 0, i, img, j), image + (((b0 + img) * h_ + i) * w_ + j) * c_, c_ * sizeof(float));
+        if (s.member != nullptr && !boundary(s)) return;  // every thread is done with the previous position
+        if (first)
+          for (int64_t img = 0; img < s.nb; ++img)
+            std::memcpy(s.px(*this, 0, i, img, j), image + (((b0 + img) * h_ + i) * w_ + j) * c_, c_ * sizeof(float));
+        if (s.member != nullptr) s.member->wrote(0);
         run_delayed(s, i * w_ + j);
         run_steps(s, i, j, 0);
-        for (int64_t img = 0; img < s.nb; ++img)
-          std::memcpy(head_out + (((b0 + img) * h_ + i) * w_ + j) * hc, s.px(*this, head_.buffer, i, img, j),
-                      hc * sizeof(float));
+        if (s.member != nullptr && s.member->unmet(head_.buffer)) s.member->meet();
+        if (first)
+          for (int64_t img = 0; img < s.nb; ++img)
+            std::memcpy(head_out + (((b0 + img) * h_ + i) * w_ + j) * hc, s.px(*this, head_.buffer, i, img, j),
+                        hc * sizeof(float));
       }
     }
   });
@@ -985,22 +1012,45 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
   const size_t nsteps = steps_.size();
   std::mutex profile_mutex;
   if (step_seconds != nullptr) std::fill(step_seconds, step_seconds + nsteps + 1, 0.0);
-  for_each_slice(n, par, int64_t(h_) * w_ * (macs_per_position() + 1), [&](int64_t b0, int64_t b1) {
-    Slice s = make_slice(b0, b1);
+  for_each_member(n, par, false, [&](Slice& s) {
+    Member* const mine = s.member;  // split mode: this thread's place in its image group (start_row)
+    const bool alone0 = mine != nullptr && mine->group->row0_alone;
+    if (alone0) s.member = nullptr;  // the steps ahead of the raster and row 0: member 0 alone
+    const bool first = mine == nullptr || mine->index == 0;  // draws, on_row and the cancel decision
+    const int64_t b0 = s.img0;
     std::vector<int64_t> ns(step_seconds != nullptr ? nsteps + 1 : 0, 0);  // last: the draws
     int64_t* prof = step_seconds != nullptr ? ns.data() : nullptr;
-    for (int64_t t = first_step(); t < 0; ++t) run_delayed(s, t, prof);  // steps computed ahead of the raster
-    for (int64_t i = 0; i < h_; ++i) {
-      if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) return;  // outputs left incomplete
+    // The image at a position is unknown until drawn: zero it (the slot held an older row). Done at the end of
+    // the position before, so that in split mode the meeting that ends that position also publishes the zeros.
+    auto zero_pixel = [&](int64_t i, int64_t j) {
+      if (first)
+        for (int64_t img = 0; img < s.nb; ++img) std::memset(s.px(*this, 0, i, img, j), 0, c_ * sizeof(float));
+      if (s.member != nullptr) s.member->wrote(0);
+    };
+    if (first || !alone0) {
+      for (int64_t t = first_step(); t < 0; ++t) run_delayed(s, t, prof);  // steps computed ahead of the raster
+      zero_pixel(0, 0);
+    }
+    bool left = false;  // split mode: this member left the group (member 0 goes on alone)
+    for (int64_t i = 0; i < h_ && !left; ++i) {
+      bool stop = false;
+      if (!start_row(s, mine, i, cancel != nullptr && cancel->load(std::memory_order_relaxed), &stop)) {
+        if (stop) return;  // outputs left incomplete
+        continue;
+      }
       for (int64_t j = 0; j < w_; ++j) {
         const uint32_t position = static_cast<uint32_t>(i * w_ + j);
-        // The image at this position is unknown until drawn: zero it (the slot held an older row).
-        for (int64_t img = 0; img < s.nb; ++img) std::memset(s.px(*this, 0, i, img, j), 0, c_ * sizeof(float));
+        if (s.member != nullptr && !boundary(s)) {  // every thread is done with the previous position
+          left = true;
+          break;
+        }
+        Member* const me = s.member;
         run_delayed(s, int64_t(position), prof);  // delayed steps: earlier positions, before the colour passes
         for (int c = 0; c < c_; ++c) {
           run_pass(s, i, j, c, prof);  // pass c: the channels that depend on exactly the c drawn so far
           const int64_t t_draw = prof != nullptr ? now_ns() : 0;
-          for (int64_t img = 0; img < s.nb; ++img) {
+          if (me != nullptr && me->unmet(head_.buffer)) me->meet();
+          for (int64_t img = 0; first && img < s.nb; ++img) {
             const float* pixel = s.px(*this, head_.buffer, i, img, j);
             const int64_t global = image_offset + b0 + img;
             const int64_t at = (((b0 + img) * h_ + i) * w_ + j) * c_ + c;
@@ -1013,11 +1063,16 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
             if (margins != nullptr) margins[at] = margin;
             s.px(*this, 0, i, img, j)[c] = static_cast<float>(level) * head_.value_scale + head_.value_offset;
           }
+          if (me != nullptr) me->wrote(0);
           if (prof != nullptr) prof[nsteps] += now_ns() - t_draw;
         }
         run_pass(s, i, j, c_, prof);  // the channels that read the last channel at this pixel (if any)
+        // A step run since the last meeting (pass C's) may read the image slot the next pixel reuses: the other
+        // threads finish first.
+        if (me != nullptr && me->stepped) me->meet();
+        if (position + 1 < uint32_t(h_ * w_)) zero_pixel((position + 1) / w_, (position + 1) % w_);
       }
-      if (on_row && b0 == 0) on_row(i + 1);
+      if (on_row && b0 == 0 && first && !left) on_row(i + 1);
     }
     if (prof != nullptr) {
       std::lock_guard<std::mutex> lock(profile_mutex);

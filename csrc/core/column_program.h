@@ -13,6 +13,17 @@
 // channel of phase p, so an RGB colour-group model computes each channel block once, not once per channel
 // drawn; a step without them runs whole in every pass 0..phase. Every cached value is exact, and a
 // grayscale model whose steps all have phase 0 computes each step once per position.
+//
+// Threads: a call with at least as many images as threads gives each thread a contiguous slice of images (no
+// synchronisation between positions). With fewer images than threads (batch 1 on a multi-core machine), the
+// images form groups and each group's threads -- a Team (team.h) -- split every position's work: a conv's
+// output channels (column windows of its GEMM segments) together with the steps fused into its epilogue (each
+// thread the op channels that read its own windows: a gate's halves in matching windows), an elementwise step's
+// channel ranges; the other kinds and the draws run on the group's first thread. Programs on coarse grids keep
+// images per thread. The threads meet at a spinning barrier only before a step
+// that reads what another thread wrote since the last meeting (column_split.cc plans who writes what). Each
+// output element is the same sum in the same order either way, so every thread count gives bit-identical
+// images, margins and teacher-forced heads.
 #pragma once
 
 #include <algorithm>
@@ -28,6 +39,7 @@
 #include "philox.h"
 #include "program.h"
 #include "tapset.h"
+#include "team.h"
 
 namespace pcf {
 
@@ -59,6 +71,13 @@ inline bool is_grid_conv(const Step& st) {
   return st.kind == StepKind::kConv && (st.transpose || st.sy != 1 || st.sx != 1);
 }
 }  // namespace grids
+// How a call with fewer images than threads uses them (column_program.h, "Threads"), process-wide: kAuto splits
+// each position's work and falls back to one thread per image group when the split is slower (a busy machine);
+// kAlways splits every row, never falling back (tests: the split path whatever the load); kNever keeps one
+// thread per image (the executor as it was before the split; benchmarks compare the two in one process).
+enum class PositionSplit { kAuto, kAlways, kNever };
+void set_position_split(PositionSplit policy);
+PositionSplit position_split();
 
 class ColumnProgram {
  public:
@@ -155,9 +174,12 @@ class ColumnProgram {
   }
   // Test seam: ring caches start as NaN instead of 0, so that reading a value no step wrote shows in the output.
   void set_poison_caches(bool on) { poison_caches_ = on; }
+  // Test seam (column_split.cc): how the position split deals teacher forcing's steps to `members` threads: per
+  // step, per member, the channels it computes (a conv's GEMM columns plus its fused ops' channels; a step run
+  // whole counts its output channels); empty when the program does not split (on grids).
+  std::vector<std::vector<int64_t>> split_work(int members) const;
 
  private:
-  struct Slice;  // per-thread ring caches of a contiguous range of images
   // What one step computes in one colour pass: nothing, all of it, or the conv segments `segs` /
   // the channels [lo, hi) of an elementwise step that hold a channel of that pass's phase.
   struct PassPart {
@@ -165,10 +187,102 @@ class ColumnProgram {
     int64_t lo = 0, hi = 0;
     std::vector<int> segs;
   };
+  // Splitting a position's work among the threads of a group (column_split.cc).
+  struct Share {  // one thread's part of one step in one pass
+    bool run = false;    // anything to compute
+    bool whole = false;  // the step (its pass part) whole: kinds that do not split, on the group's first thread
+    std::vector<int64_t> windows;  // kConv: (segment, c0, c1) triples, GEMM column windows of the segment
+    std::vector<std::pair<int64_t, int64_t>> ranges;  // act, binary, gather: output channel ranges
+    // A conv with a fused epilogue: per op of epilogue_[k], the output channel ranges this member computes (the
+    // ones whose inputs in the group its own windows and ops wrote; column_split.cc, epilogue groups).
+    std::vector<std::vector<std::pair<int64_t, int64_t>>> fused;
+  };
+  struct StepSplit {
+    std::vector<Share> share;  // per member
+    // Buffers the step reads that some thread other than the reader may have written at this position: when one
+    // of them was written since the last meeting, the threads meet first.
+    std::vector<int> unaligned;
+  };
+  struct SplitPlan {
+    int members = 1;
+    bool ok = false;  // false: the program does not split (a buffer written twice, a step writing its own input)
+    std::vector<StepSplit> forced;                  // teacher_forced: every step whole, delayed ones first
+    std::vector<StepSplit> delayed;                 // sample: the delayed steps (indexed by step)
+    std::vector<std::vector<StepSplit>> pass;       // sample: [step][pass 0..C]
+  };
+  // One thread of an image group in split mode: its index, the group's barrier, which buffers were written
+  // since the last meeting. Every member takes the same steps in the same order, so all decide alike to meet.
+  struct Member {
+    int index = 0;  // 0: the group's first thread (the draws, the steps that do not split, on_row)
+    bool teacher = false;  // teacher_forced's plan (SplitPlan::forced), else sample's
+    SpinBarrier* barrier = nullptr;
+    const SplitPlan* plan = nullptr;
+    // What the group decides together: member 0 writes it before a meeting, every member reads it after.
+    struct Group {
+      bool stop = false;  // cancelled: every member returns
+      bool solo = false;  // the split is slower than member 0 alone (a busy machine): it finishes alone
+      bool row0_alone = true;  // row 0 on member 0 alone, timed (PositionSplit::kAuto)
+      int64_t row0_start = 0, solo_ns = 0;  // member 0's pace alone in row 0, per position
+      int64_t split_positions = 0;                    // positions split so far (from row 1)
+      int64_t window_start = 0, window_positions = 0;  // the split's pace in the current window (boundary())
+      std::vector<int64_t> lead_next;  // member 0's delayed-step positions after row 0, for the others
+    };
+    Group* group = nullptr;
+    std::vector<uint32_t> written;  // per buffer: the meeting count at its last write
+    uint32_t meetings = 1;
+    bool fresh = false;    // anything written since the last meeting
+    bool stepped = false;  // a step run since the last meeting
+    void meet() {
+      barrier->wait();
+      ++meetings;
+      fresh = stepped = false;
+    }
+    void wrote(int b) {
+      written[b] = meetings;
+      fresh = true;
+    }
+    bool unmet(int b) const { return written[b] == meetings; }
+  };
+  // Ring caches of one contiguous range of images: one thread's, or shared by the members of a group.
+  struct Slice {
+    int64_t img0 = 0, nb = 0;
+    std::vector<std::vector<float>> storage;  // per buffer: [rows][nb][W][C] (empty in a member sharing another's)
+    std::vector<float*> ring;                 // per buffer: the cache (storage's, or the group's)
+    std::vector<float> col;                   // im2col of one position for nb images (per thread)
+    std::vector<int64_t> next;                // per delayed step: the next position it computes (per thread)
+    std::vector<float> scratch;  // [nb][scratch_floats_]: buffers only a fused epilogue reads (per thread)
+    Member* member = nullptr;    // split mode only
+    float* px(const ColumnProgram& p, int b, int64_t i, int64_t img, int64_t j) {
+      const int64_t slot = i % p.ring_rows_[b];
+      return ring[b] + ((slot * nb + img) * p.buffer_w_[b] + j) * p.buffer_channels_[b];
+    }
+  };
+  SplitPlan make_split_plan(int members) const;
+  // Split mode's rows (teacher_forced and sample). Row 0 runs on member 0 alone, timed: the pace the split must
+  // beat (on a busy machine a meeting can wait for a descheduled thread); not under PositionSplit::kAlways. The
+  // others join at row 1's meeting. At
+  // every later row start the group meets and takes member 0's `cancelled`. Sets s.member to `mine` while the
+  // group works split, nullptr while this thread works alone. Returns false when this thread must skip the row
+  // (*stop: and return, cancelled).
+  bool start_row(Slice& s, Member* mine, int64_t i, bool cancelled, bool* stop) const;
+  // At a position boundary in split mode: member 0 compares the split's pace with its own in row 0 and, when the
+  // split is slower (over a row; 3x over 4 positions), goes on alone from here (bit-identical: it runs each step
+  // whole); then the group meets.
+  // Returns false for a member that must leave (the others finish alone).
+  bool boundary(Slice& s) const;
+  // Step k in split mode: meet if it reads another member's fresh writes, run this member's share (a conv's
+  // windows and its fused epilogue's ranges; p: the colour pass, -1 whole), note the writes. Returns the
+  // epilogue's nanoseconds when profiling (ns), as run_epilogue.
+  int64_t run_split(Slice& s, int k, const StepSplit& sp, int64_t i, int64_t j, const PassPart* part, int p,
+                    int64_t* ns) const;
+  // Calls body(slice) for one slice per thread (images-per-thread) or, with fewer images than the team's threads,
+  // for every member of every image group (split mode); rethrows a member's exception on the caller.
+  void for_each_member(int64_t n, const Parallel& par, bool teacher, const std::function<void(Slice&)>& body) const;
   void prepare() const;
   // The steps' parts of colour pass p (0..C) at (i, j); ns as run_steps.
   void run_pass(Slice& s, int64_t i, int64_t j, int p, int64_t* ns = nullptr) const;
-  Slice make_slice(int64_t b0, int64_t b1) const;  // ring caches for images [b0, b1)
+  // Ring caches for images [b0, b1); rings (optional): share another slice's (the members of one group).
+  Slice make_slice(int64_t b0, int64_t b1, const Slice* rings = nullptr) const;
   // Steps of phase >= min_phase at (i, j); ns (optional, one entry per step) accumulates their times.
   void run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int64_t* ns = nullptr) const;
   // Operand o's channels, and its values at (i, j) of the slice's image img.
@@ -176,7 +290,9 @@ class ColumnProgram {
     return o.is_const ? consts_[o.index].c : buffer_channels_[o.index];
   }
   const float* operand_pixel(Slice& s, const Operand& o, int64_t i, int64_t img, int64_t j) const;
-  void run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j, const PassPart* part = nullptr) const;
+  // windows (optional, kConv): only these (segment, c0, c1) column windows of the GEMM (split mode).
+  void run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j, const PassPart* part = nullptr,
+                const std::vector<int64_t>* windows = nullptr) const;
   void check_buffer(int b, const char* what, const std::string& name) const;
   // add_step's per-kind checks and derived data.
   void add_conv(ProgramStep& st, const ConstTensor* kernel);
@@ -221,7 +337,8 @@ class ColumnProgram {
   void plan_epilogues() const;  // prepare()'s fusion decision, from the program alone
   // The epilogue of conv step k at (i, j) for the slice's images; p: the colour pass (-1: whole steps). With ns
   // (profiling) each op is timed into its own step; returns the nanoseconds so spent.
-  int64_t run_epilogue(Slice& s, int k, int64_t i, int64_t j, int p, int64_t* ns) const;
+  // share (split mode): only the member's output channel ranges of each op (Share::fused).
+  int64_t run_epilogue(Slice& s, int k, int64_t i, int64_t j, int p, int64_t* ns, const Share* share = nullptr) const;
 
   int h_, w_, c_;
   std::vector<int64_t> buffer_channels_;
@@ -245,6 +362,17 @@ class ColumnProgram {
   mutable std::vector<int64_t> conv_scratch_;  // per step: a fused conv's output offset in the scratch, or -1 (ring)
   mutable int64_t scratch_floats_ = 0;          // epilogue scratch per image
   mutable std::vector<char> ring_elided_;       // per buffer: no ring cache (only a fused epilogue reads it)
+  // PositionSplit::kAuto: calls left that keep one thread per image after a split that fell back (column_split.cc).
+  // An atomic a program copy or move takes the value of (programs are returned by value).
+  struct SkipCount : std::atomic<int> {
+    SkipCount() : std::atomic<int>(0) {}
+    SkipCount(const SkipCount& o) : std::atomic<int>(o.load()) {}
+    SkipCount& operator=(const SkipCount& o) {
+      store(o.load());
+      return *this;
+    }
+  };
+  mutable SkipCount split_skips_;
 };
 
 }  // namespace pcf

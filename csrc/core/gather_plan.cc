@@ -130,6 +130,24 @@ void gemm_segment(const Kernels& kern, const GatherPlan& plan, const Segment& s,
   }
 }
 
+void gemm_segment_window(const Kernels& kern, const GatherPlan& plan, const Segment& s, int64_t c0, int64_t c1,
+                         const float* col, int64_t rows, float* dst, int64_t ldd) {
+  if (s.dot) {  // B^T rows: channels [c0, c1) are rows c0.. of bt
+    kern.gemm_dot({col, plan.kcol, rows, s.ranges.data(), static_cast<int>(s.ranges.size()), s.k,
+                   s.b.data() + c0 * s.k, c1 - c0, dst + s.d0 + c0, ldd});
+    return;
+  }
+  // A window of a panel is that panel's packed rows from a column offset: each k row still lies `panel`
+  // floats after the last, so the microkernel reads the window's columns with the panel's stride.
+  const int64_t panel = kern.panel;
+  for (int64_t w0 = c0; w0 < c1;) {
+    const int64_t p = w0 / panel, w1 = std::min(c1, (p + 1) * panel);
+    kern.gemm({col, plan.kcol, rows, s.ranges.data(), static_cast<int>(s.ranges.size()),
+               s.b.data() + p * s.k * panel + (w0 - p * panel), w1 - w0, dst + s.d0 + w0, ldd});
+    w0 = w1;
+  }
+}
+
 void gemm_segments(const Kernels& kern, const GatherPlan& plan, const float* col, int64_t rows, float* dst,
                    int64_t ldd) {
   for (const Segment& s : plan.segs) gemm_segment(kern, plan, s, col, rows, dst, ldd);

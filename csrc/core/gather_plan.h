@@ -54,6 +54,14 @@ void gemm_segments(const Kernels& kern, const GatherPlan& plan, const float* col
 // The same for one segment (its destination channels only).
 void gemm_segment(const Kernels& kern, const GatherPlan& plan, const Segment& s, const float* col, int64_t rows,
                   float* dst, int64_t ldd);
+// Destination channels [s.d0 + c0, s.d0 + c1) of segment s only, c0 a multiple of gemm_window_unit (or 0 for a
+// narrow `dot` segment, which has no unit: any c0). Each element is the same sum in the same order as
+// gemm_segment's (the microkernels accumulate each output column on its own, over k in range order), so
+// threads that split a segment into windows write bit-identical outputs.
+void gemm_segment_window(const Kernels& kern, const GatherPlan& plan, const Segment& s, int64_t c0, int64_t c1,
+                         const float* col, int64_t rows, float* dst, int64_t ldd);
+// Columns a window starts on: a multiple of every ISA's vector length that divides the B panel (kernels.h).
+inline int64_t gemm_window_unit(const Kernels& kern) { return kern.panel < 16 ? kern.panel : 16; }
 
 }  // namespace detail
 }  // namespace pcf

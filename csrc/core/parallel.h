@@ -18,6 +18,10 @@ class Parallel {
   virtual int num_threads() const = 0;
   // cost_per_unit: rough cycles per unit of work, for hosts that size shards by cost (TF does).
   virtual void for_each(int64_t n, int64_t cost_per_unit, const RangeFn& fn) const = 0;
+  // How many units of for_each(n <= this, ...) are promised to run at once, each on its own thread, so that
+  // they may wait for each other (a Team, team.h). 1 (the default): none may wait; a host pool that can run
+  // the units one after another on one thread (TF's) must say so.
+  virtual int team_threads() const { return 1; }
 };
 
 class SerialParallel final : public Parallel {

@@ -20,6 +20,8 @@ class ThreadPool final : public Parallel {
   int num_threads() const override { return static_cast<int>(workers_.size()) + 1; }
   // Splits [0, n) into one contiguous range per thread; the calling thread takes the first.
   void for_each(int64_t n, int64_t cost_per_unit, const RangeFn& fn) const override;
+  // for_each(n <= num_threads()) runs each unit on its own thread: the caller and dedicated workers.
+  int team_threads() const override { return num_threads(); }
 
  private:
   void worker_loop(int index);

@@ -25,6 +25,7 @@
 #include "../core/philox.h"
 #include "../core/program.h"
 #include "../core/tapset.h"
+#include "../core/team.h"
 #include "core_args.h"
 
 namespace pcf_core_binding {
@@ -359,6 +360,11 @@ void bind_testing(py::module_& t) {
     for (int k = 0; k < p.num_steps(); ++k) out.push_back(p.fused_into(k));
     return out;
   }, py::arg("program"), "Per step of a _core.ColumnProgram: the conv step whose epilogue computes it, or -1.");
+  t.def("split_work", [](const pcf::ColumnProgram& p, int members) { return p.split_work(members); },
+        py::arg("program"), py::arg("members"),
+        "Per step of a _core.ColumnProgram, per member of a `members`-thread position split (teacher forcing's "
+        "plan): the channels it computes (a conv's GEMM columns plus its fused ops' channels); [] when the program "
+        "does not split (on grids).");
   t.def("set_poison_caches", [](pcf::ColumnProgram& p, bool on) { p.set_poison_caches(on); }, py::arg("program"),
         py::arg("on"), "Ring caches of later calls start as NaN (on) instead of 0: a read of a value never written "
         "shows in the output.");
@@ -403,6 +409,42 @@ void bind_testing(py::module_& t) {
         "by core/philox.h's draw_logistic_mixture; drawn (M, 2) int32: the R and G levels already drawn at the "
         "pixel (read by RGB channels 1, 2). return_margin: also each draw's distance to a decision boundary. "
         "layout: 'pixelcnn_pp' (openai's) or 'tfp' (tfd.PixelCNN's component-major blocks).");
+  // The executor's thread team (core/team.h): what one meeting of its spinning barrier costs, on the module's pool.
+  t.def("barrier_ns", [](int members, int64_t rounds) {
+    if (rounds < 1) throw py::value_error("barrier_ns: rounds must be >= 1, got " + std::to_string(rounds));
+    const auto par = pool();
+    if (members < 1 || members > par->num_threads())
+      throw py::value_error("barrier_ns: members must be in [1, " + std::to_string(par->num_threads()) +
+                            "] (the pool's threads, _core.set_num_threads), got " + std::to_string(members));
+    py::gil_scoped_release release;
+    return pcf::testing::barrier_ns(*par, members, rounds);
+  }, py::arg("members"), py::arg("rounds"),
+        "Mean nanoseconds per meeting of `members` threads of the module's pool at core/team.h's spinning barrier, "
+        "over `rounds` meetings; raises if a member ever passed a meeting early.");
+  t.def("set_position_split", [](const std::string& policy) {
+    const std::string names[] = {"auto", "always", "never"};
+    const std::string before = names[static_cast<int>(pcf::position_split())];
+    for (int k = 0; k < 3; ++k)
+      if (policy == names[k]) {
+        pcf::set_position_split(static_cast<pcf::PositionSplit>(k));
+        return before;
+      }
+    throw py::value_error("set_position_split: policy must be 'auto', 'always' or 'never', got '" + policy + "'");
+  }, py::arg("policy"),
+        "How a ColumnProgram call with fewer images than threads uses them, process-wide (core/column_program.h "
+        "PositionSplit): 'auto' (split each position, fall back to one thread when that is slower), 'always' "
+        "(split, never fall back: tests), 'never' (one thread per image, as before the split). Returns the "
+        "previous policy.");
+  t.def("team_failure", [](int members, int failing, int64_t rounds) {
+    const auto par = pool();
+    if (members < 1 || members > par->num_threads() || failing < 0 || failing >= members || rounds < 1)
+      throw py::value_error("team_failure: need 1 <= members <= the pool's " + std::to_string(par->num_threads()) +
+                            " threads, 0 <= failing < members, rounds >= 1");
+    py::gil_scoped_release release;
+    pcf::testing::team_failure(*par, members, failing, rounds);
+  }, py::arg("members"), py::arg("failing"), py::arg("rounds"),
+        "core/team.h: `members` pool threads meet `rounds` times and member `failing` throws halfway; the "
+        "exception (RuntimeError) must reach the caller with no thread left waiting.");
   t.def("mixture_component_uniform", &rng_mixture_component_uniform, py::arg("seed"), py::arg("image"),
         py::arg("position"), "The pixel's component uniform: word 1 of the (image, position, 0, 0) Philox block.");
 }

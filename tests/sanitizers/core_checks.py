@@ -5,7 +5,8 @@ TensorFlow must not load here (it is not built with ASan, and its allocator and 
 noise): the script uses NumPy, the TF-free fuzzers of tests/fuzz_core.py and the committed fixture programs,
 and fails if tensorflow ends up in sys.modules. Covered: the masked conv passes (blocked and per-element,
 forward and both gradients, against the float64 oracle), tap sets, the column program and its spec parser
-(every fixture program sampled, profiled, teacher-forced; spec mutations), the host emulation of the CUDA
+(every fixture program sampled, profiled, teacher-forced; spec mutations; a position's work split across 2
+and 3 threads), the host emulation of the CUDA
 program, and the binding's error paths. A sanitizer report exits non-zero (ASan 99, UBSan 98); the last line
 is "sanitizer checks: clean" otherwise.
 
@@ -121,6 +122,38 @@ def check_grids(core, seed):
             fuzz_core.build_and_run_mutant(core, fuzz_core.mutate_text(rng, spec), arrays, seed, max_floats=4096)
 
 
+def check_split_threads(core, seed):
+    """Fewer images than threads: each position's work split among threads (csrc/core/column_split.cc) on every
+    fixture program and the delayed/shifted one, at 1..3 threads: the same bits as one thread, no report."""
+    import numpy as np
+
+    from fixtures import make_programs
+
+    programs = [(name, spec, arrays, n) for name, (spec, arrays, n) in sorted(make_programs.load().items())]
+    rng = np.random.default_rng(seed)
+    for policy, (name, spec, arrays, n) in [(p, prog) for p in ("always", "auto") for prog in programs]:
+        core.testing.set_position_split(policy)  # always: every row split, whatever the load under ASan
+        p = core.ColumnProgram.from_spec(spec, arrays, n)
+        h, w, c = p.image_shape
+        for batch in ((1, 2) if n == 0 else (n,)):
+            image = rng.uniform(0, 1, (batch, h, w, c)).astype(np.float32)
+            core.set_num_threads(1)
+            want = p.sample(batch, seed, 0.9, 2) + (p.teacher_forced(image),)
+            for threads in (2, 3):
+                core.set_num_threads(threads)
+                got = p.sample(batch, seed, 0.9, 2) + (p.teacher_forced(image),)
+                for a, b in zip(want, got):
+                    assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), (name, batch, threads, policy)
+    core.testing.set_position_split("auto")
+    core.testing.barrier_ns(3, 2000)
+    try:
+        core.testing.team_failure(3, 1, 100)
+        raise AssertionError("team_failure did not raise")
+    except RuntimeError:
+        pass
+    core.set_num_threads(2)
+
+
 def check_taps_and_errors(core):
     import numpy as np
 
@@ -169,6 +202,7 @@ def main():
     check_fixture_programs(core, seed)
     check_shifts_and_delays(core, seed)
     check_grids(core, seed)
+    check_split_threads(core, seed)
     conv = fuzz_core.run_conv_fuzz(core, seed, a.conv_cases)
     spec, built = fuzz_core.run_spec_fuzz(core, seed, a.spec_cases)
     assert "tensorflow" not in sys.modules, "TensorFlow was loaded under the sanitizer"

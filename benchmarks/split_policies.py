@@ -1,0 +1,65 @@
+# Benchmarks: the CPU executor's thread policies (csrc/core/column_split.cc) compared in one process.
+"""Times one ColumnProgram.sample call per policy, interleaved round by round in the same process, on the
+bench_sampler models at their benchmark sizes: "never" (one thread per image: the executor before the position
+split), "auto" (the product: split each position when there are fewer images than threads, falling back to one
+thread when that is slower) and "always" (split every row, never falling back). Prints the best and median
+milliseconds per policy, never/auto, and the machine's load average before and after (the split needs every
+thread on a core of its own: on a busy machine "always" is far slower and "auto" falls back).
+
+    python benchmarks/split_policies.py [models: keras_io,gated_shifted,vqvae] [batches: 1,4,16] [rounds: 7]
+
+Threads: the module pool's (_core.set_num_threads; default every core).
+"""
+
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+
+from fixtures import seed_models, zoo_models  # noqa: E402
+from pixelcnn_fast import _core  # noqa: E402
+from pixelcnn_fast._core import testing  # noqa: E402
+from pixelcnn_fast.sampler import Sampler  # noqa: E402
+
+MODELS = {
+    "keras_io": lambda: Sampler(seed_models.keras_io(full=True).model, head="bernoulli"),
+    "gated_shifted": lambda: Sampler(zoo_models.gated_shifted(height=28, width=28, filters=64, layers=7, levels=256,
+                                                                seed=0).model, head="categorical",
+                                     value_map="level/(N-1)"),
+    "vqvae": lambda: Sampler(zoo_models.vqvae_prior(full=True, seed=0).model, head="categorical"),
+}
+POLICIES = ("never", "auto", "always")
+
+
+def main():
+    names = sys.argv[1].split(",") if len(sys.argv) > 1 else list(MODELS)
+    batches = [int(b) for b in (sys.argv[2].split(",") if len(sys.argv) > 2 else ["1", "4", "16"])]
+    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 7
+    print(f"threads {_core.get_num_threads()}, load average {os.getloadavg()}")
+    before = testing.set_position_split("auto")
+    try:
+        for name in names:
+            sampler = MODELS[name]()
+            for n in batches:
+                exe = sampler.executor(n, [])
+                exe.sample(n, 0, 1.0, 0)
+                times = {p: [] for p in POLICIES}
+                for r in range(rounds):
+                    for p in POLICIES:
+                        testing.set_position_split(p)
+                        t0 = time.perf_counter()
+                        exe.sample(n, r, 1.0, 0)
+                        times[p].append(time.perf_counter() - t0)
+                row = "  ".join(f"{p} {min(v) * 1e3:7.2f} (median {np.median(v) * 1e3:7.2f})" for p, v in times.items())
+                print(f"{name:14s} batch {n:3d}: {row} ms; never/auto {min(times['never']) / min(times['auto']):.2f}x",
+                      flush=True)
+    finally:
+        testing.set_position_split(before)
+    print(f"load average after {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
