@@ -1,4 +1,4 @@
-# Benchmarks: fused epilogues on programs on grids (the PixelCNN++ U-net, tfd.PixelCNN), fused vs unfused in one process.
+# Benchmarks: fused epilogues on programs on grids (PixelCNN++ U-net, tfd.PixelCNN), fused vs unfused in one process.
 """The CPU executor's epilogue fusion on grids (docs/SAMPLER.md, "Fused epilogues"), as a ratio measured in one
 process: the same built program sampled with fusion on and off (pixelcnn_fast._core.testing.set_epilogue_fusion),
 rounds interleaved so that load from other processes falls on both alike, and the achieved GFLOP/s (executed
