@@ -7,7 +7,7 @@ benchmarks/run.py (README, "Benchmarks"):
     .venv/bin/python -m pytest benchmarks/bench_sampler.py --benchmark-json=/tmp/sampler.json && .venv/bin/python benchmarks/report.py /tmp/sampler.json /tmp/SAMPLER.md
 
 Models (env PIXELCNN_BENCH_SAMPLER_MODELS, default "keras_io,rgb,vqvae"; "mixture", "pixelcnn_pp", "pixelcnn_pp_unet" (the full
-PixelCNN++ on grids: no `rows` loop, its sizes are fixed), "gated_shifted", "gated_masked" on request: the gated PixelCNNs of tests/fixtures/zoo_models.py at 28x28, 64 filters, 7 layers), random weights:
+PixelCNN++ on grids: its `rows` loop pads the crop to a multiple of 4 rows), "gated_shifted", "gated_masked" on request: the gated PixelCNNs of tests/fixtures/zoo_models.py at 28x28, 64 filters, 7 layers), random weights:
   * keras_io: the keras.io PixelCNN at its real size (tests/fixtures/seed_models.keras_io(full=True):
     28x28x1, 128 filters, 5 residual blocks, sigmoid head, keras seed 0): 784 draws per image.
   * rgb: the CIFAR blog's RGB PixelCNN as its author wrote it (seed_models.rgb_3x256: a subclassed
@@ -176,8 +176,10 @@ MODEL_SPECS["pixelcnn_pp"] = ModelSpec(
         height=5, width=6, channels=3, filters=64, resnets=3, nr_mix=10, seed=0).model))
 # Not in the default run: PIXELCNN_BENCH_SAMPLER_MODELS=pixelcnn_pp_unet. The full PixelCNN++ (3 resolutions:
 # stride-2 shifted convs, cropped transposed convs, skip connections; docs/SEMANTICS.md "Grids") at CIFAR size and
-# reduced width. Its fixed sizes (skips need every resolution to halve) rule out the row-cropped `rows` loop:
-# the naive loops are the full-image `graph` and `predict` ones, and its small case checks against `graph`.
+# reduced width. Its skips need every resolution to halve, so the model takes only heights divisible by 4: its
+# `rows` loop runs rows 0..i padded with zeros to the next multiple of 4 (naive.sample finds 4 by tracing and
+# checks each padded crop against one full forward pass), so c(r) is a staircase of 4-row steps that the
+# interpolation between the timed rows follows only on average. Its small case checks against that loop.
 MODEL_SPECS["pixelcnn_pp_unet"] = ModelSpec(
     label="PixelCNN++ U-net 32x32x3",
     description="zoo_unet.pixelcnn_pp_unet: 32x32x3 [-1, 1] images, 3 resolutions (32, 16, 8), 64 filters, "
@@ -185,8 +187,7 @@ MODEL_SPECS["pixelcnn_pp_unet"] = ModelSpec(
     make=lambda: mixture_models.as_seed_model(zoo_unet.pixelcnn_pp_unet(
         height=32, width=32, channels=3, filters=64, resnets=2, nr_mix=10, seed=0).model),
     make_small=lambda: mixture_models.as_seed_model(zoo_unet.pixelcnn_pp_unet(
-        height=8, width=8, channels=3, filters=64, resnets=2, nr_mix=10, seed=0).model),
-    naive_modes=("graph", "predict"))
+        height=8, width=8, channels=3, filters=64, resnets=2, nr_mix=10, seed=0).model))
 
 
 def _tfp_spec(size):

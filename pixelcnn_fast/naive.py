@@ -26,9 +26,10 @@ import tensorflow as tf
 
 from pixelcnn_fast import rng as _rng
 from pixelcnn_fast.checks import check_count, check_image_offset, check_seed, check_temperature
-from pixelcnn_fast.naive_forward import WHERE as _WHERE, PixelTracer, check_output_shape, classify_output, trace_rows
+from pixelcnn_fast.naive_forward import (WHERE as _WHERE, PixelTracer, RowsPaddingError, check_output_shape,
+                                         check_padded_rows, classify_output, pad_rows, trace_first_rows, trace_rows)
 
-__all__ = ["sample", "complete", "NaiveResult"]
+__all__ = ["sample", "complete", "NaiveResult", "RowsPaddingError"]
 
 MODES = ("predict", "graph", "rows")
 HEADS = ("bernoulli", "categorical", "logistic_mixture")
@@ -197,9 +198,13 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
                  "graph": a tf.function forward of the full image each step;
                  "rows": a tf.function forward of rows 0..i only (for a causal model the outputs in row i
                  depend only on rows <= i).  One trace per row count, created lazily when the loop reaches
-                 that row (H traces in all, each with static shapes; no padding).  A functional model's
-                 declared input shape is bypassed through Model.call; a model that cannot take a cropped
-                 image (a fixed-height Reshape) is refused with a ValueError pointing to mode="graph".
+                 that row (H traces in all, each with static shapes).  A functional model's declared input
+                 shape is bypassed through Model.call.  A model that takes only some heights (a U-net: a
+                 multiple m of its total stride, the smallest height below H it accepts) runs on rows 0..i
+                 padded with zeros to the next multiple of m; each padded crop is first checked against one
+                 full forward pass on random images (its outputs at rows <= i must not change: else
+                 RowsPaddingError, a ValueError).  A model that takes no crop (a fixed-height Reshape) is
+                 refused with a ValueError pointing to mode="graph".
     head:        "bernoulli" (output (n, H, W, C), levels must be 2) or "categorical" (output
                  (n, H, W, C*levels), channel c's levels at [c*levels, (c+1)*levels), or (n, H, W, C, levels)),
                  or "logistic_mixture" (output (n, H, W, 3K) grey or (n, H, W, 10K) RGB, PixelCNN++'s layout;
@@ -268,9 +273,10 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
     cond_tensors = [tf.constant(a) for a in conds]
 
     # -- the forward of the chosen mode; the first trace also tells "auto" what the output is
-    full_fn, row_fns, use_call = None, {}, None
+    full_fn, row_fns, use_call, row_multiple = None, {}, None, 1
     if mode == "rows":
-        row_fns[1], use_call = trace_rows(tracer, 1, None)
+        fn, use_call, row_multiple = trace_first_rows(tracer)
+        row_fns[row_multiple] = fn
     elif mode == "graph" or output == "auto":
         full_fn = tracer.concrete(h)  # predict mode: only traced (never run) to read the last op
     if output == "auto":
@@ -331,18 +337,41 @@ def sample(model, n, *, mode="rows", head, levels=2, value_map="identity", seed=
         ij = (tf.constant(i, tf.int32), tf.constant(j, tf.int32))
         if mode == "graph":
             return full_fn(tf.constant(_model_image(image, code_input)), *cond_tensors, *ij).numpy()
-        crop = image[:, :i + 1]
-        fn = row_fns.get(i + 1)
+        height = pad_rows(i + 1, row_multiple, h)
+        crop = image[:, :height]
+        if height > i + 1:  # zeros below row i (the slots hold no draws yet: image starts as zeros or `image`)
+            crop = crop.copy()
+            crop[:, i + 1:] = 0
+            if i + 1 not in padding_checked:
+                check_padding(i + 1, height)
+        fn = row_fns.get(height)
         if fn is None:
-            fn, use_call = trace_rows(tracer, i + 1, use_call)
-            row_fns[i + 1] = fn
+            fn, use_call = trace_rows(tracer, height, use_call)
+            row_fns[height] = fn
             warm(fn, crop)
         return fn(tf.constant(_model_image(crop, code_input)), *cond_tensors, *ij).numpy()
+
+    padding_checked, check_images, check_outputs = set(), [], []
+
+    def check_padding(rows, height):
+        # One-off per row count, like a trace (counted in trace_seconds): at least 3 random images of the model's
+        # levels, their full forward once for every row count.
+        start = time.perf_counter()
+        if not check_images:
+            count = n * -(-3 // n)
+            drawn = np.random.default_rng(0).integers(0, levels, (count, h, w, c))
+            check_images.append(table[drawn].astype(np.float32))
+        check_padded_rows(tracer, use_call, rows, height, check_images[0], cond_tensors,
+                          lambda x: _model_image(x, code_input), check_outputs)
+        padding_checked.add(rows)
+        tracer.trace_seconds += time.perf_counter() - start
 
     if mode == "graph":
         warm(full_fn, image)
     elif mode == "rows":
-        warm(row_fns[1], image[:, :1])
+        first = image[:, :row_multiple].copy()
+        first[:, 1:] = 0
+        warm(row_fns[row_multiple], first)
     traced_before = tracer.trace_seconds
 
     def loop_seconds():

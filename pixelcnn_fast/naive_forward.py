@@ -14,6 +14,7 @@ that return one pixel's outputs, the output-shape rule, and what the traced grap
 
 import time
 
+import numpy as np
 import tensorflow as tf
 
 WHERE = "naive.sample"  # how naive.sample's errors begin (naive.complete's too, with its own name)
@@ -21,6 +22,11 @@ WHERE = "naive.sample"  # how naive.sample's errors begin (naive.complete's too,
 
 class OwnArgumentError(ValueError):
     """An error about sample()'s arguments found while tracing: never taken for a model refusing a crop."""
+
+
+class RowsPaddingError(ValueError):
+    """mode='rows' on a model that takes only some heights (a U-net: multiples of its total stride) pads the first
+    rows up to one; refused when the outputs above the padding then differ from one full forward pass."""
 
 
 def _expected_output_shapes(n, rows, width, channels, head, levels):
@@ -202,6 +208,64 @@ def trace_rows(tracer, rows, use_call):
         raise
     except Exception as exc:
         raise _rows_error(tracer, rows, exc) from exc
+
+
+def trace_first_rows(tracer):
+    """(concrete function, use_call, multiple) for the rows loop's first row: the crop to 1 row, or, where the model
+    refuses it, the smallest height m < H it takes (a U-net's skips need every resolution to halve: m is its total
+    stride); every later crop is then padded up to a multiple of m (pad_rows). A model that takes no height below
+    H (a fixed-height reshape) is refused as before, naming the 1-row crop."""
+    try:
+        fn, use_call = trace_rows(tracer, 1, None)
+        return fn, use_call, 1
+    except OwnArgumentError:
+        raise
+    except ValueError as refused:
+        for m in range(2, tracer.h):
+            try:
+                fn, use_call = trace_rows(tracer, m, None)
+            except ValueError:
+                continue
+            return fn, use_call, m
+        raise refused
+
+
+def pad_rows(rows, multiple, h):
+    """The height a crop of `rows` rows is padded to: the next multiple of `multiple`, at most H."""
+    return min(h, -(-rows // multiple) * multiple)
+
+
+def check_padded_rows(tracer, use_call, rows, height, images, conditions, model_image, full_outputs):
+    """Refuses (RowsPaddingError) a padded crop whose outputs at rows < `rows` differ from the full forward's.
+
+    images: float32 (k, H, W, C) random model inputs, k a multiple of the loop's n (its conditions' batch);
+    conditions: the loop's condition tensors; model_image: the loop's image -> model input map; full_outputs: a
+    list, the model's outputs on `images` appended on the first call (one full forward, reused for every row
+    count). The crop keeps rows 0..rows-1 and zeros below, so a read of a row below shows as a difference (the
+    tolerance allows only the float rounding of another conv shape)."""
+    n = tracer.n
+
+    def forward(batch):
+        x = tf.constant(model_image(batch))
+        return np.asarray(_call_model(tracer.model, [x, *conditions] if conditions else x, use_call), np.float64)
+
+    if not full_outputs:
+        full_outputs.append(np.concatenate([forward(images[b:b + n]) for b in range(0, len(images), n)]))
+    for b in range(0, len(images), n):
+        crop = np.zeros((n, height) + images.shape[2:], np.float32)
+        crop[:, :rows] = images[b:b + n, :rows]
+        got = forward(crop)[:, :rows]
+        want = full_outputs[0][b:b + n, :rows]
+        scale = float(np.abs(want).max())
+        diff = np.abs(got - want)
+        if not diff.max() <= 1e-4 * max(scale, 1e-6):
+            at = np.unravel_index(int(np.argmax(diff)), diff.shape)
+            raise RowsPaddingError(
+                f"{WHERE}: mode='rows' pads the first {rows} rows of the image with zeros to {height} rows (model "
+                f"'{tracer.model.name}' takes no crop of fewer rows), but its outputs at rows < {rows} then differ "
+                f"from one forward pass of the full image (max |difference| {diff.max():.3g} at row {at[1]}, "
+                f"column {at[2]}, outputs up to {scale:.3g}, on {len(images)} random images): they read the rows "
+                f"below, so the padded crops would not draw the model's images. Use mode='graph'.")
 
 
 def _rows_error(tracer, rows, exc):

@@ -181,3 +181,108 @@ def test_zoo_programs_fused_equal_unfused(name, rng):
     assert {"binary", "act"} <= fused_kinds, fused_kinds
     if name.startswith("gated") or name.startswith("pixelcnn_pp"):
         assert "gather" in fused_kinds  # the gates' splits, read in place
+
+
+# ------------------------------------------------------------------------------------ on grids (issue 16)
+# Programs with a `grids` statement (docs/SEMANTICS.md, "Grids"): a scheduled step computes each position of its
+# grid at that position's ready raster step; its epilogue runs there too, so only steps on the same grid with the
+# same ready step at every position may join it (same_grid_schedule, column_program_grids.cc).
+
+def _grid_of_buffers(spec):
+    """Each buffer's grid (fy, fx, ny, nx) from the spec's `grids` statement."""
+    line = next(l for l in spec.splitlines() if l.startswith("grids "))
+    fields = dict(f.split("=", 1) for f in line.split()[1:])
+    return list(zip(*(map(int, fields[k].split(",")) for k in ("fy", "fx", "ny", "nx"))))
+
+
+def _step_lines(spec):
+    return [l for l in spec.splitlines() if l.split()[0] in
+            ("conv", "binary", "act", "concat", "gather", "softmax", "reduce", "shift")]
+
+
+def assert_grid_fusion(spec, arrays, n, batch, rng, levels):
+    """Fused == unfused (poisoned rings, bit for bit) and every fused step on its conv's grid, with convs on
+    coarse grids (strided, transposed or stride-1 there) among the fused epilogues; returns fused_into."""
+    into = assert_fused_equals_unfused(spec, arrays, n, batch, rng, min_fused=4, levels=levels)
+    grids, lines = _grid_of_buffers(spec), _step_lines(spec)
+    out = [int(dict(f.split("=", 1) for f in l.split()[1:] if "=" in f)["out"]) for l in lines]
+    for k, root in enumerate(into):
+        if root >= 0:
+            assert lines[root].startswith("conv "), lines[root]
+            assert grids[out[k]] == grids[out[root]], (lines[root], lines[k])
+    coarse_roots = {root for root in into if root >= 0 and grids[out[root]][:2] != (1, 1)}
+    assert coarse_roots, "no epilogue on a coarse grid"
+    return into
+
+
+@pytest.mark.parametrize("name,size,hierarchies,batch", [
+    ("pixelcnn_pp_unet_grey", (8, 8), 3, 1), ("pixelcnn_pp_unet_rgb", (8, 12), 2, 3),
+    ("pixelcnn_pp_unet_grey", (12, 4), 3, 2)])
+def test_unet_fused_equals_unfused_and_keras(name, size, hierarchies, batch, rng):
+    """The PixelCNN++ U-net's gates, residuals and concat_elus fused on every grid (strided convs' outputs at
+    1/2 and 1/4, transposed convs' at full resolution): fused == unfused bit for bit with poisoned rings, and
+    the fused teacher forcing equals the Keras model."""
+    import tensorflow as tf
+
+    from fixtures import zoo_models
+    from pixelcnn_fast.sampler import Sampler
+
+    h, w = size
+    zm = zoo_models.build(name, height=h, width=w, hierarchies=hierarchies, seed=int(rng.integers(1 << 16)))
+    sampler = Sampler(zm.model, head="logistic_mixture")
+    spec, arrays = sampler.last_spec
+    assert "\ngrids " in spec
+    into = assert_grid_fusion(spec, arrays, 0, batch, rng, 256)
+    kinds = {_step_lines(spec)[k].split()[0] for k, root in enumerate(into) if root >= 0}
+    assert {"binary", "act", "gather", "concat"} <= kinds, kinds
+    fused = build(spec, arrays, 0, True)
+    x = zoo_models.example_inputs(zm, batch, rng)
+    want = zm.model(tf.constant(x), training=False).numpy()
+    err = float(np.abs(fused.teacher_forced(x) - want).max() / np.abs(want).max())
+    assert err < 1e-5, err
+
+
+@pytest.mark.parametrize("size,padding,strides", [((13, 17), "valid", (2, 2)), ((7, 7), "same", (2, 2)),
+                                                  ((1, 5), "valid", (2, 2)), ((7, 8), "valid", (3, 3)),
+                                                  ((5, 7), "same", (1, 2))])
+def test_odd_sizes_on_grids_fused_equal_unfused(size, padding, strides, rng):
+    """Sizes the strides do not divide (TF's SAME / VALID rules; the one-stride down-up block of
+    tests/test_grids.py): the elu after the strided conv and the transposed conv's bias and elu fused at the
+    grids' edges, batch 1 and 2."""
+    from test_grids import _down_up_model
+
+    from pixelcnn_fast.sampler import Sampler
+
+    h, w = size
+    model = _down_up_model(h, w, padding, int(rng.integers(1 << 16)), strides)
+    spec, arrays = Sampler(model, head="logistic_mixture").last_spec
+    for batch in (1, 2):
+        assert_grid_fusion(spec, arrays, 0, batch, rng, 256)
+
+
+@pytest.mark.parametrize("channels,conditional,size", [(3, False, (8, 8)), (1, True, (8, 12))])
+def test_tfp_pixelcnn_fused_equals_unfused_and_its_network(channels, conditional, size, rng):
+    """tfd.PixelCNN (3 hierarchies, weight norm, gated resnets, per-image class embedding on conditional): fused
+    == unfused on its grids, and the fused teacher forcing equals TFP's network."""
+    from fixtures import zoo_unet
+
+    why = zoo_unet.tfp_available()
+    if why:
+        pytest.skip(why)
+    from pixelcnn_fast.sampler import Sampler
+
+    h, w = size
+    z = zoo_unet.tfp_pixelcnn(height=h, width=w, channels=channels, conditional=conditional, hierarchies=3,
+                              nr_mix=3, filters=8, seed=int(rng.integers(1 << 16)))
+    sampler = Sampler(z.dist)
+    batch = 2
+    conds = [np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch)]] if conditional else []
+    sampler.executor(batch, conds)
+    spec, arrays = sampler.last_spec
+    n = batch if conditional else 0
+    assert_grid_fusion(spec, arrays, n, batch, rng, 256)
+    x = (2.0 * rng.integers(0, 256, (batch, h, w, channels)) / 255.0 - 1.0).astype(np.float32)
+    fused = build(spec, arrays, n, True)
+    want = np.asarray(sampler.model([x] + conds if conds else x, training=False))
+    err = float(np.abs(fused.teacher_forced(x) - want).max() / np.abs(want).max())
+    assert err < 1e-5, err

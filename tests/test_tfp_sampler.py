@@ -72,7 +72,8 @@ def _tfp_cdfs(params, levels, channels, temperature=1.0):
 # ------------------------------------------------------------------- the adapter
 @pytest.mark.parametrize("channels,conditional,hierarchies,size", [
     (1, False, 1, (7, 9)), (3, True, 1, (7, 9)), (3, False, 1, (7, 9)),
-    (1, False, 2, (6, 10)), (3, True, 2, (8, 8)), (3, False, 3, (16, 16)), (1, True, 3, (8, 12))])
+    (1, False, 2, (6, 10)), (3, True, 2, (8, 8)), (3, False, 3, (16, 16)), (1, True, 3, (8, 12)),
+    (3, True, 3, (32, 32))])
 def test_teacher_forced_equals_the_tfp_network(channels, conditional, hierarchies, size, rng):
     z = _dist(channels, conditional, size=size, hierarchies=hierarchies)
     sampler = pf.Sampler(z.dist)

@@ -124,6 +124,52 @@ def test_unet_samples_the_naive_loops_images(name, size, hierarchies, n, rng):
     np.testing.assert_array_equal(tf_sampler.sample_op(sampler, n, seed=seed, temperature=0.9).numpy(), levels)
 
 
+@pytest.mark.parametrize("name,size,hierarchies,n", [("pixelcnn_pp_unet_grey", (8, 8), 3, 2),
+                                                       ("pixelcnn_pp_unet_rgb", (6, 4), 2, 1)])
+def test_unet_rows_loop_pads_to_its_stride_and_draws_the_cached_images(name, size, hierarchies, n, rng):
+    """The naive rows loop on a U-net (issue 16's baseline): the model takes only heights that its total stride
+    divides, so rows 0..i run padded with zeros to the next multiple (the smallest height it takes, found by
+    tracing), each padded crop checked against one full forward pass; its draws equal the cached sampler's."""
+    from test_mixture_sampler import assert_same_draws
+
+    import pixelcnn_fast
+    from pixelcnn_fast import naive
+    from pixelcnn_fast.naive_forward import PixelTracer, pad_rows, trace_first_rows
+
+    h, w = size
+    zm = zoo_models.build(name, height=h, width=w, hierarchies=hierarchies, seed=int(rng.integers(1 << 16)))
+    c = zm.image_shape[2]
+    tracer = PixelTracer(zm.model, n, (h, w, c), [], "logistic_mixture", (10 if c == 3 else 3) * zm.nr_mix)
+    _, _, multiple = trace_first_rows(tracer)
+    assert multiple == 2 ** (hierarchies - 1)
+    assert [pad_rows(r, multiple, h) for r in range(1, h + 1)] == [min(h, -(-r // multiple) * multiple)
+                                                                   for r in range(1, h + 1)]
+    seed = int(rng.integers(1 << 31))
+    ref = naive.sample(zm.model, n, mode="rows", head="logistic_mixture", levels=256, value_map="level/127.5-1",
+                       seed=seed, temperature=0.9)
+    assert ref.complete
+    sampler = pixelcnn_fast.Sampler(zm.model, head="logistic_mixture")
+    levels, margins = sampler.sample(n, seed=seed, temperature=0.9, return_margins=True)
+    diverged = assert_same_draws(ref.levels, ref.margins, levels, margins, "naive padded rows vs cached")
+    print(f"{name} {h}x{w}, seed {seed}: {diverged} of {n} images diverge at a rounding-decided draw")
+    assert (ref.levels == levels).mean() > 0.5
+
+
+def test_unet_rows_loop_refuses_the_twin_that_reads_rows_below():
+    """The non-causal twin (u stream up-sampled with the crop from the wrong side) takes the same padded crops,
+    but its outputs above the padding change with it: RowsPaddingError naming the rows, not silently other
+    images."""
+    from pixelcnn_fast import naive
+
+    zm = zoo_models.build("pixelcnn_pp_unet_rgb_no_up_shift", height=8, width=8)
+    # fine row 1 of the up-sampled u stream reads coarse row 1, which holds image row 2: the crop of rows 0..1
+    # padded to 4 rows is the first to change an output above the padding
+    with pytest.raises(naive.RowsPaddingError, match=r"mode='rows' pads the first 2 rows of the image with zeros to "
+                                                     r"4 rows .*outputs at rows < 2 then differ from one forward "
+                                                     r"pass .*at row 1, .*on 3 random images.*Use mode='graph'"):
+        naive.sample(zm.model, 1, mode="rows", head="logistic_mixture", levels=256, value_map="level/127.5-1")
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_unet_draws_are_calibrated(channels, rng):
     """KS over >= 500 draws of the randomised PIT under the U-net's own mixture conditionals (float64 from one

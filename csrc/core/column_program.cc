@@ -531,9 +531,15 @@ void ColumnProgram::run_scheduled(Slice& s, int64_t t, int64_t* ns) const {
     const ProgramStep& st = steps_[delayed_[m]];
     int64_t& q = s.next[m];  // the step's next position in its order
     const int64_t n = static_cast<int64_t>(st.order.size()), nx = grid(st.out).nx;
+    if (fused_into_[delayed_[m]] >= 0) continue;  // computed by its conv's epilogue, at the same positions
     const int64_t t0 = ns != nullptr ? now_ns() : 0;
-    for (; q < n && st.ready_at[st.order[q]] <= t; ++q) run_grid_step(s, st, st.order[q] / nx, st.order[q] % nx);
-    if (ns != nullptr) ns[delayed_[m]] += now_ns() - t0;
+    int64_t fused_ns = 0;
+    for (; q < n && st.ready_at[st.order[q]] <= t; ++q) {
+      run_grid_step(s, st, st.order[q] / nx, st.order[q] % nx);
+      if (!epilogue_[delayed_[m]].empty())
+        fused_ns += run_epilogue(s, delayed_[m], st.order[q] / nx, st.order[q] % nx, -1, ns);
+    }
+    if (ns != nullptr) ns[delayed_[m]] += now_ns() - t0 - fused_ns;
   }
 }
 
@@ -555,8 +561,13 @@ void ColumnProgram::run_grid_step(Slice& s, const ProgramStep& st, int64_t i, in
   }
   float* col = s.col.data();
   gather_columns(s, *pl, st.ins[0], bi, bj, col);
-  detail::gemm_segments(active_kernels(), *pl, col, s.nb, s.px(*this, st.out, i, 0, j),
-                        go.nx * buffer_channels_[st.out]);
+  // Its ring cache, or the epilogue scratch when only its fused epilogue reads it (plan_epilogues).
+  const int64_t scratch_at = conv_scratch_[&st - steps_.data()];
+  if (scratch_at >= 0)
+    detail::gemm_segments(active_kernels(), *pl, col, s.nb, s.scratch.data() + scratch_at, scratch_floats_);
+  else
+    detail::gemm_segments(active_kernels(), *pl, col, s.nb, s.px(*this, st.out, i, 0, j),
+                          go.nx * buffer_channels_[st.out]);
 }
 
 // docs/SAMPLER.md, "Fused epilogues". A conv's epilogue is every later elementwise step (act, binary, concat,
@@ -567,7 +578,9 @@ void ColumnProgram::run_grid_step(Slice& s, const ProgramStep& st, int64_t i, in
 // has no other writer. Its ops then run in program order on the rows the GEMM just wrote, so every value is
 // the one the unfused steps compute; a contiguous gather read only inside the epilogue (a gate's split) is
 // read in place, never copied. Every other buffer an op writes stays in its ring cache (one row for a buffer
-// only the epilogue reads, in L1 at this pixel): later steps and the draws read them as before.
+// only the epilogue reads, in L1 at this pixel): later steps and the draws read them as before. On grids the
+// same schedule is also the same grid and the same ready step at every position (same_grid_schedule): the
+// epilogue runs where run_scheduled computes the conv's position, after the steps before it in program order.
 void ColumnProgram::plan_epilogues() const {
   const int n = static_cast<int>(steps_.size()), nbuf = static_cast<int>(buffer_channels_.size());
   fused_into_.assign(n, -1);
@@ -575,9 +588,7 @@ void ColumnProgram::plan_epilogues() const {
   conv_scratch_.assign(n, -1);
   ring_elided_.assign(nbuf, 0);
   scratch_floats_ = 0;
-  // Not on grids yet: a scheduled step (a coarse position computed at its ready step, column_program_grids.cc)
-  // runs through run_grid_step, which knows nothing of epilogues. Their elementwise rows are still vectorised.
-  if (!fuse_epilogues_ || on_grids()) return;
+  if (!fuse_epilogues_) return;
   struct GroupScratch {
     int conv;
     bool shareable;
@@ -593,6 +604,7 @@ void ColumnProgram::plan_epilogues() const {
   }
   auto same_schedule = [&](int a, int b) {
     if (steps_[a].delay_y != steps_[b].delay_y || steps_[a].delay_x != steps_[b].delay_x) return false;
+    if (on_grids() && !same_grid_schedule(steps_[a], steps_[b])) return false;  // column_program_grids.cc
     for (int p = 0; p <= c_; ++p)
       if (pass_parts_[a][p].run != pass_parts_[b][p].run) return false;
     return true;
@@ -723,7 +735,7 @@ int64_t ColumnProgram::run_epilogue(Slice& s, int k, int64_t i, int64_t j, int p
   Bound bound[kMaxEpilogueOps];
   auto bind = [&](const FusedLoc& l) -> Rows {
     switch (l.where) {
-      case Where::kRing: return {s.px(*this, l.index, i, 0, j) + l.offset, w_ * buffer_channels_[l.index]};
+      case Where::kRing: return {s.px(*this, l.index, i, 0, j) + l.offset, buffer_w_[l.index] * buffer_channels_[l.index]};
       case Where::kScratch: return {s.scratch.data() + l.offset, scratch_floats_};
       default: {
         const ConstTensor& t = consts_[l.index];

@@ -319,6 +319,9 @@ class ColumnProgram {
   void gather_columns(Slice& s, const detail::GatherPlan& pl, int in, int64_t bi, int64_t bj, float* col) const;
   void grid_ring_rows() const;
   void check_grid_head(int buffer) const;  // set_head: on the image grid, ready at its own position
+  // plan_epilogues on grids: a and b compute the same grid's positions at the same raster steps (both scheduled
+  // with equal ready steps, or both in the colour passes).
+  bool same_grid_schedule(const ProgramStep& a, const ProgramStep& b) const;
   // Epilogue fusion. Where a fused op's operand or output is at a pixel: buffer `index`'s ring cache, constant
   // `index`, or (a buffer only the epilogue reads) the slice's epilogue scratch, from float `offset` of an image's
   // block; a ring or constant operand starts at channel `offset` (a contiguous gather read in place). `channels`:

@@ -177,6 +177,10 @@ void ColumnProgram::check_grid_head(int buffer) const {
                                   ": the prediction reads values after its pixel");
 }
 
+bool ColumnProgram::same_grid_schedule(const ProgramStep& a, const ProgramStep& b) const {
+  return a.scheduled == b.scheduled && grid(a.out) == grid(b.out) && a.ready_at == b.ready_at;
+}
+
 // Rows each ring keeps: the smallest R such that no row is overwritten (by the row R below it) before its last
 // read. Times are half raster steps: 2t for the scheduled steps of raster step t, 2t + 1 for its colour passes and
 // draws, 2t - 1 for the image's slot cleared at the start of step t.

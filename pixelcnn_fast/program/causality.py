@@ -34,6 +34,21 @@ def _shift(keys, oy, ox):
     return np.where(keys == NO_DEPENDENCY, NO_DEPENDENCY, out)
 
 
+def _reads_inside(program, step, dy, dx):
+    """Whether a conv tap, transposed-conv tap or shift at image offset (dy, dx) reads inside its input's grid from
+    some output position. One that only ever reads past the border (the zeros of a one-row image's SAME stride-2
+    conv, its tap one row below) carries no dependency: the frontiers are clipped at the border, as the executor's
+    per-position schedule is (column_program_grids.cc reads only positions inside the grid)."""
+    fo, fi = program.grid(step.out), program.grid(step.ins[0])
+    if step.kind == "conv_transpose":  # fine i reads coarse (i + o) / s where s divides i + o
+        axes = zip((dy // fo[0], dx // fo[1]), (step.attrs["sy"], step.attrs["sx"]), fo[2:], fi[2:])
+        return all(any((i + o) % s == 0 and 0 <= (i + o) // s < n_in for i in range(n_out))
+                   for o, s, n_out, n_in in axes)
+    s = (step.attrs.get("sy", 1), step.attrs.get("sx", 1)) if step.kind == "conv" else (1, 1)
+    axes = zip((dy // fi[0], dx // fi[1]), s, fo[2:], fi[2:])  # output I reads input s I + o
+    return all(any(0 <= s_ * i + o < n_in for i in range(n_out)) for o, s_, n_out, n_in in axes)
+
+
 def frontiers(program, consts):
     """Frontier keys (per channel) of every buffer."""
     keys = [None] * len(program.buffer_channels)
@@ -46,7 +61,7 @@ def frontiers(program, consts):
             out = np.full(kernel.shape[3], NO_DEPENDENCY, np.int64)
             for ky, kx, oy, ox in image_tap_offsets(program, step, kernel):
                 live = kernel[ky, kx] != 0  # (cin, cout): the kernel's zeros are the mask
-                if not live.any():
+                if not live.any() or not _reads_inside(program, step, oy, ox):
                     continue
                 cand = np.where(live, ins[0][:, None], NO_DEPENDENCY).max(axis=0)
                 out = np.maximum(out, _shift(cand, oy, ox))
@@ -73,7 +88,9 @@ def frontiers(program, consts):
             out = np.repeat(ins[0].reshape(-1, g).max(axis=1), g)
         elif step.kind == "shift":  # reads its input at (dy, dx): the frontier moves with the data
             fy, fx = program.grid(step.out)[:2]
-            out = _shift(ins[0], fy * step.attrs["dy"], fx * step.attrs["dx"])
+            dy, dx = fy * step.attrs["dy"], fx * step.attrs["dx"]
+            out = _shift(ins[0], dy, dx) if _reads_inside(program, step, dy, dx) else \
+                np.full_like(ins[0], NO_DEPENDENCY)
         else:  # pragma: no cover - every kind is handled above
             raise AssertionError(step.kind)
         keys[step.out] = out
@@ -99,7 +116,7 @@ def bounds(program, consts, heads):
             target = out[step.ins[0]]
             for ky, kx, oy, ox in image_tap_offsets(program, step, kernel):
                 live = kernel[ky, kx] != 0
-                if live.any():
+                if live.any() and _reads_inside(program, step, oy, ox):
                     moved = np.where(b == _NO_BOUND, _NO_BOUND, _shift(b, -oy, -ox))
                     target[:] = np.minimum(target, np.where(live, moved[None, :], _NO_BOUND).min(axis=1))
         elif step.kind == "shift":
