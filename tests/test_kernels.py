@@ -78,3 +78,57 @@ def test_gemm_seam_names_bad_arguments():
         testing.gemm(ISAS[0], a, np.zeros((4, 3), np.float32), [(3, 7)])
     with pytest.raises(TypeError, match="float32"):
         testing.gemm(ISAS[0], a.astype(np.float64), np.zeros((5, 3), np.float32))
+
+
+# ------------------------------------------------------------------ the categorical draw (Kernels::draw_logits)
+
+def _logit_rows(rng, rows, n):
+    z = rng.standard_normal((rows, n)).astype(np.float32) * np.float32(rng.choice((0.3, 3.0, 30.0)))
+    # Edge rows: ties at the max, -inf levels, an all -inf row, +inf, NaN, a single live level, huge spreads.
+    z[0] = 0.0
+    z[1, : n // 2] = -np.inf
+    z[2] = -np.inf
+    z[3, n // 3] = np.inf
+    z[4, n // 2] = np.nan
+    z[5] = -1e30
+    z[5, n - 1] = 0.0
+    z[6] = np.linspace(-200.0, 200.0, n, dtype=np.float32)
+    return z
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_vectorised_draw_matches_the_scalar_draw_up_to_cdf_boundaries(isa):
+    # The executor's draw computes e_k with the build's vexp (<= 1 ulp from libm's expf) and otherwise runs philox.h's
+    # code: the level may differ from the scalar draw only where u lies within rounding of a CDF boundary, which
+    # both margins then report (below rng.boundary_tolerance, the bound every cross-backend test uses).
+    from pixelcnn_fast.rng import boundary_tolerance
+    rng = np.random.default_rng()
+    seed = int(rng.integers(2**32))
+    differ = total = 0
+    for n in (1, 2, 3, 7, 16, 17, 100, 128, 255, 256, 1000, 1024):
+        for t in (1.0, 0.5, 2.7, 1e-3):
+            z = _logit_rows(np.random.default_rng([seed, n]), 400 if n > 8 else 60, n)
+            u = rng.random(z.shape[0], dtype=np.float32)
+            # u on (and a hair off) the scalar draw's CDF boundaries: the cases rounding decides.
+            u[-20:] = np.clip(np.cumsum(np.exp(z[-20:, :].astype(np.float64)), axis=1)[:, 0] /
+                              np.exp(z[-20:].astype(np.float64)).sum(axis=1), 0, 0.999999).astype(np.float32)
+            want, want_m = testing.draw_levels(z, "logits", t, u, return_margin=True)
+            got, got_m = testing.draw_levels(z, "logits", t, u, return_margin=True, isa=isa)
+            tol = boundary_tolerance(n)
+            bad = got != want
+            total += len(u)
+            differ += int(bad.sum())
+            assert np.all(np.minimum(want_m[bad], got_m[bad]) < tol), (isa, n, t, np.flatnonzero(bad))
+            # Where both agree the margins are the same up to the same rounding.
+            same = ~bad & np.isfinite(want_m)
+            np.testing.assert_allclose(got_m[same], want_m[same], rtol=0, atol=tol)
+    print(isa, f"seed {seed}: {differ} of {total} draws differ, all within a CDF boundary's rounding")
+    assert differ <= total // 100
+
+
+def test_vectorised_draw_refuses_what_it_does_not_draw():
+    z = np.zeros((2, 1025), np.float32)
+    with pytest.raises(ValueError, match="N <= 1024"):
+        testing.draw_levels(z, "logits", 1.0, np.zeros(2, np.float32), isa=ISAS[0])
+    with pytest.raises(ValueError, match="head 'probs'"):
+        testing.draw_levels(np.zeros((2, 4), np.float32), "probs", 1.0, np.zeros(2, np.float32), isa=ISAS[0])

@@ -84,7 +84,7 @@ py::array_t<float> rng_uniform_grid(const py::object& seed_obj, const py::object
 }
 
 py::object rng_draw_levels(const py::object& values_obj, const std::string& head_name, const py::object& temperature,
-                           const py::object& u_obj, bool return_margin) {
+                           const py::object& u_obj, bool return_margin, const std::string& isa) {
   const char* fn = "draw_levels";
   const float* values = checked_input(values_obj, fn, "values", 2);
   const float* u = checked_input(u_obj, fn, "u", 1);
@@ -117,6 +117,12 @@ py::object rng_draw_levels(const py::object& values_obj, const std::string& head
       throw py::value_error(std::string(fn) + ": u must lie in [0, 1), got u[" + std::to_string(i) + "] = " +
                             std::string(py::repr(py::float_(u[i]))));
   const float t = temperature_arg(temperature, fn);
+  // isa: "scalar" (philox.h's draw) or a build whose draw_logits the CPU executor uses for the logits head.
+  const pcf::Kernels* kern = isa == "scalar" ? nullptr : pcf::kernels_by_name(isa.c_str());
+  if (isa != "scalar" && (kern == nullptr || head != pcf::DrawHead::kLogits || n > pcf::kDrawLogitsMaxLevels))
+    throw py::value_error(std::string(fn) + ": isa must be 'scalar', or for head 'logits' with N <= " +
+                          std::to_string(pcf::kDrawLogitsMaxLevels) + " a build this CPU runs, got '" + isa +
+                          "' for head '" + head_name + "' and N = " + std::to_string(n));
   py::array_t<int32_t> levels(m);
   py::array_t<float> margins(return_margin ? m : 0);
   int32_t* lp = levels.mutable_data();
@@ -124,7 +130,9 @@ py::object rng_draw_levels(const py::object& values_obj, const std::string& head
   {
     py::gil_scoped_release release;
     for (py::ssize_t i = 0; i < m; ++i)
-      lp[i] = pcf::draw_level(head, values + i * n, static_cast<int>(n), 1, t, u[i], mp ? mp + i : nullptr);
+      lp[i] = kern != nullptr ? kern->draw_logits(values + i * n, static_cast<int>(n), t, u[i], mp ? mp + i : nullptr)
+                              : pcf::draw_level(head, values + i * n, static_cast<int>(n), 1, t, u[i],
+                                                mp ? mp + i : nullptr);
   }
   if (return_margin) return py::make_tuple(levels, margins);
   return levels;
@@ -451,10 +459,11 @@ void bind_testing(py::module_& t) {
         py::arg("c"), py::arg("image_offset") = 0,
         "float32 (n, h, w, c): u[b, i, j, ch] = philox_uniform(seed, image_offset + b, i * w + j, ch).");
   t.def("draw_levels", &rng_draw_levels, py::arg("values"), py::arg("head"), py::arg("temperature"), py::arg("u"),
-        py::arg("return_margin") = false,
+        py::arg("return_margin") = false, py::arg("isa") = "scalar",
         "int32 (M,) levels drawn by inverse CDF from each row of values (M, N) float32 with uniform u[i]; head "
         "'bernoulli' (N == 1, logits), 'logits' or 'probs'. return_margin: also the float32 distance of each u to "
-        "the nearest cdf boundary (draws closer than rounding may differ between backends).");
+        "the nearest cdf boundary (draws closer than rounding may differ between backends). isa: 'scalar' "
+        "(philox.h) or, for 'logits', a build's vectorised draw_logits (the CPU executor's).");
   t.def("draw_logistic_mixture", &rng_draw_logistic_mixture, py::arg("values"), py::arg("components"),
         py::arg("channel"), py::arg("drawn"), py::arg("levels"), py::arg("temperature"), py::arg("u_component"),
         py::arg("u"), py::arg("return_margin") = false, py::arg("layout") = "pixelcnn_pp",
