@@ -9,7 +9,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
-#include <chrono>
+#include <time.h>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -334,7 +334,8 @@ py::array_t<float> binary_row(const std::string& isa, const std::string& fn_name
 // C = A[:, ranges] @ B through the build's `gemm` microkernel (core/kernels.h), B packed here into the build's
 // panels as the gather plans pack it. C is returned with `pad` extra columns (ldc = N + pad) and every entry
 // poisoned with NaN first, so a test sees both a missed output and a write past column N. `repeats` > 1 runs the
-// product that many times and reports seconds per call (the kernel benchmark's timing, packing excluded).
+// product that many times and reports this thread's CPU seconds per call (benchmarks/kernel_rates.py; packing
+// excluded).
 py::tuple gemm(const std::string& isa, const py::object& a_obj, const py::object& b_obj, const py::object& ranges_obj,
                int64_t pad, int64_t repeats) {
   const char* fn = "gemm";
@@ -374,12 +375,18 @@ py::tuple gemm(const std::string& isa, const py::object& a_obj, const py::object
   float* out = c.mutable_data();
   std::fill(out, out + m * ldc, std::numeric_limits<float>::quiet_NaN());
   const pcf::GemmArgs args{a, lda, m, ranges.data(), static_cast<int>(ranges.size()), bpack.data(), n, out, ldc};
+  // This thread's CPU time, not the wall clock: on a shared machine a descheduled run would read slow.
+  auto thread_seconds = [] {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+  };
   double seconds;
   {
     py::gil_scoped_release release;
-    const auto t0 = std::chrono::steady_clock::now();
+    const double t0 = thread_seconds();
     for (int64_t i = 0; i < repeats; ++i) k->gemm(args);
-    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / repeats;
+    seconds = (thread_seconds() - t0) / repeats;
   }
   return py::make_tuple(c, seconds);
 }
@@ -428,7 +435,7 @@ void bind_testing(py::module_& t) {
   // The column program's vectorised elementwise rows per ISA against elementwise.h's reference functions.
   t.def("gemm", &gemm, py::arg("isa"), py::arg("a"), py::arg("b"), py::arg("ranges") = py::none(),
         py::arg("pad") = 3, py::arg("repeats") = 1,
-        "(C, seconds per call): A[:, ranges] @ B by the build's gemm microkernel; C has `pad` NaN-poisoned columns "
+        "(C, thread CPU seconds per call): A[:, ranges] @ B by the build's gemm microkernel; C has `pad` NaN-poisoned columns "
         "past N.");
   t.def("act_row", &act_row, py::arg("isa"), py::arg("fn"), py::arg("x"), py::arg("alpha") = 0.2f,
         "float32 1-D: the activation `fn` (an ActFn name) of each x, by the microkernel build `isa`'s vectorised "
