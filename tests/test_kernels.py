@@ -11,7 +11,7 @@ from pixelcnn_fast import _core
 from pixelcnn_fast._core import testing
 
 ISAS = [isa for isa in ("avx512", "avx2", "generic") if isa in _core.supported_isas()]
-N_VALUES = (1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33, 48, 63, 64, 65, 70, 128, 129)
+N_VALUES = (1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33, 48, 63, 64, 65, 70, 128, 129, 200, 257)
 
 
 def _ranges(rng, lda, pieces):
@@ -59,7 +59,7 @@ def test_gemm_row_values_do_not_depend_on_the_row_tiling(isa):
     # 6-row tile or in a balanced 4 + 4 split: the sampler's image does not depend on the batch it is drawn in.
     rng = np.random.default_rng()
     for m in (2, 7, 8, 9, 13, 16, 17):
-        n = int(rng.choice((17, 64, 70, 130)))
+        n = int(rng.choice((17, 64, 70, 130, 257)))
         a = rng.standard_normal((m, 257)).astype(np.float32)
         b = rng.standard_normal((257, n)).astype(np.float32)
         c, _ = testing.gemm(isa, a, b, None, 0)
