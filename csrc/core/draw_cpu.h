@@ -2,7 +2,7 @@
 // the logits head's weights computed by the active build's vectorised exp (Kernels::draw_logits).
 //
 // The GPU program and its host emulation (flat_program.h) keep philox.h's scalar draw; the two differ only where
-// vexp's last ulp moves a CDF boundary across u, which the draw's `margin` reports and rng.boundary_tolerance
+// vexp's last ulp or the lane-wise sum's rounding moves a CDF boundary across u, which the draw's `margin` reports and rng.boundary_tolerance
 // bounds (docs/SEMANTICS.md, "Randomness"; docs/KERNELS.md, "The categorical draw").
 #pragma once
 

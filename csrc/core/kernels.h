@@ -74,8 +74,8 @@ struct Kernels {
   void (*binary_row)(int32_t fn, const float* a, int64_t astride, const float* b, int64_t bstride, float* y,
                      int64_t n);
   // philox.h's draw_categorical_logits over z[0..n) (stride 1, n <= kDrawLogitsMaxLevels) with the weights
-  // e_k = exp(z_k / T - m) computed by the vectorised exp above (within 1 ulp of libm's expf; everything else,
-  // the max, the sequential sum, the inverse-CDF walk and its margin, is philox.h's code). docs/KERNELS.md.
+  // e_k = exp(z_k / T - m) computed by the vectorised exp above (within 1 ulp of libm's expf) and summed in vector
+  // lanes; the max, the inverse-CDF walk and its margin are philox.h's code. docs/KERNELS.md.
   int (*draw_logits)(const float* z, int n, float temperature, float u, float* margin);
 };
 
