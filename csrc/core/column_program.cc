@@ -14,6 +14,7 @@
 
 #include "checks.h"
 #include "conv_index.h"
+#include "draw_cpu.h"
 #include "kernels.h"
 #include "program_spec.h"
 
@@ -1021,6 +1022,7 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
   assert(levels != nullptr);
   prepare();
   const DrawShape draw{head_.kind, head_.levels, head_.components, c_, head_.mixture_layout};
+  const Kernels& kern = active_kernels();
   const size_t nsteps = steps_.size();
   std::mutex profile_mutex;
   if (step_seconds != nullptr) std::fill(step_seconds, step_seconds + nsteps + 1, 0.0);
@@ -1069,8 +1071,8 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
             float margin = INFINITY;  // a known level: no draw, no CDF boundary to be near
             const int level = known != nullptr && known[at] >= 0
                                   ? known[at]
-                                  : draw_pixel_channel(draw, pixel, c, levels + (at - c), temperature, seed,
-                                                       static_cast<uint32_t>(global), position, &margin);
+                                  : draw_pixel_channel_cpu(kern, draw, pixel, c, levels + (at - c), temperature,
+                                                           seed, static_cast<uint32_t>(global), position, &margin);
             levels[at] = level;
             if (margins != nullptr) margins[at] = margin;
             s.px(*this, 0, i, img, j)[c] = static_cast<float>(level) * head_.value_scale + head_.value_offset;

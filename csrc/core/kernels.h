@@ -54,6 +54,10 @@ struct GemmAtBArgs {
   int64_t ldc;
 };
 
+// The most levels draw_logits takes (its weights live on the stack); draw_pixel_channel_cpu (draw_cpu.h) sends
+// wider heads to philox.h's scalar draw.
+constexpr int kDrawLogitsMaxLevels = 1024;
+
 struct Kernels {
   const char* isa;
   int panel;       // B panel width in floats (= widest register tile)
@@ -69,6 +73,10 @@ struct Kernels {
   // y[k] = binary(fn, a[k * astride], b[k * bstride]) for k < n; a stride is 1 (a row) or 0 (one value broadcast).
   void (*binary_row)(int32_t fn, const float* a, int64_t astride, const float* b, int64_t bstride, float* y,
                      int64_t n);
+  // philox.h's draw_categorical_logits over z[0..n) (stride 1, n <= kDrawLogitsMaxLevels) with the weights
+  // e_k = exp(z_k / T - m) computed by the vectorised exp above (within 1 ulp of libm's expf) and summed in vector
+  // lanes; the max, the inverse-CDF walk and its margin are philox.h's code. docs/KERNELS.md.
+  int (*draw_logits)(const float* z, int n, float temperature, float u, float* margin);
 };
 
 const Kernels& active_kernels();

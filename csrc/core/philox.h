@@ -15,7 +15,9 @@
 // a * b + c, so FMA contraction (-ffp-contract=fast, nvcc's default) cannot change it, and two library functions,
 // expf and powf, which are not correctly rounded: glibc, CUDA and numpy's SIMD loops may differ in the last ulp.
 // The C++ core and numba call the same libm in one process and so draw identical levels (tests/test_rng.py
-// checks it); against another library a level can differ only where u lies within rounding of a cdf boundary.
+// checks it); against another library a level can differ only where u lies within rounding of a cdf boundary. The
+// CPU executor's logits draw (Kernels::draw_logits, through draw_cpu.h) is such another library: it runs this
+// file's walk over weights from a vectorised exp (within 1 ulp of expf), summed in vector lanes.
 // Every draw function therefore optionally reports that distance, `margin` (|u - p| for bernoulli, the distance
 // from u to the nearest computed c_k around the drawn level), so a comparison between backends can tell a
 // rounding-decided draw from a wrong one instead of failing at random (rng.boundary_tolerance gives the bound).

@@ -9,7 +9,9 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <time.h>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -83,7 +85,7 @@ py::array_t<float> rng_uniform_grid(const py::object& seed_obj, const py::object
 }
 
 py::object rng_draw_levels(const py::object& values_obj, const std::string& head_name, const py::object& temperature,
-                           const py::object& u_obj, bool return_margin) {
+                           const py::object& u_obj, bool return_margin, const std::string& isa) {
   const char* fn = "draw_levels";
   const float* values = checked_input(values_obj, fn, "values", 2);
   const float* u = checked_input(u_obj, fn, "u", 1);
@@ -116,6 +118,12 @@ py::object rng_draw_levels(const py::object& values_obj, const std::string& head
       throw py::value_error(std::string(fn) + ": u must lie in [0, 1), got u[" + std::to_string(i) + "] = " +
                             std::string(py::repr(py::float_(u[i]))));
   const float t = temperature_arg(temperature, fn);
+  // isa: "scalar" (philox.h's draw) or a build whose draw_logits the CPU executor uses for the logits head.
+  const pcf::Kernels* kern = isa == "scalar" ? nullptr : pcf::kernels_by_name(isa.c_str());
+  if (isa != "scalar" && (kern == nullptr || head != pcf::DrawHead::kLogits || n > pcf::kDrawLogitsMaxLevels))
+    throw py::value_error(std::string(fn) + ": isa must be 'scalar', or for head 'logits' with N <= " +
+                          std::to_string(pcf::kDrawLogitsMaxLevels) + " a build this CPU runs, got '" + isa +
+                          "' for head '" + head_name + "' and N = " + std::to_string(n));
   py::array_t<int32_t> levels(m);
   py::array_t<float> margins(return_margin ? m : 0);
   int32_t* lp = levels.mutable_data();
@@ -123,7 +131,9 @@ py::object rng_draw_levels(const py::object& values_obj, const std::string& head
   {
     py::gil_scoped_release release;
     for (py::ssize_t i = 0; i < m; ++i)
-      lp[i] = pcf::draw_level(head, values + i * n, static_cast<int>(n), 1, t, u[i], mp ? mp + i : nullptr);
+      lp[i] = kern != nullptr ? kern->draw_logits(values + i * n, static_cast<int>(n), t, u[i], mp ? mp + i : nullptr)
+                              : pcf::draw_level(head, values + i * n, static_cast<int>(n), 1, t, u[i],
+                                                mp ? mp + i : nullptr);
   }
   if (return_margin) return py::make_tuple(levels, margins);
   return levels;
@@ -322,6 +332,66 @@ py::array_t<float> binary_row(const std::string& isa, const std::string& fn_name
   return y;
 }
 
+// C = A[:, ranges] @ B through the build's `gemm` microkernel (core/kernels.h), B packed here into the build's
+// panels as the gather plans pack it. C is returned with `pad` extra columns (ldc = N + pad) and every entry
+// poisoned with NaN first, so a test sees both a missed output and a write past column N. `repeats` > 1 runs the
+// product that many times and reports this thread's CPU seconds per call (benchmarks/kernel_rates.py; packing
+// excluded).
+py::tuple gemm(const std::string& isa, const py::object& a_obj, const py::object& b_obj, const py::object& ranges_obj,
+               int64_t pad, int64_t repeats) {
+  const char* fn = "gemm";
+  const pcf::Kernels* k = row_kernels(isa, fn);
+  if (k == nullptr) throw py::value_error(std::string(fn) + ": isa must name a microkernel build, got 'scalar'");
+  const float* a = checked_input(a_obj, fn, "a", 2);
+  const float* b = checked_input(b_obj, fn, "b", 2);
+  const py::array aa = py::reinterpret_borrow<py::array>(a_obj), ba = py::reinterpret_borrow<py::array>(b_obj);
+  const int64_t m = aa.shape(0), lda = aa.shape(1), kk = ba.shape(0), n = ba.shape(1);
+  std::vector<pcf::KRange> ranges;
+  if (ranges_obj.is_none()) {
+    ranges.push_back({0, lda});
+  } else {
+    for (const py::handle& r : py::reinterpret_borrow<py::sequence>(ranges_obj)) {
+      const auto pair = r.cast<std::pair<int64_t, int64_t>>();
+      if (pair.first < 0 || pair.second < pair.first || pair.second > lda)
+        throw py::value_error(std::string(fn) + ": each range must satisfy 0 <= begin <= end <= a.shape[1] = " +
+                              std::to_string(lda) + ", got (" + std::to_string(pair.first) + ", " +
+                              std::to_string(pair.second) + ")");
+      ranges.push_back({pair.first, pair.second});
+    }
+  }
+  int64_t total = 0;
+  for (const pcf::KRange& r : ranges) total += r.end - r.begin;
+  if (total != kk)
+    throw py::value_error(std::string(fn) + ": b must have as many rows as the ranges hold columns of a (" +
+                          std::to_string(total) + "), got shape " + shape_str(ba));
+  if (m < 1 || n < 1 || pad < 0 || repeats < 1)
+    throw py::value_error(std::string(fn) + ": need a.shape[0] >= 1, b.shape[1] >= 1, pad >= 0, repeats >= 1");
+  const int64_t panel = k->panel, panels = (n + panel - 1) / panel;
+  std::vector<float> bpack(static_cast<size_t>(panels * kk * panel), 0.0f);
+  for (int64_t p = 0; p < panels; ++p)
+    for (int64_t r = 0; r < kk; ++r)
+      for (int64_t j = 0; j < panel && p * panel + j < n; ++j) bpack[(p * kk + r) * panel + j] = b[r * n + p * panel + j];
+  const int64_t ldc = n + pad;
+  py::array_t<float> c({m, ldc});
+  float* out = c.mutable_data();
+  std::fill(out, out + m * ldc, std::numeric_limits<float>::quiet_NaN());
+  const pcf::GemmArgs args{a, lda, m, ranges.data(), static_cast<int>(ranges.size()), bpack.data(), n, out, ldc};
+  // This thread's CPU time, not the wall clock: on a shared machine a descheduled run would read slow.
+  auto thread_seconds = [] {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+  };
+  double seconds;
+  {
+    py::gil_scoped_release release;
+    const double t0 = thread_seconds();
+    for (int64_t i = 0; i < repeats; ++i) k->gemm(args);
+    seconds = (thread_seconds() - t0) / repeats;
+  }
+  return py::make_tuple(c, seconds);
+}
+
 // (live taps, live MACs per pixel, dense MACs per pixel) of a TapSet, as the tap-analysis seams return it.
 py::tuple tap_summary(const pcf::TapSet& ts) {
   std::vector<std::pair<int, int>> taps;
@@ -369,6 +439,10 @@ void bind_testing(py::module_& t) {
         py::arg("on"), "Ring caches of later calls start as NaN (on) instead of 0: a read of a value never written "
         "shows in the output.");
   // The column program's vectorised elementwise rows per ISA against elementwise.h's reference functions.
+  t.def("gemm", &gemm, py::arg("isa"), py::arg("a"), py::arg("b"), py::arg("ranges") = py::none(),
+        py::arg("pad") = 3, py::arg("repeats") = 1,
+        "(C, thread CPU seconds per call): A[:, ranges] @ B by the build's gemm microkernel; C has `pad` NaN-poisoned columns "
+        "past N.");
   t.def("act_row", &act_row, py::arg("isa"), py::arg("fn"), py::arg("x"), py::arg("alpha") = 0.2f,
         "float32 1-D: the activation `fn` (an ActFn name) of each x, by the microkernel build `isa`'s vectorised "
         "row ('avx512', 'avx2', 'generic') or by elementwise.h's scalar reference ('scalar').");
@@ -398,10 +472,11 @@ void bind_testing(py::module_& t) {
         py::arg("c"), py::arg("image_offset") = 0,
         "float32 (n, h, w, c): u[b, i, j, ch] = philox_uniform(seed, image_offset + b, i * w + j, ch).");
   t.def("draw_levels", &rng_draw_levels, py::arg("values"), py::arg("head"), py::arg("temperature"), py::arg("u"),
-        py::arg("return_margin") = false,
+        py::arg("return_margin") = false, py::arg("isa") = "scalar",
         "int32 (M,) levels drawn by inverse CDF from each row of values (M, N) float32 with uniform u[i]; head "
         "'bernoulli' (N == 1, logits), 'logits' or 'probs'. return_margin: also the float32 distance of each u to "
-        "the nearest cdf boundary (draws closer than rounding may differ between backends).");
+        "the nearest cdf boundary (draws closer than rounding may differ between backends). isa: 'scalar' "
+        "(philox.h) or, for 'logits', a build's vectorised draw_logits (the CPU executor's).");
   t.def("draw_logistic_mixture", &rng_draw_logistic_mixture, py::arg("values"), py::arg("components"),
         py::arg("channel"), py::arg("drawn"), py::arg("levels"), py::arg("temperature"), py::arg("u_component"),
         py::arg("u"), py::arg("return_margin") = false, py::arg("layout") = "pixelcnn_pp",
