@@ -458,13 +458,17 @@ bool ColumnProgram::boundary(Slice& s) const {
   if (me.index == 0 && g.row0_alone) {
     // The first two split positions warm the other threads' caches (their share of the weights) and are not
     // timed. Then the split's pace over a window of a row's positions (at least 8) is compared with member 0's
-    // alone in row 0: slower at a window's end, or three times slower after 4 of its positions (a thread is
-    // descheduled: leave at once), and the group finishes alone.
+    // alone in row 0: 1.25x slower at a window's end, or three times slower after 4 of its positions (a thread is
+    // descheduled: leave at once), and the group finishes alone. The margin: a quiet machine's noise made single
+    // windows of a split that is 1.1-1.2x faster read slower than row 0 (one such window sends the next 15 calls
+    // to one thread), so auto ran keras.io at batch 1 at one thread's 11.4 ms, not the split's 9.4 ms; a busy
+    // machine's split is several times slower and still leaves.
     const int64_t now = clock_ns(), window = std::max<int64_t>(8, w_);
     if (g.split_positions >= kWarmPositions) {
       if (g.window_positions == 0) g.window_start = now;
       const int64_t pace = g.window_positions > 0 ? (now - g.window_start) / g.window_positions : 0;
-      if ((g.window_positions >= 4 && pace > 3 * g.solo_ns) || (g.window_positions >= window && pace > g.solo_ns))
+      if ((g.window_positions >= 4 && pace > 3 * g.solo_ns) ||
+          (g.window_positions >= window && pace > g.solo_ns + g.solo_ns / 4))
         g.solo = true;
       g.window_positions = g.window_positions >= window ? 0 : g.window_positions + 1;
     }
