@@ -126,3 +126,35 @@ def test_row_seams_refuse_bad_arguments():
         core_testing.binary_row("scalar", "add", x, np.zeros(2, np.float32))
     with pytest.raises(TypeError, match="float32"):
         core_testing.act_row("scalar", "tanh", np.zeros(3))
+    with pytest.raises(ValueError, match="have 2 and 3 rows"):
+        core_testing.binary_row("scalar", "add", np.zeros((2, 3), np.float32), np.zeros((3, 3), np.float32))
+    with pytest.raises(ValueError, match="exceeds the row length"):
+        core_testing.act_row("scalar", "tanh", np.zeros((2, 3), np.float32), 0.2, 4)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_one_call_over_rows_equals_each_row_alone(isa):
+    """act_rows / binary_rows (the fused epilogue's one call per op over every image of a position): each row's
+    values are the ones a call for that row alone gives, for odd lengths and strides, and nothing past a row's
+    length is written."""
+    rng = np.random.default_rng(11)
+    for rows, length, n in [(1, 17, 17), (8, 128, 128), (3, 70, 33), (5, 19, 1), (16, 64, 61)]:
+        x = (rng.standard_normal((rows, length)) * 4).astype(np.float32)
+        for fn in ["tanh", "sigmoid", "elu", "relu", "erf"]:
+            got = core_testing.act_row(isa, fn, x, 0.2, n)
+            for r in range(rows):
+                np.testing.assert_array_equal(got[r, :n], core_testing.act_row(isa, fn, x[r, :n].copy()),
+                                              err_msg=f"{isa} {fn} rows={rows} n={n} row {r}")
+            assert np.isnan(got[:, n:]).all(), f"{isa} {fn}: wrote past n = {n}"
+        b_row = rng.standard_normal(length).astype(np.float32)
+        b_rows = rng.standard_normal((rows, length)).astype(np.float32)
+        for fn in ["add", "mul", "div", "max"]:
+            for a, b in [(x, b_row), (x, b_rows), (x, b_rows[:, :1].copy()), (b_row[:1].copy(), x)]:
+                got = core_testing.binary_row(isa, fn, a, b)
+                for r in range(rows):
+                    ar = a[r] if a.ndim == 2 else a
+                    br = b[r] if b.ndim == 2 else b
+                    np.testing.assert_array_equal(got[r], core_testing.binary_row(isa, fn, ar.copy(), br.copy()),
+                                                  err_msg=f"{isa} {fn} rows={rows} row {r}")
+                    np.testing.assert_array_equal(got[r], core_testing.binary_row("scalar", fn, ar.copy(), br.copy()),
+                                                  err_msg=f"{isa} {fn} rows={rows} row {r} vs scalar")

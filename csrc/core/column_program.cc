@@ -505,24 +505,46 @@ void ColumnProgram::run_delayed(Slice& s, int64_t t, int64_t* ns) const {
   }
 }
 
-// One position's im2col rows for the slice's images: plan piece (oy, ox, [c0, c1)) reads input buffer `in` at
-// (bi + oy, bj + ox) on the input's grid, zeros outside it (a shift or a pad reads past the border).
-void ColumnProgram::gather_columns(Slice& s, const detail::GatherPlan& pl, int in, int64_t bi, int64_t bj,
-                                   float* col) const {
+// One position's GEMM A rows for the slice's images: plan piece (oy, ox, [c0, c1)) reads input buffer `in` at
+// (bi + oy, bj + ox) on the input's grid, zeros outside it (a shift or a pad reads past the border). The ring holds
+// the images' pixels at one stride (W x C), so pieces whose sources are adjacent in image 0's ring (taps along a row
+// reading every channel) and whose columns are adjacent are one copy for every image; a single piece inside the
+// input needs no copy at all.
+const float* ColumnProgram::gather_columns(Slice& s, const detail::GatherPlan& pl, int in, int out, int64_t bi,
+                                           int64_t bj, int64_t* lda) const {
   const Grid& gi = grid(in);
+  const int64_t img_stride = buffer_w_[in] * buffer_channels_[in];  // s.px's distance between images
+  Slice::GatherRun* runs = s.runs.data();
+  int nruns = 0;
+  for (const auto& pc : pl.pieces) {
+    const int64_t si = bi + pc.oy, sj = bj + pc.ox, len = pc.c1 - pc.c0;
+    const float* src = si < 0 || si >= gi.ny || sj < 0 || sj >= gi.nx ? nullptr : s.px(*this, in, si, 0, sj) + pc.c0;
+    Slice::GatherRun* last = nruns > 0 ? &runs[nruns - 1] : nullptr;
+    if (last != nullptr && last->col + last->len == pc.col &&
+        (src == nullptr ? last->src == nullptr : last->src != nullptr && last->src + last->len == src))
+      last->len += len;
+    else
+      runs[nruns++] = {src, pc.col, len};
+  }
+  if (nruns == 1 && runs[0].src != nullptr && runs[0].col == 0 && in != out) {  // in place: no copy
+    *lda = img_stride;
+    return runs[0].src;
+  }
+  float* col = s.col.data();
   for (int64_t img = 0; img < s.nb; ++img) {
     float* row = col + img * pl.kcol;
-    for (const auto& pc : pl.pieces) {
-      const int64_t si = bi + pc.oy, sj = bj + pc.ox, len = pc.c1 - pc.c0;
-      if (si < 0 || si >= gi.ny || sj < 0 || sj >= gi.nx) {
-        std::memset(row + pc.col, 0, len * sizeof(float));
-      } else if (len == 1) {
-        row[pc.col] = s.px(*this, in, si, img, sj)[pc.c0];  // one-channel input (a first layer)
-      } else {
-        std::memcpy(row + pc.col, s.px(*this, in, si, img, sj) + pc.c0, len * sizeof(float));
-      }
+    for (int r = 0; r < nruns; ++r) {
+      const Slice::GatherRun& run = runs[r];
+      if (run.src == nullptr)
+        std::memset(row + run.col, 0, run.len * sizeof(float));
+      else if (run.len == 1)
+        row[run.col] = run.src[img * img_stride];  // one-channel input (a first layer)
+      else
+        std::memcpy(row + run.col, run.src + img * img_stride, run.len * sizeof(float));
     }
   }
+  *lda = pl.kcol;
+  return col;
 }
 
 // Grids (docs/SEMANTICS.md, "Grids"; the scheduling is column_program_grids.cc): at raster step t each scheduled
@@ -560,14 +582,14 @@ void ColumnProgram::run_grid_step(Slice& s, const ProgramStep& st, int64_t i, in
     bi = grids::floor_div(i, st.sy);
     bj = grids::floor_div(j, st.sx);
   }
-  float* col = s.col.data();
-  gather_columns(s, *pl, st.ins[0], bi, bj, col);
+  int64_t lda = 0;
+  const float* a = gather_columns(s, *pl, st.ins[0], st.out, bi, bj, &lda);
   // Its ring cache, or the epilogue scratch when only its fused epilogue reads it (plan_epilogues).
   const int64_t scratch_at = conv_scratch_[&st - steps_.data()];
   if (scratch_at >= 0)
-    detail::gemm_segments(active_kernels(), *pl, col, s.nb, s.scratch.data() + scratch_at, scratch_floats_);
+    detail::gemm_segments(active_kernels(), *pl, a, lda, s.nb, s.scratch.data() + scratch_at, scratch_floats_);
   else
-    detail::gemm_segments(active_kernels(), *pl, col, s.nb, s.px(*this, st.out, i, 0, j),
+    detail::gemm_segments(active_kernels(), *pl, a, lda, s.nb, s.px(*this, st.out, i, 0, j),
                           go.nx * buffer_channels_[st.out]);
 }
 
@@ -757,62 +779,64 @@ int64_t ColumnProgram::run_epilogue(Slice& s, int k, int64_t i, int64_t j, int p
     }
     for (const FusedLoc& l : ops[o].in) rows[nrows++] = bind(l);
   }
-  // Output channels [lo, hi) of op o for image img.
-  auto apply_range = [&](size_t o, int64_t img, int64_t lo, int64_t hi) {
+  // Output channels [lo, hi) of op o for every image of the slice: one vectorised call over the images' rows (their
+  // strides as bound), each row's values those of a call for that image alone.
+  auto apply_range = [&](size_t o, int64_t lo, int64_t hi) {
     const Bound& b = bound[o];
     const FusedOp& op = ops[o];
     const ProgramStep& st = steps_[op.step];
     const Rows* in = rows + b.first;
-    auto at = [&](int q) { return in[q].base + img * in[q].step; };
-    float* y = b.y + img * b.ystep;
-    const int64_t len = hi - lo;
+    const int64_t len = hi - lo, nb = s.nb;
     switch (st.kind) {
       case StepKind::kAct:
-        kern.act_row(static_cast<int32_t>(st.act), st.alpha, at(0) + lo, y + lo, len);
+        kern.act_rows(static_cast<int32_t>(st.act), st.alpha, in[0].base + lo, in[0].step, b.y + lo, b.ystep, len, nb);
         break;
       case StepKind::kBinary: {
         const int64_t as = op.in[0].channels > 1 ? 1 : 0, bs = op.in[1].channels > 1 ? 1 : 0;
-        kern.binary_row(static_cast<int32_t>(st.binary), at(0) + lo * as, as, at(1) + lo * bs, bs, y + lo, len);
+        kern.binary_rows({static_cast<int32_t>(st.binary), in[0].base + lo * as, as, in[0].step, in[1].base + lo * bs,
+                          bs, in[1].step, b.y + lo, b.ystep, len, nb});
         break;
       }
-      case StepKind::kGather: {
-        const float* a = at(0);
-        for (int64_t ch = lo; ch < hi; ++ch) y[ch] = a[st.channels[ch]];
-        break;
-      }
-      default: {  // kConcat: each operand's piece of [lo, hi)
-        int64_t off = 0;
-        for (size_t q = 0; q < op.in.size(); ++q) {
-          const int64_t c0 = std::max(lo, off), c1 = std::min(hi, off + op.in[q].channels);
-          if (c0 < c1) std::memcpy(y + c0, at(static_cast<int>(q)) + (c0 - off), (c1 - c0) * sizeof(float));
-          off += op.in[q].channels;
+      case StepKind::kGather:
+        for (int64_t img = 0; img < nb; ++img) {
+          const float* a = in[0].base + img * in[0].step;
+          float* y = b.y + img * b.ystep;
+          for (int64_t ch = lo; ch < hi; ++ch) y[ch] = a[st.channels[ch]];
         }
         break;
-      }
+      default:  // kConcat: each operand's piece of [lo, hi)
+        for (int64_t img = 0; img < nb; ++img) {
+          float* y = b.y + img * b.ystep;
+          int64_t off = 0;
+          for (size_t q = 0; q < op.in.size(); ++q) {
+            const int64_t c0 = std::max(lo, off), c1 = std::min(hi, off + op.in[q].channels);
+            if (c0 < c1) std::memcpy(y + c0, in[q].base + img * in[q].step + (c0 - off), (c1 - c0) * sizeof(float));
+            off += op.in[q].channels;
+          }
+        }
+        break;
     }
   };
-  auto apply = [&](size_t o, int64_t img) {
-    const Bound& b = bound[o];
-    if (!b.run) return;
-    if (share == nullptr) return apply_range(o, img, b.lo, b.hi);
-    for (const auto& [lo, hi] : share->fused[o]) {  // split mode: this member's ranges within the pass's
-      const int64_t c0 = std::max(lo, b.lo), c1 = std::min(hi, b.hi);
-      if (c0 < c1) apply_range(o, img, c0, c1);
-    }
-  };
-  if (ns == nullptr) {  // image by image: each image's rows stay in L1 through the whole chain
-    for (int64_t img = 0; img < s.nb; ++img)
-      for (size_t o = 0; o < ops.size(); ++o) apply(o, img);
-    return 0;
-  }
-  // Profiling: op by op (the same values), each op's time to its own step.
+  // Op by op in program order, each over every image (an op reads only what the GEMM or earlier ops wrote): one
+  // call per op instead of one per op and image; a thread's images' rows of one op are a few KB, in L1.
   int64_t total = 0;
   for (size_t o = 0; o < ops.size(); ++o) {
-    const int64_t t0 = now_ns();
-    for (int64_t img = 0; img < s.nb; ++img) apply(o, img);
-    const int64_t dt = now_ns() - t0;
-    ns[ops[o].step] += dt;
-    total += dt;
+    const Bound& b = bound[o];
+    if (!b.run) continue;
+    const int64_t t0 = ns != nullptr ? now_ns() : 0;
+    if (share == nullptr) {
+      apply_range(o, b.lo, b.hi);
+    } else {
+      for (const auto& [lo, hi] : share->fused[o]) {  // split mode: this member's ranges within the pass's
+        const int64_t c0 = std::max(lo, b.lo), c1 = std::min(hi, b.hi);
+        if (c0 < c1) apply_range(o, c0, c1);
+      }
+    }
+    if (ns != nullptr) {  // profiling: each op's time to its own step
+      const int64_t dt = now_ns() - t0;
+      ns[ops[o].step] += dt;
+      total += dt;
+    }
   }
   return total;
 }
@@ -839,8 +863,8 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
     switch (st.kind) {
       case StepKind::kConv: {
         const detail::GatherPlan& pl = st.plan;
-        float* col = s.col.data();
-        gather_columns(s, pl, st.ins[0], i, j, col);
+        int64_t lda = 0;
+        const float* col = gather_columns(s, pl, st.ins[0], st.out, i, j, &lda);
         // The images' rows of the output: its ring cache, or the epilogue scratch when only the conv's fused
         // epilogue reads it (plan_epilogues).
         const int64_t scratch_at = conv_scratch_[&st - steps_.data()];
@@ -849,34 +873,40 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
         if (windows != nullptr) {  // split mode: this thread's column windows (of the pass's segments)
           for (size_t w = 0; w + 2 < windows->size(); w += 3)
             detail::gemm_segment_window(kern, pl, pl.segs[(*windows)[w]], (*windows)[w + 1], (*windows)[w + 2], col,
-                                        nb, out, ldd);
+                                        lda, nb, out, ldd);
         } else if (part == nullptr) {
-          detail::gemm_segments(kern, pl, col, nb, out, ldd);
+          detail::gemm_segments(kern, pl, col, lda, nb, out, ldd);
         } else {
-          for (int g : part->segs) detail::gemm_segment(kern, pl, pl.segs[g], col, nb, out, ldd);
+          for (int g : part->segs) detail::gemm_segment(kern, pl, pl.segs[g], col, lda, nb, out, ldd);
         }
         break;
       }
       case StepKind::kBinary: {
-        // (a, b): each a buffer or a constant at this pixel; a 1-channel one is broadcast (stride 0).
+        // (a, b): each a buffer or a constant at this pixel; a 1-channel one is broadcast (stride 0). One call over
+        // the images' rows: a ring's at its image stride, a constant's per-image rows or its one shared row.
         const Operand &oa = st.operands[0], &ob = st.operands[1];
         const int64_t astride = operand_channels(oa) > 1 ? 1 : 0, bstride = operand_channels(ob) > 1 ? 1 : 0;
-        const ConstTensor* ka = oa.is_const ? &consts_[oa.index] : nullptr;
-        const ConstTensor* kb = ob.is_const ? &consts_[ob.index] : nullptr;
-        for (int64_t img = 0; img < nb; ++img) {
-          const float* a = ka != nullptr ? ka->pixel(s.img0 + img, i, j) : s.px(*this, oa.index, i, img, j);
-          const float* b = kb != nullptr ? kb->pixel(s.img0 + img, i, j) : s.px(*this, ob.index, i, img, j);
-          kern.binary_row(static_cast<int32_t>(st.binary), a + c0 * astride, astride, b + c0 * bstride, bstride,
-                          s.px(*this, st.out, i, img, j) + c0, cout);
-        }
+        auto rows_of = [&](const Operand& o, int64_t* row) -> const float* {
+          if (!o.is_const) {
+            *row = buffer_w_[o.index] * buffer_channels_[o.index];
+            return s.px(*this, o.index, i, 0, j);
+          }
+          const ConstTensor& t = consts_[o.index];
+          *row = t.n > 1 ? t.h * t.w * t.c : 0;
+          return t.pixel(s.img0, i, j);
+        };
+        int64_t arow = 0, brow = 0;
+        const float* a = rows_of(oa, &arow);
+        const float* b = rows_of(ob, &brow);
+        kern.binary_rows({static_cast<int32_t>(st.binary), a + c0 * astride, astride, arow, b + c0 * bstride, bstride,
+                          brow, s.px(*this, st.out, i, 0, j) + c0, buffer_w_[st.out] * buffer_channels_[st.out], cout,
+                          nb});
         break;
       }
       case StepKind::kAct:
-        for (int64_t img = 0; img < nb; ++img) {
-          const float* a = s.px(*this, st.ins[0], i, img, j) + c0;
-          float* y = s.px(*this, st.out, i, img, j) + c0;
-          kern.act_row(static_cast<int32_t>(st.act), st.alpha, a, y, cout);
-        }
+        kern.act_rows(static_cast<int32_t>(st.act), st.alpha, s.px(*this, st.ins[0], i, 0, j) + c0,
+                      buffer_w_[st.ins[0]] * buffer_channels_[st.ins[0]], s.px(*this, st.out, i, 0, j) + c0,
+                      buffer_w_[st.out] * buffer_channels_[st.out], cout, nb);
         break;
       case StepKind::kConcat:
         for (int64_t img = 0; img < nb; ++img) {
@@ -968,9 +998,18 @@ ColumnProgram::Slice ColumnProgram::make_slice(int64_t b0, int64_t b1, const Sli
     }
   }
   int64_t kmax = 0;
-  for (const ProgramStep& st : steps_)
-    if (st.kind == StepKind::kConv) kmax = std::max(kmax, st.plan.kcol);
+  size_t pieces = 0;
+  for (const ProgramStep& st : steps_) {
+    if (st.kind != StepKind::kConv) continue;
+    kmax = std::max(kmax, st.plan.kcol);
+    pieces = std::max(pieces, st.plan.pieces.size());
+    for (const detail::GatherPlan& pl : st.phase_plans) {  // a transposed conv's phases
+      kmax = std::max(kmax, pl.kcol);
+      pieces = std::max(pieces, pl.pieces.size());
+    }
+  }
   s.col.assign(s.nb * kmax + 16, 0.0f);  // one position's im2col rows for the slice's images
+  s.runs.resize(pieces);
   s.next.assign(delayed_.size(), 0);
   s.scratch.assign(s.nb * scratch_floats_, poison_caches_ ? NAN : 0.0f);
   return s;

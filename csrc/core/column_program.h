@@ -249,6 +249,12 @@ class ColumnProgram {
     std::vector<std::vector<float>> storage;  // per buffer: [rows][nb][W][C] (empty in a member sharing another's)
     std::vector<float*> ring;                 // per buffer: the cache (storage's, or the group's)
     std::vector<float> col;                   // im2col of one position for nb images (per thread)
+    // gather_columns' copies at one position: a source run (nullptr: zeros) of image 0, its columns in a row.
+    struct GatherRun {
+      const float* src;
+      int64_t col, len;
+    };
+    std::vector<GatherRun> runs;              // capacity: the most pieces of a plan (no allocation per position)
     std::vector<int64_t> next;                // per delayed step: the next position it computes (per thread)
     std::vector<float> scratch;  // [nb][scratch_floats_]: buffers only a fused epilogue reads (per thread)
     Member* member = nullptr;    // split mode only
@@ -315,8 +321,12 @@ class ColumnProgram {
   int64_t available_at(int buffer, int64_t q) const;  // twice the raster step from which a value is readable
   void run_scheduled(Slice& s, int64_t t, int64_t* ns) const;
   void run_grid_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j) const;
-  // A conv's im2col rows at one position, reading its input around (bi, bj) on the input's grid.
-  void gather_columns(Slice& s, const detail::GatherPlan& pl, int in, int64_t bi, int64_t bj, float* col) const;
+  // A conv's GEMM A rows at one position, reading input buffer `in` around (bi, bj) on its grid: row img (of the
+  // slice's images) at the result + img * *lda. A plan of one piece inside the input (a 1x1 conv) is read in place
+  // from the ring (lda: the ring's image stride), unless `out` is the input itself (the GEMM would overwrite it);
+  // otherwise the im2col rows are gathered into s.col (lda = kcol), one copy per run of pieces adjacent in both.
+  const float* gather_columns(Slice& s, const detail::GatherPlan& pl, int in, int out, int64_t bi, int64_t bj,
+                              int64_t* lda) const;
   void grid_ring_rows() const;
   void check_grid_head(int buffer) const;  // set_head: on the image grid, ready at its own position
   // plan_epilogues on grids: a and b compute the same grid's positions at the same raster steps (both scheduled

@@ -58,6 +58,19 @@ struct GemmAtBArgs {
 // wider heads to philox.h's scalar draw.
 constexpr int kDrawLogitsMaxLevels = 1024;
 
+// binary_rows' operands: `rows` rows of n outputs (the images of one position), row k of y at y + k * yrow.
+// y[k * yrow + i] = binary(fn, a[k * arow + i * astride], b[k * brow + i * bstride]): a stride is 1 (a row) or
+// 0 (one value broadcast), a row step 0 reads the same row for every row (a constant shared by the images).
+struct BinaryRows {
+  int32_t fn;
+  const float* a;
+  int64_t astride, arow;
+  const float* b;
+  int64_t bstride, brow;
+  float* y;
+  int64_t yrow, n, rows;
+};
+
 struct Kernels {
   const char* isa;
   int panel;       // B panel width in floats (= widest register tile)
@@ -67,12 +80,13 @@ struct Kernels {
   void (*gemm_at_b)(const GemmAtBArgs&);
   // The column program's elementwise rows, vectorised (exp, expm1, tanh, sigmoid, log1p by range reduction and
   // polynomials; erf through libm). fn is program.h's ActFn / BinaryFn value, as elementwise.h's scalar act() /
-  // binary(), which they match to a few ulp (docs/KERNELS.md). y may alias x (or a, b).
-  // y[k] = act(fn, x[k], alpha) for k < n.
-  void (*act_row)(int32_t fn, float alpha, const float* x, float* y, int64_t n);
-  // y[k] = binary(fn, a[k * astride], b[k * bstride]) for k < n; a stride is 1 (a row) or 0 (one value broadcast).
-  void (*binary_row)(int32_t fn, const float* a, int64_t astride, const float* b, int64_t bstride, float* y,
-                     int64_t n);
+  // binary(), which they match to a few ulp (docs/KERNELS.md). y may alias x (or a, b). One call computes `rows`
+  // rows (a fused op over every image of a position: one dispatch, not one per image); each row's values are the
+  // ones a call for that row alone gives, whatever its place or its neighbours.
+  // y[k * yrow + i] = act(fn, x[k * xrow + i], alpha) for i < n, k < rows.
+  void (*act_rows)(int32_t fn, float alpha, const float* x, int64_t xrow, float* y, int64_t yrow, int64_t n,
+                   int64_t rows);
+  void (*binary_rows)(const BinaryRows& r);
   // philox.h's draw_categorical_logits over z[0..n) (stride 1, n <= kDrawLogitsMaxLevels) with the weights
   // e_k = exp(z_k / T - m) computed by the vectorised exp above (within 1 ulp of libm's expf) and summed in vector
   // lanes; the max, the inverse-CDF walk and its margin are philox.h's code. docs/KERNELS.md.

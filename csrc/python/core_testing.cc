@@ -9,6 +9,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cmath>
 #include <time.h>
 #include <cstdint>
 #include <limits>
@@ -294,41 +295,69 @@ E fn_arg(const std::string& name, const char* fn) {
   return e;
 }
 
-py::array_t<float> act_row(const std::string& isa, const std::string& fn_name, const py::object& x_obj, float alpha) {
+// The rank of an elementwise row operand: 1-D (one row) or 2-D (rows of one length).
+int row_operand_rank(const py::object& obj) {
+  return py::isinstance<py::array>(obj) ? static_cast<int>(py::reinterpret_borrow<py::array>(obj).ndim()) : 1;
+}
+
+// x: 1-D, or 2-D (R, L): one act_rows call over its R rows (row stride L) writing the first n of each row (n = L by
+// default); the other elements of y are NaN (a write past n shows).
+py::array_t<float> act_row(const std::string& isa, const std::string& fn_name, const py::object& x_obj, float alpha,
+                           int64_t n) {
   const char* fn = "act_row";
   const pcf::Kernels* k = row_kernels(isa, fn);
   const int32_t f = static_cast<int32_t>(fn_arg<pcf::ActFn>(fn_name, fn));
-  const float* x = checked_input(x_obj, fn, "x", 1);
-  const int64_t n = py::reinterpret_borrow<py::array>(x_obj).shape(0);
-  py::array_t<float> y(n);
+  const int rank = row_operand_rank(x_obj) == 2 ? 2 : 1;
+  const float* x = checked_input(x_obj, fn, "x", rank);
+  py::array xa = py::reinterpret_borrow<py::array>(x_obj);
+  const int64_t rows = rank == 2 ? xa.shape(0) : 1, len = xa.shape(rank - 1);
+  if (n < 0) n = len;
+  if (n > len) throw py::value_error(std::string(fn) + ": n = " + std::to_string(n) + " exceeds the row length " + std::to_string(len));
+  py::array_t<float> y(std::vector<py::ssize_t>(xa.shape(), xa.shape() + rank));
   float* out = y.mutable_data();
+  std::fill(out, out + rows * len, NAN);
   if (k != nullptr)
-    k->act_row(f, alpha, x, out, n);
+    k->act_rows(f, alpha, x, len, out, len, n, rows);
   else
-    for (int64_t i = 0; i < n; ++i) out[i] = pcf::elementwise::act(f, x[i], alpha);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < n; ++i) out[r * len + i] = pcf::elementwise::act(f, x[r * len + i], alpha);
   return y;
 }
 
-// a, b: 1-D of the same length, or one of them of length 1 (broadcast, stride 0).
+// a, b: each 1-D (one row, read for every output row: row step 0) or 2-D (R, L) (row step L); a row of length 1 is
+// one value broadcast (stride 0), else the length is the output's. One binary_rows call; y is (R, n), or (n,) when
+// both are 1-D.
 py::array_t<float> binary_row(const std::string& isa, const std::string& fn_name, const py::object& a_obj,
                               const py::object& b_obj) {
   const char* fn = "binary_row";
   const pcf::Kernels* k = row_kernels(isa, fn);
   const int32_t f = static_cast<int32_t>(fn_arg<pcf::BinaryFn>(fn_name, fn));
-  const float* a = checked_input(a_obj, fn, "a", 1);
-  const float* b = checked_input(b_obj, fn, "b", 1);
-  const int64_t na = py::reinterpret_borrow<py::array>(a_obj).shape(0);
-  const int64_t nb = py::reinterpret_borrow<py::array>(b_obj).shape(0);
+  const int ra = row_operand_rank(a_obj) == 2 ? 2 : 1, rb = row_operand_rank(b_obj) == 2 ? 2 : 1;
+  const float* a = checked_input(a_obj, fn, "a", ra);
+  const float* b = checked_input(b_obj, fn, "b", rb);
+  py::array aa = py::reinterpret_borrow<py::array>(a_obj), ba = py::reinterpret_borrow<py::array>(b_obj);
+  const int64_t na = aa.shape(ra - 1), nb = ba.shape(rb - 1);
+  const int64_t rows_a = ra == 2 ? aa.shape(0) : 1, rows_b = rb == 2 ? ba.shape(0) : 1;
   if (na < 1 || nb < 1 || (na != nb && na != 1 && nb != 1))
     throw py::value_error(std::string(fn) + ": a and b must have the same length or one of them length 1, got " +
                           std::to_string(na) + " and " + std::to_string(nb));
-  const int64_t n = std::max(na, nb), as = na > 1 ? 1 : 0, bs = nb > 1 ? 1 : 0;
-  py::array_t<float> y(n);
+  if (ra == 2 && rb == 2 && rows_a != rows_b)
+    throw py::value_error(std::string(fn) + ": a and b have " + std::to_string(rows_a) + " and " +
+                          std::to_string(rows_b) + " rows");
+  const int64_t n = std::max(na, nb), rows = std::max(rows_a, rows_b);
+  const pcf::BinaryRows args{f, a, na > 1 ? 1 : 0, ra == 2 ? na : 0, b, nb > 1 ? 1 : 0, rb == 2 ? nb : 0,
+                             nullptr, n, n, rows};
+  py::array_t<float> y = ra == 2 || rb == 2 ? py::array_t<float>({rows, n}) : py::array_t<float>(n);
   float* out = y.mutable_data();
-  if (k != nullptr)
-    k->binary_row(f, a, as, b, bs, out, n);
-  else
-    for (int64_t i = 0; i < n; ++i) out[i] = pcf::elementwise::binary(f, a[i * as], b[i * bs]);
+  if (k != nullptr) {
+    pcf::BinaryRows call = args;
+    call.y = out;
+    k->binary_rows(call);
+  } else {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < n; ++i)
+        out[r * n + i] = pcf::elementwise::binary(f, a[r * args.arow + i * args.astride], b[r * args.brow + i * args.bstride]);
+  }
   return y;
 }
 
@@ -444,10 +473,13 @@ void bind_testing(py::module_& t) {
         "(C, thread CPU seconds per call): A[:, ranges] @ B by the build's gemm microkernel; C has `pad` NaN-poisoned columns "
         "past N.");
   t.def("act_row", &act_row, py::arg("isa"), py::arg("fn"), py::arg("x"), py::arg("alpha") = 0.2f,
-        "float32 1-D: the activation `fn` (an ActFn name) of each x, by the microkernel build `isa`'s vectorised "
-        "row ('avx512', 'avx2', 'generic') or by elementwise.h's scalar reference ('scalar').");
+        py::arg("n") = -1,
+        "float32 1-D or 2-D (rows): the activation `fn` (an ActFn name) of each x, by the microkernel build `isa`'s "
+        "vectorised rows ('avx512', 'avx2', 'generic'; one act_rows call over every row) or by elementwise.h's scalar "
+        "reference ('scalar'); only the first n of each row (default all), the rest NaN.");
   t.def("binary_row", &binary_row, py::arg("isa"), py::arg("fn"), py::arg("a"), py::arg("b"),
-        "float32 1-D: fn(a, b) (a BinaryFn name) elementwise, a length-1 operand broadcast; isa as act_row.");
+        "float32: fn(a, b) (a BinaryFn name) elementwise, a length-1 row broadcast, a 1-D operand read for every row "
+        "of a 2-D one (one binary_rows call); isa as act_row.");
   // The core's tap analysis (tapset.h), which every conv path and the sampler's executor build on.
   t.def("kernel_live_taps", [](const py::object& k_obj) {
     const float* k = checked_input(k_obj, "kernel_live_taps", "kernel", 4);
