@@ -608,6 +608,7 @@ void ColumnProgram::plan_epilogues() const {
   const int n = static_cast<int>(steps_.size()), nbuf = static_cast<int>(buffer_channels_.size());
   fused_into_.assign(n, -1);
   epilogue_.assign(n, {});
+  gemm_fusion_.assign(n, {});
   conv_scratch_.assign(n, -1);
   ring_elided_.assign(nbuf, 0);
   scratch_floats_ = 0;
@@ -735,6 +736,68 @@ void ColumnProgram::plan_epilogues() const {
     if (g.conv_offset >= 0) conv_scratch_[g.conv] = base + g.conv_offset;
   }
   scratch_floats_ = shared + own;
+  for (const GroupScratch& g : groups) plan_gemm_fusion(g.conv, readers);
+}
+
+// The leading bias add (and the activation after it) of conv k's epilogue move into its GEMM's store
+// (GemmEpilogue) when the GEMM computes exactly the values the ops would: the conv runs whole in every colour pass
+// it runs in (so do the ops), off grids, with no narrow segment (gemm_dot has no epilogue); the add reads the
+// conv's output, which nothing else reads, and a constant row, one value per channel shared by every image and
+// position (a bias); the activation (not erf, which is libm's) reads the add's output, which nothing else reads.
+// In split mode a thread's op ranges are its GEMM windows' channels (column_split.cc), so the GEMM's windows
+// compute them.
+void ColumnProgram::plan_gemm_fusion(int k, const std::vector<std::vector<int>>& readers) const {
+  const ProgramStep& conv = steps_[k];
+  const std::vector<FusedOp>& ops = epilogue_[k];
+  if (on_grids() || ops.empty() || conv_scratch_[k] < 0) return;
+  for (const detail::Segment& g : conv.plan.segs)
+    if (g.dot) return;
+  for (int p = 0; p <= c_; ++p)
+    if (pass_parts_[k][p].run && !pass_parts_[k][p].whole) return;
+  const int64_t cout = buffer_channels_[conv.out];
+  auto only_reader = [&](int b, int step) { return readers[b].size() == 1 && readers[b][0] == step; };
+  auto is_buffer = [&](const FusedLoc& l, int b, int64_t offset) {  // all of buffer b, at scratch float `offset`
+    return l.where == Where::kScratch && l.index == b && l.offset == offset && l.channels == cout;
+  };
+  const FusedOp& add = ops[0];
+  const ProgramStep& sa = steps_[add.step];
+  if (sa.kind != StepKind::kBinary || sa.binary != BinaryFn::kAdd || !only_reader(conv.out, add.step)) return;
+  GemmFusion f;
+  for (int q = 0; q < 2; ++q) {
+    const FusedLoc &l = add.in[q], &other = add.in[1 - q];
+    if (l.where != Where::kConst || l.offset != 0 || !is_buffer(other, conv.out, conv_scratch_[k])) continue;
+    const ConstTensor& t = consts_[l.index];
+    if (t.n == 1 && t.h == 1 && t.w == 1 && t.c == cout) f.bias = l.index;  // x + b and b + x: the same float sum
+  }
+  if (f.bias < 0) return;
+  f.ops = 1;
+  f.out = add.out;
+  if (ops.size() > 1 && add.out.where == Where::kScratch && only_reader(sa.out, ops[1].step)) {
+    const ProgramStep& sb = steps_[ops[1].step];
+    if (sb.kind == StepKind::kAct && sb.act != ActFn::kErf && is_buffer(ops[1].in[0], sa.out, add.out.offset)) {
+      f.ops = 2;
+      f.act = static_cast<int32_t>(sb.act);
+      f.alpha = sb.alpha;
+      f.out = ops[1].out;
+    }
+  }
+  gemm_fusion_[k] = f;
+}
+
+const float* ColumnProgram::fused_rows(Slice& s, const FusedLoc& l, int64_t i, int64_t j, int64_t* step) const {
+  switch (l.where) {
+    case Where::kRing:
+      *step = buffer_w_[l.index] * buffer_channels_[l.index];
+      return s.px(*this, l.index, i, 0, j) + l.offset;
+    case Where::kScratch:
+      *step = scratch_floats_;
+      return s.scratch.data() + l.offset;
+    default: {
+      const ConstTensor& t = consts_[l.index];
+      *step = t.n > 1 ? t.h * t.w * t.c : 0;
+      return t.pixel(s.img0, i, j) + l.offset;
+    }
+  }
 }
 
 int64_t ColumnProgram::run_epilogue(Slice& s, int k, int64_t i, int64_t j, int p, int64_t* ns,
@@ -757,17 +820,13 @@ int64_t ColumnProgram::run_epilogue(Slice& s, int k, int64_t i, int64_t j, int p
   Rows rows[kMaxEpilogueRows];
   Bound bound[kMaxEpilogueOps];
   auto bind = [&](const FusedLoc& l) -> Rows {
-    switch (l.where) {
-      case Where::kRing: return {s.px(*this, l.index, i, 0, j) + l.offset, buffer_w_[l.index] * buffer_channels_[l.index]};
-      case Where::kScratch: return {s.scratch.data() + l.offset, scratch_floats_};
-      default: {
-        const ConstTensor& t = consts_[l.index];
-        return {t.pixel(s.img0, i, j) + l.offset, t.n > 1 ? t.h * t.w * t.c : 0};
-      }
-    }
+    Rows r;
+    r.base = fused_rows(s, l, i, j, &r.step);
+    return r;
   };
+  const size_t first = static_cast<size_t>(gemm_fusion_[k].ops);  // the ops before it ran in the conv's GEMM
   int nrows = 0;
-  for (size_t o = 0; o < ops.size(); ++o) {
+  for (size_t o = first; o < ops.size(); ++o) {
     const ProgramStep& st = steps_[ops[o].step];
     Bound& b = bound[o];
     const Rows y = bind(ops[o].out);  // a ring or scratch row: writable
@@ -820,7 +879,7 @@ int64_t ColumnProgram::run_epilogue(Slice& s, int k, int64_t i, int64_t j, int p
   // Op by op in program order, each over every image (an op reads only what the GEMM or earlier ops wrote): one
   // call per op instead of one per op and image; a thread's images' rows of one op are a few KB, in L1.
   int64_t total = 0;
-  for (size_t o = 0; o < ops.size(); ++o) {
+  for (size_t o = first; o < ops.size(); ++o) {
     const Bound& b = bound[o];
     if (!b.run) continue;
     const int64_t t0 = ns != nullptr ? now_ns() : 0;
@@ -866,18 +925,27 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
         int64_t lda = 0;
         const float* col = gather_columns(s, pl, st.ins[0], st.out, i, j, &lda);
         // The images' rows of the output: its ring cache, or the epilogue scratch when only the conv's fused
-        // epilogue reads it (plan_epilogues).
-        const int64_t scratch_at = conv_scratch_[&st - steps_.data()];
+        // epilogue reads it (plan_epilogues); with a bias (+ activation) in the GEMM (plan_gemm_fusion), the last
+        // such op's output.
+        const int k = static_cast<int>(&st - steps_.data());
+        const int64_t scratch_at = conv_scratch_[k];
         float* out = scratch_at >= 0 ? s.scratch.data() + scratch_at : s.px(*this, st.out, i, 0, j);
-        const int64_t ldd = scratch_at >= 0 ? scratch_floats_ : w_ * buffer_channels_[st.out];
+        int64_t ldd = scratch_at >= 0 ? scratch_floats_ : w_ * buffer_channels_[st.out];
+        const GemmFusion& gf = gemm_fusion_[k];
+        GemmEpilogue epi;
+        if (gf.ops > 0) {
+          out = const_cast<float*>(fused_rows(s, gf.out, i, j, &ldd));  // a ring or scratch row: writable
+          epi = {consts_[gf.bias].data.data(), gf.act, gf.alpha};
+        }
+        const GemmEpilogue* e = gf.ops > 0 ? &epi : nullptr;
         if (windows != nullptr) {  // split mode: this thread's column windows (of the pass's segments)
           for (size_t w = 0; w + 2 < windows->size(); w += 3)
             detail::gemm_segment_window(kern, pl, pl.segs[(*windows)[w]], (*windows)[w + 1], (*windows)[w + 2], col,
-                                        lda, nb, out, ldd);
+                                        lda, nb, out, ldd, e);
         } else if (part == nullptr) {
-          detail::gemm_segments(kern, pl, col, lda, nb, out, ldd);
+          detail::gemm_segments(kern, pl, col, lda, nb, out, ldd, e);
         } else {
-          for (int g : part->segs) detail::gemm_segment(kern, pl, pl.segs[g], col, lda, nb, out, ldd);
+          for (int g : part->segs) detail::gemm_segment(kern, pl, pl.segs[g], col, lda, nb, out, ldd, e);
         }
         break;
       }

@@ -347,7 +347,21 @@ class ColumnProgram {
     FusedLoc out;              // where it writes that step's output
     std::vector<FusedLoc> in;  // the step's operands, in order
   };
+  // The ops a conv's GEMM applies itself, on its sums in registers (kernels.h GemmEpilogue): its epilogue's first
+  // `ops` ops, a bias add of a constant row (+ an activation of the sum), whose intermediate values nothing else
+  // reads; the GEMM then writes the last one's output (`out`) instead of the conv's. ops == 0: none.
+  struct GemmFusion {
+    int ops = 0;
+    int bias = -1;  // the constant
+    int32_t act = -1;
+    float alpha = 0.0f;
+    FusedLoc out;
+  };
   void plan_epilogues() const;  // prepare()'s fusion decision, from the program alone
+  void plan_gemm_fusion(int k, const std::vector<std::vector<int>>& readers) const;  // plan_epilogues, per conv
+  // A fused location's rows at (i, j) for the slice's images: image img's values at the result + img * *step (the
+  // ring's image stride, the scratch's, a constant's per-image stride or 0).
+  const float* fused_rows(Slice& s, const FusedLoc& l, int64_t i, int64_t j, int64_t* step) const;
   // The epilogue of conv step k at (i, j) for the slice's images; p: the colour pass (-1: whole steps). With ns
   // (profiling) each op is timed into its own step; returns the nanoseconds so spent.
   // share (split mode): only the member's output channel ranges of each op (Share::fused).
@@ -372,6 +386,7 @@ class ColumnProgram {
   bool poison_caches_ = false;
   mutable std::vector<int> fused_into_;                 // per step: the conv whose epilogue computes it, or -1
   mutable std::vector<std::vector<FusedOp>> epilogue_;  // per conv step: its fused ops, in program order
+  mutable std::vector<GemmFusion> gemm_fusion_;         // per conv step: the ops its GEMM applies
   mutable std::vector<int64_t> conv_scratch_;  // per step: a fused conv's output offset in the scratch, or -1 (ring)
   mutable int64_t scratch_floats_ = 0;          // epilogue scratch per image
   mutable std::vector<char> ring_elided_;       // per buffer: no ring cache (only a fused epilogue reads it)

@@ -118,19 +118,29 @@ void pack_segments(const Kernels& kern, const TapWeight& weight, GatherPlan* pla
 }
 
 
+// The epilogue for destination channels from d: its bias from channel d.
+static GemmEpilogue epilogue_from(const GemmEpilogue* epi, int64_t d) {
+  if (epi == nullptr) return {};
+  GemmEpilogue e = *epi;
+  if (e.bias != nullptr) e.bias += d;
+  return e;
+}
+
 void gemm_segment(const Kernels& kern, const GatherPlan& plan, const Segment& s, const float* col, int64_t lda,
-                  int64_t rows, float* dst, int64_t ldd) {
+                  int64_t rows, float* dst, int64_t ldd, const GemmEpilogue* epi) {
   float* c = dst + s.d0;
   if (s.dot) {
     kern.gemm_dot({col, lda, rows, s.ranges.data(), static_cast<int>(s.ranges.size()), s.k, s.b.data(),
                    s.d1 - s.d0, c, ldd});
   } else {
-    kern.gemm({col, lda, rows, s.ranges.data(), static_cast<int>(s.ranges.size()), s.b.data(), s.d1 - s.d0, c, ldd});
+    kern.gemm({col, lda, rows, s.ranges.data(), static_cast<int>(s.ranges.size()), s.b.data(), s.d1 - s.d0, c, ldd,
+               epilogue_from(epi, s.d0)});
   }
 }
 
 void gemm_segment_window(const Kernels& kern, const GatherPlan& plan, const Segment& s, int64_t c0, int64_t c1,
-                         const float* col, int64_t lda, int64_t rows, float* dst, int64_t ldd) {
+                         const float* col, int64_t lda, int64_t rows, float* dst, int64_t ldd,
+                         const GemmEpilogue* epi) {
   if (s.dot) {  // B^T rows: channels [c0, c1) are rows c0.. of bt
     kern.gemm_dot({col, lda, rows, s.ranges.data(), static_cast<int>(s.ranges.size()), s.k,
                    s.b.data() + c0 * s.k, c1 - c0, dst + s.d0 + c0, ldd});
@@ -142,14 +152,15 @@ void gemm_segment_window(const Kernels& kern, const GatherPlan& plan, const Segm
   for (int64_t w0 = c0; w0 < c1;) {
     const int64_t p = w0 / panel, w1 = std::min(c1, (p + 1) * panel);
     kern.gemm({col, lda, rows, s.ranges.data(), static_cast<int>(s.ranges.size()),
-               s.b.data() + p * s.k * panel + (w0 - p * panel), w1 - w0, dst + s.d0 + w0, ldd});
+               s.b.data() + p * s.k * panel + (w0 - p * panel), w1 - w0, dst + s.d0 + w0, ldd,
+               epilogue_from(epi, s.d0 + w0)});
     w0 = w1;
   }
 }
 
 void gemm_segments(const Kernels& kern, const GatherPlan& plan, const float* col, int64_t lda, int64_t rows,
-                   float* dst, int64_t ldd) {
-  for (const Segment& s : plan.segs) gemm_segment(kern, plan, s, col, lda, rows, dst, ldd);
+                   float* dst, int64_t ldd, const GemmEpilogue* epi) {
+  for (const Segment& s : plan.segs) gemm_segment(kern, plan, s, col, lda, rows, dst, ldd, epi);
 }
 
 }  // namespace detail

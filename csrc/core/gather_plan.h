@@ -49,18 +49,20 @@ using TapWeight = std::function<float(int t, int32_t src_channel, int64_t dst_ch
 void pack_segments(const Kernels& kern, const TapWeight& weight, GatherPlan* plan);
 // Runs the segments' GEMMs on an im2col block of `rows` destination pixels (row r at col + r * lda: kcol for a
 // gathered block, or a source's own pixel stride when its rows are read in place);
-// destination row r is written at dst + r * ldd.
+// destination row r is written at dst + r * ldd. epi (optional, narrow `dot` segments excepted): the epilogue
+// the microkernel applies before its stores, its bias indexed by destination channel.
 void gemm_segments(const Kernels& kern, const GatherPlan& plan, const float* col, int64_t lda, int64_t rows,
-                   float* dst, int64_t ldd);
+                   float* dst, int64_t ldd, const GemmEpilogue* epi = nullptr);
 // The same for one segment (its destination channels only).
 void gemm_segment(const Kernels& kern, const GatherPlan& plan, const Segment& s, const float* col, int64_t lda,
-                  int64_t rows, float* dst, int64_t ldd);
+                  int64_t rows, float* dst, int64_t ldd, const GemmEpilogue* epi = nullptr);
 // Destination channels [s.d0 + c0, s.d0 + c1) of segment s only, c0 a multiple of gemm_window_unit (or 0 for a
 // narrow `dot` segment, which has no unit: any c0). Each element is the same sum in the same order as
 // gemm_segment's (the microkernels accumulate each output column on its own, over k in range order), so
 // threads that split a segment into windows write bit-identical outputs.
 void gemm_segment_window(const Kernels& kern, const GatherPlan& plan, const Segment& s, int64_t c0, int64_t c1,
-                         const float* col, int64_t lda, int64_t rows, float* dst, int64_t ldd);
+                         const float* col, int64_t lda, int64_t rows, float* dst, int64_t ldd,
+                         const GemmEpilogue* epi = nullptr);
 // Columns a window starts on: a multiple of every ISA's vector length that divides the B panel (kernels.h).
 inline int64_t gemm_window_unit(const Kernels& kern) { return kern.panel < 16 ? kern.panel : 16; }
 

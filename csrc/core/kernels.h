@@ -15,6 +15,16 @@ struct KRange {
   int64_t begin, end;
 };
 
+// What gemm applies to each sum before it stores it, in registers (the column program's bias add and activation
+// fused into its conv): c = act(sum + bias[n]), bias nullptr for none (else one value per column of the call), act
+// an ActFn value other than kErf (-1: none). The same float operations as binary_rows' add followed by act_rows,
+// so every value is the one those calls give on the stored sums.
+struct GemmEpilogue {
+  const float* bias = nullptr;
+  int32_t act = -1;
+  float alpha = 0.0f;
+};
+
 // C[m, n] = sum over the k ranges of A[m, k] * B[k, n] for m < M, n < N, written (not accumulated).
 // B is packed in panels of `panel` columns: panel p holds, for each k in range order, `panel` floats
 // (zero-padded past N). A is row-major with leading dimension lda.
@@ -27,6 +37,7 @@ struct GemmArgs {
   int64_t n;
   float* c;
   int64_t ldc;
+  GemmEpilogue epi = {};
 };
 
 // The same product for narrow N (a few output channels): B^T packed as N rows of K contiguous floats.
