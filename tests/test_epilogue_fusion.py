@@ -1,6 +1,8 @@
 """The CPU executor's fused epilogues (csrc/core/column_program.cc, plan_epilogues / run_epilogue; docs/SAMPLER.md,
-"Fused epilogues"): elementwise steps at a conv's own position run on the rows its GEMM just wrote. The fused
-executor must compute exactly what the unfused one computes (the same row functions in the same order: bit for
+"Fused epilogues"): elementwise steps at a conv's own position run on the rows its GEMM just wrote, a leading bias
+add and activation inside the GEMM's store (plan_gemm_fusion), and the GEMM reads its input in place from the ring
+where it can (gather_columns). The fast executor must compute exactly what the reference one computes (unfused,
+every conv's input gathered into an im2col block: the same float operations in the same order: bit for
 bit), on every fixture program (colour passes, per-image constants, mixture heads), on the zoo's gated PixelCNNs
 and PixelCNN++ (delayed steps, shifts, gates, concat_elu), and on hand-written programs with odd channel
 counts, batch 1, and ring caches poisoned with NaN (a value the fused path forgets to write shows). Both
@@ -17,9 +19,11 @@ from pixelcnn_fast._core import testing as core_testing
 PROGRAMS = make_programs.load()
 
 
-def build(spec, arrays, n, fused, poison=True):
+def build(spec, arrays, n, fused, poison=True, in_place=None):
+    """fused: the fast executor (fusion on, in-place A reads unless in_place=False); else the reference."""
     program = _core.ColumnProgram.from_spec(spec, arrays, n)
     core_testing.set_epilogue_fusion(program, fused)
+    core_testing.set_gather_in_place(program, fused if in_place is None else in_place)
     core_testing.set_poison_caches(program, poison)
     return program
 
@@ -117,6 +121,11 @@ def test_odd_channel_counts_fused_equal_unfused(channels, batch, rng):
     # residual add, neg, the unread softplus, the reversing gather, concat and elu in nin's; the head's bias in
     # the head conv's.
     assert into == [-1, 0, 0, 0, 0, 0, 0, -1, 7, 7, 7, 7, 7, 7, 7, 7, -1, 16], into
+    # In the GEMM's store: the gate conv's bias (a split reads it, not an activation); nin's bias and relu when
+    # the bias is a row of C values and nin is no narrow (gemm_dot) product; never the 1-channel head's.
+    gemm_ops = core_testing.gemm_fused_ops(build(spec, arrays, 0, True))
+    nin = 2 if channels > 4 else 0
+    assert gemm_ops == [1 if channels > 2 else 0] + [0] * 6 + [nin] + [0] * 10, gemm_ops
 
 
 def test_fused_program_matches_a_numpy_forward(rng):

@@ -508,17 +508,21 @@ void ColumnProgram::run_delayed(Slice& s, int64_t t, int64_t* ns) const {
 // One position's GEMM A rows for the slice's images: plan piece (oy, ox, [c0, c1)) reads input buffer `in` at
 // (bi + oy, bj + ox) on the input's grid, zeros outside it (a shift or a pad reads past the border). The ring holds
 // the images' pixels at one stride (W x C), so pieces whose sources are adjacent in image 0's ring (taps along a row
-// reading every channel) and whose columns are adjacent are one copy for every image; a single piece inside the
-// input needs no copy at all.
-const float* ColumnProgram::gather_columns(Slice& s, const detail::GatherPlan& pl, int in, int out, int64_t bi,
-                                           int64_t bj, int64_t* lda) const {
+// reading every channel) and whose columns are adjacent form one run for every image. Inside the input, the GEMM
+// reads the runs where they are (no copy): a column range becomes the ring offsets of the runs it covers, in
+// column order (the microkernels sum each output over k in range order, so the sums are the gathered block's). A
+// narrow (`dot`) segment vectorises along each range: it reads in place only when no range splits.
+detail::ARows ColumnProgram::gather_columns(Slice& s, const detail::GatherPlan& pl, int in, int out, int written,
+                                            int64_t bi, int64_t bj) const {
   const Grid& gi = grid(in);
   const int64_t img_stride = buffer_w_[in] * buffer_channels_[in];  // s.px's distance between images
   Slice::GatherRun* runs = s.runs.data();
   int nruns = 0;
+  bool inside = true;
   for (const auto& pc : pl.pieces) {
     const int64_t si = bi + pc.oy, sj = bj + pc.ox, len = pc.c1 - pc.c0;
     const float* src = si < 0 || si >= gi.ny || sj < 0 || sj >= gi.nx ? nullptr : s.px(*this, in, si, 0, sj) + pc.c0;
+    inside = inside && src != nullptr;
     Slice::GatherRun* last = nruns > 0 ? &runs[nruns - 1] : nullptr;
     if (last != nullptr && last->col + last->len == pc.col &&
         (src == nullptr ? last->src == nullptr : last->src != nullptr && last->src + last->len == src))
@@ -526,9 +530,30 @@ const float* ColumnProgram::gather_columns(Slice& s, const detail::GatherPlan& p
     else
       runs[nruns++] = {src, pc.col, len};
   }
-  if (nruns == 1 && runs[0].src != nullptr && runs[0].col == 0 && in != out) {  // in place: no copy
-    *lda = img_stride;
-    return runs[0].src;
+  if (gather_in_place_ && inside && nruns > 0 && in != out && in != written) {
+    const float* base = runs[0].src;
+    KRange* kr = s.kranges.data();
+    bool ok = true;
+    for (size_t g = 0; g < pl.segs.size() && ok; ++g) {
+      const detail::Segment& seg = pl.segs[g];
+      s.seg_ranges[g] = kr;
+      int count = 0;
+      for (const KRange& cr : seg.ranges) {
+        for (int r = 0; r < nruns; ++r) {  // the runs the column range covers, in column order
+          const int64_t b = std::max(cr.begin, runs[r].col), e = std::min(cr.end, runs[r].col + runs[r].len);
+          if (b >= e) continue;
+          const int64_t off = (runs[r].src - base) + (b - runs[r].col);
+          if (count > 0 && !seg.dot && kr[count - 1].end == off)
+            kr[count - 1].end = off + (e - b);  // adjacent in the ring too
+          else
+            kr[count++] = {off, off + (e - b)};
+        }
+      }
+      ok = !seg.dot || count == static_cast<int>(seg.ranges.size());
+      s.seg_nranges[g] = count;
+      kr += count;
+    }
+    if (ok) return {base, img_stride, s.seg_ranges.data(), s.seg_nranges.data()};
   }
   float* col = s.col.data();
   for (int64_t img = 0; img < s.nb; ++img) {
@@ -543,8 +568,7 @@ const float* ColumnProgram::gather_columns(Slice& s, const detail::GatherPlan& p
         std::memcpy(row + run.col, run.src + img * img_stride, run.len * sizeof(float));
     }
   }
-  *lda = pl.kcol;
-  return col;
+  return {col, pl.kcol};
 }
 
 // Grids (docs/SEMANTICS.md, "Grids"; the scheduling is column_program_grids.cc): at raster step t each scheduled
@@ -582,15 +606,13 @@ void ColumnProgram::run_grid_step(Slice& s, const ProgramStep& st, int64_t i, in
     bi = grids::floor_div(i, st.sy);
     bj = grids::floor_div(j, st.sx);
   }
-  int64_t lda = 0;
-  const float* a = gather_columns(s, *pl, st.ins[0], st.out, bi, bj, &lda);
+  const detail::ARows a = gather_columns(s, *pl, st.ins[0], st.out, st.out, bi, bj);
   // Its ring cache, or the epilogue scratch when only its fused epilogue reads it (plan_epilogues).
   const int64_t scratch_at = conv_scratch_[&st - steps_.data()];
   if (scratch_at >= 0)
-    detail::gemm_segments(active_kernels(), *pl, a, lda, s.nb, s.scratch.data() + scratch_at, scratch_floats_);
+    detail::gemm_segments(active_kernels(), *pl, a, s.nb, s.scratch.data() + scratch_at, scratch_floats_);
   else
-    detail::gemm_segments(active_kernels(), *pl, a, lda, s.nb, s.px(*this, st.out, i, 0, j),
-                          go.nx * buffer_channels_[st.out]);
+    detail::gemm_segments(active_kernels(), *pl, a, s.nb, s.px(*this, st.out, i, 0, j), go.nx * buffer_channels_[st.out]);
 }
 
 // docs/SAMPLER.md, "Fused epilogues". A conv's epilogue is every later elementwise step (act, binary, concat,
@@ -922,8 +944,7 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
     switch (st.kind) {
       case StepKind::kConv: {
         const detail::GatherPlan& pl = st.plan;
-        int64_t lda = 0;
-        const float* col = gather_columns(s, pl, st.ins[0], st.out, i, j, &lda);
+
         // The images' rows of the output: its ring cache, or the epilogue scratch when only the conv's fused
         // epilogue reads it (plan_epilogues); with a bias (+ activation) in the GEMM (plan_gemm_fusion), the last
         // such op's output.
@@ -938,14 +959,16 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
           epi = {consts_[gf.bias].data.data(), gf.act, gf.alpha};
         }
         const GemmEpilogue* e = gf.ops > 0 ? &epi : nullptr;
+        const int written = gf.ops > 0 && gf.out.where == Where::kRing ? gf.out.index : st.out;
+        const detail::ARows col = gather_columns(s, pl, st.ins[0], st.out, written, i, j);
         if (windows != nullptr) {  // split mode: this thread's column windows (of the pass's segments)
           for (size_t w = 0; w + 2 < windows->size(); w += 3)
             detail::gemm_segment_window(kern, pl, pl.segs[(*windows)[w]], (*windows)[w + 1], (*windows)[w + 2], col,
-                                        lda, nb, out, ldd, e);
+                                        nb, out, ldd, e);
         } else if (part == nullptr) {
-          detail::gemm_segments(kern, pl, col, lda, nb, out, ldd, e);
+          detail::gemm_segments(kern, pl, col, nb, out, ldd, e);
         } else {
-          for (int g : part->segs) detail::gemm_segment(kern, pl, pl.segs[g], col, lda, nb, out, ldd, e);
+          for (int g : part->segs) detail::gemm_segment(kern, pl, pl.segs[g], col, nb, out, ldd, e);
         }
         break;
       }
@@ -1066,18 +1089,25 @@ ColumnProgram::Slice ColumnProgram::make_slice(int64_t b0, int64_t b1, const Sli
     }
   }
   int64_t kmax = 0;
-  size_t pieces = 0;
+  size_t pieces = 0, segs = 0, kranges = 0;
+  auto fit = [&](const detail::GatherPlan& pl) {
+    kmax = std::max(kmax, pl.kcol);
+    pieces = std::max(pieces, pl.pieces.size());
+    segs = std::max(segs, pl.segs.size());
+    size_t k = 0;  // a column range splits at most once per run (piece) inside it
+    for (const detail::Segment& g : pl.segs) k += g.ranges.size() + pl.pieces.size();
+    kranges = std::max(kranges, k);
+  };
   for (const ProgramStep& st : steps_) {
     if (st.kind != StepKind::kConv) continue;
-    kmax = std::max(kmax, st.plan.kcol);
-    pieces = std::max(pieces, st.plan.pieces.size());
-    for (const detail::GatherPlan& pl : st.phase_plans) {  // a transposed conv's phases
-      kmax = std::max(kmax, pl.kcol);
-      pieces = std::max(pieces, pl.pieces.size());
-    }
+    fit(st.plan);
+    for (const detail::GatherPlan& pl : st.phase_plans) fit(pl);  // a transposed conv's phases
   }
   s.col.assign(s.nb * kmax + 16, 0.0f);  // one position's im2col rows for the slice's images
   s.runs.resize(pieces);
+  s.kranges.resize(kranges);
+  s.seg_ranges.resize(segs);
+  s.seg_nranges.resize(segs);
   s.next.assign(delayed_.size(), 0);
   s.scratch.assign(s.nb * scratch_floats_, poison_caches_ ? NAN : 0.0f);
   return s;

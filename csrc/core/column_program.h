@@ -172,8 +172,16 @@ class ColumnProgram {
     prepare();
     return fused_into_.at(k);
   }
+  // How many ops of conv step k's epilogue its GEMM applies in its store (plan_gemm_fusion; 0 for other steps).
+  int gemm_fused_ops(int k) const {
+    prepare();
+    return gemm_fusion_.at(k).ops;
+  }
   // Test seam: ring caches start as NaN instead of 0, so that reading a value no step wrote shows in the output.
   void set_poison_caches(bool on) { poison_caches_ = on; }
+  // Test seam: a conv's GEMM reads its A rows in place from the ring where it can (gather_columns; on by default),
+  // or off: always from a gathered im2col block (the reference the tests hold the in-place reads to, bit for bit).
+  void set_gather_in_place(bool on) { gather_in_place_ = on; }
   // Test seam (column_split.cc): how the position split deals teacher forcing's steps to `members` threads: per
   // step, per member, the channels it computes (a conv's GEMM columns plus its fused ops' channels; a step run
   // whole counts its output channels); empty when the program does not split (on grids).
@@ -255,6 +263,11 @@ class ColumnProgram {
       int64_t col, len;
     };
     std::vector<GatherRun> runs;              // capacity: the most pieces of a plan (no allocation per position)
+    // A read in place: each segment's k ranges as ring offsets (capacity: the most any plan needs), where each
+    // segment's start, and how many.
+    std::vector<KRange> kranges;
+    std::vector<const KRange*> seg_ranges;
+    std::vector<int> seg_nranges;
     std::vector<int64_t> next;                // per delayed step: the next position it computes (per thread)
     std::vector<float> scratch;  // [nb][scratch_floats_]: buffers only a fused epilogue reads (per thread)
     Member* member = nullptr;    // split mode only
@@ -321,12 +334,13 @@ class ColumnProgram {
   int64_t available_at(int buffer, int64_t q) const;  // twice the raster step from which a value is readable
   void run_scheduled(Slice& s, int64_t t, int64_t* ns) const;
   void run_grid_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j) const;
-  // A conv's GEMM A rows at one position, reading input buffer `in` around (bi, bj) on its grid: row img (of the
-  // slice's images) at the result + img * *lda. A plan of one piece inside the input (a 1x1 conv) is read in place
-  // from the ring (lda: the ring's image stride), unless `out` is the input itself (the GEMM would overwrite it);
-  // otherwise the im2col rows are gathered into s.col (lda = kcol), one copy per run of pieces adjacent in both.
-  const float* gather_columns(Slice& s, const detail::GatherPlan& pl, int in, int out, int64_t bi, int64_t bj,
-                              int64_t* lda) const;
+  // A conv's GEMM A rows at one position, reading input buffer `in` around (bi, bj) on its grid, for the slice's
+  // images (row img = image img). When every piece lies inside the input and the GEMM writes neither `in` nor
+  // buffer `written` (its output, or the fused op's it writes) A is read in place from the ring: row img at the
+  // image's stride, each segment's ranges translated to ring offsets (s.kranges); otherwise the im2col rows are
+  // gathered into s.col, one copy per run of pieces adjacent in the ring and in the row.
+  detail::ARows gather_columns(Slice& s, const detail::GatherPlan& pl, int in, int out, int written, int64_t bi,
+                               int64_t bj) const;
   void grid_ring_rows() const;
   void check_grid_head(int buffer) const;  // set_head: on the image grid, ready at its own position
   // plan_epilogues on grids: a and b compute the same grid's positions at the same raster steps (both scheduled
@@ -384,6 +398,7 @@ class ColumnProgram {
   mutable bool prepared_ = false;
   bool fuse_epilogues_ = true;
   bool poison_caches_ = false;
+  bool gather_in_place_ = true;
   mutable std::vector<int> fused_into_;                 // per step: the conv whose epilogue computes it, or -1
   mutable std::vector<std::vector<FusedOp>> epilogue_;  // per conv step: its fused ops, in program order
   mutable std::vector<GemmFusion> gemm_fusion_;         // per conv step: the ops its GEMM applies

@@ -126,24 +126,37 @@ static GemmEpilogue epilogue_from(const GemmEpilogue* epi, int64_t d) {
   return e;
 }
 
-void gemm_segment(const Kernels& kern, const GatherPlan& plan, const Segment& s, const float* col, int64_t lda,
-                  int64_t rows, float* dst, int64_t ldd, const GemmEpilogue* epi) {
+// Segment s's k ranges in A, and how many.
+static const KRange* ranges_of(const GatherPlan& plan, const Segment& s, const ARows& a, int* count) {
+  if (a.ranges == nullptr) {
+    *count = static_cast<int>(s.ranges.size());
+    return s.ranges.data();
+  }
+  const int64_t g = &s - plan.segs.data();
+  *count = a.nranges[g];
+  return a.ranges[g];
+}
+
+void gemm_segment(const Kernels& kern, const GatherPlan& plan, const Segment& s, const ARows& a, int64_t rows,
+                  float* dst, int64_t ldd, const GemmEpilogue* epi) {
   float* c = dst + s.d0;
+  int nranges = 0;
+  const KRange* ranges = ranges_of(plan, s, a, &nranges);
   if (s.dot) {
-    kern.gemm_dot({col, lda, rows, s.ranges.data(), static_cast<int>(s.ranges.size()), s.k, s.b.data(),
-                   s.d1 - s.d0, c, ldd});
+    kern.gemm_dot({a.a, a.lda, rows, ranges, nranges, s.k, s.b.data(), s.d1 - s.d0, c, ldd});
   } else {
-    kern.gemm({col, lda, rows, s.ranges.data(), static_cast<int>(s.ranges.size()), s.b.data(), s.d1 - s.d0, c, ldd,
+    kern.gemm({a.a, a.lda, rows, ranges, nranges, s.b.data(), s.d1 - s.d0, c, ldd,
                epilogue_from(epi, s.d0)});
   }
 }
 
 void gemm_segment_window(const Kernels& kern, const GatherPlan& plan, const Segment& s, int64_t c0, int64_t c1,
-                         const float* col, int64_t lda, int64_t rows, float* dst, int64_t ldd,
-                         const GemmEpilogue* epi) {
+                         const ARows& a, int64_t rows, float* dst, int64_t ldd, const GemmEpilogue* epi) {
+  int nranges = 0;
+  const KRange* ranges = ranges_of(plan, s, a, &nranges);
   if (s.dot) {  // B^T rows: channels [c0, c1) are rows c0.. of bt
-    kern.gemm_dot({col, lda, rows, s.ranges.data(), static_cast<int>(s.ranges.size()), s.k,
-                   s.b.data() + c0 * s.k, c1 - c0, dst + s.d0 + c0, ldd});
+    kern.gemm_dot({a.a, a.lda, rows, ranges, nranges, s.k, s.b.data() + c0 * s.k, c1 - c0,
+                   dst + s.d0 + c0, ldd});
     return;
   }
   // A window of a panel is that panel's packed rows from a column offset: each k row still lies `panel`
@@ -151,16 +164,16 @@ void gemm_segment_window(const Kernels& kern, const GatherPlan& plan, const Segm
   const int64_t panel = kern.panel;
   for (int64_t w0 = c0; w0 < c1;) {
     const int64_t p = w0 / panel, w1 = std::min(c1, (p + 1) * panel);
-    kern.gemm({col, lda, rows, s.ranges.data(), static_cast<int>(s.ranges.size()),
+    kern.gemm({a.a, a.lda, rows, ranges, nranges,
                s.b.data() + p * s.k * panel + (w0 - p * panel), w1 - w0, dst + s.d0 + w0, ldd,
                epilogue_from(epi, s.d0 + w0)});
     w0 = w1;
   }
 }
 
-void gemm_segments(const Kernels& kern, const GatherPlan& plan, const float* col, int64_t lda, int64_t rows,
-                   float* dst, int64_t ldd, const GemmEpilogue* epi) {
-  for (const Segment& s : plan.segs) gemm_segment(kern, plan, s, col, lda, rows, dst, ldd, epi);
+void gemm_segments(const Kernels& kern, const GatherPlan& plan, const ARows& a, int64_t rows, float* dst, int64_t ldd,
+                   const GemmEpilogue* epi) {
+  for (const Segment& s : plan.segs) gemm_segment(kern, plan, s, a, rows, dst, ldd, epi);
 }
 
 }  // namespace detail

@@ -47,22 +47,31 @@ void build_pieces_and_segments(const TapSet& ts, int64_t cd, const std::vector<i
 using TapWeight = std::function<float(int t, int32_t src_channel, int64_t dst_channel)>;
 // Packs every segment's weights for the given microkernels.
 void pack_segments(const Kernels& kern, const TapWeight& weight, GatherPlan* plan);
-// Runs the segments' GEMMs on an im2col block of `rows` destination pixels (row r at col + r * lda: kcol for a
-// gathered block, or a source's own pixel stride when its rows are read in place);
-// destination row r is written at dst + r * ldd. epi (optional, narrow `dot` segments excepted): the epilogue
-// the microkernel applies before its stores, its bias indexed by destination channel.
-void gemm_segments(const Kernels& kern, const GatherPlan& plan, const float* col, int64_t lda, int64_t rows,
-                   float* dst, int64_t ldd, const GemmEpilogue* epi = nullptr);
-// The same for one segment (its destination channels only).
-void gemm_segment(const Kernels& kern, const GatherPlan& plan, const Segment& s, const float* col, int64_t lda,
-                  int64_t rows, float* dst, int64_t ldd, const GemmEpilogue* epi = nullptr);
+// The A rows the segments' GEMMs read: row r at a + r * lda. ranges == nullptr: an im2col block (lda >= kcol), each
+// segment's own column ranges. Else A is read in place from its source (the cached executor's ring): ranges[g] is
+// segment g's nranges[g] k ranges as offsets from a row's start, covering the same lengths in the same order as its
+// column ranges (so its packed B holds): the same products are summed in the same order.
+struct ARows {
+  const float* a;
+  int64_t lda;
+  const KRange* const* ranges = nullptr;
+  const int* nranges = nullptr;
+};
+
+// Runs the segments' GEMMs on the A rows of `rows` destination pixels; destination row r is written at
+// dst + r * ldd. epi (optional, narrow `dot` segments excepted): the epilogue the microkernel applies before its
+// stores, its bias indexed by destination channel.
+void gemm_segments(const Kernels& kern, const GatherPlan& plan, const ARows& a, int64_t rows, float* dst, int64_t ldd,
+                   const GemmEpilogue* epi = nullptr);
+// The same for one segment of the plan (its destination channels only).
+void gemm_segment(const Kernels& kern, const GatherPlan& plan, const Segment& s, const ARows& a, int64_t rows,
+                  float* dst, int64_t ldd, const GemmEpilogue* epi = nullptr);
 // Destination channels [s.d0 + c0, s.d0 + c1) of segment s only, c0 a multiple of gemm_window_unit (or 0 for a
 // narrow `dot` segment, which has no unit: any c0). Each element is the same sum in the same order as
 // gemm_segment's (the microkernels accumulate each output column on its own, over k in range order), so
 // threads that split a segment into windows write bit-identical outputs.
 void gemm_segment_window(const Kernels& kern, const GatherPlan& plan, const Segment& s, int64_t c0, int64_t c1,
-                         const float* col, int64_t lda, int64_t rows, float* dst, int64_t ldd,
-                         const GemmEpilogue* epi = nullptr);
+                         const ARows& a, int64_t rows, float* dst, int64_t ldd, const GemmEpilogue* epi = nullptr);
 // Columns a window starts on: a multiple of every ISA's vector length that divides the B panel (kernels.h).
 inline int64_t gemm_window_unit(const Kernels& kern) { return kern.panel < 16 ? kern.panel : 16; }
 

@@ -188,7 +188,7 @@ void run_gather_gemm(const GatherPlan& plan, const float* src, float* dst, const
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t m0 = b * mb, rows = std::min(mb, total - m0);
       im2col(plan, src, m0, rows, col.data());
-      gemm_segments(kern, plan, col.data(), plan.kcol, rows, dst + m0 * plan.cd, plan.cd);
+      gemm_segments(kern, plan, {col.data(), plan.kcol}, rows, dst + m0 * plan.cd, plan.cd);
     }
   });
 }

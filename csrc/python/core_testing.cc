@@ -459,11 +459,21 @@ void bind_testing(py::module_& t) {
     for (int k = 0; k < p.num_steps(); ++k) out.push_back(p.fused_into(k));
     return out;
   }, py::arg("program"), "Per step of a _core.ColumnProgram: the conv step whose epilogue computes it, or -1.");
+  t.def("gemm_fused_ops", [](const pcf::ColumnProgram& p) {
+    std::vector<int> out;
+    for (int k = 0; k < p.num_steps(); ++k) out.push_back(p.gemm_fused_ops(k));
+    return out;
+  }, py::arg("program"), "Per step of a _core.ColumnProgram: how many ops of its fused epilogue a conv's GEMM "
+     "applies in its store (a bias add, then an activation), else 0.");
   t.def("split_work", [](const pcf::ColumnProgram& p, int members) { return p.split_work(members); },
         py::arg("program"), py::arg("members"),
         "Per step of a _core.ColumnProgram, per member of a `members`-thread position split (teacher forcing's "
         "plan): the channels it computes (a conv's GEMM columns plus its fused ops' channels); [] when the program "
         "does not split (on grids).");
+  t.def("set_gather_in_place", [](pcf::ColumnProgram& p, bool on) { p.set_gather_in_place(on); },
+        py::arg("program"), py::arg("on"),
+        "A conv's GEMM reads its input in place from the ring where every tap is inside the image (on, the default) "
+        "or always from a gathered im2col block (off, the reference). Not while another thread samples with it.");
   t.def("set_poison_caches", [](pcf::ColumnProgram& p, bool on) { p.set_poison_caches(on); }, py::arg("program"),
         py::arg("on"), "Ring caches of later calls start as NaN (on) instead of 0: a read of a value never written "
         "shows in the output.");
