@@ -121,10 +121,11 @@ def test_odd_channel_counts_fused_equal_unfused(channels, batch, rng):
     # residual add, neg, the unread softplus, the reversing gather, concat and elu in nin's; the head's bias in
     # the head conv's.
     assert into == [-1, 0, 0, 0, 0, 0, 0, -1, 7, 7, 7, 7, 7, 7, 7, 7, -1, 16], into
-    # In the GEMM's store: the gate conv's bias (a split reads it, not an activation); nin's bias and relu when
-    # the bias is a row of C values and nin is no narrow (gemm_dot) product; never the 1-channel head's.
+    # In the GEMM's store: the gate conv's bias (a split reads it, not an activation); nin's bias, relu and the
+    # residual add when the bias is a row of C values and nin is no narrow (gemm_dot) product; never the 1-channel
+    # head's.
     gemm_ops = core_testing.gemm_fused_ops(build(spec, arrays, 0, True))
-    nin = 2 if channels > 4 else 0
+    nin = 3 if channels > 4 else 0
     assert gemm_ops == [1 if channels > 2 else 0] + [0] * 6 + [nin] + [0] * 10, gemm_ops
 
 

@@ -377,6 +377,10 @@ void ColumnProgram::prepare() const {
     }
   }
   plan_epilogues();
+  pass_steps_.assign(c_ + 1, {});
+  for (int p = 0; p <= c_; ++p)
+    for (size_t k = 0; k < steps_.size(); ++k)
+      if (pass_parts_[k][p].run && fused_into_[k] < 0) pass_steps_[p].push_back(static_cast<int>(k));
   // Rows a buffer's cache must hold: its own row plus the furthest row above that a live tap reads. With delays,
   // at raster step t the buffer's newest row is at most t / W - dy_b + 2 and the reader's oldest at least
   // t / W - dy_r - 1 (+ oy): dy_r - dy_b + 4 - oy rows.
@@ -448,10 +452,8 @@ int64_t ColumnProgram::executed_macs_per_position() const {
 }
 
 void ColumnProgram::run_pass(Slice& s, int64_t i, int64_t j, int p, int64_t* ns) const {
-  for (size_t k = 0; k < steps_.size(); ++k) {
+  for (const int k : pass_steps_[p]) {  // the steps with a part in pass p not computed by a conv's epilogue
     const PassPart& part = pass_parts_[k][p];
-    if (!part.run) continue;
-    if (fused_into_[k] >= 0) continue;  // computed by its conv's epilogue
     const int64_t t0 = ns != nullptr ? now_ns() : 0;
     int64_t fused_ns;
     if (s.member != nullptr)
@@ -761,13 +763,13 @@ void ColumnProgram::plan_epilogues() const {
   for (const GroupScratch& g : groups) plan_gemm_fusion(g.conv, readers);
 }
 
-// The leading bias add (and the activation after it) of conv k's epilogue move into its GEMM's store
+// The leading bias add (then an activation, then a residual add) of conv k's epilogue move into its GEMM's store
 // (GemmEpilogue) when the GEMM computes exactly the values the ops would: the conv runs whole in every colour pass
-// it runs in (so do the ops), off grids, with no narrow segment (gemm_dot has no epilogue); the add reads the
+// it runs in (so do the ops), off grids, with no narrow segment (gemm_dot has no epilogue); the bias add reads the
 // conv's output, which nothing else reads, and a constant row, one value per channel shared by every image and
-// position (a bias); the activation (not erf, which is libm's) reads the add's output, which nothing else reads.
-// In split mode a thread's op ranges are its GEMM windows' channels (column_split.cc), so the GEMM's windows
-// compute them.
+// position; the activation (not erf, which is libm's) reads the bias add's output, the residual add the last
+// one's and a whole ring buffer, each intermediate read by nothing else. In split mode a thread's op ranges are
+// its GEMM windows' channels (column_split.cc: each op reads the channel it writes), so the windows compute them.
 void ColumnProgram::plan_gemm_fusion(int k, const std::vector<std::vector<int>>& readers) const {
   const ProgramStep& conv = steps_[k];
   const std::vector<FusedOp>& ops = epilogue_[k];
@@ -801,6 +803,23 @@ void ColumnProgram::plan_gemm_fusion(int k, const std::vector<std::vector<int>>&
       f.act = static_cast<int32_t>(sb.act);
       f.alpha = sb.alpha;
       f.out = ops[1].out;
+    }
+  }
+  // A residual add of the last one's output (which nothing else reads) and a whole ring buffer of as many channels.
+  const size_t next = static_cast<size_t>(f.ops);
+  const int last_out = steps_[ops[next - 1].step].out;
+  if (ops.size() > next && f.out.where == Where::kScratch && only_reader(last_out, ops[next].step)) {
+    const ProgramStep& sr = steps_[ops[next].step];
+    for (int q = 0; q < 2 && sr.kind == StepKind::kBinary && sr.binary == BinaryFn::kAdd; ++q) {
+      const FusedLoc &l = ops[next].in[q], &other = ops[next].in[1 - q];
+      if (l.where != Where::kRing || l.offset != 0 || l.channels != cout || l.index == sr.out ||
+          !is_buffer(other, last_out, f.out.offset))
+        continue;
+      f.ops += 1;
+      f.add = l.index;
+      f.add_first = q == 0;
+      f.out = ops[next].out;
+      break;
     }
   }
   gemm_fusion_[k] = f;
@@ -956,7 +975,14 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
         GemmEpilogue epi;
         if (gf.ops > 0) {
           out = const_cast<float*>(fused_rows(s, gf.out, i, j, &ldd));  // a ring or scratch row: writable
-          epi = {consts_[gf.bias].data.data(), gf.act, gf.alpha};
+          epi.bias = consts_[gf.bias].data.data();
+          epi.act = gf.act;
+          epi.alpha = gf.alpha;
+          if (gf.add >= 0) {
+            epi.add = s.px(*this, gf.add, i, 0, j);
+            epi.ldadd = buffer_w_[gf.add] * buffer_channels_[gf.add];
+            epi.add_first = gf.add_first;
+          }
         }
         const GemmEpilogue* e = gf.ops > 0 ? &epi : nullptr;
         const int written = gf.ops > 0 && gf.out.where == Where::kRing ? gf.out.index : st.out;

@@ -362,13 +362,16 @@ class ColumnProgram {
     std::vector<FusedLoc> in;  // the step's operands, in order
   };
   // The ops a conv's GEMM applies itself, on its sums in registers (kernels.h GemmEpilogue): its epilogue's first
-  // `ops` ops, a bias add of a constant row (+ an activation of the sum), whose intermediate values nothing else
-  // reads; the GEMM then writes the last one's output (`out`) instead of the conv's. ops == 0: none.
+  // `ops` ops, a bias add of a constant row (+ an activation of the sum) (+ a residual add of a ring buffer), whose
+  // intermediate values nothing else reads; the GEMM then writes the last one's output (`out`) instead of the
+  // conv's. ops == 0: none.
   struct GemmFusion {
     int ops = 0;
     int bias = -1;  // the constant
     int32_t act = -1;
     float alpha = 0.0f;
+    int add = -1;            // the residual's buffer (its ring cache at this position), or -1
+    bool add_first = false;  // the residual is the add's first operand
     FusedLoc out;
   };
   void plan_epilogues() const;  // prepare()'s fusion decision, from the program alone
@@ -395,6 +398,7 @@ class ColumnProgram {
   std::vector<int> writer_;            // the step that writes each buffer (-1: the image)
   mutable std::vector<int> ring_rows_;  // rows cached per buffer
   mutable std::vector<std::vector<PassPart>> pass_parts_;  // [step][pass 0..C]
+  mutable std::vector<std::vector<int>> pass_steps_;  // [pass 0..C]: the steps run_pass runs (not fused), in order
   mutable bool prepared_ = false;
   bool fuse_epilogues_ = true;
   bool poison_caches_ = false;

@@ -118,11 +118,12 @@ void pack_segments(const Kernels& kern, const TapWeight& weight, GatherPlan* pla
 }
 
 
-// The epilogue for destination channels from d: its bias from channel d.
+// The epilogue for destination channels from d: its bias and residual rows from channel d.
 static GemmEpilogue epilogue_from(const GemmEpilogue* epi, int64_t d) {
   if (epi == nullptr) return {};
   GemmEpilogue e = *epi;
   if (e.bias != nullptr) e.bias += d;
+  if (e.add != nullptr) e.add += d;
   return e;
 }
 

@@ -15,14 +15,18 @@ struct KRange {
   int64_t begin, end;
 };
 
-// What gemm applies to each sum before it stores it, in registers (the column program's bias add and activation
-// fused into its conv): c = act(sum + bias[n]), bias nullptr for none (else one value per column of the call), act
-// an ActFn value other than kErf (-1: none). The same float operations as binary_rows' add followed by act_rows,
-// so every value is the one those calls give on the stored sums.
+// What gemm applies to each sum before it stores it, in registers (the column program's bias add, activation and
+// residual add fused into its conv): t = act(sum + bias[n]), then c = t + add[m * ldadd + n] (or add + t when
+// add_first), each step optional: bias / add nullptr for none (bias: one value per column of the call; add: one row
+// per row of C), act an ActFn value other than kErf (-1: none). The same float operations in the same order as
+// binary_rows' adds and act_rows, so every value is the one those calls give on the stored sums.
 struct GemmEpilogue {
   const float* bias = nullptr;
   int32_t act = -1;
   float alpha = 0.0f;
+  const float* add = nullptr;
+  int64_t ldadd = 0;
+  bool add_first = false;
 };
 
 // C[m, n] = sum over the k ranges of A[m, k] * B[k, n] for m < M, n < N, written (not accumulated).
