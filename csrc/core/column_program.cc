@@ -1098,6 +1098,35 @@ constexpr int64_t kSeededBugFloats = 1;
 constexpr int64_t kSeededBugFloats = 0;
 #endif
 
+std::vector<float> ColumnProgram::RingPool::take(int64_t size, float value) {
+  std::vector<float> v;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (size_t k = 0; k < free.size(); ++k)
+      if (static_cast<int64_t>(free[k].size()) == size) {
+        v = std::move(free[k]);
+        free.erase(free.begin() + static_cast<std::ptrdiff_t>(k));
+        floats -= size;
+        break;
+      }
+  }
+  if (v.empty())
+    v.assign(size, value);
+  else
+    std::fill(v.begin(), v.end(), value);
+  return v;
+}
+
+void ColumnProgram::RingPool::give_back(std::vector<std::vector<float>>& storage) {
+  std::lock_guard<std::mutex> lock(mutex);
+  for (std::vector<float>& v : storage) {
+    const int64_t size = static_cast<int64_t>(v.size());
+    if (size == 0 || floats + size > kMaxFloats) continue;
+    floats += size;
+    free.push_back(std::move(v));
+  }
+}
+
 ColumnProgram::Slice ColumnProgram::make_slice(int64_t b0, int64_t b1, const Slice* rings) const {
   Slice s;
   s.img0 = b0;
@@ -1105,12 +1134,13 @@ ColumnProgram::Slice ColumnProgram::make_slice(int64_t b0, int64_t b1, const Sli
   if (rings != nullptr) {
     s.ring = rings->ring;
   } else {
+    s.pool = ring_pool_;
     s.storage.resize(buffer_channels_.size());
     s.ring.assign(buffer_channels_.size(), nullptr);
     for (size_t b = 0; b < buffer_channels_.size(); ++b) {  // none for a buffer only fused epilogues read
       if (ring_elided_[b]) continue;
-      s.storage[b].assign(ring_rows_[b] * s.nb * buffer_w_[b] * buffer_channels_[b] - kSeededBugFloats,
-                          poison_caches_ ? NAN : 0.0f);
+      s.storage[b] = ring_pool_->take(ring_rows_[b] * s.nb * buffer_w_[b] * buffer_channels_[b] - kSeededBugFloats,
+                                      poison_caches_ ? NAN : 0.0f);
       s.ring[b] = s.storage[b].data();
     }
   }
