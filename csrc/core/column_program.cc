@@ -518,12 +518,20 @@ detail::ARows ColumnProgram::gather_columns(Slice& s, const detail::GatherPlan& 
                                             int64_t bi, int64_t bj) const {
   const Grid& gi = grid(in);
   const int64_t img_stride = buffer_w_[in] * buffer_channels_[in];  // s.px's distance between images
+  const int64_t cin = buffer_channels_[in];
   Slice::GatherRun* runs = s.runs.data();
   int nruns = 0;
   bool inside = true;
+  int64_t row_i = -1;  // the source row whose ring row row_base is (taps come row by row: one slot computed per row)
+  const float* row_base = nullptr;
   for (const auto& pc : pl.pieces) {
     const int64_t si = bi + pc.oy, sj = bj + pc.ox, len = pc.c1 - pc.c0;
-    const float* src = si < 0 || si >= gi.ny || sj < 0 || sj >= gi.nx ? nullptr : s.px(*this, in, si, 0, sj) + pc.c0;
+    const bool in_image = si >= 0 && si < gi.ny && sj >= 0 && sj < gi.nx;
+    if (in_image && si != row_i) {
+      row_i = si;
+      row_base = s.px(*this, in, si, 0, 0);
+    }
+    const float* src = in_image ? row_base + sj * cin + pc.c0 : nullptr;
     inside = inside && src != nullptr;
     Slice::GatherRun* last = nruns > 0 ? &runs[nruns - 1] : nullptr;
     if (last != nullptr && last->col + last->len == pc.col &&
