@@ -27,6 +27,9 @@ struct GemmArgs {
   int64_t n;
   float* c;
   int64_t ldc;
+  // B as one panel narrower than `panel` (n <= ldb <= panel, ldb a multiple of the vector length): each k row
+  // ldb floats after the last. 0: `panel`. The split executor packs a thread's column window so (column_split.cc).
+  int64_t ldb = 0;
 };
 
 // The same product for narrow N (a few output channels): B^T packed as N rows of K contiguous floats.
