@@ -16,7 +16,9 @@
 // -- windows plus the op channels that read them -- goes whole to one member, dealt out in order by cost, the
 // same for every colour pass (an op may read channels an earlier pass computed at this position, in the
 // member's own scratch). A group whose chain mixes every channel thus runs whole on one member while the other
-// steps still split. Decided at prepare() time from the program alone.
+// steps still split. Decided from the program alone, once per program and member count (split_plan); each
+// member's conv windows are then copied into dense blocks of its own (gather_plan.h, PackedWindow), so that the
+// threads' shares of the weights do not share cache lines, and each core's L2 holds only its own share.
 #include <algorithm>
 #include <array>
 #include <atomic>
