@@ -192,6 +192,27 @@ def test_split_fused_epilogues_equal_the_unfused_program(channels, restore_threa
                 assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), (channels, batch, threads)
 
 
+def test_the_cached_split_plan_follows_a_fusion_change(restore_threads):
+    # The split plan (and its packed weight windows) is kept with the program per thread count (split_plan);
+    # switching fusion prepares the program again and must drop it: a stale plan would run the unfused steps with
+    # the fused groups' shares (steps left uncomputed: NaN from the poisoned caches, or other bits).
+    from test_epilogue_fusion import build, synthetic_program
+
+    spec, arrays = synthetic_program(33, np.random.default_rng(5))
+    program, reference = build(spec, arrays, 0, True), build(spec, arrays, 0, False)
+    testing.set_position_split("always")
+    _core.set_num_threads(1)
+    want = reference.sample(1, 11, 1.0, 0)
+    _core.set_num_threads(2)
+    for fused in (True, False, True):
+        testing.set_epilogue_fusion(program, fused)
+        got = program.sample(1, 11, 1.0, 0)
+        for a, b in zip(got, want):
+            assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), fused
+        work = testing.split_work(program, 2)[1]  # step 1: in conv 0's group when fused, a plan of its own if not
+        assert (work == [0, 0]) == fused and all(w > 0 for w in work) != fused, (fused, work)
+
+
 def test_a_gate_splits_in_matching_windows(restore_threads):
     # 32 gate channels: the gate conv's 64 columns are four windows; window w of tanh's half (0..31) is read with
     # window w of sigmoid's (32..63), so each of two threads gets two matching windows (32 columns) and the gate's
@@ -205,9 +226,10 @@ def test_a_gate_splits_in_matching_windows(restore_threads):
     work = testing.split_work(program, 2)
     assert work[0] == [32 + 32 + 3 * 16] * 2 and work[1:7] == [[0, 0]] * 6, work
     # nin's group (a constant bias broadcast joins nothing; the reversing gather joins window w with 1 - w) splits
-    # too; the head conv (one column, a `dot` segment) and its bias run on one thread.
+    # too; the head conv (one column, a `dot` segment) and its bias run on one thread: the first, which draws from
+    # it (so the draw needs no meeting).
     assert all(w > 0 for w in work[7]), work[7]
-    assert sorted(work[16]) == [0, 2], work[16]
+    assert work[16] == [2, 0], work[16]
 
 
 def test_tf_op_draws_the_same_images_at_batch_1():

@@ -339,6 +339,10 @@ void ColumnProgram::prepare() const {
   static std::mutex prepare_mutex;
   std::lock_guard<std::mutex> lock(prepare_mutex);
   if (prepared_) return;
+  {
+    std::lock_guard<std::mutex> plans_lock(split_plans_.mutex);  // plans of the program as it was
+    split_plans_.plans.clear();
+  }
   // Per step and colour pass p: the channels pass p computes, as conv segments or a channel range. With
   // channel phases, a channel of phase q is computed in pass q only (readers at this pixel have a phase
   // >= q, the draw of image channel c reads head channels of phase <= c). Without them a step's phase is
@@ -961,7 +965,7 @@ inline const float* ColumnProgram::operand_pixel(Slice& s, const Operand& o, int
 }
 
 void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j, const PassPart* part,
-                             const std::vector<int64_t>* windows) const {
+                             const std::vector<std::shared_ptr<const detail::PackedWindow>>* windows) const {
   const Kernels& kern = active_kernels();
   const int64_t nb = s.nb;
   // Elementwise kinds compute output channels [c0, c0 + cout) (part: one colour pass's channels).
@@ -996,9 +1000,7 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
         const int written = gf.ops > 0 && gf.out.where == Where::kRing ? gf.out.index : st.out;
         const detail::ARows col = gather_columns(s, pl, st.ins[0], st.out, written, i, j);
         if (windows != nullptr) {  // split mode: this thread's column windows (of the pass's segments)
-          for (size_t w = 0; w + 2 < windows->size(); w += 3)
-            detail::gemm_segment_window(kern, pl, pl.segs[(*windows)[w]], (*windows)[w + 1], (*windows)[w + 2], col,
-                                        nb, out, ldd, e);
+          for (const auto& w : *windows) detail::gemm_packed_window(kern, pl, *w, col, nb, out, ldd, e);
         } else if (part == nullptr) {
           detail::gemm_segments(kern, pl, col, nb, out, ldd, e);
         } else {
@@ -1201,7 +1203,8 @@ void ColumnProgram::teacher_forced(const float* image, int64_t n, float* head_ou
         if (s.member != nullptr) s.member->wrote(0);
         run_delayed(s, i * w_ + j);
         run_steps(s, i, j, 0);
-        if (s.member != nullptr && s.member->unmet(head_.buffer)) s.member->meet();
+        // The first member copies the head out: meet when another member may have written it since the last meeting.
+        if (s.member != nullptr && s.member->others_stepped && s.member->unmet(head_.buffer)) s.member->meet();
         if (first)
           for (int64_t img = 0; img < s.nb; ++img)
             std::memcpy(head_out + (((b0 + img) * h_ + i) * w_ + j) * hc, s.px(*this, head_.buffer, i, img, j),
@@ -1264,7 +1267,8 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
         for (int c = 0; c < c_; ++c) {
           run_pass(s, i, j, c, prof);  // pass c: the channels that depend on exactly the c drawn so far
           const int64_t t_draw = prof != nullptr ? now_ns() : 0;
-          if (me != nullptr && me->unmet(head_.buffer)) me->meet();
+          // The first member draws: meet when another member may have written the head since the last meeting.
+          if (me != nullptr && me->others_stepped && me->unmet(head_.buffer)) me->meet();
           for (int64_t img = 0; first && img < s.nb; ++img) {
             const float* pixel = s.px(*this, head_.buffer, i, img, j);
             const int64_t global = image_offset + b0 + img;
@@ -1282,9 +1286,9 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
           if (prof != nullptr) prof[nsteps] += now_ns() - t_draw;
         }
         run_pass(s, i, j, c_, prof);  // the channels that read the last channel at this pixel (if any)
-        // A step run since the last meeting (pass C's) may read the image slot the next pixel reuses: the other
-        // threads finish first.
-        if (me != nullptr && me->stepped) me->meet();
+        // A step another member ran since the last meeting (pass C's) may read the image slot the next pixel
+        // reuses: the other threads finish first.
+        if (me != nullptr && me->others_stepped) me->meet();
         if (position + 1 < uint32_t(h_ * w_)) zero_pixel((position + 1) / w_, (position + 1) % w_);
       }
       if (on_row && b0 == 0 && first && !left) on_row(i + 1);

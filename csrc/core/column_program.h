@@ -202,6 +202,9 @@ class ColumnProgram {
     bool run = false;    // anything to compute
     bool whole = false;  // the step (its pass part) whole: kinds that do not split, on the group's first thread
     std::vector<int64_t> windows;  // kConv: (segment, c0, c1) triples, GEMM column windows of the segment
+    // The same windows cut at panel widths, each with its weights packed densely (gather_plan.h): what run_step
+    // runs. Shared by the plan's passes that compute the same window.
+    std::vector<std::shared_ptr<const detail::PackedWindow>> packed;
     std::vector<std::pair<int64_t, int64_t>> ranges;  // act, binary, gather: output channel ranges
     // A conv with a fused epilogue: per op of epilogue_[k], the output channel ranges this member computes (the
     // ones whose inputs in the group its own windows and ops wrote; column_split.cc, epilogue groups).
@@ -212,6 +215,7 @@ class ColumnProgram {
     // Buffers the step reads that some thread other than the reader may have written at this position: when one
     // of them was written since the last meeting, the threads meet first.
     std::vector<int> unaligned;
+    bool others_run = false;  // a member other than the first computes part of it
   };
   struct SplitPlan {
     int members = 1;
@@ -240,17 +244,15 @@ class ColumnProgram {
     Group* group = nullptr;
     std::vector<uint32_t> written;  // per buffer: the meeting count at its last write
     uint32_t meetings = 1;
-    bool fresh = false;    // anything written since the last meeting
-    bool stepped = false;  // a step run since the last meeting
+    // Since the last meeting, a member other than the first computed part of a step (the same for every member:
+    // from the plan). When none did, the first member's draws and image writes race with nobody: no meeting.
+    bool others_stepped = false;
     void meet() {
-      barrier->wait();
+      barrier->wait(index);
       ++meetings;
-      fresh = stepped = false;
+      others_stepped = false;
     }
-    void wrote(int b) {
-      written[b] = meetings;
-      fresh = true;
-    }
+    void wrote(int b) { written[b] = meetings; }
     bool unmet(int b) const { return written[b] == meetings; }
   };
   // Ring caches of one contiguous range of images: one thread's, or shared by the members of a group.
@@ -298,6 +300,9 @@ class ColumnProgram {
     }
   };
   SplitPlan make_split_plan(int members) const;
+  // make_split_plan's plan for `members` threads, built once per program and member count (its packed windows
+  // copy the weights) and kept until the program is prepared again.
+  std::shared_ptr<const SplitPlan> split_plan(int members) const;
   // Split mode's rows (teacher_forced and sample). Row 0 runs on member 0 alone, timed: the pace the split must
   // beat (on a busy machine a meeting can wait for a descheduled thread); not under PositionSplit::kAlways. The
   // others join at row 1's meeting. At
@@ -330,9 +335,9 @@ class ColumnProgram {
     return o.is_const ? consts_[o.index].c : buffer_channels_[o.index];
   }
   const float* operand_pixel(Slice& s, const Operand& o, int64_t i, int64_t img, int64_t j) const;
-  // windows (optional, kConv): only these (segment, c0, c1) column windows of the GEMM (split mode).
+  // windows (optional, kConv): only these packed column windows of the GEMM (split mode).
   void run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j, const PassPart* part = nullptr,
-                const std::vector<int64_t>* windows = nullptr) const;
+                const std::vector<std::shared_ptr<const detail::PackedWindow>>* windows = nullptr) const;
   void check_buffer(int b, const char* what, const std::string& name) const;
   // add_step's per-kind checks and derived data.
   void add_conv(ProgramStep& st, const ConstTensor* kernel);
@@ -442,6 +447,19 @@ class ColumnProgram {
   };
   mutable SkipCount split_skips_;
   std::shared_ptr<RingPool> ring_pool_ = std::make_shared<RingPool>();
+  // split_plan's plans. A copy of the program starts with none (the mutex is not copied).
+  struct SplitPlans {
+    std::mutex mutex;
+    std::vector<std::shared_ptr<const SplitPlan>> plans;
+    SplitPlans() = default;
+    SplitPlans(const SplitPlans&) {}
+    SplitPlans& operator=(const SplitPlans&) {
+      std::lock_guard<std::mutex> lock(mutex);
+      plans.clear();
+      return *this;
+    }
+  };
+  mutable SplitPlans split_plans_;
 };
 
 }  // namespace pcf

@@ -16,12 +16,15 @@
 // -- windows plus the op channels that read them -- goes whole to one member, dealt out in order by cost, the
 // same for every colour pass (an op may read channels an earlier pass computed at this position, in the
 // member's own scratch). A group whose chain mixes every channel thus runs whole on one member while the other
-// steps still split. Decided at prepare() time from the program alone.
+// steps still split. Decided from the program alone, once per program and member count (split_plan); each
+// member's conv windows are then copied into dense blocks of its own (gather_plan.h, PackedWindow), so that the
+// threads' shares of the weights do not share cache lines, and each core's L2 holds only its own share.
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
 #include <exception>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -55,7 +58,10 @@ ColumnProgram::SplitPlan ColumnProgram::make_split_plan(int members) const {
     return o;
   };
   // Deals units of the given costs out in order: unit u goes to the member whose share of the total holds its middle.
-  auto deal = [&](const std::vector<double>& cost) {
+  // A step (or epilogue group) of one unit that writes the head buffer (a Bernoulli head's 1-channel conv) goes to
+  // the first member, which draws from it: the draw then needs no meeting (sample(), Member::others_stepped).
+  auto deal = [&](const std::vector<double>& cost, bool head = false) {
+    if (head && cost.size() == 1) return std::vector<int>(1, 0);
     double total = 0.0;
     for (double c : cost) total += c;
     std::vector<int> who(cost.size(), 0);
@@ -155,7 +161,9 @@ ColumnProgram::SplitPlan ColumnProgram::make_split_plan(int members) const {
         comp_cost.push_back(cost[r]);
       }
     }
-    const std::vector<int> who = deal(comp_cost);
+    bool writes_head = conv.out == head_.buffer;
+    for (const FusedOp& op : epilogue_[k]) writes_head = writes_head || steps_[op.step].out == head_.buffer;
+    const std::vector<int> who = deal(comp_cost, writes_head);
     auto member_of_node = [&](int nd) { return who[comp_index[find(nd)]]; };
     gp.unit_member.resize(gp.units.size());
     for (size_t u = 0; u < gp.units.size(); ++u) gp.unit_member[u] = member_of_node(static_cast<int>(u));
@@ -277,7 +285,7 @@ ColumnProgram::SplitPlan ColumnProgram::make_split_plan(int members) const {
           cost.push_back(double(k) * double(units.back()[2] - c0));
         }
       }
-      const std::vector<int> who = deal(cost);
+      const std::vector<int> who = deal(cost, st.out == head_.buffer);
       for (size_t u = 0; u < units.size(); ++u) {
         std::vector<int64_t>& w = sp.share[who[u]].windows;
         const auto [g, c0, c1] = units[u];
@@ -350,6 +358,52 @@ ColumnProgram::SplitPlan ColumnProgram::make_split_plan(int members) const {
       if (part.run && fused_into_[k] < 0)
         plan.pass[k][p] = split(steps_[k], part.whole ? nullptr : &part, sampled, p);
     }
+  // Each member's conv windows, cut at panel widths and packed densely (gather_plan.h, PackedWindow): once per
+  // (step, segment, c0, c1), shared by the plans of teacher forcing, the delayed steps and the passes.
+  const Kernels& kern = active_kernels();
+  std::map<std::array<int64_t, 4>, std::shared_ptr<const detail::PackedWindow>> packs;
+  auto pack = [&](size_t k, StepSplit& sp) {
+    for (Share& sh : sp.share)
+      for (size_t w = 0; w + 2 < sh.windows.size(); w += 3) {
+        const int64_t g = sh.windows[w], c1 = sh.windows[w + 2];
+        for (int64_t c0 = sh.windows[w + 1]; c0 < c1;) {
+          const int64_t end = std::min(c1, c0 + kern.panel);  // at most a panel: one register tile wide
+          std::shared_ptr<const detail::PackedWindow>& pw = packs[{int64_t(k), g, c0, end}];
+          if (!pw)
+            pw = std::make_shared<const detail::PackedWindow>(
+                detail::pack_segment_window(kern, steps_[k].plan, static_cast<int>(g), c0, end));
+          sh.packed.push_back(pw);
+          c0 = end;
+        }
+      }
+  };
+  auto finish = [&](size_t k, StepSplit& sp) {
+    pack(k, sp);
+    for (size_t m = 1; m < sp.share.size(); ++m) sp.others_run = sp.others_run || sp.share[m].run;
+  };
+  for (size_t k = 0; k < nsteps; ++k) {
+    finish(k, plan.forced[k]);
+    finish(k, plan.delayed[k]);
+    for (StepSplit& sp : plan.pass[k]) finish(k, sp);
+  }
+  return plan;
+}
+
+std::shared_ptr<const ColumnProgram::SplitPlan> ColumnProgram::split_plan(int members) const {
+  prepare();
+  auto cached = [&]() -> std::shared_ptr<const SplitPlan> {
+    for (const auto& p : split_plans_.plans)
+      if (p->members == members) return p;
+    return nullptr;
+  };
+  {
+    std::lock_guard<std::mutex> lock(split_plans_.mutex);
+    if (auto p = cached()) return p;
+  }
+  auto plan = std::make_shared<const SplitPlan>(make_split_plan(members));  // outside the lock (prepare() locks)
+  std::lock_guard<std::mutex> lock(split_plans_.mutex);
+  if (auto p = cached()) return p;  // another thread built it meanwhile
+  split_plans_.plans.push_back(plan);
   return plan;
 }
 
@@ -388,11 +442,11 @@ int64_t ColumnProgram::run_split(Slice& s, int k, const StepSplit& sp, int64_t i
   if (sh.whole) {
     run_step(s, st, i, j, part);
   } else if (!epilogue_[k].empty()) {  // a conv with its fused epilogue: this member's windows and op ranges
-    if (!sh.windows.empty()) run_step(s, st, i, j, part, &sh.windows);
+    if (!sh.windows.empty()) run_step(s, st, i, j, part, &sh.packed);
     if (sh.run) fused_ns = run_epilogue(s, k, i, j, p, ns, &sh);
     for (const FusedOp& op : epilogue_[k]) me.wrote(steps_[op.step].out);
   } else if (!sh.windows.empty()) {
-    run_step(s, st, i, j, part, &sh.windows);
+    run_step(s, st, i, j, part, &sh.packed);
   } else {
     for (const auto& [lo, hi] : sh.ranges) {
       PassPart range;
@@ -404,7 +458,7 @@ int64_t ColumnProgram::run_split(Slice& s, int k, const StepSplit& sp, int64_t i
     }
   }
   me.wrote(st.out);
-  me.stepped = true;
+  me.others_stepped = me.others_stepped || sp.others_run;
   return fused_ns;
 }
 
@@ -496,14 +550,14 @@ void ColumnProgram::for_each_member(int64_t n, const Parallel& par, bool teacher
   if (threads > 1 && n < threads && policy != PositionSplit::kNever && !skip) {
     // Image groups: image g gets threads [threads * g / n, threads * (g + 1) / n).
     auto first_of = [&](int64_t g) { return static_cast<int>(threads * g / n); };
-    std::vector<SplitPlan> plans;  // by member count (at most two counts)
+    std::vector<std::shared_ptr<const SplitPlan>> plans;  // by member count (at most two counts)
     for (int64_t g = 0; g < n; ++g) {
       const int m = first_of(g + 1) - first_of(g);
       bool have = false;
-      for (const SplitPlan& p : plans) have = have || p.members == m;
-      if (!have) plans.push_back(make_split_plan(m));
+      for (const auto& p : plans) have = have || p->members == m;
+      if (!have) plans.push_back(split_plan(m));
     }
-    if (plans.front().ok) {
+    if (plans.front()->ok) {
       Team team(threads);
       std::vector<Slice> rings;  // each group's shared ring caches, allocated here before the threads start
       std::vector<std::unique_ptr<SpinBarrier>> barriers;
@@ -523,8 +577,8 @@ void ColumnProgram::for_each_member(int64_t n, const Parallel& par, bool teacher
           me.index = r - first_of(g);
           me.teacher = teacher;
           me.barrier = barriers[g].get();
-          for (const SplitPlan& p : plans)
-            if (p.members == m) me.plan = &p;
+          for (const auto& p : plans)
+            if (p->members == m) me.plan = p.get();
           me.group = &groups[g];
           me.written.assign(buffer_channels_.size(), 0);
           s.member = &me;

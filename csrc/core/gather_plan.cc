@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <climits>
+#include <stdexcept>
+#include <string>
 
 namespace pcf {
 namespace detail {
@@ -170,6 +172,38 @@ void gemm_segment_window(const Kernels& kern, const GatherPlan& plan, const Segm
                epilogue_from(epi, s.d0 + w0)});
     w0 = w1;
   }
+}
+
+PackedWindow pack_segment_window(const Kernels& kern, const GatherPlan& plan, int seg, int64_t c0, int64_t c1) {
+  const Segment& s = plan.segs.at(seg);
+  PackedWindow w;
+  w.seg = seg;
+  w.c0 = c0;
+  w.c1 = c1;
+  if (s.dot) return w;
+  const int64_t panel = kern.panel, unit = gemm_window_unit(kern), width = c1 - c0;
+  if (c0 < 0 || c1 > s.d1 - s.d0 || width < 1 || width > panel)
+    throw std::logic_error("pack_segment_window: window [" + std::to_string(c0) + ", " + std::to_string(c1) +
+                           ") of a " + std::to_string(s.d1 - s.d0) + "-column segment, panel " + std::to_string(panel));
+  w.ldb = (width + unit - 1) / unit * unit;
+  w.b.assign(s.k * w.ldb, 0.0f);
+  for (int64_t c = c0; c < c1; ++c) {
+    const float* from = s.b.data() + (c / panel) * s.k * panel + c % panel;
+    for (int64_t kk = 0; kk < s.k; ++kk) w.b[kk * w.ldb + (c - c0)] = from[kk * panel];
+  }
+  return w;
+}
+
+void gemm_packed_window(const Kernels& kern, const GatherPlan& plan, const PackedWindow& w, const ARows& a,
+                        int64_t rows, float* dst, int64_t ldd, const GemmEpilogue* epi) {
+  const Segment& s = plan.segs[w.seg];
+  if (s.dot) return gemm_segment_window(kern, plan, s, w.c0, w.c1, a, rows, dst, ldd, epi);
+  int nranges = 0;
+  const KRange* ranges = ranges_of(plan, s, a, &nranges);
+  GemmArgs g{a.a, a.lda, rows, ranges, nranges, w.b.data(), w.c1 - w.c0, dst + s.d0 + w.c0, ldd,
+             epilogue_from(epi, s.d0 + w.c0)};
+  g.ldb = w.ldb;
+  kern.gemm(g);
 }
 
 void gemm_segments(const Kernels& kern, const GatherPlan& plan, const ARows& a, int64_t rows, float* dst, int64_t ldd,

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <new>
 #include <vector>
 
 #include "kernels.h"
@@ -74,6 +75,38 @@ void gemm_segment_window(const Kernels& kern, const GatherPlan& plan, const Segm
                          const ARows& a, int64_t rows, float* dst, int64_t ldd, const GemmEpilogue* epi = nullptr);
 // Columns a window starts on: a multiple of every ISA's vector length that divides the B panel (kernels.h).
 inline int64_t gemm_window_unit(const Kernels& kern) { return kern.panel < 16 ? kern.panel : 16; }
+
+// One thread's column window [c0, c1) of segment `seg` (c1 - c0 <= panel, c0 as gemm_segment_window's) with its
+// weights copied out of the segment's panels into a dense block: k rows of ldb floats (the width rounded up to
+// gemm_window_unit, zero padded). A window of a shared panel reads part of every k row of that panel, and the
+// cache's line-pair and stream prefetchers fetch the other threads' columns with it: each core's L2 would then
+// hold the whole model, not its share (keras.io: 1.45 MB on two 1 MB L2s). A dense window keeps each thread's
+// share of the weights apart. A narrow (`dot`) segment's window keeps no copy (its B^T rows are dense already).
+// Floats on 64-byte boundaries: a packed window's k rows (ldb floats, a multiple of 16 on AVX-512) then start on a
+// cache line each, so no vector load of B straddles two lines (std::vector's 16-byte alignment splits all of them).
+template <typename T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <typename U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  template <typename U>
+  bool operator==(const CacheLineAllocator<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const CacheLineAllocator<U>&) const { return false; }
+};
+
+struct PackedWindow {
+  int seg = 0;
+  int64_t c0 = 0, c1 = 0, ldb = 0;
+  std::vector<float, CacheLineAllocator<float>> b;
+};
+PackedWindow pack_segment_window(const Kernels& kern, const GatherPlan& plan, int seg, int64_t c0, int64_t c1);
+// gemm_segment_window's outputs (the same bits: each column the same sum in the same order) from a packed window.
+void gemm_packed_window(const Kernels& kern, const GatherPlan& plan, const PackedWindow& w, const ARows& a,
+                        int64_t rows, float* dst, int64_t ldd, const GemmEpilogue* epi = nullptr);
 
 }  // namespace detail
 }  // namespace pcf

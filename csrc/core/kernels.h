@@ -42,6 +42,9 @@ struct GemmArgs {
   float* c;
   int64_t ldc;
   GemmEpilogue epi = {};
+  // B as one panel narrower than `panel` (n <= ldb <= panel, ldb a multiple of the vector length): each k row
+  // ldb floats after the last. 0: `panel`. The split executor packs a thread's column window so (column_split.cc).
+  int64_t ldb = 0;
 };
 
 // The same product for narrow N (a few output channels): B^T packed as N rows of K contiguous floats.

@@ -28,21 +28,26 @@ constexpr int kSpinsBeforeYield = 256;
 
 }  // namespace
 
-void SpinBarrier::wait() {
+SpinBarrier::SpinBarrier(int members, const std::atomic<bool>* abort)
+    : arrivals_(new Arrivals[members > 0 ? members : 1]), members_(members), abort_(abort) {}
+
+void SpinBarrier::wait(int member) {
   if (members_ <= 1) return;
-  // The generation cannot move before this member arrives, so reading it first is reading this round's.
-  const uint32_t gen = generation_.load(std::memory_order_acquire);
-  if (arrived_.fetch_add(1, std::memory_order_acq_rel) == members_ - 1) {
-    arrived_.store(0, std::memory_order_relaxed);  // reset before release: the next round counts from zero
-    generation_.store(gen + 1, std::memory_order_release);
-    return;
-  }
-  for (int spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
-    if (abort_ != nullptr && abort_->load(std::memory_order_relaxed)) throw TeamAborted{};
-    if (spins < kSpinsBeforeYield)
-      cpu_relax();
-    else
-      std::this_thread::yield();
+  // Round r: this member's count becomes r (release: its writes before it go with it), then it waits until each
+  // other member's count is at least r (acquire). Another member cannot be past round r + 1 meanwhile (it waits
+  // for this count to reach r + 1), so the signed difference of 32-bit counts never wraps wrongly.
+  const uint32_t round = arrivals_[member].count.load(std::memory_order_relaxed) + 1;
+  arrivals_[member].count.store(round, std::memory_order_release);
+  for (int o = 0; o < members_; ++o) {
+    if (o == member) continue;
+    for (int spins = 0; static_cast<int32_t>(arrivals_[o].count.load(std::memory_order_acquire) - round) < 0;
+         ++spins) {
+      if (abort_ != nullptr && abort_->load(std::memory_order_relaxed)) throw TeamAborted{};
+      if (spins < kSpinsBeforeYield)
+        cpu_relax();
+      else
+        std::this_thread::yield();
+    }
   }
 }
 
@@ -92,18 +97,18 @@ double barrier_ns(const Parallel& par, int members, int64_t rounds) {
   std::atomic<bool> early{false};
   double ns = 0.0;
   team.run(par, [&](int member) {
-    barrier.wait();  // start together
+    barrier.wait(member);  // start together
     const auto t0 = std::chrono::steady_clock::now();
     for (int64_t k = 0; k < rounds; ++k) {
       reached[member].store(k + 1, std::memory_order_relaxed);
-      barrier.wait();
+      barrier.wait(member);
       // After round k every member has stored k + 1 and none can have stored k + 2 yet.
       for (int o = 0; o < members; ++o) {
         const int64_t v = reached[o].load(std::memory_order_relaxed);
         if (v < k + 1 || v > k + 2) early.store(true);
       }
     }
-    barrier.wait();
+    barrier.wait(member);
     if (member == 0)
       ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() / double(rounds);
   });
@@ -118,7 +123,7 @@ void team_failure(const Parallel& par, int members, int failing, int64_t rounds)
     for (int64_t k = 0; k < rounds; ++k) {
       if (member == failing && k == rounds / 2)
         throw std::runtime_error("member " + std::to_string(member) + " failed at round " + std::to_string(k));
-      barrier.wait();
+      barrier.wait(member);
     }
   });
 }

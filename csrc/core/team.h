@@ -4,10 +4,11 @@
 // threads (column_program.h). Its threads meet several times per position, so a meeting must cost well under a
 // microsecond: a dispatch through the host's pool per step (a mutex, a condition variable, a wake-up) costs
 // tens. A Team instead takes the host's threads once per call (Parallel::for_each with one unit per member,
-// on a host whose team_threads() promises they run at once) and its members meet at SpinBarriers: one atomic
-// increment per arrival, the last arrival bumps a generation the others spin on. Spinning backs off to
-// std::this_thread::yield() after a short while, so a busy machine (more runnable threads than cores) lets the
-// late member run instead of livelocking.
+// on a host whose team_threads() promises they run at once) and its members meet at SpinBarriers: each member
+// counts its arrivals in a cache line of its own and waits until every other member's count has reached its own
+// (no read-modify-write on a shared line: a meeting of two costs one cache-line transfer each way, not the
+// locked increment's extra round trip). Spinning backs off to std::this_thread::yield() after a short while,
+// so a busy machine (more runnable threads than cores) lets the late member run instead of livelocking.
 //
 // Failure: an exception in one member (anything but TeamAborted) is captured, sets the team's abort flag, and
 // every other member leaves its next (or current) barrier wait by throwing TeamAborted; Team::run rethrows the
@@ -18,6 +19,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 
 #include "parallel.h"
@@ -30,18 +32,21 @@ struct TeamAborted {};
 class SpinBarrier {
  public:
   // members >= 1; abort (optional): when set, waiting members throw TeamAborted.
-  explicit SpinBarrier(int members, const std::atomic<bool>* abort = nullptr) : members_(members), abort_(abort) {}
+  explicit SpinBarrier(int members, const std::atomic<bool>* abort = nullptr);
   SpinBarrier(const SpinBarrier&) = delete;
   SpinBarrier& operator=(const SpinBarrier&) = delete;
   int members() const { return members_; }
-  // Returns once every member has called it (this round); writes made before it by any member are visible
-  // after it to all. A single-member barrier returns at once.
-  void wait();
+  // Called by member 0..members-1 (each index by one thread): returns once every member has called it this
+  // round; writes made before it by any member are visible after it to all. A single-member barrier returns
+  // at once.
+  void wait(int member);
 
  private:
-  alignas(64) std::atomic<int> arrived_{0};
-  alignas(64) std::atomic<uint32_t> generation_{0};
-  alignas(64) int members_;
+  struct alignas(64) Arrivals {
+    std::atomic<uint32_t> count{0};  // written by its member only
+  };
+  std::unique_ptr<Arrivals[]> arrivals_;  // per member, a cache line each
+  int members_;
   const std::atomic<bool>* abort_;
 };
 
