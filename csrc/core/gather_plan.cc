@@ -153,27 +153,6 @@ void gemm_segment(const Kernels& kern, const GatherPlan& plan, const Segment& s,
   }
 }
 
-void gemm_segment_window(const Kernels& kern, const GatherPlan& plan, const Segment& s, int64_t c0, int64_t c1,
-                         const ARows& a, int64_t rows, float* dst, int64_t ldd, const GemmEpilogue* epi) {
-  int nranges = 0;
-  const KRange* ranges = ranges_of(plan, s, a, &nranges);
-  if (s.dot) {  // B^T rows: channels [c0, c1) are rows c0.. of bt
-    kern.gemm_dot({a.a, a.lda, rows, ranges, nranges, s.k, s.b.data() + c0 * s.k, c1 - c0,
-                   dst + s.d0 + c0, ldd});
-    return;
-  }
-  // A window of a panel is that panel's packed rows from a column offset: each k row still lies `panel`
-  // floats after the last, so the microkernel reads the window's columns with the panel's stride.
-  const int64_t panel = kern.panel;
-  for (int64_t w0 = c0; w0 < c1;) {
-    const int64_t p = w0 / panel, w1 = std::min(c1, (p + 1) * panel);
-    kern.gemm({a.a, a.lda, rows, ranges, nranges,
-               s.b.data() + p * s.k * panel + (w0 - p * panel), w1 - w0, dst + s.d0 + w0, ldd,
-               epilogue_from(epi, s.d0 + w0)});
-    w0 = w1;
-  }
-}
-
 PackedWindow pack_segment_window(const Kernels& kern, const GatherPlan& plan, int seg, int64_t c0, int64_t c1) {
   const Segment& s = plan.segs.at(seg);
   PackedWindow w;
@@ -197,9 +176,13 @@ PackedWindow pack_segment_window(const Kernels& kern, const GatherPlan& plan, in
 void gemm_packed_window(const Kernels& kern, const GatherPlan& plan, const PackedWindow& w, const ARows& a,
                         int64_t rows, float* dst, int64_t ldd, const GemmEpilogue* epi) {
   const Segment& s = plan.segs[w.seg];
-  if (s.dot) return gemm_segment_window(kern, plan, s, w.c0, w.c1, a, rows, dst, ldd, epi);
   int nranges = 0;
   const KRange* ranges = ranges_of(plan, s, a, &nranges);
+  if (s.dot) {  // B^T rows, dense already: channels [c0, c1) are rows c0.. (gemm_dot has no epilogue)
+    kern.gemm_dot({a.a, a.lda, rows, ranges, nranges, s.k, s.b.data() + w.c0 * s.k, w.c1 - w.c0,
+                   dst + s.d0 + w.c0, ldd});
+    return;
+  }
   GemmArgs g{a.a, a.lda, rows, ranges, nranges, w.b.data(), w.c1 - w.c0, dst + s.d0 + w.c0, ldd,
              epilogue_from(epi, s.d0 + w.c0)};
   g.ldb = w.ldb;

@@ -67,16 +67,11 @@ void gemm_segments(const Kernels& kern, const GatherPlan& plan, const ARows& a, 
 // The same for one segment of the plan (its destination channels only).
 void gemm_segment(const Kernels& kern, const GatherPlan& plan, const Segment& s, const ARows& a, int64_t rows,
                   float* dst, int64_t ldd, const GemmEpilogue* epi = nullptr);
-// Destination channels [s.d0 + c0, s.d0 + c1) of segment s only, c0 a multiple of gemm_window_unit (or 0 for a
-// narrow `dot` segment, which has no unit: any c0). Each element is the same sum in the same order as
-// gemm_segment's (the microkernels accumulate each output column on its own, over k in range order), so
-// threads that split a segment into windows write bit-identical outputs.
-void gemm_segment_window(const Kernels& kern, const GatherPlan& plan, const Segment& s, int64_t c0, int64_t c1,
-                         const ARows& a, int64_t rows, float* dst, int64_t ldd, const GemmEpilogue* epi = nullptr);
 // Columns a window starts on: a multiple of every ISA's vector length that divides the B panel (kernels.h).
 inline int64_t gemm_window_unit(const Kernels& kern) { return kern.panel < 16 ? kern.panel : 16; }
 
-// One thread's column window [c0, c1) of segment `seg` (c1 - c0 <= panel, c0 as gemm_segment_window's) with its
+// One thread's column window [c0, c1) of segment `seg` (c1 - c0 <= panel; c0 a multiple of gemm_window_unit, or any
+// c0 for a narrow `dot` segment, which has no unit) with its
 // weights copied out of the segment's panels into a dense block: k rows of ldb floats (the width rounded up to
 // gemm_window_unit, zero padded). A window of a shared panel reads part of every k row of that panel, and the
 // cache's line-pair and stream prefetchers fetch the other threads' columns with it: each core's L2 would then
@@ -104,7 +99,9 @@ struct PackedWindow {
   std::vector<float, CacheLineAllocator<float>> b;
 };
 PackedWindow pack_segment_window(const Kernels& kern, const GatherPlan& plan, int seg, int64_t c0, int64_t c1);
-// gemm_segment_window's outputs (the same bits: each column the same sum in the same order) from a packed window.
+// Destination channels [s.d0 + c0, s.d0 + c1) of the window's segment only, from its packed weights. Each element is
+// the same sum in the same order as gemm_segment's (the microkernels accumulate each output column on its own, over
+// k in range order), so threads that split a segment into windows write bit-identical outputs.
 void gemm_packed_window(const Kernels& kern, const GatherPlan& plan, const PackedWindow& w, const ARows& a,
                         int64_t rows, float* dst, int64_t ldd, const GemmEpilogue* epi = nullptr);
 
