@@ -13,6 +13,7 @@ from pixelcnn_fast import MaskedConv2D
 from pixelcnn_fast.program.ir import NotCausalError
 from pixelcnn_fast.program.tf_executor import run_program
 from pixelcnn_fast.sampler import Sampler
+from pixelcnn_fast._ext import core
 
 CAUSAL = ["keras_io", "book", "categorical4", "categorical256_logits", "rgb_3x256", "rgb_3x256_fast",
           "conditional", "fast_keras_io"]
@@ -260,6 +261,27 @@ def test_the_weight_check_sees_graph_assigns_and_compares_bits():
     n_nan = sampler.build_count
     sampler.teacher_forced(np.ones((1, 5, 5, 1), np.float32))
     assert sampler.build_count == n_nan  # NaN compares equal to itself bit for bit: reused
+
+
+def test_same_bytes_compares_shapes_formats_and_bits():
+    # The weight check's comparison (_core.same_bytes, one memcmp per array over the buffers as they are).
+    c = core()
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert c.same_bytes([a, a[0]], [a.copy(), a[0].copy()])
+    assert not c.same_bytes([a], [a.astype(np.int32)])          # same bytes count, other format
+    assert not c.same_bytes([a], [a.reshape(3, 2).copy()])      # other shape
+    assert not c.same_bytes([a], []) and not c.same_bytes([], [a])
+    changed = a.copy()
+    changed[1, 2] = np.nextafter(changed[1, 2], np.float32(np.inf))  # the last element's last bit
+    assert not c.same_bytes([a], [changed])
+    zero = np.zeros(3, np.float32)
+    assert not c.same_bytes([zero], [-zero])                     # bits: -0.0 is not 0.0
+    nan = np.full(2, np.nan, np.float32)
+    assert c.same_bytes([nan], [nan.copy()])                     # a NaN equals itself
+    assert c.same_bytes([np.array(3.0, np.float32), np.zeros((0, 4), np.float32)],
+                        [np.array(3.0, np.float32), np.zeros((0, 4), np.float32)])
+    with pytest.raises(ValueError, match="array 0 is not C-contiguous"):
+        c.same_bytes([a[:, ::2]], [a[:, ::2].copy()])
 
 
 def test_build_cache_follows_the_conditions_and_n():
