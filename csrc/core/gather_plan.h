@@ -24,12 +24,29 @@ struct ColPiece {
   int64_t col;
 };
 
+// Floats on 64-byte boundaries: a segment's panels (k rows of `panel` floats) and a packed window's k rows (ldb
+// floats, a multiple of 16 on AVX-512) then start on a cache line each, so no vector load of B straddles two lines
+// (std::vector's 16-byte alignment splits all of them).
+template <typename T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <typename U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  template <typename U>
+  bool operator==(const CacheLineAllocator<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const CacheLineAllocator<U>&) const { return false; }
+};
+
 struct Segment {
   int64_t d0 = 0, d1 = 0;       // destination channels
   std::vector<KRange> ranges;   // im2col columns read
   int64_t k = 0;                // total length of ranges
   bool dot = false;             // narrow: B^T rows for gemm_dot, else panels for gemm
-  std::vector<float> b;         // packed weights
+  std::vector<float, CacheLineAllocator<float>> b;  // packed weights
 };
 
 struct GatherPlan {
@@ -77,21 +94,6 @@ inline int64_t gemm_window_unit(const Kernels& kern) { return kern.panel < 16 ? 
 // cache's line-pair and stream prefetchers fetch the other threads' columns with it: each core's L2 would then
 // hold the whole model, not its share (keras.io: 1.45 MB on two 1 MB L2s). A dense window keeps each thread's
 // share of the weights apart. A narrow (`dot`) segment's window keeps no copy (its B^T rows are dense already).
-// Floats on 64-byte boundaries: a packed window's k rows (ldb floats, a multiple of 16 on AVX-512) then start on a
-// cache line each, so no vector load of B straddles two lines (std::vector's 16-byte alignment splits all of them).
-template <typename T>
-struct CacheLineAllocator {
-  using value_type = T;
-  CacheLineAllocator() = default;
-  template <typename U>
-  CacheLineAllocator(const CacheLineAllocator<U>&) {}
-  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
-  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
-  template <typename U>
-  bool operator==(const CacheLineAllocator<U>&) const { return true; }
-  template <typename U>
-  bool operator!=(const CacheLineAllocator<U>&) const { return false; }
-};
 
 struct PackedWindow {
   int seg = 0;
