@@ -99,7 +99,10 @@ class ProgramCache:
         if len(build["conds"]) != len(cond_values) or not all(
                 a.shape == b.shape and np.array_equal(a, b) for a, b in zip(build["conds"], cond_values)):
             return False
-        current = self.read_variables()
-        # Bits: a NaN equals itself, -0.0 differs from 0.0. The dtypes compared here: same_bytes sees formats.
-        return all(a.dtype == b.dtype for a, b in zip(current, build["snapshot"])) and core().same_bytes(
-            [np.ascontiguousarray(a) for a in current], build["snapshot"])
+        current, snapshot = self.read_variables(), build["snapshot"]
+        if len(current) != len(snapshot) or any(a.dtype != b.dtype for a, b in zip(current, snapshot)):
+            return False
+        if any(a.dtype.hasobject for a in current):  # a tf.string variable: objects, no bytes to compare
+            return all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(current, snapshot))
+        # Bits: a NaN equals itself, -0.0 differs from 0.0.
+        return core().same_bytes([np.ascontiguousarray(a) for a in current], snapshot)

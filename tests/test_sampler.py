@@ -284,6 +284,25 @@ def test_same_bytes_compares_shapes_formats_and_bits():
         c.same_bytes([a[:, ::2]], [a[:, ::2].copy()])
 
 
+def test_weight_check_compares_string_variables_by_value():
+    # same_bytes needs plain buffers; a tf.string variable reads as NumPy objects and is compared by value instead.
+    from pixelcnn_fast.sampler_cache import ProgramCache
+
+    cache = ProgramCache(program=None, write_spec=None)
+    words = np.array([b"a", b"bc"], dtype=object)
+    weights = np.arange(3, dtype=np.float32)
+    build = dict(conds=[], snapshot=[words.copy(), weights.copy()])
+    cache.read_variables = lambda: [words, weights]
+    assert cache.same_inputs(build, [])
+    words[1] = b"bd"
+    assert not cache.same_inputs(build, [])
+    words[1] = b"bc"
+    weights[2] = -weights[2]
+    assert not cache.same_inputs(build, [])
+    cache.read_variables = lambda: [words]
+    assert not cache.same_inputs(build, [])  # a variable fewer
+
+
 def test_build_cache_follows_the_conditions_and_n():
     # A class-conditional model's constants have a batch dimension (an embedding per image): its build
     # is per n and per condition values.
