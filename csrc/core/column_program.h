@@ -239,6 +239,7 @@ class ColumnProgram {
       int64_t row0_start = 0, solo_ns = 0;  // member 0's pace alone in row 0, per position
       int64_t split_positions = 0;                    // positions split so far (from row 1)
       int64_t window_start = 0, window_positions = 0;  // the split's pace in the current window (boundary())
+      bool slow_window = false;                         // the last full window was 1.25x slower than solo_ns
       std::vector<int64_t> lead_next;  // member 0's delayed-step positions after row 0, for the others
     };
     Group* group = nullptr;
@@ -311,7 +312,7 @@ class ColumnProgram {
   // (*stop: and return, cancelled).
   bool start_row(Slice& s, Member* mine, int64_t i, bool cancelled, bool* stop) const;
   // At a position boundary in split mode: member 0 compares the split's pace with its own in row 0 and, when the
-  // split is slower (over a row; 3x over 4 positions), goes on alone from here (bit-identical: it runs each step
+  // split is slower (1.25x over two windows of a row's positions; 2 ms behind within one), goes on alone from here (bit-identical: it runs each step
   // whole); then the group meets.
   // Returns false for a member that must leave (the others finish alone).
   bool boundary(Slice& s) const;

@@ -472,6 +472,7 @@ PositionSplit position_split() { return static_cast<PositionSplit>(split_policy.
 namespace {
 constexpr int64_t kWarmPositions = 2;  // split positions boundary() does not time
 constexpr int kSkipAfterSolo = 15;     // calls that do not try the split after one that fell back
+constexpr int64_t kStallNs = 2000000;  // a window this far behind one thread's pace leaves at once (boundary())
 int64_t clock_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
@@ -512,18 +513,21 @@ bool ColumnProgram::boundary(Slice& s) const {
   if (me.index == 0 && g.row0_alone) {
     // The first two split positions warm the other threads' caches (their share of the weights) and are not
     // timed. Then the split's pace over a window of a row's positions (at least 8) is compared with member 0's
-    // alone in row 0: 1.25x slower at a window's end, or three times slower after 4 of its positions (a thread is
-    // descheduled: leave at once), and the group finishes alone. The margin: a quiet machine's noise made single
-    // windows of a split that is 1.1-1.2x faster read slower than row 0 (one such window sends the next 15 calls
-    // to one thread), so auto ran keras.io at batch 1 at one thread's 11.4 ms, not the split's 9.4 ms; a busy
-    // machine's split is several times slower and still leaves.
+    // alone in row 0, and the group finishes alone when two windows in a row were 1.25x slower, or at once when a
+    // window is kStallNs behind member 0's pace (a thread descheduled for a scheduler slice: a busy machine). The
+    // margins: a quiet machine's noise made single windows of a split that is 1.1-1.2x faster read slower than
+    // row 0, and this VM stalls both threads for ~0.1-1 ms now and then; each such window sent the next 15 calls
+    // to one thread (keras.io batch 1: auto 10.5-10.9 ms median in blocks where the split ran 6.7-7.0).
     const int64_t now = clock_ns(), window = std::max<int64_t>(8, w_);
     if (g.split_positions >= kWarmPositions) {
       if (g.window_positions == 0) g.window_start = now;
-      const int64_t pace = g.window_positions > 0 ? (now - g.window_start) / g.window_positions : 0;
-      if ((g.window_positions >= 4 && pace > 3 * g.solo_ns) ||
-          (g.window_positions >= window && pace > g.solo_ns + g.solo_ns / 4))
-        g.solo = true;
+      const int64_t behind = (now - g.window_start) - g.window_positions * g.solo_ns;
+      if (behind > kStallNs) g.solo = true;
+      if (g.window_positions >= window) {
+        const bool slow = (now - g.window_start) / g.window_positions > g.solo_ns + g.solo_ns / 4;
+        if (slow && g.slow_window) g.solo = true;
+        g.slow_window = slow;
+      }
       g.window_positions = g.window_positions >= window ? 0 : g.window_positions + 1;
     }
     ++g.split_positions;
