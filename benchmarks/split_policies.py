@@ -4,7 +4,9 @@ bench_sampler models at their benchmark sizes: "never" (one thread per image: th
 split), "auto" (the product: split each position when there are fewer images than threads, falling back to one
 thread when that is slower) and "always" (split every row, never falling back). Prints the best and median
 milliseconds per policy, never/auto, and the machine's load average before and after (the split needs every
-thread on a core of its own: on a busy machine "always" is far slower and "auto" falls back).
+thread on a core of its own: on a busy machine "always" is far slower and "auto" falls back), and before each line
+what a two-thread meeting costs then (`testing.barrier_ns`): on this VM it flips between ~65 and ~350-600 ns within
+seconds, and the split pays only at the low end.
 
     python benchmarks/split_policies.py [models: keras_io,gated_shifted,vqvae] [batches: 1,4,16] [rounds: 7]
 
@@ -46,6 +48,7 @@ def main():
             for n in batches:
                 exe = sampler.executor(n, [])
                 exe.sample(n, 0, 1.0, 0)
+                meeting_ns = testing.barrier_ns(2, 20000) if _core.get_num_threads() >= 2 else float("nan")
                 times = {p: [] for p in POLICIES}
                 for r in range(rounds):
                     for p in POLICIES:
@@ -54,8 +57,8 @@ def main():
                         exe.sample(n, r, 1.0, 0)
                         times[p].append(time.perf_counter() - t0)
                 row = "  ".join(f"{p} {min(v) * 1e3:7.2f} (median {np.median(v) * 1e3:7.2f})" for p, v in times.items())
-                print(f"{name:14s} batch {n:3d}: {row} ms; never/auto {min(times['never']) / min(times['auto']):.2f}x",
-                      flush=True)
+                print(f"{name:14s} batch {n:3d}: {row} ms; never/auto {min(times['never']) / min(times['auto']):.2f}x; "
+                      f"a meeting {meeting_ns:.0f} ns before", flush=True)
     finally:
         testing.set_position_split(before)
     print(f"load average after {os.getloadavg()}")
