@@ -6,11 +6,12 @@ training and set_weights change them in place), the condition values and, only w
 dimension (a label embedding per image), n. So the cache is keyed by (n if batch-dependent, condition values)
 and revalidated by comparing each variable's current value (read in one call of a concrete function, no
 tracing lookup, viewed in place) with a copy taken after the build, bit for bit (so a NaN weight compares equal
-to itself), by one memcmp per array in C++ (_core.same_bytes): no copy, no allocation per call. About 0.3 ms
-for keras.io's 2.1 MB in 38 arrays and gated PixelCNN's 2.25 MB in 60, where the old `tobytes` comparison paid
-0.5-1.0 and 2.7-3.4 ms (copies of fresh, page-faulting arrays), evaluating the constants alone costs ~0.7 ms,
-and checking causality, writing the spec and packing the weights ~5-9 ms. When a variable did change the constants are evaluated again, and the build is still reused if they
-came out identical.
+to itself), by one memcmp per array in C++ (_core.same_bytes): no copy, no allocation per call. Right after a
+batch-16 sample ~0.9 ms for keras.io's 2.1 MB in 38 arrays and ~1.25 ms for gated PixelCNN's 2.25 MB in 60,
+most of it the TF call (back to back 0.3 / 0.65 ms; benchmarks/call_overhead.py), where evaluating the
+constants alone costs ~0.7 ms, and checking causality, writing the spec and packing the weights ~5-9 ms. When
+a variable did change the constants are evaluated again, and the build is still reused if they came out
+identical.
 """
 
 import numpy as np

@@ -626,7 +626,8 @@ void ColumnProgram::run_grid_step(Slice& s, const ProgramStep& st, int64_t i, in
   if (scratch_at >= 0)
     detail::gemm_segments(active_kernels(), *pl, a, s.nb, s.scratch.data() + scratch_at, scratch_floats_);
   else
-    detail::gemm_segments(active_kernels(), *pl, a, s.nb, s.px(*this, st.out, i, 0, j), go.nx * buffer_channels_[st.out]);
+    detail::gemm_segments(active_kernels(), *pl, a, s.nb, s.px(*this, st.out, i, 0, j),
+                          go.nx * buffer_channels_[st.out]);
 }
 
 // docs/SAMPLER.md, "Fused epilogues". A conv's epilogue is every later elementwise step (act, binary, concat,

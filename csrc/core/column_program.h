@@ -312,8 +312,8 @@ class ColumnProgram {
   // (*stop: and return, cancelled).
   bool start_row(Slice& s, Member* mine, int64_t i, bool cancelled, bool* stop) const;
   // At a position boundary in split mode: member 0 compares the split's pace with its own in row 0 and, when the
-  // split is slower (1.25x over two windows of a row's positions; 2 ms behind within one), goes on alone from here (bit-identical: it runs each step
-  // whole); then the group meets.
+  // split is slower (1.25x over two windows of a row's positions in a row; 2 ms behind within one), goes on alone
+  // from here (bit-identical: it runs each step whole); then the group meets.
   // Returns false for a member that must leave (the others finish alone).
   bool boundary(Slice& s) const;
   // Step k in split mode: meet if it reads another member's fresh writes, run this member's share (a conv's

@@ -94,7 +94,6 @@ inline int64_t gemm_window_unit(const Kernels& kern) { return kern.panel < 16 ? 
 // cache's line-pair and stream prefetchers fetch the other threads' columns with it: each core's L2 would then
 // hold the whole model, not its share (keras.io: 1.45 MB on two 1 MB L2s). A dense window keeps each thread's
 // share of the weights apart. A narrow (`dot`) segment's window keeps no copy (its B^T rows are dense already).
-
 struct PackedWindow {
   int seg = 0;
   int64_t c0 = 0, c1 = 0, ldb = 0;

@@ -312,7 +312,9 @@ py::array_t<float> act_row(const std::string& isa, const std::string& fn_name, c
   py::array xa = py::reinterpret_borrow<py::array>(x_obj);
   const int64_t rows = rank == 2 ? xa.shape(0) : 1, len = xa.shape(rank - 1);
   if (n < 0) n = len;
-  if (n > len) throw py::value_error(std::string(fn) + ": n = " + std::to_string(n) + " exceeds the row length " + std::to_string(len));
+  if (n > len)
+    throw py::value_error(std::string(fn) + ": n = " + std::to_string(n) + " exceeds the row length " +
+                          std::to_string(len));
   py::array_t<float> y(std::vector<py::ssize_t>(xa.shape(), xa.shape() + rank));
   float* out = y.mutable_data();
   std::fill(out, out + rows * len, NAN);
@@ -356,7 +358,8 @@ py::array_t<float> binary_row(const std::string& isa, const std::string& fn_name
   } else {
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t i = 0; i < n; ++i)
-        out[r * n + i] = pcf::elementwise::binary(f, a[r * args.arow + i * args.astride], b[r * args.brow + i * args.bstride]);
+        out[r * n + i] =
+            pcf::elementwise::binary(f, a[r * args.arow + i * args.astride], b[r * args.brow + i * args.bstride]);
   }
   return y;
 }
