@@ -74,7 +74,9 @@ float32 GEMM peak measured in the same run (conftest.py); the same with every ex
 (exe.executed_macs_per_position(): an RGB model's steps run once per colour channel drawn, up to 3x
 per position), the peak cache memory
 exe.cache_floats_per_image() * 4 * n bytes, and what each sample call spends outside the C++ loop
-(constants + causality + program build, setup_s). The report computes cached-vs-each-naive ratios.
+(constants + causality + program build, setup_s); with fewer images than threads, how the timed calls ran
+(split_calls: split, fell_back, skipped; exe.split_calls()) and a two-thread meeting's cost before and after the
+rounds (meeting_ns, testing.barrier_ns). The report computes cached-vs-each-naive ratios.
 """
 
 import math
@@ -94,7 +96,8 @@ if _TESTS not in sys.path:
 from fixtures import mixture_models, seed_models, zoo_models, zoo_unet  # noqa: E402
 from sampling_checks import assert_same_images  # noqa: E402
 
-from pixelcnn_fast import naive  # noqa: E402
+from pixelcnn_fast import _core, naive  # noqa: E402
+from pixelcnn_fast._core import testing  # noqa: E402
 from pixelcnn_fast.program.tf_executor import run_program  # noqa: E402
 from pixelcnn_fast.sampler import Sampler  # noqa: E402
 
@@ -338,7 +341,15 @@ def bench_cached(benchmark, record_flops, ck, n):
     dt = time.perf_counter() - t0
     rounds = max(CACHED_MIN_ROUNDS, min(CACHED_MAX_ROUNDS, int(math.ceil(BENCH_SECONDS / max(dt, 1e-6)))))
     record_flops.quiet()
+    # With fewer images than threads the executor splits each position among them, which pays only while a
+    # two-thread meeting is cheap (this VM flips between ~65 and ~350-600 ns within seconds) and falls back to one
+    # thread when it does not: record what a meeting cost around the rounds and how the rounds' calls ran.
+    split_ok = n < _core.get_num_threads()
+    meeting_before = testing.barrier_ns(2, 20000) if split_ok else None
+    calls_before = exe.split_calls()
     benchmark.pedantic(sampler.sample, args=(n, SEED), rounds=rounds, warmup_rounds=1, iterations=1)
+    calls = {k: v - calls_before[k] for k, v in exe.split_calls().items()}
+    meeting_after = testing.barrier_ns(2, 20000) if split_ok else None
     # Where the time goes (one more call, with a clock read around every step; not timed above).
     profile = sampler.profile(n, SEED)
     by_layer = {}
@@ -365,6 +376,8 @@ def bench_cached(benchmark, record_flops, ck, n):
                         setup_s=round(setup_s, 5),
                         teacher_forced_rel_err=ck.teacher_forced_rel_err,
                         small_case_agree=ck.small_case_agree)
+    if split_ok:
+        info.update(split_calls=calls, meeting_ns=[round(meeting_before, 1), round(meeting_after, 1)])
     st = benchmark.stats
     if st is not None:
         info["est_full_s"] = st.stats.mean

@@ -112,6 +112,67 @@ def test_every_thread_count_gives_the_same_bits(name, policy, restore_threads):
                     f"{name}: {what} differ at batch {batch} on {threads} threads"
 
 
+def test_split_calls_count_how_each_call_ran(restore_threads):
+    # ColumnProgram.split_calls: every call with fewer images than threads counts once, as split, fell_back or
+    # skipped (the benchmark reports it beside batch-1 times); a call that cannot split counts nowhere.
+    sampler, _ = MODELS["keras_io"]()
+    exe = sampler.executor(1, [])
+
+    def calls():
+        c = exe.split_calls()
+        return c["split"], c["fell_back"], c["skipped"]
+
+    assert set(exe.split_calls()) == {"split", "fell_back", "skipped"}
+    _core.set_num_threads(2)
+    testing.set_position_split("always")  # never falls back, never skips
+    s0, f0, k0 = calls()
+    for _ in range(3):
+        exe.sample(1, 5, 1.0, 0)
+    assert calls() == (s0 + 3, f0, k0)
+    exe.sample(2, 5, 1.0, 0)  # as many images as threads: images per thread
+    testing.set_position_split("never")
+    exe.sample(1, 5, 1.0, 0)
+    _core.set_num_threads(1)
+    testing.set_position_split("always")
+    exe.sample(1, 5, 1.0, 0)
+    assert calls() == (s0 + 3, f0, k0)
+    _core.set_num_threads(2)
+    testing.set_position_split("auto")  # each call exactly one of the three, whichever the machine's load gives
+    before = sum(calls())
+    for _ in range(5):
+        exe.sample(1, 5, 1.0, 0)
+    assert sum(calls()) == before + 5
+
+
+def test_a_fallback_skips_calls_with_a_doubling_backoff(restore_threads):
+    # After a split that fell back the program keeps one thread for 1 call, then 2, 4, 8 and at most 15 while its
+    # tries keep falling back; a split that holds to the end starts over at 1 (column_split.cc). 'auto_slow' is
+    # auto finding every split slower, so the schedule does not depend on the machine's load.
+    sampler, _ = MODELS["keras_io"]()
+    exe = sampler.executor(1, [])
+    _core.set_num_threads(2)
+
+    def pattern(calls):
+        out = ""
+        for _ in range(calls):
+            before = exe.split_calls()
+            exe.sample(1, 5, 1.0, 0)
+            after = exe.split_calls()
+            changed = [k for k in after if after[k] != before[k]]
+            assert len(changed) == 1 and after[changed[0]] == before[changed[0]] + 1, (before, after)
+            out += {"split": "P", "fell_back": "F", "skipped": "S"}[changed[0]]
+        return out
+
+    assert exe.split_calls() == {"split": 0, "fell_back": 0, "skipped": 0}  # a fresh program
+    testing.set_position_split("auto_slow")
+    assert pattern(11) == "FSFSSFSSSSF"
+    testing.set_position_split("always")  # splits to the end: the backoff starts over; the 8 pending skips stay
+    assert pattern(1) == "P"
+    testing.set_position_split("auto_slow")
+    assert pattern(13) == "S" * 8 + "FSFSS"
+    assert pattern(46) == "F" + "S" * 4 + "F" + "S" * 8 + ("F" + "S" * 15) * 2  # 4, 8, then at most 15
+
+
 @pytest.mark.parametrize("policy", ["always", "auto"])
 def test_on_row_and_cancel_in_split_mode(policy, restore_threads):
     sampler, _ = MODELS["keras_io"]()
@@ -161,7 +222,7 @@ def test_a_failing_thread_reaches_the_caller(members, failing, restore_threads):
 def test_split_policy_is_checked(restore_threads):
     assert testing.set_position_split("never") == "auto"
     assert testing.set_position_split("auto") == "never"
-    with pytest.raises(ValueError, match="policy must be 'auto', 'always' or 'never', got 'sometimes'"):
+    with pytest.raises(ValueError, match="policy must be 'auto', 'always', 'never' or 'auto_slow', got 'sometimes'"):
         testing.set_position_split("sometimes")
 
 

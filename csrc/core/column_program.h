@@ -76,8 +76,10 @@ inline bool is_grid_conv(const Step& st) {
 // How a call with fewer images than threads uses them (column_program.h, "Threads"), process-wide: kAuto splits
 // each position's work and falls back to one thread per image group when the split is slower (a busy machine);
 // kAlways splits every row, never falling back (tests: the split path whatever the load); kNever keeps one
-// thread per image (the executor as it was before the split; benchmarks compare the two in one process).
-enum class PositionSplit { kAuto, kAlways, kNever };
+// thread per image (the executor as it was before the split; benchmarks compare the two in one process);
+// kAutoSlow is kAuto finding every split slower than one thread (a test seam: the fallback and its backoff
+// without a busy machine).
+enum class PositionSplit { kAuto, kAlways, kNever, kAutoSlow };
 void set_position_split(PositionSplit policy);
 PositionSplit position_split();
 
@@ -148,6 +150,16 @@ class ColumnProgram {
   // executes macs_per_position() (each block once); without them a step of phase p runs in passes 0..p,
   // up to (C + 1)x; a grey model with every step at phase 0 executes it exactly.
   int64_t executed_macs_per_position() const;
+  // How the calls that could split a position among threads (fewer images than threads, more than one thread, a
+  // policy other than kNever, a program that can split: not one on coarse grids) ran so far: split to the end, split and fell back to one thread (a slow meeting or a
+  // busy machine), or kept one thread per image without trying (kAuto's pause after of a fallback). For reports: a
+  // batch-1 time means little without it (benchmarks/bench_sampler.py records it beside its rounds).
+  struct SplitCalls {
+    int64_t split = 0, fell_back = 0, skipped = 0;
+  };
+  SplitCalls split_calls() const {
+    return {split_calls_[0].load(), split_calls_[1].load(), split_calls_[2].load()};
+  }
 
   // The record and what prepare() derives from it, read by flatten() (flatten.h).
   const std::vector<ProgramStep>& steps() const { return steps_; }
@@ -236,6 +248,7 @@ class ColumnProgram {
       bool stop = false;  // cancelled: every member returns
       bool solo = false;  // the split is slower than member 0 alone (a busy machine): it finishes alone
       bool row0_alone = true;  // row 0 on member 0 alone, timed (PositionSplit::kAuto)
+      bool always_slow = false;  // PositionSplit::kAutoSlow: the first timed window falls back
       int64_t row0_start = 0, solo_ns = 0;  // member 0's pace alone in row 0, per position
       int64_t split_positions = 0;                    // positions split so far (from row 1)
       int64_t window_start = 0, window_positions = 0;  // the split's pace in the current window (boundary())
@@ -447,6 +460,8 @@ class ColumnProgram {
     }
   };
   mutable SkipCount split_skips_;
+  mutable SkipCount split_backoff_;   // the calls the next fallback skips (0: 1), doubled by each fallback
+  mutable SkipCount split_calls_[3];  // SplitCalls' split, fell_back, skipped
   std::shared_ptr<RingPool> ring_pool_ = std::make_shared<RingPool>();
   // split_plan's plans. A copy of the program starts with none (the mutex is not copied).
   struct SplitPlans {

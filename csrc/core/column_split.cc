@@ -471,7 +471,7 @@ PositionSplit position_split() { return static_cast<PositionSplit>(split_policy.
 
 namespace {
 constexpr int64_t kWarmPositions = 2;  // split positions boundary() does not time
-constexpr int kSkipAfterSolo = 15;     // calls that do not try the split after one that fell back
+constexpr int kSkipAfterSolo = 15;     // the most calls that do not try the split after one that fell back
 constexpr int64_t kStallNs = 2000000;  // a window this far behind one thread's pace leaves at once (boundary())
 int64_t clock_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -522,7 +522,7 @@ bool ColumnProgram::boundary(Slice& s) const {
     if (g.split_positions >= kWarmPositions) {
       if (g.window_positions == 0) g.window_start = now;
       const int64_t behind = (now - g.window_start) - g.window_positions * g.solo_ns;
-      if (behind > kStallNs) g.solo = true;
+      if (behind > kStallNs || g.always_slow) g.solo = true;
       if (g.window_positions >= window) {
         const bool slow = (now - g.window_start) / g.window_positions > g.solo_ns + g.solo_ns / 4;
         if (slow && g.slow_window) g.solo = true;
@@ -542,16 +542,23 @@ void ColumnProgram::for_each_member(int64_t n, const Parallel& par, bool teacher
                                     const std::function<void(Slice&)>& body) const {
   const int threads = std::min(par.num_threads(), par.team_threads());
   const PositionSplit policy = position_split();
-  // After a call whose split was slower than one thread (a busy machine), the next kSkipAfterSolo calls of this
-  // program keep one thread per image without trying (each try costs a few split positions); then it tries again.
+  // After a call whose split was slower than one thread (a busy machine), the next calls of this program keep one
+  // thread per image without trying (each try costs a few split positions), then it tries again: 1 call after a
+  // first fallback, then 2, 4, 8 and at most kSkipAfterSolo while the tries keep falling back; a split that holds
+  // to the end starts over at 1. A fixed 15 made one transient disturbance cost 15 calls: right after TensorFlow
+  // ran, its pool's threads still spin for a while, and keras.io's batch-1 calls after a `model(x)` each read
+  // 11.6 ms median against 7.6 ms (docs/SAMPLER.md).
   bool skip = false;
-  if (policy == PositionSplit::kAuto) {
+  const bool timed = policy == PositionSplit::kAuto || policy == PositionSplit::kAutoSlow;
+  if (timed) {
     int left = split_skips_.load(std::memory_order_relaxed);
     while (left > 0 && !split_skips_.compare_exchange_weak(left, left - 1, std::memory_order_relaxed)) {
     }
     skip = left > 0;
   }
-  if (threads > 1 && n < threads && policy != PositionSplit::kNever && !skip) {
+  const bool could_split = threads > 1 && n < threads && policy != PositionSplit::kNever;
+  if (could_split && skip) split_calls_[2].fetch_add(1, std::memory_order_relaxed);
+  if (could_split && !skip) {
     // Image groups: image g gets threads [threads * g / n, threads * (g + 1) / n).
     auto first_of = [&](int64_t g) { return static_cast<int>(threads * g / n); };
     std::vector<std::shared_ptr<const SplitPlan>> plans;  // by member count (at most two counts)
@@ -566,7 +573,10 @@ void ColumnProgram::for_each_member(int64_t n, const Parallel& par, bool teacher
       std::vector<Slice> rings;  // each group's shared ring caches, allocated here before the threads start
       std::vector<std::unique_ptr<SpinBarrier>> barriers;
       std::unique_ptr<Member::Group[]> groups(new Member::Group[n]);
-      for (int64_t g = 0; g < n; ++g) groups[g].row0_alone = policy == PositionSplit::kAuto;
+      for (int64_t g = 0; g < n; ++g) {
+        groups[g].row0_alone = timed;
+        groups[g].always_slow = policy == PositionSplit::kAutoSlow;
+      }
       for (int64_t g = 0; g < n; ++g) {
         rings.push_back(make_slice(g, g + 1));
         barriers.push_back(std::make_unique<SpinBarrier>(first_of(g + 1) - first_of(g), team.abort_flag()));
@@ -589,8 +599,16 @@ void ColumnProgram::for_each_member(int64_t n, const Parallel& par, bool teacher
         }
         body(s);
       });
-      for (int64_t g = 0; g < n; ++g)
-        if (groups[g].solo) split_skips_.store(kSkipAfterSolo, std::memory_order_relaxed);
+      bool fell_back = false;
+      for (int64_t g = 0; g < n; ++g) fell_back = fell_back || groups[g].solo;
+      if (fell_back) {
+        const int skips = std::max(1, split_backoff_.load(std::memory_order_relaxed));
+        split_skips_.store(skips, std::memory_order_relaxed);
+        split_backoff_.store(std::min(kSkipAfterSolo, 2 * skips), std::memory_order_relaxed);
+      } else {
+        split_backoff_.store(1, std::memory_order_relaxed);
+      }
+      split_calls_[fell_back ? 1 : 0].fetch_add(1, std::memory_order_relaxed);
       return;
     }
   }

@@ -132,6 +132,15 @@ void bind_column_program(py::module_& m) {
       .def("cache_floats_per_image", &pcf::ColumnProgram::cache_floats_per_image)
       .def("macs_per_position", &pcf::ColumnProgram::macs_per_position)
       .def("executed_macs_per_position", &pcf::ColumnProgram::executed_macs_per_position)
+      .def("split_calls", [](const pcf::ColumnProgram& p) {
+        const pcf::ColumnProgram::SplitCalls c = p.split_calls();
+        py::dict d;
+        d["split"] = c.split;
+        d["fell_back"] = c.fell_back;
+        d["skipped"] = c.skipped;
+        return d;
+      }, "How this program's calls with fewer images than threads ran so far (dict: split, fell_back: split and "
+         "then finished on one thread, skipped: one thread per image without trying, after a fallback).")
       .def("executed_macs_per_image", &pcf::ColumnProgram::executed_macs_per_image)
       .def("model_macs_per_image", &pcf::ColumnProgram::model_macs_per_image);
 }

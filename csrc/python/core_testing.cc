@@ -542,19 +542,20 @@ void bind_testing(py::module_& t) {
         "Mean nanoseconds per meeting of `members` threads of the module's pool at core/team.h's spinning barrier, "
         "over `rounds` meetings; raises if a member ever passed a meeting early.");
   t.def("set_position_split", [](const std::string& policy) {
-    const std::string names[] = {"auto", "always", "never"};
+    const std::string names[] = {"auto", "always", "never", "auto_slow"};
     const std::string before = names[static_cast<int>(pcf::position_split())];
-    for (int k = 0; k < 3; ++k)
+    for (int k = 0; k < 4; ++k)
       if (policy == names[k]) {
         pcf::set_position_split(static_cast<pcf::PositionSplit>(k));
         return before;
       }
-    throw py::value_error("set_position_split: policy must be 'auto', 'always' or 'never', got '" + policy + "'");
+    throw py::value_error("set_position_split: policy must be 'auto', 'always', 'never' or 'auto_slow', got '" +
+                          policy + "'");
   }, py::arg("policy"),
         "How a ColumnProgram call with fewer images than threads uses them, process-wide (core/column_program.h "
         "PositionSplit): 'auto' (split each position, fall back to one thread when that is slower), 'always' "
-        "(split, never fall back: tests), 'never' (one thread per image, as before the split). Returns the "
-        "previous policy.");
+        "(split, never fall back: tests), 'never' (one thread per image, as before the split), 'auto_slow' (auto "
+        "finding every split slower: each try falls back at its first timed window). Returns the previous policy.");
   t.def("team_failure", [](int members, int failing, int64_t rounds) {
     const auto par = pool();
     if (members < 1 || members > par->num_threads() || failing < 0 || failing >= members || rounds < 1)
