@@ -224,13 +224,20 @@ def test_a_change_to_one_weight_in_place_invalidates_the_build():
     np.testing.assert_array_equal(sampler.sample(2, seed=1), Sampler(sm.model).sample(2, seed=1))
 
 
-def test_the_weight_check_sees_graph_assigns_and_compares_bits():
-    # The cache's check (sampler_cache.py) compares the variables' bytes, read in one concrete-function call: an
-    # assign inside a tf.function (no Python code runs per call) is seen; assigning the same bits reuses the
-    # build; a NaN weight equals itself (bits), while -0.0 differs from 0.0 (then the constants are compared).
+@pytest.mark.parametrize("path", ["op", "concrete function"])
+def test_the_weight_check_sees_graph_assigns_and_compares_bits(path):
+    # The cache's check (sampler_cache.py) compares the variables' bytes, in place by the TF op
+    # PixelcnnFastSameVariables, or read in one concrete-function call (its fallback): an assign inside a
+    # tf.function (no Python code runs per call) is seen; assigning the same bits reuses the build; a NaN weight
+    # equals itself (bits), while -0.0 differs from 0.0 (then the constants are compared).
     sm = seed_models.keras_io(height=5, width=5, filters=8, blocks=1, seed=5)
     sampler = Sampler(sm.model)
+    if path == "op":
+        assert sampler._programs.use_same_variables_op()  # a CPU Keras model's variables: the op's path
+    else:
+        sampler._programs.stop_same_variables_op()
     first = sampler.sample(2, seed=3)
+    assert (sampler._programs.builds[None]["snapshot_t"] is not None) == (path == "op")
     builds = sampler.build_count
     bias = [v for v in sm.model.weights if len(v.shape) == 1][-1]
     before = bias.numpy()
@@ -261,6 +268,57 @@ def test_the_weight_check_sees_graph_assigns_and_compares_bits():
     n_nan = sampler.build_count
     sampler.teacher_forced(np.ones((1, 5, 5, 1), np.float32))
     assert sampler.build_count == n_nan  # NaN compares equal to itself bit for bit: reused
+
+
+def test_same_variables_op_compares_dtype_shape_and_bits():
+    # csrc/tf/variables_op.cc directly: each variable against its snapshot, under the variable's lock.
+    from pixelcnn_fast._ext import tf_ops
+
+    op = tf_ops().pixelcnn_fast_same_variables
+    a = tf.Variable(np.arange(6, dtype=np.float32).reshape(2, 3))
+    b = tf.Variable(np.array([1, 2], np.int32), shape=tf.TensorShape(None))
+    snaps = [tf.constant(a.numpy()), tf.constant(b.numpy())]
+
+    def same(s=snaps, vs=(a, b)):
+        return bool(op(variables=[v.handle for v in vs], snapshots=s))
+
+    assert same() and bool(op(variables=[], snapshots=[]))
+    a.assign(np.nextafter(a.numpy(), np.float32(np.inf)) * np.float32(1))  # every element's last bit
+    assert not same()
+    a.assign(snaps[0])
+    assert same()
+    b.assign(np.array([1, 2, 3], np.int32))              # a variable of unknown shape: now another shape
+    assert not same()
+    b.assign(snaps[1])
+    assert not same([snaps[0], tf.constant([1.0, 2.0])])  # another dtype
+    z = tf.Variable(np.zeros(2, np.float32))
+    assert not same([tf.constant(-np.zeros(2, np.float32))], [z])  # -0.0 is not 0.0
+    n = tf.Variable(np.full(2, np.nan, np.float32))
+    assert same([tf.constant(np.full(2, np.nan, np.float32))], [n])  # a NaN equals itself
+    with pytest.raises(tf.errors.InvalidArgumentError, match="snapshot 0 has dtype string"):
+        op(variables=[tf.Variable(["x"]).handle], snapshots=[tf.constant(["x"])])
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError, TypeError)):
+        op(variables=[a.handle, b.handle], snapshots=snaps[:1])
+
+
+def test_the_weight_check_falls_back_when_the_op_fails():
+    # An op error (a variable it cannot see) switches the cache to the concrete-function check for good: the
+    # answer is still right and the build is still reused.
+    sm = seed_models.keras_io(height=5, width=5, filters=8, blocks=1, seed=6)
+    sampler = Sampler(sm.model)
+    first = sampler.sample(1, seed=2)
+    cache, builds = sampler._programs, sampler.build_count
+
+    def fails(snapshots):
+        raise tf.errors.InvalidArgumentError(None, None, "resource on another device")
+
+    cache.same_variables_op = fails
+    np.testing.assert_array_equal(sampler.sample(1, seed=2), first)
+    assert sampler.build_count == builds and cache.same_variables_op is False
+    bias = [v for v in sm.model.weights if len(v.shape) == 1][-1]
+    bias.assign(bias.numpy() + np.float32(1.0))
+    sampler.sample(1, seed=2)
+    assert sampler.build_count == builds + 1
 
 
 def test_same_bytes_compares_shapes_formats_and_bits():
