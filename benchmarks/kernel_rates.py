@@ -8,7 +8,8 @@ Prints, all measured in this process (docs/KERNELS.md, "Row tiles" and "The cate
 
 1. `gemm` GFLOP/s (one thread, _core.testing.gemm, per thread CPU-second, packing excluded) for every row count M = 1..17 at the sampler's
    shapes (K = 384 and 640, N = 128: the gated models' 5x5 vertical conv and keras.io's 3x3 B), and at M = 600 (the
-   conv drivers' large blocks): the per-core reference rate.
+   conv drivers' large blocks): the per-core reference rate; then keras.io's convs as the sampler runs them (a
+   batch-1 split thread's window, batch 16's 8 rows per thread) with B streamed from L2 and from L3.
 2. CPU ns per 256-level logits draw: philox.h's scalar draw and each build's vectorised draw_logits.
 3. Per model: one sample call's FLOPs (live MACs, as bench_sampler counts them) over the process CPU seconds it
    took (best of 3), against (1)'s per-core rate. CPU seconds, not wall time: on this shared 2-core machine the
@@ -32,11 +33,14 @@ from pixelcnn_fast import _core  # noqa: E402
 from pixelcnn_fast._core import testing  # noqa: E402
 
 
-def gemm_rate(isa, m, k, n, rng):
+def gemm_rate(isa, m, k, n, rng, window=False, footprint_kb=0):
+    """GFLOP/s of one thread's gemm; window: B packed as a batch-1 split window; footprint_kb: the timed calls
+    cycle through copies of B taking about that much memory (0: one copy)."""
     a = rng.standard_normal((m, k)).astype(np.float32)
     b = rng.standard_normal((k, n)).astype(np.float32)
     reps = max(3, int(2e8 / (m * k * n)))
-    best = min(testing.gemm(isa, a, b, None, 0, reps)[1] for _ in range(5))
+    copies = max(1, int(footprint_kb * 1024 / (4 * k * max(n, 16))))
+    best = min(testing.gemm(isa, a, b, None, 0, reps, window, copies)[1] for _ in range(5))
     return 2 * m * k * n / best / 1e9
 
 
@@ -54,6 +58,15 @@ def main():
     for k in (384, 640):
         rates = "  ".join(f"{m}:{gemm_rate(args.isa, m, k, 128, rng):.0f}" for m in range(1, 18))
         print(f"   K = {k}, N = 128, by M: {rates}")
+    # The sampler streams each step's weights once per position: from L2 when a thread's share fits its 1 MB, else
+    # from L3 (keras.io's 1.45 MB of live weights at batch 16; each split thread's half at batch 1).
+    print("   the sampler's shapes with B from L2 (~700 KB of copies) / L3 (~8 MB):")
+    for label, m, k, n, window in (("batch-1 split window, keras.io 3x3 (2 vectors)", 1, 640, 32, True),
+                                   ("batch-1 split window, keras.io 1x1 (4 vectors)", 1, 128, 64, True),
+                                   ("batch 16 on 2 threads (8 rows), keras.io 3x3", 8, 640, 64, False),
+                                   ("batch 16 on 2 threads (8 rows), keras.io 1x1", 8, 128, 128, False)):
+        l2, l3 = (gemm_rate(args.isa, m, k, n, rng, window, kb) for kb in (700, 8000))
+        print(f"   {label}: M = {m}, K = {k}, N = {n}: {l2:.0f} / {l3:.0f}")
 
     print("\n2. one 256-level logits draw, ns")
     z = (rng.standard_normal((20000, 256)) * 3).astype(np.float32)

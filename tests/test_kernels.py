@@ -78,6 +78,30 @@ def test_gemm_seam_names_bad_arguments():
         testing.gemm(ISAS[0], a, np.zeros((4, 3), np.float32), [(3, 7)])
     with pytest.raises(TypeError, match="float32"):
         testing.gemm(ISAS[0], a.astype(np.float64), np.zeros((5, 3), np.float32))
+    with pytest.raises(ValueError, match="copies >= 1"):
+        testing.gemm(ISAS[0], a, np.zeros((5, 3), np.float32), copies=0)
+    with pytest.raises(ValueError, match="a window holds at most"):
+        testing.gemm(ISAS[0], a, np.zeros((5, 1000), np.float32), window=True)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_gemm_window_and_copies_give_the_panels_bits(isa):
+    # B packed as a split thread's window (ldb = N rounded up to the window unit: the batch-1 path) and the timed
+    # calls' copies of B give the same bits as the panel packing: one row's sum does not depend on B's layout.
+    rng = np.random.default_rng()
+    panel = {"avx512": 64, "avx2": 16, "generic": 8}[isa]  # VL x NV_MAX (isa_*.cc)
+    for m in (1, 2, 5, 8):
+        for n in (1, 15, 16, 17, 32, panel):
+            if n > panel:
+                continue
+            a = rng.standard_normal((m, 301)).astype(np.float32)
+            b = rng.standard_normal((250, n)).astype(np.float32)
+            ranges = [(0, 100), (120, 270)]
+            want, _ = testing.gemm(isa, a, b, ranges, 2)
+            got, _ = testing.gemm(isa, a, b, ranges, 2, window=True)
+            np.testing.assert_array_equal(got, want, err_msg=f"{isa} m={m} n={n} window")
+            again, _ = testing.gemm(isa, a, b, ranges, 2, repeats=3, window=True, copies=2)
+            np.testing.assert_array_equal(again, want, err_msg=f"{isa} m={m} n={n} copies")
 
 
 # ------------------------------------------------------------------ the categorical draw (Kernels::draw_logits)

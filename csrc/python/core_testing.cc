@@ -22,6 +22,7 @@
 #include "../core/elementwise.h"
 #include "../core/flat_program.h"
 #include "../core/flatten.h"
+#include "../core/gather_plan.h"
 #include "../core/kernels.h"
 #include "../core/masked_conv.h"
 #include "../core/masked_conv_element.h"
@@ -365,12 +366,14 @@ py::array_t<float> binary_row(const std::string& isa, const std::string& fn_name
 }
 
 // C = A[:, ranges] @ B through the build's `gemm` microkernel (core/kernels.h), B packed here into the build's
-// panels as the gather plans pack it. C is returned with `pad` extra columns (ldc = N + pad) and every entry
-// poisoned with NaN first, so a test sees both a missed output and a write past column N. `repeats` > 1 runs the
-// product that many times and reports this thread's CPU seconds per call (benchmarks/kernel_rates.py; packing
-// excluded).
+// panels as the gather plans pack it, or (window) as one thread's column window of the batch-1 split
+// (gather_plan.h PackedWindow: ldb = N rounded up to gemm_window_unit, N <= the panel). C is returned with `pad`
+// extra columns (ldc = N + pad) and every entry poisoned with NaN first, so a test sees both a missed output and a
+// write past column N. `repeats` > 1 runs the product that many times and reports this thread's CPU seconds per
+// call (benchmarks/kernel_rates.py; packing excluded), cycling through `copies` packed copies of B, so that B
+// comes from L1, L2 or L3 as its footprint says (the sampler streams each step's weights once per position).
 py::tuple gemm(const std::string& isa, const py::object& a_obj, const py::object& b_obj, const py::object& ranges_obj,
-               int64_t pad, int64_t repeats) {
+               int64_t pad, int64_t repeats, bool window, int64_t copies) {
   const char* fn = "gemm";
   const pcf::Kernels* k = row_kernels(isa, fn);
   if (k == nullptr) throw py::value_error(std::string(fn) + ": isa must name a microkernel build, got 'scalar'");
@@ -396,18 +399,26 @@ py::tuple gemm(const std::string& isa, const py::object& a_obj, const py::object
   if (total != kk)
     throw py::value_error(std::string(fn) + ": b must have as many rows as the ranges hold columns of a (" +
                           std::to_string(total) + "), got shape " + shape_str(ba));
-  if (m < 1 || n < 1 || pad < 0 || repeats < 1)
-    throw py::value_error(std::string(fn) + ": need a.shape[0] >= 1, b.shape[1] >= 1, pad >= 0, repeats >= 1");
-  const int64_t panel = k->panel, panels = (n + panel - 1) / panel;
-  std::vector<float> bpack(static_cast<size_t>(panels * kk * panel), 0.0f);
+  if (m < 1 || n < 1 || pad < 0 || repeats < 1 || copies < 1)
+    throw py::value_error(std::string(fn) +
+                          ": need a.shape[0] >= 1, b.shape[1] >= 1, pad >= 0, repeats >= 1, copies >= 1");
+  if (window && n > k->panel)
+    throw py::value_error(std::string(fn) + ": a window holds at most the build's panel of " +
+                          std::to_string(k->panel) + " columns, got b.shape[1] = " + std::to_string(n));
+  const int64_t unit = pcf::detail::gemm_window_unit(*k);
+  const int64_t panel = window ? (n + unit - 1) / unit * unit : k->panel, panels = (n + panel - 1) / panel;
+  const int64_t packed = panels * kk * panel;
+  std::vector<float> bpack(static_cast<size_t>(packed * copies), 0.0f);
   for (int64_t p = 0; p < panels; ++p)
     for (int64_t r = 0; r < kk; ++r)
       for (int64_t j = 0; j < panel && p * panel + j < n; ++j) bpack[(p * kk + r) * panel + j] = b[r * n + p * panel + j];
+  for (int64_t i = 1; i < copies; ++i) std::copy(bpack.begin(), bpack.begin() + packed, bpack.begin() + i * packed);
   const int64_t ldc = n + pad;
   py::array_t<float> c({m, ldc});
   float* out = c.mutable_data();
   std::fill(out, out + m * ldc, std::numeric_limits<float>::quiet_NaN());
-  const pcf::GemmArgs args{a, lda, m, ranges.data(), static_cast<int>(ranges.size()), bpack.data(), n, out, ldc};
+  pcf::GemmArgs args{a, lda, m, ranges.data(), static_cast<int>(ranges.size()), bpack.data(), n, out, ldc};
+  if (window) args.ldb = panel;
   // This thread's CPU time, not the wall clock: on a shared machine a descheduled run would read slow.
   auto thread_seconds = [] {
     timespec ts;
@@ -418,7 +429,10 @@ py::tuple gemm(const std::string& isa, const py::object& a_obj, const py::object
   {
     py::gil_scoped_release release;
     const double t0 = thread_seconds();
-    for (int64_t i = 0; i < repeats; ++i) k->gemm(args);
+    for (int64_t i = 0; i < repeats; ++i) {
+      args.bpack = bpack.data() + (i % copies) * packed;
+      k->gemm(args);
+    }
     seconds = (thread_seconds() - t0) / repeats;
   }
   return py::make_tuple(c, seconds);
@@ -482,9 +496,10 @@ void bind_testing(py::module_& t) {
         "shows in the output.");
   // The column program's vectorised elementwise rows per ISA against elementwise.h's reference functions.
   t.def("gemm", &gemm, py::arg("isa"), py::arg("a"), py::arg("b"), py::arg("ranges") = py::none(),
-        py::arg("pad") = 3, py::arg("repeats") = 1,
+        py::arg("pad") = 3, py::arg("repeats") = 1, py::arg("window") = false, py::arg("copies") = 1,
         "(C, thread CPU seconds per call): A[:, ranges] @ B by the build's gemm microkernel; C has `pad` NaN-poisoned columns "
-        "past N.");
+        "past N. window: B packed as one thread's column window of the batch-1 split (N <= the panel); copies: the "
+        "timed calls cycle through that many copies of packed B (its footprint: from L1, L2 or L3).");
   t.def("act_row", &act_row, py::arg("isa"), py::arg("fn"), py::arg("x"), py::arg("alpha") = 0.2f,
         py::arg("n") = -1,
         "float32 1-D or 2-D (rows): the activation `fn` (an ActFn name) of each x, by the microkernel build `isa`'s "
