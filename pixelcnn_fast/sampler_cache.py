@@ -119,10 +119,14 @@ class ProgramCache:
             except (ImportError, AttributeError):
                 return False
             variables = self.captured_variables()
-            if all(hasattr(v, "handle") and v.handle.dtype == tf.resource and
-                   tf.DeviceSpec.from_string(v.handle.device or "/cpu:0").device_type in (None, "CPU") and
-                   v.dtype != tf.string for v in variables):
+            try:  # a wrapper (a distributed variable, say) whose handle does not answer: the fallback
                 handles = [v.handle for v in variables]
+                eligible = all(h.dtype == tf.resource and v.dtype != tf.string and
+                               tf.DeviceSpec.from_string(h.device or "/cpu:0").device_type in (None, "CPU")
+                               for v, h in zip(variables, handles))
+            except Exception:  # noqa: BLE001 -- any failure here only means "not the op's case"
+                eligible = False
+            if eligible:
                 self.same_variables_op = lambda snapshots: bool(op(variables=handles, snapshots=snapshots))
         return self.same_variables_op is not False
 
