@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <sstream>
 #include <stdexcept>
 
 #include "checks.h"
@@ -276,16 +275,18 @@ void ColumnProgram::check_schedule(const ProgramStep& st) const {
         ok = ready(sy, sx, oy, j + ox) <= ready(st.delay_y, st.delay_x, 0, j);
     }
     if (ok) return;
-    std::ostringstream msg;
-    msg << "a live tap reads offset (" << (oy >= 0 ? "+" : "") << oy << ", " << (ox >= 0 ? "+" : "") << ox
-        << ") of buffer " << b << " (delay " << buffer_delay_[b].first << "," << buffer_delay_[b].second
-        << "), which is not computed yet when this step (delay " << st.delay_y << "," << st.delay_x << ") runs: ";
+    using std::to_string;
+    std::string msg = "a live tap reads offset (" + std::string(oy >= 0 ? "+" : "") + to_string(oy) + ", " +
+                      (ox >= 0 ? "+" : "") + to_string(ox) + ") of buffer " + to_string(b) + " (delay " +
+                      to_string(buffer_delay_[b].first) + "," + to_string(buffer_delay_[b].second) +
+                      "), which is not computed yet when this step (delay " + to_string(st.delay_y) + "," +
+                      to_string(st.delay_x) + ") runs: ";
     if (!st.delayed() && normal_src)
-      msg << "after the current position in raster order; the cached executor needs every live tap at or before "
+      msg += "after the current position in raster order; the cached executor needs every live tap at or before "
              "it unless the step is delayed (delay=)";
     else
-      msg << "the delays do not order the reads";
-    throw step_error(st.name, msg.str());
+      msg += "the delays do not order the reads";
+    throw step_error(st.name, msg);
   });
 }
 

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
-#include <sstream>
 #include <vector>
 
 #include "conv_index.h"
@@ -31,10 +30,10 @@ std::string make_geometry(int64_t n, int64_t h, int64_t w, int kh, int kw, int d
   g->pad_top = pad_before(kh, dh, same);
   g->pad_left = pad_before(kw, dw, same);
   if (!same && (g->ho < 1 || g->wo < 1)) {
-    std::ostringstream err;
-    err << "padding='valid' needs an input at least as large as the dilated kernel extent (" << dilated_extent(kh, dh)
-        << ", " << dilated_extent(kw, dw) << "), got input spatial size (" << h << ", " << w << ")";
-    return err.str();
+    using std::to_string;
+    return "padding='valid' needs an input at least as large as the dilated kernel extent (" +
+           to_string(dilated_extent(kh, dh)) + ", " + to_string(dilated_extent(kw, dw)) +
+           "), got input spatial size (" + to_string(h) + ", " + to_string(w) + ")";
   }
   return "";
 }

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cctype>
 #include <climits>
-#include <sstream>
 
 namespace pcf {
 
@@ -110,30 +109,26 @@ static std::string lower(std::string s) {
 
 std::string check_mask_args(int kh, int kw, int64_t cin, int64_t kernel_cin, int64_t cout,
                             const std::string& mask_type, int color_groups, int dil_h, int dil_w, const std::string& padding) {
-  std::ostringstream err;
+  using std::to_string;  // not an ostream: see csrc/python/conv_args.h's shape_str
   const std::string m = lower(mask_type);
-  if (m != "a" && m != "b") {
-    err << "mask_type must be 'A' or 'B', got '" << mask_type << "'";
-  } else if (kh < 1 || kw < 1) {
-    err << "kernel spatial size must be >= 1, got (" << kh << ", " << kw << ")";
-  } else if (kh % 2 == 0 || kw % 2 == 0) {
-    err << "kernel_size must be odd in both dimensions (an even kernel has no centre tap, so the mask "
-           "would be ambiguous), got ("
-        << kh << ", " << kw << ")";
-  } else if (cin != kernel_cin) {
-    err << "kernel input channels must match the input's channels: kernel has " << kernel_cin
-        << ", input has " << cin;
-  } else if (color_groups != 1 && color_groups != 3) {
-    err << "color_groups must be 1 or 3, got " << color_groups;
-  } else if (cin % color_groups != 0 || cout % color_groups != 0) {
-    err << "color_groups=" << color_groups << " needs input and output channels divisible by "
-        << color_groups << ", got " << cin << " input and " << cout << " output channels";
-  } else if (dil_h < 1 || dil_w < 1) {
-    err << "dilation_rate must be >= 1, got (" << dil_h << ", " << dil_w << ")";
-  } else if (lower(padding) != "same" && lower(padding) != "valid") {
-    err << "padding must be 'same' or 'valid', got '" << padding << "'";
-  }
-  return err.str();
+  if (m != "a" && m != "b") return "mask_type must be 'A' or 'B', got '" + mask_type + "'";
+  if (kh < 1 || kw < 1)
+    return "kernel spatial size must be >= 1, got (" + to_string(kh) + ", " + to_string(kw) + ")";
+  if (kh % 2 == 0 || kw % 2 == 0)
+    return "kernel_size must be odd in both dimensions (an even kernel has no centre tap, so the mask "
+           "would be ambiguous), got (" + to_string(kh) + ", " + to_string(kw) + ")";
+  if (cin != kernel_cin)
+    return "kernel input channels must match the input's channels: kernel has " + to_string(kernel_cin) +
+           ", input has " + to_string(cin);
+  if (color_groups != 1 && color_groups != 3) return "color_groups must be 1 or 3, got " + to_string(color_groups);
+  if (cin % color_groups != 0 || cout % color_groups != 0)
+    return "color_groups=" + to_string(color_groups) + " needs input and output channels divisible by " +
+           to_string(color_groups) + ", got " + to_string(cin) + " input and " + to_string(cout) + " output channels";
+  if (dil_h < 1 || dil_w < 1)
+    return "dilation_rate must be >= 1, got (" + to_string(dil_h) + ", " + to_string(dil_w) + ")";
+  if (lower(padding) != "same" && lower(padding) != "valid")
+    return "padding must be 'same' or 'valid', got '" + padding + "'";
+  return "";
 }
 
 MaskType parse_mask_type(const std::string& mask_type) {

@@ -7,7 +7,6 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -19,12 +18,13 @@ namespace pcf_binding {
 
 namespace py = pybind11;
 
+// "(2, 3)", "(5,)": a shape as Python prints it. Built with std::to_string, not an ostream: on the H200 machine a
+// module built by a newer g++ than the libstdc++ the process had loaded crashed formatting an integer into an
+// ostringstream (every error message with a shape segfaulted; session 10).
 inline std::string shape_str(const std::vector<py::ssize_t>& v) {
-  std::ostringstream s;
-  s << "(";
-  for (size_t i = 0; i < v.size(); ++i) s << (i ? ", " : "") << v[i];
-  s << (v.size() == 1 ? ",)" : ")");
-  return s.str();
+  std::string s = "(";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + (v.size() == 1 ? ",)" : ")");
 }
 
 inline std::pair<int, int> pair_arg(const py::object& v, const char* fn, const char* name) {

@@ -9,7 +9,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -47,11 +46,7 @@ inline std::shared_ptr<pcf::ThreadPool>& pool_slot() {
 inline std::shared_ptr<pcf::ThreadPool> pool() { return pool_slot(); }  // call with the GIL held
 
 inline std::string shape_str(const py::array& a) {
-  std::ostringstream s;
-  s << "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
-  s << (a.ndim() == 1 ? ",)" : ")");
-  return s.str();
+  return shape_str(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
 }
 
 // Accepts only C-contiguous float32 arrays of the given rank: a silent conversion would copy (and, for
