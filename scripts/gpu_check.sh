@@ -15,7 +15,8 @@
 #             skips fails: no CUDA build, no CuPy, no device ...)
 #   sanitize  compute-sanitizer memcheck and racecheck over scripts/gpu_sanitize.py: the masked-conv
 #             functions (conv) and, when present, the CUDA ColumnProgram sampler (sampler)
-#   bench     benchmarks/bench_cuda.py when it exists (as a script if it has a __main__ block, else pytest)
+#   bench     benchmarks/bench_cuda.py when it exists (as a script if it has a __main__ block, writing its
+#             results.json and REPORT.md to $OUT/bench; else pytest)
 #
 # GPU or not: the GPU stages need a device and CuPy. PIXELCNN_FAST_REQUIRE_GPU=1 says this machine must
 # have one (default: 1 when nvidia-smi lists a GPU, else 0). With 1, a GPU stage that cannot run FAILS; with 0
@@ -241,7 +242,7 @@ if wants bench; then
     if [ -n "$problem" ]; then
       cannot_run bench "no GPU to run on: $problem"
     elif grep -q '__name__ == "__main__"\|__name__ == '"'__main__'" "$BENCH"; then
-      run_stage bench "${PIXELCNN_FAST_BENCH_TIMEOUT:-240}" "$PYTHON" "$BENCH"
+      run_stage bench "${PIXELCNN_FAST_BENCH_TIMEOUT:-240}" "$PYTHON" "$BENCH" --out "$OUT/bench"
     else
       json=()
       if "$PYTHON" -c 'import pytest_benchmark' 2>/dev/null; then json=(--benchmark-json="$OUT/bench_cuda.json"); fi
