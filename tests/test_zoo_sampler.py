@@ -116,13 +116,15 @@ def test_code_prior_draws_are_calibrated(name, rng):
     res = stats.kstest(u, "uniform")
     print(f"{name}: {u.size} draws, KS statistic {res.statistic:.4f}, p = {res.pvalue:.3g} (seed {seed})")
     assert u.size >= 500 and res.pvalue > 1e-4
-    # The same test rejects draws from another distribution: temperature 0.5 against the T = 1 conditionals.
-    cold = sampler.sample(32, seed=seed, temperature=0.5)
+    # The same test rejects draws from another distribution: temperature 0.3 against the T = 1 conditionals.
+    # (T = 0.5 was too close: over 25 random models the embedding prior's p reached 1.2e-3, and CI failed once
+    # at 4.7e-4, seed 400703548; at T = 0.3 the largest of 25 was 1.7e-8.)
+    cold = sampler.sample(32, seed=seed, temperature=0.3)
     res_cold = stats.kstest(_randomised_pit(zm, cold, rng), "uniform")
-    print(f"{name}: T=0.5 draws against T=1 conditionals: p = {res_cold.pvalue:.3g}")
+    print(f"{name}: T=0.3 draws against T=1 conditionals: p = {res_cold.pvalue:.3g}")
     assert res_cold.pvalue < 1e-4
-    # ... and accepts them against their own (T = 0.5) conditionals.
-    assert stats.kstest(_randomised_pit(zm, cold, rng, temperature=0.5), "uniform").pvalue > 1e-4
+    # ... and accepts them against their own (T = 0.3) conditionals.
+    assert stats.kstest(_randomised_pit(zm, cold, rng, temperature=0.3), "uniform").pvalue > 1e-4
 
 
 # ------------------------------------------------------------------- what is refused today, and how
