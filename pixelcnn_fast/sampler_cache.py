@@ -9,11 +9,11 @@ NaN weight compares equal to itself): by one eager call of the TF op PixelcnnFas
 (csrc/tf/variables_op.cc), which compares every variable's buffer in place under its lock, when the variables
 are numeric resource variables on the CPU and the op library is built; else by reading them in one call of a
 concrete function, viewed in place, and one memcmp per array in C++ (_core.same_bytes). For keras.io's 2.1 MB in
-38 arrays the op takes ~0.2 ms per call right after a sample, against ~0.4 ms (batch 1) and ~0.8 ms (batch 16)
+38 arrays the op takes 0.34 ms (batch 1) and 0.44 ms (batch 16) right after a sample, against 0.77 and 0.94 ms
 through the concrete function, most of that the TF function call with TF's caches cold
-(benchmarks/call_overhead.py); evaluating the constants alone costs ~0.7 ms, and checking causality, writing
-the spec and packing the weights ~5-9 ms. When a variable did change the constants are evaluated again, and the
-build is still reused if they came out identical.
+(benchmarks/call_overhead.py, both in one process); evaluating the constants alone costs ~0.7 ms, and checking
+causality, writing the spec and packing the weights ~5-9 ms. When a variable did change the constants are
+evaluated again, and the build is still reused if they came out identical.
 """
 
 import numpy as np

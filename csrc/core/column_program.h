@@ -151,9 +151,10 @@ class ColumnProgram {
   // up to (C + 1)x; a grey model with every step at phase 0 executes it exactly.
   int64_t executed_macs_per_position() const;
   // How the calls that could split a position among threads (fewer images than threads, more than one thread, a
-  // policy other than kNever, a program that can split: not one on coarse grids) ran so far: split to the end, split and fell back to one thread (a slow meeting or a
-  // busy machine), or kept one thread per image without trying (kAuto's pause after of a fallback). For reports: a
-  // batch-1 time means little without it (benchmarks/bench_sampler.py records it beside its rounds).
+  // policy other than kNever, a program that can split: not one on coarse grids) ran so far: split to the end,
+  // split and fell back to one thread (a slow meeting or a busy machine), or kept one thread per image without
+  // trying (kAuto's pause after a fallback). For reports: a batch-1 time means little without it
+  // (benchmarks/bench_sampler.py records it beside its rounds).
   struct SplitCalls {
     int64_t split = 0, fell_back = 0, skipped = 0;
   };

@@ -516,7 +516,7 @@ bool ColumnProgram::boundary(Slice& s) const {
     // alone in row 0, and the group finishes alone when two windows in a row were 1.25x slower, or at once when a
     // window is kStallNs behind member 0's pace (a thread descheduled for a scheduler slice: a busy machine). The
     // margins: a quiet machine's noise made single windows of a split that is 1.1-1.2x faster read slower than
-    // row 0, and this VM stalls both threads for ~0.1-1 ms now and then; each such window sent the next 15 calls
+    // row 0, and this VM stalls both threads for ~0.1-1 ms now and then; each such window sent the next calls
     // to one thread (keras.io batch 1: auto 10.5-10.9 ms median in blocks where the split ran 6.7-7.0).
     const int64_t now = clock_ns(), window = std::max<int64_t>(8, w_);
     if (g.split_positions >= kWarmPositions) {

@@ -18,9 +18,9 @@ namespace pcf_binding {
 
 namespace py = pybind11;
 
-// "(2, 3)", "(5,)": a shape as Python prints it. Built with std::to_string, not an ostream: on the H200 machine a
-// module built by a newer g++ than the libstdc++ the process had loaded crashed formatting an integer into an
-// ostringstream (every error message with a shape segfaulted; session 10).
+// "(2, 3)", "(5,)": a shape as Python prints it. Built with std::to_string, not an ostream: on the H200 machine
+// (g++ 13.3, Python 3.12, CuPy loaded) the CUDA module crashed formatting an integer into an ostringstream, so
+// every error message with a shape segfaulted (session 10; the cause is not established).
 inline std::string shape_str(const std::vector<py::ssize_t>& v) {
   std::string s = "(";
   for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
