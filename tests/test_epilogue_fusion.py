@@ -1,9 +1,9 @@
 """The CPU executor's fused epilogues (csrc/core/column_program.cc, plan_epilogues / run_epilogue; docs/SAMPLER.md,
 "Fused epilogues"): elementwise steps at a conv's own position run on the rows its GEMM just wrote, a leading bias
 add and activation inside the GEMM's store (plan_gemm_fusion), and the GEMM reads its input in place from the ring
-where it can (gather_columns). The fast executor must compute exactly what the reference one computes (unfused,
-every conv's input gathered into an im2col block: the same float operations in the same order: bit for
-bit), on every fixture program (colour passes, per-image constants, mixture heads), on the zoo's gated PixelCNNs
+where it can (gather_columns), and the convs' sums over rows above start at each row (row prefixes). The fast executor
+must compute exactly what the reference one computes (unfused, every conv's input gathered into an im2col block, each
+position's whole sum: the same float operations in the same order: bit for bit), on every fixture program (colour passes, per-image constants, mixture heads), on the zoo's gated PixelCNNs
 and PixelCNN++ (delayed steps, shifts, gates, concat_elu), and on hand-written programs with odd channel
 counts, batch 1, and ring caches poisoned with NaN (a value the fused path forgets to write shows). Both
 executors are also held to TensorFlow by the existing tests (test_zoo_sampler.py, test_sampler.py, ...), which
@@ -20,10 +20,12 @@ PROGRAMS = make_programs.load()
 
 
 def build(spec, arrays, n, fused, poison=True, in_place=None):
-    """fused: the fast executor (fusion on, in-place A reads unless in_place=False); else the reference."""
+    """fused: the fast executor (fusion on, in-place A reads unless in_place=False, row prefixes); else the reference
+    (no row prefixes either: test_row_prefixes.py holds them to it alone)."""
     program = _core.ColumnProgram.from_spec(spec, arrays, n)
     core_testing.set_epilogue_fusion(program, fused)
     core_testing.set_gather_in_place(program, fused if in_place is None else in_place)
+    core_testing.set_row_prefixes(program, fused)
     core_testing.set_poison_caches(program, poison)
     return program
 

@@ -398,6 +398,7 @@ void ColumnProgram::prepare() const {
       ring_rows_[b] = std::max<int>(ring_rows_[b], static_cast<int>(std::min<int64_t>(rows, int64_t(h_) + 1)));
     });
   if (on_grids()) grid_ring_rows();  // column_program_grids.cc: from each value's write and last read
+  plan_row_prefixes();
   prepared_ = true;
 }
 
@@ -454,6 +455,152 @@ int64_t ColumnProgram::executed_macs_per_position() const {
     }
   }
   return total;
+}
+
+// A conv qualifies when its input is computed at its own raster position (no delay: at a row's start every row above
+// is final) and its plan's leading pieces read rows above; programs on grids schedule their steps otherwise.
+void ColumnProgram::plan_row_prefixes() const {
+  row_prefix_.assign(steps_.size(), RowPrefix{});
+  prefix_steps_.clear();
+  prefix_floats_ = 0;
+  if (!row_prefixes_ || on_grids()) return;
+  for (size_t k = 0; k < steps_.size(); ++k) {
+    const ProgramStep& st = steps_[k];
+    if (st.kind != StepKind::kConv || st.delayed() || st.transpose || st.ins.size() != 1) continue;
+    const int in = st.ins[0];
+    if (in == st.out || buffer_delay_[in] != std::make_pair(0, 0) || ring_elided_[in]) continue;
+    const detail::GatherPlan& pl = st.plan;
+    RowPrefix rp;
+    int64_t left = 0, right = 0;  // how far the pieces reach left and right of the position
+    for (const detail::ColPiece& pc : pl.pieces) {  // taps in raster order: the rows above come first
+      if (pc.oy >= 0 || pc.col != rp.cols) break;
+      ++rp.npieces;
+      rp.cols += pc.c1 - pc.c0;
+      rp.min_oy = std::min(rp.min_oy, pc.oy);
+      left = std::max(left, -pc.ox);
+      right = std::max(right, pc.ox);
+    }
+    if (rp.npieces == 0) continue;
+    rp.jl = std::min<int64_t>(left, w_);
+    rp.jh = std::max<int64_t>(rp.jl, w_ - right);
+    bool any = false;
+    for (const detail::Segment& seg : pl.segs) {
+      int64_t kp = 0;  // the segment's leading k positions in columns [0, cols)
+      for (size_t q = 0; q < seg.ranges.size() && !seg.dot; ++q) {
+        const KRange& r = seg.ranges[q];
+        if (r.begin >= rp.cols) break;
+        kp += std::min(r.end, rp.cols) - r.begin;
+        if (r.end > rp.cols) break;
+      }
+      rp.k_pre.push_back(kp);
+      any = any || kp > 0;
+    }
+    if (!any) continue;
+    rp.on = true;
+    rp.offset = prefix_floats_;
+    prefix_floats_ += w_ * buffer_channels_[st.out];
+    row_prefix_[k] = std::move(rp);
+    prefix_steps_.push_back(static_cast<int>(k));
+  }
+}
+
+// Row i's prefix sums. Inside the image (every piece's row and column), an image's positions [jl, jh) read their
+// pieces in place from the ring (a row's positions one input pixel apart: lda = the input's channels) in one GEMM;
+// the positions at the borders, and every position of a row whose pieces reach above the image, gather theirs (zeros
+// outside) one position at a time, as gather_columns does.
+constexpr int64_t kPrefixTileRows = 6;  // the AVX-512 and AVX2 microkernels' register tile rows (kernels_isa.inc MR)
+
+void ColumnProgram::run_row_prefixes(Slice& s, int64_t i, int64_t* ns) const {
+  const Kernels& kern = active_kernels();
+  for (const int k : prefix_steps_) {
+    const ProgramStep& st = steps_[k];
+    const RowPrefix& rp = row_prefix_[k];
+    const detail::GatherPlan& pl = st.plan;
+    const std::vector<std::shared_ptr<const detail::PackedWindow>>* windows = nullptr;
+    if (s.member != nullptr) {
+      const SplitPlan& sp = *s.member->plan;
+      windows = &(s.member->teacher ? sp.prefix_forced : sp.prefix_sample)[k][s.member->index];
+      if (windows->empty()) continue;
+    }
+    const int64_t t0 = ns != nullptr ? now_ns() : 0;
+    const int in = st.ins[0];
+    const int64_t cout = buffer_channels_[st.out], cin = buffer_channels_[in];
+    float* pre = s.pre + s.nb * rp.offset;  // [nb][W][cout]
+    auto gemm = [&](const detail::ARows& a, int64_t rows, float* dst, int64_t ldd) {
+      if (windows != nullptr) {
+        for (const auto& w : *windows) {
+          const detail::KPart part{0, rp.k_pre[w->seg]};
+          detail::gemm_packed_window(kern, pl, *w, a, rows, dst, ldd, nullptr, &part);
+        }
+        return;
+      }
+      for (size_t g = 0; g < pl.segs.size(); ++g)
+        if (rp.k_pre[g] > 0) {
+          const detail::KPart part{0, rp.k_pre[g]};
+          detail::gemm_segment(kern, pl, pl.segs[g], a, rows, dst, ldd, nullptr, &part);
+        }
+    };
+    auto gathered = [&](int64_t j) {
+      float* col = s.col.data();
+      for (int64_t img = 0; img < s.nb; ++img) {
+        float* row = col + img * rp.cols;
+        for (int q = 0; q < rp.npieces; ++q) {
+          const detail::ColPiece& pc = pl.pieces[q];
+          const int64_t si = i + pc.oy, sj = j + pc.ox, len = pc.c1 - pc.c0;
+          if (si >= 0 && sj >= 0 && sj < w_)
+            std::memcpy(row + pc.col, s.px(*this, in, si, img, sj) + pc.c0, len * sizeof(float));
+          else
+            std::memset(row + pc.col, 0, len * sizeof(float));
+        }
+      }
+      gemm({col, rp.cols}, s.nb, pre + j * cout, w_ * cout);
+    };
+    if (!gather_in_place_ || i + rp.min_oy < 0 || rp.jl >= rp.jh) {
+      for (int64_t j = 0; j < w_; ++j) gathered(j);
+    } else {
+      // Each segment's leading k positions as ring offsets from piece 0's source at (i, jl) of image 0.
+      const detail::ColPiece& p0 = pl.pieces[0];
+      const float* base = s.px(*this, in, i + p0.oy, 0, rp.jl + p0.ox) + p0.c0;
+      KRange* kr = s.kranges.data();
+      for (size_t g = 0; g < pl.segs.size(); ++g) {
+        s.seg_ranges[g] = kr;
+        int count = 0;
+        for (const KRange& cr : pl.segs[g].ranges) {
+          if (rp.k_pre[g] == 0 || cr.begin >= rp.cols) break;
+          const int64_t cend = std::min(cr.end, rp.cols);
+          for (int q = 0; q < rp.npieces; ++q) {  // the pieces the column range covers, in column order
+            const detail::ColPiece& pc = pl.pieces[q];
+            const int64_t b = std::max(cr.begin, pc.col), e = std::min(cend, pc.col + (pc.c1 - pc.c0));
+            if (b >= e) continue;
+            const int64_t off = (s.px(*this, in, i + pc.oy, 0, rp.jl + pc.ox) + pc.c0 - base) + (b - pc.col);
+            if (count > 0 && kr[count - 1].end == off)
+              kr[count - 1].end = off + (e - b);  // adjacent in the ring too
+            else
+              kr[count++] = {off, off + (e - b)};
+          }
+          if (cr.end > rp.cols) break;
+        }
+        s.seg_nranges[g] = count;
+        kr += count;
+      }
+      // A GEMM's rows are an image's positions (lda: one input pixel) or, when an image has fewer inside positions
+      // than the slice has images and than a register tile has rows, a position's images (lda: the ring's image
+      // stride; a VQ-VAE prior's 7x7 conv on a 7-wide grid has one inside position): taller tiles either way.
+      const int64_t img_stride = buffer_w_[in] * cin;
+      if (rp.jh - rp.jl >= std::min<int64_t>(s.nb, kPrefixTileRows)) {
+        for (int64_t img = 0; img < s.nb; ++img)
+          gemm({base + img * img_stride, cin, s.seg_ranges.data(), s.seg_nranges.data()}, rp.jh - rp.jl,
+               pre + (img * w_ + rp.jl) * cout, cout);
+      } else {
+        for (int64_t j = rp.jl; j < rp.jh; ++j)
+          gemm({base + (j - rp.jl) * cin, img_stride, s.seg_ranges.data(), s.seg_nranges.data()}, s.nb,
+               pre + j * cout, w_ * cout);
+      }
+      for (int64_t j = 0; j < rp.jl; ++j) gathered(j);
+      for (int64_t j = rp.jh; j < w_; ++j) gathered(j);
+    }
+    if (ns != nullptr) ns[k] += now_ns() - t0;
+  }
 }
 
 void ColumnProgram::run_pass(Slice& s, int64_t i, int64_t j, int p, int64_t* ns) const {
@@ -1001,12 +1148,24 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
         const GemmEpilogue* e = gf.ops > 0 ? &epi : nullptr;
         const int written = gf.ops > 0 && gf.out.where == Where::kRing ? gf.out.index : st.out;
         const detail::ARows col = gather_columns(s, pl, st.ins[0], st.out, written, i, j);
+        // With a row prefix (run_row_prefixes summed its leading k at the row's start), each segment's GEMM goes on
+        // from those sums over the rest of its k.
+        const RowPrefix& rp = row_prefix_[k];
+        const int64_t width = buffer_channels_[st.out];
+        auto rest = [&](int g, detail::KPart* kp) -> const detail::KPart* {
+          if (!rp.on || rp.k_pre[g] == 0) return nullptr;
+          *kp = {rp.k_pre[g], -1, s.pre + nb * rp.offset + j * width, w_ * width};
+          return kp;
+        };
+        detail::KPart kp;
         if (windows != nullptr) {  // split mode: this thread's column windows (of the pass's segments)
-          for (const auto& w : *windows) detail::gemm_packed_window(kern, pl, *w, col, nb, out, ldd, e);
+          for (const auto& w : *windows)
+            detail::gemm_packed_window(kern, pl, *w, col, nb, out, ldd, e, rest(w->seg, &kp));
         } else if (part == nullptr) {
-          detail::gemm_segments(kern, pl, col, nb, out, ldd, e);
+          for (size_t g = 0; g < pl.segs.size(); ++g)
+            detail::gemm_segment(kern, pl, pl.segs[g], col, nb, out, ldd, e, rest(static_cast<int>(g), &kp));
         } else {
-          for (int g : part->segs) detail::gemm_segment(kern, pl, pl.segs[g], col, nb, out, ldd, e);
+          for (int g : part->segs) detail::gemm_segment(kern, pl, pl.segs[g], col, nb, out, ldd, e, rest(g, &kp));
         }
         break;
       }
@@ -1145,6 +1304,7 @@ ColumnProgram::Slice ColumnProgram::make_slice(int64_t b0, int64_t b1, const Sli
   s.nb = b1 - b0;
   if (rings != nullptr) {
     s.ring = rings->ring;
+    s.pre = rings->pre;
   } else {
     s.pool = ring_pool_;
     s.storage.resize(buffer_channels_.size());
@@ -1154,6 +1314,10 @@ ColumnProgram::Slice ColumnProgram::make_slice(int64_t b0, int64_t b1, const Sli
       s.storage[b] = ring_pool_->take(ring_rows_[b] * s.nb * buffer_w_[b] * buffer_channels_[b] - kSeededBugFloats,
                                       poison_caches_ ? NAN : 0.0f);
       s.ring[b] = s.storage[b].data();
+    }
+    if (prefix_floats_ > 0) {  // row prefixes: storage's last vector
+      s.storage.push_back(ring_pool_->take(s.nb * prefix_floats_, poison_caches_ ? NAN : 0.0f));
+      s.pre = s.storage.back().data();
     }
   }
   int64_t kmax = 0;
@@ -1197,6 +1361,7 @@ void ColumnProgram::teacher_forced(const float* image, int64_t n, float* head_ou
     for (int64_t i = 0; i < h_; ++i) {
       bool stop = false;
       if (!start_row(s, mine, i, false, &stop)) continue;
+      run_row_prefixes(s, i);
       for (int64_t j = 0; j < w_; ++j) {
         if (s.member != nullptr && !boundary(s)) return;  // every thread is done with the previous position
         if (first)
@@ -1258,6 +1423,7 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
         if (stop) return;  // outputs left incomplete
         continue;
       }
+      run_row_prefixes(s, i, prof);  // the convs' sums over the rows above, for the whole row
       for (int64_t j = 0; j < w_; ++j) {
         const uint32_t position = static_cast<uint32_t>(i * w_ + j);
         if (s.member != nullptr && !boundary(s)) {  // every thread is done with the previous position

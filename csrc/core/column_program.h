@@ -192,6 +192,22 @@ class ColumnProgram {
     prepare();
     return gemm_fusion_.at(k).ops;
   }
+  // Row prefixes (on unless switched off here; docs/SAMPLER.md, "Row prefixes"): at the start of each row, a conv
+  // whose input is computed at its own position sums the leading k of its GEMM that read rows above (the taps with
+  // oy < 0) for every position of the row in one GEMM per image (rows = the row's positions), and each position
+  // continues from those sums over the taps in its own row. The same float operations in the same order as one sum:
+  // bit-identical outputs, and at batch 1 the position's dependent chain is the current row's taps only (keras.io's
+  // 3x3: 256 of 640). Off: the reference the tests hold the prefixed path to. Not to be called while another
+  // thread samples with the program.
+  void set_row_prefixes(bool on) {
+    row_prefixes_ = on;
+    prepared_ = false;
+  }
+  // Per segment of conv step k's GEMM: the leading k positions its row prefix sums (empty: the step has none).
+  std::vector<int64_t> row_prefix_k(int k) const {
+    prepare();
+    return row_prefix_.at(k).on ? row_prefix_.at(k).k_pre : std::vector<int64_t>{};
+  }
   // Test seam: ring caches start as NaN instead of 0, so that reading a value no step wrote shows in the output.
   void set_poison_caches(bool on) { poison_caches_ = on; }
   // Test seam: a conv's GEMM reads its A rows in place from the ring where it can (gather_columns; on by default),
@@ -236,6 +252,11 @@ class ColumnProgram {
     std::vector<StepSplit> forced;                  // teacher_forced: every step whole, delayed ones first
     std::vector<StepSplit> delayed;                 // sample: the delayed steps (indexed by step)
     std::vector<std::vector<StepSplit>> pass;       // sample: [step][pass 0..C]
+    // Row prefixes (run_row_prefixes): per step, per member, the packed windows whose prefix it sums at a row start.
+    // Every column a member computes at a position (in any pass; teacher forcing's plan apart) is its own, a column
+    // two members compute goes to the first of them, and one nobody computes to member 0, so each prefix column is
+    // summed once per row; a member may continue from another's sums (the meeting at the first position orders it).
+    std::vector<std::vector<std::vector<std::shared_ptr<const detail::PackedWindow>>>> prefix_sample, prefix_forced;
   };
   // One thread of an image group in split mode: its index, the group's barrier, which buffers were written
   // since the last meeting. Every member takes the same steps in the same order, so all decide alike to meet.
@@ -308,6 +329,9 @@ class ColumnProgram {
     std::vector<int> seg_nranges;
     std::vector<int64_t> next;                // per delayed step: the next position it computes (per thread)
     std::vector<float> scratch;  // [nb][scratch_floats_]: buffers only a fused epilogue reads (per thread)
+    // Row prefixes: per prefixed step, its sums for the row's positions, [nb][W][cout] from float nb * offset
+    // (storage's last vector, or the group's: the members write disjoint columns of one array).
+    float* pre = nullptr;
     Member* member = nullptr;    // split mode only
     float* px(const ColumnProgram& p, int b, int64_t i, int64_t img, int64_t j) {
       const int64_t slot = i % p.ring_rows_[b];
@@ -343,6 +367,10 @@ class ColumnProgram {
   void run_pass(Slice& s, int64_t i, int64_t j, int p, int64_t* ns = nullptr) const;
   // Ring caches for images [b0, b1); rings (optional): share another slice's (the members of one group).
   Slice make_slice(int64_t b0, int64_t b1, const Slice* rings = nullptr) const;
+  // Row prefixes (set_row_prefixes): which convs have one, and their sums for row i (the slice's, or in split mode
+  // this member's windows); ns as run_steps.
+  void plan_row_prefixes() const;
+  void run_row_prefixes(Slice& s, int64_t i, int64_t* ns = nullptr) const;
   // Steps of phase >= min_phase at (i, j); ns (optional, one entry per step) accumulates their times.
   void run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int64_t* ns = nullptr) const;
   // Operand o's channels, and its values at (i, j) of the slice's image img.
@@ -450,6 +478,20 @@ class ColumnProgram {
   mutable std::vector<int64_t> conv_scratch_;  // per step: a fused conv's output offset in the scratch, or -1 (ring)
   mutable int64_t scratch_floats_ = 0;          // epilogue scratch per image
   mutable std::vector<char> ring_elided_;       // per buffer: no ring cache (only a fused epilogue reads it)
+  // Row prefixes, per step (plan_row_prefixes).
+  struct RowPrefix {
+    bool on = false;
+    int64_t offset = 0;          // floats per image before this step's [W][cout] block in Slice::pre
+    int npieces = 0;             // the plan's leading pieces, all reading rows above (oy < 0) ...
+    int64_t cols = 0;            // ... whose im2col columns are [0, cols)
+    int64_t min_oy = 0;          // the furthest row above they read
+    int64_t jl = 0, jh = 0;      // the positions of a row where all of them lie inside it: [jl, jh)
+    std::vector<int64_t> k_pre;  // per segment: its leading k positions in those columns (0: none; a dot segment)
+  };
+  mutable std::vector<RowPrefix> row_prefix_;
+  mutable std::vector<int> prefix_steps_;  // the steps with one, in program order
+  mutable int64_t prefix_floats_ = 0;      // Slice::pre per image
+  bool row_prefixes_ = true;
   // PositionSplit::kAuto: calls left that keep one thread per image after a split that fell back (column_split.cc).
   // An atomic a program copy or move takes the value of (programs are returned by value).
   struct SkipCount : std::atomic<int> {

@@ -140,17 +140,51 @@ static const KRange* ranges_of(const GatherPlan& plan, const Segment& s, const A
   return a.ranges[g];
 }
 
+// The ranges' k positions [part.begin, part.end) (cut where they fall inside a range) into `out`; returns how many.
+// A segment's ranges number at most its pieces plus its column ranges (gather_columns): kMaxPartRanges covers any
+// plan the executor builds, and a longer list throws rather than overrun.
+constexpr int kMaxPartRanges = 256;
+static int cut_ranges(const KRange* ranges, int nranges, const KPart& part, int64_t k_total, KRange* out) {
+  const int64_t begin = part.begin, end = part.end < 0 ? k_total : part.end;
+  if (begin < 0 || begin > end || end > k_total)
+    throw std::logic_error("gemm part [" + std::to_string(begin) + ", " + std::to_string(end) + ") of k " +
+                           std::to_string(k_total));
+  int count = 0;
+  int64_t at = 0;  // k position of the current range's first column
+  for (int q = 0; q < nranges; ++q) {
+    const int64_t len = ranges[q].end - ranges[q].begin, b = std::max(begin, at), e = std::min(end, at + len);
+    if (b < e) {
+      if (count == kMaxPartRanges) throw std::logic_error("gemm part: more than 256 k ranges");
+      out[count++] = {ranges[q].begin + (b - at), ranges[q].begin + (e - at)};
+    }
+    at += len;
+  }
+  return count;
+}
+
 void gemm_segment(const Kernels& kern, const GatherPlan& plan, const Segment& s, const ARows& a, int64_t rows,
-                  float* dst, int64_t ldd, const GemmEpilogue* epi) {
+                  float* dst, int64_t ldd, const GemmEpilogue* epi, const KPart* part) {
   float* c = dst + s.d0;
   int nranges = 0;
   const KRange* ranges = ranges_of(plan, s, a, &nranges);
   if (s.dot) {
+    if (part != nullptr) throw std::logic_error("gemm_segment: a part of a narrow (dot) segment");
     kern.gemm_dot({a.a, a.lda, rows, ranges, nranges, s.k, s.b.data(), s.d1 - s.d0, c, ldd});
-  } else {
-    kern.gemm({a.a, a.lda, rows, ranges, nranges, s.b.data(), s.d1 - s.d0, c, ldd,
-               epilogue_from(epi, s.d0)});
+    return;
   }
+  GemmArgs g{a.a, a.lda, rows, ranges, nranges, s.b.data(), s.d1 - s.d0, c, ldd, epilogue_from(epi, s.d0)};
+  KRange cut[kMaxPartRanges];
+  if (part != nullptr) {
+    g.ranges = cut;
+    g.nranges = cut_ranges(ranges, nranges, *part, s.k, cut);
+    g.bpack = s.b.data() + part->begin * kern.panel;  // the part's first k row in every panel
+    g.panel_stride = s.k * kern.panel;
+    if (part->init != nullptr) {
+      g.init = part->init + s.d0;
+      g.ldinit = part->ldinit;
+    }
+  }
+  kern.gemm(g);
 }
 
 PackedWindow pack_segment_window(const Kernels& kern, const GatherPlan& plan, int seg, int64_t c0, int64_t c1) {
@@ -174,11 +208,12 @@ PackedWindow pack_segment_window(const Kernels& kern, const GatherPlan& plan, in
 }
 
 void gemm_packed_window(const Kernels& kern, const GatherPlan& plan, const PackedWindow& w, const ARows& a,
-                        int64_t rows, float* dst, int64_t ldd, const GemmEpilogue* epi) {
+                        int64_t rows, float* dst, int64_t ldd, const GemmEpilogue* epi, const KPart* part) {
   const Segment& s = plan.segs[w.seg];
   int nranges = 0;
   const KRange* ranges = ranges_of(plan, s, a, &nranges);
   if (s.dot) {  // B^T rows, dense already: channels [c0, c1) are rows c0.. (gemm_dot has no epilogue)
+    if (part != nullptr) throw std::logic_error("gemm_packed_window: a part of a narrow (dot) segment");
     kern.gemm_dot({a.a, a.lda, rows, ranges, nranges, s.k, s.b.data() + w.c0 * s.k, w.c1 - w.c0,
                    dst + s.d0 + w.c0, ldd});
     return;
@@ -186,6 +221,16 @@ void gemm_packed_window(const Kernels& kern, const GatherPlan& plan, const Packe
   GemmArgs g{a.a, a.lda, rows, ranges, nranges, w.b.data(), w.c1 - w.c0, dst + s.d0 + w.c0, ldd,
              epilogue_from(epi, s.d0 + w.c0)};
   g.ldb = w.ldb;
+  KRange cut[kMaxPartRanges];
+  if (part != nullptr) {
+    g.ranges = cut;
+    g.nranges = cut_ranges(ranges, nranges, *part, s.k, cut);
+    g.bpack = w.b.data() + part->begin * w.ldb;  // one panel: no panel stride
+    if (part->init != nullptr) {
+      g.init = part->init + s.d0 + w.c0;
+      g.ldinit = part->ldinit;
+    }
+  }
   kern.gemm(g);
 }
 

@@ -76,6 +76,17 @@ struct ARows {
   const int* nranges = nullptr;
 };
 
+// Part of one segment's product (the executor's row prefixes, docs/SAMPLER.md): only positions [begin, end) of its k
+// order (end < 0: to the last), the sums starting from init (nullptr: zeros; row r at init + r * ldinit, indexed by
+// destination channel as dst is). Each output is the same float operations in the same order as the whole
+// product's: a call over [0, k0) without an epilogue, then one over [k0, k) from its output, writes the bits one
+// call over all of it writes. Not for a narrow (`dot`) segment, which sums along k in vector lanes.
+struct KPart {
+  int64_t begin = 0, end = -1;
+  const float* init = nullptr;
+  int64_t ldinit = 0;
+};
+
 // Runs the segments' GEMMs on the A rows of `rows` destination pixels; destination row r is written at
 // dst + r * ldd. epi (optional, narrow `dot` segments excepted): the epilogue the microkernel applies before its
 // stores, its bias indexed by destination channel.
@@ -83,7 +94,7 @@ void gemm_segments(const Kernels& kern, const GatherPlan& plan, const ARows& a, 
                    const GemmEpilogue* epi = nullptr);
 // The same for one segment of the plan (its destination channels only).
 void gemm_segment(const Kernels& kern, const GatherPlan& plan, const Segment& s, const ARows& a, int64_t rows,
-                  float* dst, int64_t ldd, const GemmEpilogue* epi = nullptr);
+                  float* dst, int64_t ldd, const GemmEpilogue* epi = nullptr, const KPart* part = nullptr);
 // Columns a window starts on: a multiple of every ISA's vector length that divides the B panel (kernels.h).
 inline int64_t gemm_window_unit(const Kernels& kern) { return kern.panel < 16 ? kern.panel : 16; }
 
@@ -104,7 +115,8 @@ PackedWindow pack_segment_window(const Kernels& kern, const GatherPlan& plan, in
 // the same sum in the same order as gemm_segment's (the microkernels accumulate each output column on its own, over
 // k in range order), so threads that split a segment into windows write bit-identical outputs.
 void gemm_packed_window(const Kernels& kern, const GatherPlan& plan, const PackedWindow& w, const ARows& a,
-                        int64_t rows, float* dst, int64_t ldd, const GemmEpilogue* epi = nullptr);
+                        int64_t rows, float* dst, int64_t ldd, const GemmEpilogue* epi = nullptr,
+                        const KPart* part = nullptr);
 
 }  // namespace detail
 }  // namespace pcf

@@ -45,6 +45,14 @@ struct GemmArgs {
   // B as one panel narrower than `panel` (n <= ldb <= panel, ldb a multiple of the vector length): each k row
   // ldb floats after the last. 0: `panel`. The split executor packs a thread's column window so (column_split.cc).
   int64_t ldb = 0;
+  // Floats from one B panel to the next. 0: the ranges' total k times ldb (B holds exactly these k rows). A call
+  // over part of a packed B's k rows (bpack pointing at its first row) passes the whole panel's size.
+  int64_t panel_stride = 0;
+  // The sums start from init[m * ldinit + n] instead of 0 (nullptr: 0): a product over k ranges continued where an
+  // earlier call over the ranges before them stopped, with the same float operations in the same order as one
+  // call over all of them (the executor's row prefixes, docs/SAMPLER.md).
+  const float* init = nullptr;
+  int64_t ldinit = 0;
 };
 
 // The same product for narrow N (a few output channels): B^T packed as N rows of K contiguous floats.

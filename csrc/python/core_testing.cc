@@ -491,6 +491,17 @@ void bind_testing(py::module_& t) {
         py::arg("program"), py::arg("on"),
         "A conv's GEMM reads its input in place from the ring where every tap is inside the image (on, the default) "
         "or always from a gathered im2col block (off, the reference). Not while another thread samples with it.");
+  t.def("set_row_prefixes", [](pcf::ColumnProgram& p, bool on) { p.set_row_prefixes(on); }, py::arg("program"),
+        py::arg("on"),
+        "A conv's sums over the taps in rows above are computed for a whole row at its start and each position goes "
+        "on from them (on, the default), or each position computes its whole sum (off, the reference). Not while "
+        "another thread samples with it.");
+  t.def("row_prefix_k", [](const pcf::ColumnProgram& p) {
+    std::vector<std::vector<int64_t>> out;
+    for (int k = 0; k < p.num_steps(); ++k) out.push_back(p.row_prefix_k(k));
+    return out;
+  }, py::arg("program"), "Per step of a _core.ColumnProgram: per segment of a conv's GEMM, the leading k positions "
+     "its row prefix sums (0: none for that segment); [] for a step without a row prefix.");
   t.def("set_poison_caches", [](pcf::ColumnProgram& p, bool on) { p.set_poison_caches(on); }, py::arg("program"),
         py::arg("on"), "Ring caches of later calls start as NaN (on) instead of 0: a read of a value never written "
         "shows in the output.");
