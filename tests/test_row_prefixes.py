@@ -6,7 +6,10 @@ prefixes must write exactly the bits it writes without them -- checked here on e
 with their segments, per-image constants, mixture heads), on the zoo (delayed vertical stacks and u streams, which
 have none, beside the convs that do; shifts), on hand-written convs of every kernel size, dilation and offset up to
 widths and heights of 1 (every position at a border: all gathered), at batch 1, 2 and 3, with ring caches and the
-prefix sums poisoned with NaN, on one thread and split across two (each member its own columns' prefixes)."""
+prefix sums poisoned with NaN, on one thread and split across two (each member its own columns' prefixes). The carry
+(a position adds the next one's left tap, which reads its own pixel, to that one's sums; in split mode interleaved
+with its own centre by Kernels::gemm_pair) is part of the prefixed path and held to the same bits; the CI reruns this
+file with every microkernel build the CPU has (PIXELCNN_FAST_ISA)."""
 
 import numpy as np
 import pytest
@@ -146,7 +149,11 @@ def test_convs_of_every_size_and_dilation_change_no_bit(height, width, kh, kw, d
     pk = assert_prefixes_change_no_bit(spec, arrays, 0, [1, 3], rng)
     # The first conv: its kh // 2 rows above (kw taps each, one channel); the mask-B conv: its row above (3 taps of
     # every channel) unless its C // 2 + 1 outputs are a narrow (dot) product; the bias, the relu and the head none.
-    assert pk == [[(kh // 2) * kw], [], [], [3 * channels] if channels // 2 + 1 > 4 else [], []], pk
+    wide = channels // 2 + 1 > 4
+    assert pk == [[(kh // 2) * kw], [], [], [3 * channels] if wide else [], []], pk
+    # The mask-B conv's carry: its tap left of the position is (0, -1) unless dilated along the row.
+    program = _core.ColumnProgram.from_spec(spec, arrays, 0)
+    assert core_testing.row_carry(program) == [0, 0, 0, channels if wide and dw == 1 else 0, 0]
 
 
 @pytest.mark.parametrize("offset", [(-2, -1), (-3, 0), (-1, -3)])
@@ -168,3 +175,5 @@ def test_keras_io_convs_have_their_row_prefixes():
     exe = sampler.executor(1, [])
     pk = [k for k in core_testing.row_prefix_k(exe) if k]
     assert pk == [[21]] + [[384]] * 5, pk
+    # Each 3x3 conv's carry: the next position's left tap (128 channels) summed with the centre.
+    assert [c for c in core_testing.row_carry(exe) if c] == [128] * 5

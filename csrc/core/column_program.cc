@@ -457,6 +457,8 @@ int64_t ColumnProgram::executed_macs_per_position() const {
   return total;
 }
 
+constexpr size_t kMaxCarrySegments = 16;  // run_step's per-segment range arrays (gather_plan.cc makes at most 16)
+
 // A conv qualifies when its input is computed at its own raster position (no delay: at a row's start every row above
 // is final) and its plan's leading pieces read rows above; programs on grids schedule their steps otherwise.
 void ColumnProgram::plan_row_prefixes() const {
@@ -496,6 +498,21 @@ void ColumnProgram::plan_row_prefixes() const {
       any = any || kp > 0;
     }
     if (!any) continue;
+    bool once = st.phase == 0;  // the carry's adds must run once per position: in pass 0 only
+    for (int ph : st.channel_phase) once = once && ph == 0;
+    if (once && pl.pieces.size() == static_cast<size_t>(rp.npieces) + 2) {
+      const detail::ColPiece &left = pl.pieces[rp.npieces], &centre = pl.pieces[rp.npieces + 1];
+      const int64_t len = left.c1 - left.c0;
+      bool carry = left.oy == 0 && left.ox == -1 && centre.oy == 0 && centre.ox == 0 && left.c0 == centre.c0 &&
+                   left.c1 == centre.c1 && left.col == rp.cols && centre.col == rp.cols + len;
+      for (size_t g = 0; g < pl.segs.size() && carry; ++g)
+        carry = !pl.segs[g].dot && rp.k_pre[g] == rp.cols && pl.segs[g].k == rp.cols + 2 * len &&
+                pl.segs[g].ranges.back().end == rp.cols + 2 * len;
+      if (carry && pl.segs.size() <= kMaxCarrySegments) {
+        rp.carry = len;
+        rp.carry_c0 = left.c0;
+      }
+    }
     rp.on = true;
     rp.offset = prefix_floats_;
     prefix_floats_ += w_ * buffer_channels_[st.out];
@@ -1113,6 +1130,59 @@ inline const float* ColumnProgram::operand_pixel(Slice& s, const Operand& o, int
   return o.is_const ? consts_[o.index].pixel(s.img0 + img, i, j) : s.px(*this, o.index, i, img, j);
 }
 
+// A conv with a carry at (i, j): its prefix sums at j hold the rows above and its left tap (added at j - 1; at j = 0,
+// where the left tap reads zeros outside the image, added here first), so its GEMM goes on over the centre only; the
+// left tap of j + 1 reads this position's input pixel, which the centre reads: its products go into j + 1's prefix
+// sums, in split mode interleaved with the centre's in one tile loop (Kernels::gemm_pair; the group's single image).
+void ColumnProgram::run_carry_conv(Slice& s, const ProgramStep& st, const RowPrefix& rp, int64_t i, int64_t j,
+                                   float* out, int64_t ldd, const GemmEpilogue* e, int written,
+                                   const std::vector<std::shared_ptr<const detail::PackedWindow>>* windows) const {
+  const Kernels& kern = active_kernels();
+  const detail::GatherPlan& pl = st.plan;
+  const int in = st.ins[0];
+  const int64_t nb = s.nb, width = buffer_channels_[st.out], ldpre = w_ * width;
+  const int64_t kl = rp.cols, kc = rp.cols + rp.carry;  // the left tap's k positions, then the centre's
+  float* pre = s.pre + nb * rp.offset + j * width;
+  const KRange whole{0, rp.carry};
+  const KRange* one_range[kMaxCarrySegments];
+  int one_count[kMaxCarrySegments];
+  for (size_t g = 0; g < pl.segs.size(); ++g) {
+    one_range[g] = &whole;
+    one_count[g] = 1;
+  }
+  if (j == 0) {  // the left tap outside the image: zeros, summed as a gathered block would be
+    float* zeros = s.col.data();
+    std::memset(zeros, 0, rp.carry * sizeof(float));
+    const detail::ARows za{zeros, 0, one_range, one_count};
+    const detail::KPart left{kl, kc, pre, ldpre, true};
+    if (windows != nullptr) {
+      for (const auto& w : *windows) detail::gemm_packed_window(kern, pl, *w, za, nb, pre, ldpre, nullptr, &left);
+    } else {
+      for (const detail::Segment& seg : pl.segs) detail::gemm_segment(kern, pl, seg, za, nb, pre, ldpre, nullptr, &left);
+    }
+  }
+  const float* pixel = s.px(*this, in, i, 0, j) + rp.carry_c0;  // the centre's input: the next position's left tap
+  const int64_t img_stride = buffer_w_[in] * buffer_channels_[in];
+  const bool next = j + 1 < w_;
+  if (windows != nullptr && next) {
+    for (const auto& w : *windows)
+      detail::gemm_packed_window_pair(kern, pl, *w, pixel, img_stride, nb, &whole, 1, kc, kl, pre, ldpre, out, ldd, e,
+                                      pre + width, ldpre, pre + width, ldpre);
+    return;
+  }
+  const detail::ARows col = gather_columns(s, pl, in, st.out, written, i, j);
+  const detail::KPart centre{kc, -1, pre, ldpre};
+  if (windows != nullptr) {
+    for (const auto& w : *windows) detail::gemm_packed_window(kern, pl, *w, col, nb, out, ldd, e, &centre);
+  } else {
+    for (const detail::Segment& seg : pl.segs) detail::gemm_segment(kern, pl, seg, col, nb, out, ldd, e, &centre);
+  }
+  if (!next) return;
+  const detail::ARows pa{pixel, img_stride, one_range, one_count};
+  const detail::KPart left{kl, kc, pre + width, ldpre, true};
+  for (const detail::Segment& seg : pl.segs) detail::gemm_segment(kern, pl, seg, pa, nb, pre + width, ldpre, nullptr, &left);
+}
+
 void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j, const PassPart* part,
                              const std::vector<std::shared_ptr<const detail::PackedWindow>>* windows) const {
   const Kernels& kern = active_kernels();
@@ -1147,11 +1217,15 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
         }
         const GemmEpilogue* e = gf.ops > 0 ? &epi : nullptr;
         const int written = gf.ops > 0 && gf.out.where == Where::kRing ? gf.out.index : st.out;
+        const RowPrefix& rp = row_prefix_[k];
+        const int64_t width = buffer_channels_[st.out];
+        if (rp.carry > 0) {
+          run_carry_conv(s, st, rp, i, j, out, ldd, e, written, windows);
+          break;
+        }
         const detail::ARows col = gather_columns(s, pl, st.ins[0], st.out, written, i, j);
         // With a row prefix (run_row_prefixes summed its leading k at the row's start), each segment's GEMM goes on
         // from those sums over the rest of its k.
-        const RowPrefix& rp = row_prefix_[k];
-        const int64_t width = buffer_channels_[st.out];
         auto rest = [&](int g, detail::KPart* kp) -> const detail::KPart* {
           if (!rp.on || rp.k_pre[g] == 0) return nullptr;
           *kp = {rp.k_pre[g], -1, s.pre + nb * rp.offset + j * width, w_ * width};

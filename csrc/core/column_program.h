@@ -208,6 +208,11 @@ class ColumnProgram {
     prepare();
     return row_prefix_.at(k).on ? row_prefix_.at(k).k_pre : std::vector<int64_t>{};
   }
+  // The input channels conv step k's carry adds to the next position's prefix (RowPrefix::carry; 0: none).
+  int64_t row_carry(int k) const {
+    prepare();
+    return row_prefix_.at(k).carry;
+  }
   // Test seam: ring caches start as NaN instead of 0, so that reading a value no step wrote shows in the output.
   void set_poison_caches(bool on) { poison_caches_ = on; }
   // Test seam: a conv's GEMM reads its A rows in place from the ring where it can (gather_columns; on by default),
@@ -381,6 +386,11 @@ class ColumnProgram {
   // windows (optional, kConv): only these packed column windows of the GEMM (split mode).
   void run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j, const PassPart* part = nullptr,
                 const std::vector<std::shared_ptr<const detail::PackedWindow>>* windows = nullptr) const;
+  struct RowPrefix;
+  // run_step's conv with a carry (RowPrefix::carry): out / ldd / e / written as run_step sets them up.
+  void run_carry_conv(Slice& s, const ProgramStep& st, const RowPrefix& rp, int64_t i, int64_t j, float* out,
+                      int64_t ldd, const GemmEpilogue* e, int written,
+                      const std::vector<std::shared_ptr<const detail::PackedWindow>>* windows) const;
   void check_buffer(int b, const char* what, const std::string& name) const;
   // add_step's per-kind checks and derived data.
   void add_conv(ProgramStep& st, const ConstTensor* kernel);
@@ -487,6 +497,12 @@ class ColumnProgram {
     int64_t min_oy = 0;          // the furthest row above they read
     int64_t jl = 0, jh = 0;      // the positions of a row where all of them lie inside it: [jl, jh)
     std::vector<int64_t> k_pre;  // per segment: its leading k positions in those columns (0: none; a dot segment)
+    // The carry (run_step): when the other pieces are the tap left of the position, (0, -1), then the centre, (0, 0),
+    // both over input channels [carry_c0, carry_c0 + carry), and every segment sums all three groups in that order,
+    // each position also adds the next one's left tap (its own pixel) to that one's prefix sums, its FMAs
+    // interleaved with its own centre's in split mode (Kernels::gemm_pair): a position's dependent chain is then the
+    // centre's k only. 0: none (the step also runs once per position: phase 0).
+    int64_t carry = 0, carry_c0 = 0;
   };
   mutable std::vector<RowPrefix> row_prefix_;
   mutable std::vector<int> prefix_steps_;  // the steps with one, in program order

@@ -145,10 +145,14 @@ static const KRange* ranges_of(const GatherPlan& plan, const Segment& s, const A
 // plan the executor builds, and a longer list throws rather than overrun.
 constexpr int kMaxPartRanges = 256;
 static int cut_ranges(const KRange* ranges, int nranges, const KPart& part, int64_t k_total, KRange* out) {
-  const int64_t begin = part.begin, end = part.end < 0 ? k_total : part.end;
+  int64_t begin = part.begin, end = part.end < 0 ? k_total : part.end;
   if (begin < 0 || begin > end || end > k_total)
     throw std::logic_error("gemm part [" + std::to_string(begin) + ", " + std::to_string(end) + ") of k " +
                            std::to_string(k_total));
+  if (part.a_from_begin) {  // the ranges hold the part's k positions only
+    end -= begin;
+    begin = 0;
+  }
   int count = 0;
   int64_t at = 0;  // k position of the current range's first column
   for (int q = 0; q < nranges; ++q) {
@@ -205,6 +209,18 @@ PackedWindow pack_segment_window(const Kernels& kern, const GatherPlan& plan, in
     for (int64_t kk = 0; kk < s.k; ++kk) w.b[kk * w.ldb + (c - c0)] = from[kk * panel];
   }
   return w;
+}
+
+void gemm_packed_window_pair(const Kernels& kern, const GatherPlan& plan, const PackedWindow& w, const float* a,
+                             int64_t lda, int64_t rows, const KRange* ranges, int nranges, int64_t k1, int64_t k2,
+                             const float* init1, int64_t ldinit1, float* dst1, int64_t ldd1, const GemmEpilogue* epi,
+                             const float* init2, int64_t ldinit2, float* dst2, int64_t ldd2) {
+  const Segment& s = plan.segs[w.seg];
+  if (s.dot) throw std::logic_error("gemm_packed_window_pair: a narrow (dot) segment");
+  const int64_t d = s.d0 + w.c0;
+  kern.gemm_pair({a, lda, rows, ranges, nranges, w.b.data() + k1 * w.ldb, w.b.data() + k2 * w.ldb, w.ldb,
+                  w.c1 - w.c0, init1 + d, ldinit1, dst1 + d, ldd1, epilogue_from(epi, d), init2 + d, ldinit2,
+                  dst2 + d, ldd2});
 }
 
 void gemm_packed_window(const Kernels& kern, const GatherPlan& plan, const PackedWindow& w, const ARows& a,

@@ -85,6 +85,9 @@ struct KPart {
   int64_t begin = 0, end = -1;
   const float* init = nullptr;
   int64_t ldinit = 0;
+  // A's ranges (the ARows' own, in place) cover only k positions [begin, end), from their start: the caller maps a
+  // piece read elsewhere (the carry: the next position's left tap reads this position's pixel).
+  bool a_from_begin = false;
 };
 
 // Runs the segments' GEMMs on the A rows of `rows` destination pixels; destination row r is written at
@@ -111,6 +114,13 @@ struct PackedWindow {
   std::vector<float, CacheLineAllocator<float>> b;
 };
 PackedWindow pack_segment_window(const Kernels& kern, const GatherPlan& plan, int seg, int64_t c0, int64_t c1);
+// The window's two products of one A row block over k ranges of `len` positions (Kernels::gemm_pair): destination
+// dst1 = init1 + A B[k1, k1 + len) with the epilogue, and dst2 = init2 + A B[k2, k2 + len) without one; every pointer
+// indexed by destination channel as gemm_packed_window's dst.
+void gemm_packed_window_pair(const Kernels& kern, const GatherPlan& plan, const PackedWindow& w, const float* a,
+                             int64_t lda, int64_t rows, const KRange* ranges, int nranges, int64_t k1, int64_t k2,
+                             const float* init1, int64_t ldinit1, float* dst1, int64_t ldd1, const GemmEpilogue* epi,
+                             const float* init2, int64_t ldinit2, float* dst2, int64_t ldd2);
 // Destination channels [s.d0 + c0, s.d0 + c1) of the window's segment only, from its packed weights. Each element is
 // the same sum in the same order as gemm_segment's (the microkernels accumulate each output column on its own, over
 // k in range order), so threads that split a segment into windows write bit-identical outputs.

@@ -55,6 +55,31 @@ struct GemmArgs {
   int64_t ldinit = 0;
 };
 
+// Two products of the same A rows over the same k ranges, their FMAs interleaved in one tile loop (independent chains
+// that fill the FMA pipes where one product alone waits on its latency): C1 = init1 + A B1, then the epilogue, and
+// C2 = init2 + A B2 without one. B1 and B2 are one panel each (n <= ldb <= panel, as GemmArgs::ldb). Each output
+// is the same float operations in the same order as a gemm call with that init and B. The executor's carry
+// (column_program.cc): a position's own taps at the centre and the next position's tap to its left, which read
+// the same input pixel.
+struct GemmPairArgs {
+  const float* a;
+  int64_t lda, m;
+  const KRange* ranges;
+  int nranges;
+  const float* b1;
+  const float* b2;
+  int64_t ldb, n;
+  const float* init1;
+  int64_t ldinit1;
+  float* c1;
+  int64_t ldc1;
+  GemmEpilogue epi;
+  const float* init2;
+  int64_t ldinit2;
+  float* c2;
+  int64_t ldc2;
+};
+
 // The same product for narrow N (a few output channels): B^T packed as N rows of K contiguous floats.
 struct GemmDotArgs {
   const float* a;
@@ -117,6 +142,7 @@ struct Kernels {
   // e_k = exp(z_k / T - m) computed by the vectorised exp above (within 1 ulp of libm's expf) and summed in vector
   // lanes; the max, the inverse-CDF walk and its margin are philox.h's code. docs/KERNELS.md.
   int (*draw_logits)(const float* z, int n, float temperature, float u, float* margin);
+  void (*gemm_pair)(const GemmPairArgs&);
 };
 
 const Kernels& active_kernels();

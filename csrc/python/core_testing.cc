@@ -502,6 +502,12 @@ void bind_testing(py::module_& t) {
     return out;
   }, py::arg("program"), "Per step of a _core.ColumnProgram: per segment of a conv's GEMM, the leading k positions "
      "its row prefix sums (0: none for that segment); [] for a step without a row prefix.");
+  t.def("row_carry", [](const pcf::ColumnProgram& p) {
+    std::vector<int64_t> out;
+    for (int k = 0; k < p.num_steps(); ++k) out.push_back(p.row_carry(k));
+    return out;
+  }, py::arg("program"), "Per step of a _core.ColumnProgram: the input channels a conv's carry adds to the next "
+     "position's prefix sums (its tap left of the position, which reads the centre's pixel), else 0.");
   t.def("set_poison_caches", [](pcf::ColumnProgram& p, bool on) { p.set_poison_caches(on); }, py::arg("program"),
         py::arg("on"), "Ring caches of later calls start as NaN (on) instead of 0: a read of a value never written "
         "shows in the output.");
