@@ -48,7 +48,12 @@ def same_bits(a, b, what):
     assert np.array_equal(np.ascontiguousarray(a).view(np.uint8), np.ascontiguousarray(b).view(np.uint8)), what
 
 
-def assert_prefixes_change_no_bit(spec, arrays, n, batches, rng, levels=None, threads=(1, 2)):
+# (threads, policy): one thread; two splitting every row (batch 1: the carry interleaved, gemm_pair); two with row 0 on
+# one thread and a fallback to one thread a few positions into row 1 (the carry in whole sums, from there on too).
+RUNS = ((1, "always"), (2, "always"), (2, "auto_slow"))
+
+
+def assert_prefixes_change_no_bit(spec, arrays, n, batches, rng, levels=None, runs=RUNS):
     """Prefixes on == off, bit for bit: teacher-forced heads, levels and margins; returns row_prefix_k."""
     on, off = build(spec, arrays, n, True), build(spec, arrays, n, False)
     assert all(k == [] for k in core_testing.row_prefix_k(off))
@@ -57,8 +62,9 @@ def assert_prefixes_change_no_bit(spec, arrays, n, batches, rng, levels=None, th
     for batch in batches:
         image = rng.integers(0, levels, (batch, h, w, c)).astype(np.float32) / max(levels - 1, 1)
         seed = int(rng.integers(0, 2 ** 63))
-        for t in threads:
+        for t, policy in runs:
             _core.set_num_threads(t)
+            core_testing.set_position_split(policy)
             want = off.teacher_forced(image)
             assert np.isfinite(want).all()
             same_bits(on.teacher_forced(image), want, f"teacher-forced head, batch {batch}, {t} threads")

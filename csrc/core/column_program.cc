@@ -1219,7 +1219,7 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
         const int written = gf.ops > 0 && gf.out.where == Where::kRing ? gf.out.index : st.out;
         const RowPrefix& rp = row_prefix_[k];
         const int64_t width = buffer_channels_[st.out];
-        if (rp.carry > 0) {
+        if (rp.carry > 0 && s.carry) {
           run_carry_conv(s, st, rp, i, j, out, ldd, e, written, windows);
           break;
         }

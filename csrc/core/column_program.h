@@ -337,6 +337,11 @@ class ColumnProgram {
     // Row prefixes: per prefixed step, its sums for the row's positions, [nb][W][cout] from float nb * offset
     // (storage's last vector, or the group's: the members write disjoint columns of one array).
     float* pre = nullptr;
+    // The carry (RowPrefix::carry) on: the slices of a position split's image groups (for_each_member), whose
+    // batch-1 chains it shortens. A slice of images per thread keeps whole sums at positions: there the carry only
+    // splits a GEMM into two calls (keras.io batch 16: 24.3 ms with it, 24.0-24.3 without, alternating processes).
+    // Either way a slice keeps its choice for the whole call, and the sums are the same.
+    bool carry = false;
     Member* member = nullptr;    // split mode only
     float* px(const ColumnProgram& p, int b, int64_t i, int64_t img, int64_t j) {
       const int64_t slot = i % p.ring_rows_[b];

@@ -632,6 +632,7 @@ void ColumnProgram::for_each_member(int64_t n, const Parallel& par, bool teacher
         while (first_of(g + 1) <= r) ++g;
         const int m = first_of(g + 1) - first_of(g);
         Slice s = make_slice(g, g + 1, &rings[g]);
+        s.carry = true;
         Member me;
         if (m > 1) {  // a group of one thread runs as a slice of its own
           me.index = r - first_of(g);
