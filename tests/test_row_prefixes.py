@@ -148,7 +148,8 @@ def conv_chain(rng, height, width, kh, kw, dh, dw, channels, offset=None):
 
 
 @pytest.mark.parametrize("height,width", [(1, 1), (1, 6), (4, 1), (3, 2), (6, 7), (9, 5)])
-@pytest.mark.parametrize("kh,kw,dh,dw", [(3, 3, 1, 1), (5, 5, 1, 1), (7, 7, 1, 1), (3, 5, 2, 1), (5, 3, 1, 3)])
+@pytest.mark.parametrize("kh,kw,dh,dw", [(3, 3, 1, 1), (5, 5, 1, 1), (7, 7, 1, 1), (3, 5, 2, 1), (5, 3, 1, 3),
+                                         (15, 15, 1, 2)])
 def test_convs_of_every_size_and_dilation_change_no_bit(height, width, kh, kw, dh, dw, rng, restore_threads):
     channels = int(rng.choice([5, 16, 33, 80]))
     spec, arrays = conv_chain(rng, height, width, kh, kw, dh, dw, channels)
@@ -160,6 +161,15 @@ def test_convs_of_every_size_and_dilation_change_no_bit(height, width, kh, kw, d
     # The mask-B conv's carry: its tap left of the position is (0, -1) unless dilated along the row.
     program = _core.ColumnProgram.from_spec(spec, arrays, 0)
     assert core_testing.row_carry(program) == [0, 0, 0, channels if wide and dw == 1 else 0, 0]
+
+
+def test_a_wide_dilated_kernel_reads_its_many_ranges_in_place(rng, restore_threads):
+    """A 15x15 first conv dilated 2 along rows on a 9x32 image: from row 7 its 105 rows-above taps lie inside the
+    image at positions 14..17 and are read in place as 105 separate k ranges (more than the GEMM part's stack
+    buffer holds: gather_plan.cc PartRanges)."""
+    spec, arrays = conv_chain(rng, 9, 32, 15, 15, 1, 2, 16)
+    pk = assert_prefixes_change_no_bit(spec, arrays, 0, [1, 2], rng)
+    assert pk[0] == [105], pk
 
 
 @pytest.mark.parametrize("offset", [(-2, -1), (-3, 0), (-1, -3)])

@@ -140,10 +140,19 @@ static const KRange* ranges_of(const GatherPlan& plan, const Segment& s, const A
   return a.ranges[g];
 }
 
-// The ranges' k positions [part.begin, part.end) (cut where they fall inside a range) into `out`; returns how many.
-// A segment's ranges number at most its pieces plus its column ranges (gather_columns): kMaxPartRanges covers any
-// plan the executor builds, and a longer list throws rather than overrun.
-constexpr int kMaxPartRanges = 256;
+// The ranges' k positions [part.begin, part.end) (cut where they fall inside a range) into `out`, which has room for
+// nranges; returns how many. PartRanges holds them: on the stack up to kMaxPartRanges (a 3x3 conv's in-place ranges
+// are a handful; a 15x15 kernel's a few hundred), else on the heap.
+constexpr int kMaxPartRanges = 64;
+struct PartRanges {
+  KRange local[kMaxPartRanges];
+  std::vector<KRange> heap;
+  KRange* room(int n) {
+    if (n <= kMaxPartRanges) return local;
+    heap.resize(n);
+    return heap.data();
+  }
+};
 static int cut_ranges(const KRange* ranges, int nranges, const KPart& part, int64_t k_total, KRange* out) {
   int64_t begin = part.begin, end = part.end < 0 ? k_total : part.end;
   if (begin < 0 || begin > end || end > k_total)
@@ -158,7 +167,6 @@ static int cut_ranges(const KRange* ranges, int nranges, const KPart& part, int6
   for (int q = 0; q < nranges; ++q) {
     const int64_t len = ranges[q].end - ranges[q].begin, b = std::max(begin, at), e = std::min(end, at + len);
     if (b < e) {
-      if (count == kMaxPartRanges) throw std::logic_error("gemm part: more than 256 k ranges");
       out[count++] = {ranges[q].begin + (b - at), ranges[q].begin + (e - at)};
     }
     at += len;
@@ -177,10 +185,11 @@ void gemm_segment(const Kernels& kern, const GatherPlan& plan, const Segment& s,
     return;
   }
   GemmArgs g{a.a, a.lda, rows, ranges, nranges, s.b.data(), s.d1 - s.d0, c, ldd, epilogue_from(epi, s.d0)};
-  KRange cut[kMaxPartRanges];
+  PartRanges cut;
   if (part != nullptr) {
-    g.ranges = cut;
-    g.nranges = cut_ranges(ranges, nranges, *part, s.k, cut);
+    KRange* room = cut.room(nranges);
+    g.ranges = room;
+    g.nranges = cut_ranges(ranges, nranges, *part, s.k, room);
     g.bpack = s.b.data() + part->begin * kern.panel;  // the part's first k row in every panel
     g.panel_stride = s.k * kern.panel;
     if (part->init != nullptr) {
@@ -237,10 +246,11 @@ void gemm_packed_window(const Kernels& kern, const GatherPlan& plan, const Packe
   GemmArgs g{a.a, a.lda, rows, ranges, nranges, w.b.data(), w.c1 - w.c0, dst + s.d0 + w.c0, ldd,
              epilogue_from(epi, s.d0 + w.c0)};
   g.ldb = w.ldb;
-  KRange cut[kMaxPartRanges];
+  PartRanges cut;
   if (part != nullptr) {
-    g.ranges = cut;
-    g.nranges = cut_ranges(ranges, nranges, *part, s.k, cut);
+    KRange* room = cut.room(nranges);
+    g.ranges = room;
+    g.nranges = cut_ranges(ranges, nranges, *part, s.k, room);
     g.bpack = w.b.data() + part->begin * w.ldb;  // one panel: no panel stride
     if (part->init != nullptr) {
       g.init = part->init + s.d0 + w.c0;
