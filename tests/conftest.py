@@ -138,6 +138,20 @@ def core_testing():
     return _CompiledModule("pixelcnn_fast._core.testing")
 
 
+@pytest.fixture
+def restore_threads():
+    """The module pool's thread count and the position-split policy (set to the product's "auto" here) as they were
+    before the test, whatever the test sets."""
+    from pixelcnn_fast import _core
+    from pixelcnn_fast._core import testing
+
+    before = _core.get_num_threads()
+    policy = testing.set_position_split("auto")
+    yield
+    _core.set_num_threads(before)
+    testing.set_position_split(policy)
+
+
 # --------------------------------------------------------------------------- float64 direct
 
 def _pair(v):

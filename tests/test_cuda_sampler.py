@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fixtures import make_programs  # noqa: E402
 
 PROGRAMS = make_programs.load()
+head_levels = make_programs.head_levels
 NAMES = sorted(PROGRAMS)
 
 
@@ -53,12 +54,6 @@ def image_shape(spec):
     line = next(ln for ln in spec.splitlines() if ln.startswith("image "))
     kv = dict(tok.split("=") for tok in line.split()[1:])
     return int(kv["height"]), int(kv["width"]), int(kv["channels"])
-
-
-def head_levels(spec):
-    line = next(ln for ln in spec.splitlines() if ln.startswith("head "))
-    kv = dict(tok.split("=") for tok in line.split()[1:])
-    return 2 if kv["kind"] == "bernoulli" else int(kv["levels"])
 
 
 def boundary_tolerance(n_levels, ulps=4.0):

@@ -17,6 +17,7 @@ from pixelcnn_fast import _core
 from pixelcnn_fast._core import testing as core_testing
 
 PROGRAMS = make_programs.load()
+head_levels = make_programs.head_levels
 
 
 def build(spec, arrays, n, fused, poison=True, in_place=None):
@@ -28,12 +29,6 @@ def build(spec, arrays, n, fused, poison=True, in_place=None):
     core_testing.set_row_prefixes(program, fused)
     core_testing.set_poison_caches(program, poison)
     return program
-
-
-def head_levels(spec):
-    line = next(l for l in spec.splitlines() if l.startswith("head "))
-    fields = dict(f.split("=", 1) for f in line.split()[1:])
-    return 2 if fields["kind"] == "bernoulli" else int(fields["levels"])
 
 
 def assert_fused_equals_unfused(spec, arrays, n, batch, rng, min_fused=1, levels=None):

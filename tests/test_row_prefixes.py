@@ -19,15 +19,7 @@ from pixelcnn_fast import _core
 from pixelcnn_fast._core import testing as core_testing
 
 PROGRAMS = make_programs.load()
-
-
-@pytest.fixture
-def restore_threads():
-    before = _core.get_num_threads()
-    policy = core_testing.set_position_split("always")
-    yield
-    _core.set_num_threads(before)
-    core_testing.set_position_split(policy)
+head_levels = make_programs.head_levels
 
 
 def build(spec, arrays, n, prefixes):
@@ -35,12 +27,6 @@ def build(spec, arrays, n, prefixes):
     core_testing.set_row_prefixes(program, prefixes)
     core_testing.set_poison_caches(program, True)
     return program
-
-
-def head_levels(spec):
-    line = next(l for l in spec.splitlines() if l.startswith("head "))
-    fields = dict(f.split("=", 1) for f in line.split()[1:])
-    return 2 if fields["kind"] == "bernoulli" else int(fields["levels"])
 
 
 def same_bits(a, b, what):

@@ -62,15 +62,6 @@ MODELS = {
 }
 
 
-@pytest.fixture
-def restore_threads():
-    before = _core.get_num_threads()
-    policy = testing.set_position_split("auto")
-    yield
-    _core.set_num_threads(before)
-    testing.set_position_split(policy)
-
-
 def _run_all(sampler, labels, batch, seed):
     """(levels, margins, completed, teacher-forced head) of one batch at the module's current thread count."""
     rng = np.random.default_rng(seed)
