@@ -1,10 +1,10 @@
-"""The CPU executor's row prefixes (csrc/core/column_program.cc, plan_row_prefixes / run_row_prefixes; docs/SAMPLER.md,
-"Row prefixes"): at the start of each row a conv whose input is computed at its own position sums the leading k of its
-GEMM that read rows above, for every position of the row in one GEMM per image, and each position goes on from those
-sums over the taps of its own row. It is the same float operations in the same order as one sum, so the executor with
+"""The CPU executor's row prefixes (csrc/core/column_program.cc, plan_row_prefixes / row_prefix; docs/SAMPLER.md,
+"Row prefixes"): at its first position of a row, a conv whose rows above are final by then (any conv on an undelayed
+input; a gated PixelCNN's delayed vertical stack) sums the leading k of its GEMM that read them, for every position of
+the row in one GEMM per image, and each position goes on from those sums over the taps of its own row. It is the same float operations in the same order as one sum, so the executor with
 prefixes must write exactly the bits it writes without them -- checked here on every fixture program (colour passes
-with their segments, per-image constants, mixture heads), on the zoo (delayed vertical stacks and u streams, which
-have none, beside the convs that do; shifts), on hand-written convs of every kernel size, dilation and offset up to
+with their segments, per-image constants, mixture heads), on the zoo (delayed vertical stacks and u streams, with
+prefixes where their rows above are final in time; shifts), on hand-written convs of every kernel size, dilation and offset up to
 widths and heights of 1 (every position at a border: all gathered), at batch 1, 2 and 3, with ring caches and the
 prefix sums poisoned with NaN, on one thread and split across two (each member its own columns' prefixes). The carry
 (a position adds the next one's left tap, which reads its own pixel, to that one's sums; in split mode interleaved
@@ -96,6 +96,12 @@ def test_zoo_programs_prefixes_change_no_bit(name, rng, restore_threads):
         pk = assert_prefixes_change_no_bit(spec, arrays, batch, [batch], rng, levels=levels)
     if name == "rgb_3x256_wide":
         assert sum(1 for k in pk if k) >= 2, pk
+    if name == "gated_shifted":  # the delayed vertical stack's convs (delay 0, x) sum their row above at (i, 0)
+        steps = [ln for ln in spec.splitlines() if ln.split()[0] in
+                 ("conv", "binary", "act", "concat", "gather", "softmax", "reduce", "shift", "embed", "onehot")]
+        assert len(steps) == len(pk), (len(steps), len(pk))
+        stack = [k for k, ln in enumerate(steps) if ln.startswith("conv ") and " delay=0," in ln]
+        assert stack and all(pk[k] for k in stack), (stack, pk)
 
 
 def conv_chain(rng, height, width, kh, kw, dh, dw, channels, offset=None):
@@ -168,7 +174,7 @@ def test_offset_taps_in_rows_above_are_summed_at_the_row_start(offset, rng, rest
 
 
 def test_keras_io_convs_have_their_row_prefixes():
-    """keras.io's model at full size: the 7x7 mask-A conv sums 21 of its 24 taps at the row start, each 3x3 mask-B
+    """keras.io's model at full size: the 7x7 mask-A conv sums 21 of its 24 taps at a row's first position, each 3x3 mask-B
     conv 384 of its 640 k (the row above's three taps of 128 channels), the 1x1 convs and the head none."""
     from fixtures import seed_models
     from pixelcnn_fast.sampler import Sampler

@@ -459,8 +459,8 @@ int64_t ColumnProgram::executed_macs_per_position() const {
 
 constexpr size_t kMaxCarrySegments = 16;  // run_step's per-segment range arrays (gather_plan.cc makes at most 16)
 
-// A conv qualifies when its input is computed at its own raster position (no delay: at a row's start every row above
-// is final) and its plan's leading pieces read rows above; programs on grids schedule their steps otherwise.
+// A conv qualifies when its plan's leading pieces read rows above that are final when it computes a row's first
+// position (below); programs on grids schedule their steps otherwise.
 void ColumnProgram::plan_row_prefixes() const {
   row_prefix_.assign(steps_.size(), RowPrefix{});
   prefix_steps_.clear();
@@ -468,9 +468,9 @@ void ColumnProgram::plan_row_prefixes() const {
   if (!row_prefixes_ || on_grids()) return;
   for (size_t k = 0; k < steps_.size(); ++k) {
     const ProgramStep& st = steps_[k];
-    if (st.kind != StepKind::kConv || st.delayed() || st.transpose || st.ins.size() != 1) continue;
+    if (st.kind != StepKind::kConv || st.transpose || st.ins.size() != 1) continue;
     const int in = st.ins[0];
-    if (in == st.out || buffer_delay_[in] != std::make_pair(0, 0) || ring_elided_[in]) continue;
+    if (in == st.out || ring_elided_[in]) continue;
     const detail::GatherPlan& pl = st.plan;
     RowPrefix rp;
     int64_t left = 0, right = 0;  // how far the pieces reach left and right of the position
@@ -483,6 +483,17 @@ void ColumnProgram::plan_row_prefixes() const {
       right = std::max(right, pc.ox);
     }
     if (rp.npieces == 0) continue;
+    // The prefix is summed when the step computes a row's first position (i, 0): the rows above it reads must be
+    // final then at every column. Raster steps relative to row i's start (ready(): a delayed input or step
+    // computes its positions later, or earlier); at the same raster step the delayed steps run first, in program
+    // order (the input's writer before this step), then the colour passes.
+    int64_t max_oy = rp.min_oy;
+    for (int q = 0; q < rp.npieces; ++q) max_oy = std::max(max_oy, pl.pieces[q].oy);
+    const auto [in_dy, in_dx] = buffer_delay_[in];
+    const int64_t t_in = (max_oy + in_dy) * w_ + std::min<int64_t>(w_ - 1 + in_dx, w_);
+    const int64_t t_first = int64_t(st.delay_y) * w_ + std::min<int64_t>(st.delay_x, w_);
+    const bool in_delayed = in_dy != 0 || in_dx != 0;
+    if (!(t_in < t_first || (t_in == t_first && in_delayed))) continue;
     rp.jl = std::min<int64_t>(left, w_);
     rp.jh = std::max<int64_t>(rp.jl, w_ - right);
     bool any = false;
@@ -521,41 +532,40 @@ void ColumnProgram::plan_row_prefixes() const {
   }
 }
 
-// Row i's prefix sums. Inside the image (every piece's row and column), an image's positions [jl, jh) read their
-// pieces in place from the ring (a row's positions one input pixel apart: lda = the input's channels) in one GEMM;
-// the positions at the borders, and every position of a row whose pieces reach above the image, gather theirs (zeros
-// outside) one position at a time, as gather_columns does.
+// Row i's prefix sums, for what the caller computes at its positions: windows (split mode), or the colour pass's
+// segments (part), or every segment. Inside the image (every piece's row and column), an image's positions [jl, jh)
+// read their pieces in place from the ring (a row's positions one input pixel apart: lda = the input's channels) in
+// one GEMM; the positions at the borders, and every position of a row whose pieces reach above the image, gather
+// theirs (zeros outside) one position at a time, as gather_columns does.
 constexpr int64_t kPrefixTileRows = 6;  // the AVX-512 and AVX2 microkernels' register tile rows (kernels_isa.inc MR)
 
-void ColumnProgram::run_row_prefixes(Slice& s, int64_t i, int64_t* ns) const {
+void ColumnProgram::row_prefix(Slice& s, const ProgramStep& st, const RowPrefix& rp, int64_t i, const PassPart* part,
+                               const std::vector<std::shared_ptr<const detail::PackedWindow>>* windows) const {
   const Kernels& kern = active_kernels();
-  for (const int k : prefix_steps_) {
-    const ProgramStep& st = steps_[k];
-    const RowPrefix& rp = row_prefix_[k];
-    const detail::GatherPlan& pl = st.plan;
-    const std::vector<std::shared_ptr<const detail::PackedWindow>>* windows = nullptr;
-    if (s.member != nullptr) {
-      const SplitPlan& sp = *s.member->plan;
-      windows = &(s.member->teacher ? sp.prefix_forced : sp.prefix_sample)[k][s.member->index];
-      if (windows->empty()) continue;
-    }
-    const int64_t t0 = ns != nullptr ? now_ns() : 0;
+  const detail::GatherPlan& pl = st.plan;
+  {
     const int in = st.ins[0];
     const int64_t cout = buffer_channels_[st.out], cin = buffer_channels_[in];
     float* pre = s.pre + s.nb * rp.offset;  // [nb][W][cout]
     auto gemm = [&](const detail::ARows& a, int64_t rows, float* dst, int64_t ldd) {
       if (windows != nullptr) {
-        for (const auto& w : *windows) {
-          const detail::KPart part{0, rp.k_pre[w->seg]};
-          detail::gemm_packed_window(kern, pl, *w, a, rows, dst, ldd, nullptr, &part);
-        }
+        for (const auto& w : *windows)
+          if (rp.k_pre[w->seg] > 0) {
+            const detail::KPart kp{0, rp.k_pre[w->seg]};
+            detail::gemm_packed_window(kern, pl, *w, a, rows, dst, ldd, nullptr, &kp);
+          }
         return;
       }
-      for (size_t g = 0; g < pl.segs.size(); ++g)
-        if (rp.k_pre[g] > 0) {
-          const detail::KPart part{0, rp.k_pre[g]};
-          detail::gemm_segment(kern, pl, pl.segs[g], a, rows, dst, ldd, nullptr, &part);
-        }
+      auto one = [&](size_t g) {
+        if (rp.k_pre[g] == 0) return;
+        const detail::KPart kp{0, rp.k_pre[g]};
+        detail::gemm_segment(kern, pl, pl.segs[g], a, rows, dst, ldd, nullptr, &kp);
+      };
+      if (part != nullptr) {
+        for (int g : part->segs) one(static_cast<size_t>(g));
+      } else {
+        for (size_t g = 0; g < pl.segs.size(); ++g) one(g);
+      }
     };
     auto gathered = [&](int64_t j) {
       float* col = s.col.data();
@@ -616,7 +626,6 @@ void ColumnProgram::run_row_prefixes(Slice& s, int64_t i, int64_t* ns) const {
       for (int64_t j = 0; j < rp.jl; ++j) gathered(j);
       for (int64_t j = rp.jh; j < w_; ++j) gathered(j);
     }
-    if (ns != nullptr) ns[k] += now_ns() - t0;
   }
 }
 
@@ -1219,15 +1228,17 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
         const int written = gf.ops > 0 && gf.out.where == Where::kRing ? gf.out.index : st.out;
         const RowPrefix& rp = row_prefix_[k];
         const int64_t width = buffer_channels_[st.out];
-        if (rp.carry > 0 && s.carry) {
+        const bool prefixed = rp.on && (s.split_group || !st.delayed());  // Slice::split_group
+        if (prefixed && j == 0) row_prefix(s, st, rp, i, part, windows);  // the row's sums over the rows above
+        if (prefixed && rp.carry > 0 && s.split_group) {
           run_carry_conv(s, st, rp, i, j, out, ldd, e, written, windows);
           break;
         }
         const detail::ARows col = gather_columns(s, pl, st.ins[0], st.out, written, i, j);
-        // With a row prefix (run_row_prefixes summed its leading k at the row's start), each segment's GEMM goes on
+        // With a row prefix (row_prefix summed its leading k at the row's first position), each segment's GEMM goes on
         // from those sums over the rest of its k.
         auto rest = [&](int g, detail::KPart* kp) -> const detail::KPart* {
-          if (!rp.on || rp.k_pre[g] == 0) return nullptr;
+          if (!prefixed || rp.k_pre[g] == 0) return nullptr;
           *kp = {rp.k_pre[g], -1, s.pre + nb * rp.offset + j * width, w_ * width};
           return kp;
         };
@@ -1435,7 +1446,6 @@ void ColumnProgram::teacher_forced(const float* image, int64_t n, float* head_ou
     for (int64_t i = 0; i < h_; ++i) {
       bool stop = false;
       if (!start_row(s, mine, i, false, &stop)) continue;
-      run_row_prefixes(s, i);
       for (int64_t j = 0; j < w_; ++j) {
         if (s.member != nullptr && !boundary(s)) return;  // every thread is done with the previous position
         if (first)
@@ -1497,7 +1507,6 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
         if (stop) return;  // outputs left incomplete
         continue;
       }
-      run_row_prefixes(s, i, prof);  // the convs' sums over the rows above, for the whole row
       for (int64_t j = 0; j < w_; ++j) {
         const uint32_t position = static_cast<uint32_t>(i * w_ + j);
         if (s.member != nullptr && !boundary(s)) {  // every thread is done with the previous position

@@ -192,10 +192,10 @@ class ColumnProgram {
     prepare();
     return gemm_fusion_.at(k).ops;
   }
-  // Row prefixes (on unless switched off here; docs/SAMPLER.md, "Row prefixes"): at the start of each row, a conv
-  // whose input is computed at its own position sums the leading k of its GEMM that read rows above (the taps with
-  // oy < 0) for every position of the row in one GEMM per image (rows = the row's positions), and each position
-  // continues from those sums over the taps in its own row. The same float operations in the same order as one sum:
+  // Row prefixes (on unless switched off here; docs/SAMPLER.md, "Row prefixes"): at its first position of a row, a
+  // conv whose rows above are final by then sums the leading k of its GEMM that read them (the taps with oy < 0) for
+  // every position of the row in one GEMM per image (rows = the row's positions), and each position continues from
+  // those sums over the taps in its own row. The same float operations in the same order as one sum:
   // bit-identical outputs, and at batch 1 the position's dependent chain is the current row's taps only (keras.io's
   // 3x3: 256 of 640). Off: the reference the tests hold the prefixed path to. Not to be called while another
   // thread samples with the program.
@@ -257,11 +257,6 @@ class ColumnProgram {
     std::vector<StepSplit> forced;                  // teacher_forced: every step whole, delayed ones first
     std::vector<StepSplit> delayed;                 // sample: the delayed steps (indexed by step)
     std::vector<std::vector<StepSplit>> pass;       // sample: [step][pass 0..C]
-    // Row prefixes (run_row_prefixes): per step, per member, the packed windows whose prefix it sums at a row start.
-    // Every column a member computes at a position (in any pass; teacher forcing's plan apart) is its own, a column
-    // two members compute goes to the first of them, and one nobody computes to member 0, so each prefix column is
-    // summed once per row; a member may continue from another's sums (the meeting at the first position orders it).
-    std::vector<std::vector<std::vector<std::shared_ptr<const detail::PackedWindow>>>> prefix_sample, prefix_forced;
   };
   // One thread of an image group in split mode: its index, the group's barrier, which buffers were written
   // since the last meeting. Every member takes the same steps in the same order, so all decide alike to meet.
@@ -337,11 +332,13 @@ class ColumnProgram {
     // Row prefixes: per prefixed step, its sums for the row's positions, [nb][W][cout] from float nb * offset
     // (storage's last vector, or the group's: the members write disjoint columns of one array).
     float* pre = nullptr;
-    // The carry (RowPrefix::carry) on: the slices of a position split's image groups (for_each_member), whose
-    // batch-1 chains it shortens. A slice of images per thread keeps whole sums at positions: there the carry only
-    // splits a GEMM into two calls (keras.io batch 16: 24.3 ms with it, 24.0-24.3 without, alternating processes).
-    // Either way a slice keeps its choice for the whole call, and the sums are the same.
-    bool carry = false;
+    // A slice of a position split's image groups (for_each_member): its positions' dependent chains are the call's
+    // time, so it also takes the row prefixes of delayed convs and the carry (RowPrefix), which shorten them. A slice
+    // of images per thread runs tiles of several images that already keep the FMA pipes busy; there the carry only
+    // splits a GEMM into two calls (keras.io batch 16: 24.3 ms with it, 24.0-24.3 without, alternating processes)
+    // and delayed convs' prefixes read 88.6 against 84.6 ms for PixelCNN++ blocks (gated masked: 48.2 against 50.0,
+    // gated shifted 49.6 against 49.0). Either way a slice keeps its choice for the whole call: the same sums.
+    bool split_group = false;
     Member* member = nullptr;    // split mode only
     float* px(const ColumnProgram& p, int b, int64_t i, int64_t img, int64_t j) {
       const int64_t slot = i % p.ring_rows_[b];
@@ -377,10 +374,12 @@ class ColumnProgram {
   void run_pass(Slice& s, int64_t i, int64_t j, int p, int64_t* ns = nullptr) const;
   // Ring caches for images [b0, b1); rings (optional): share another slice's (the members of one group).
   Slice make_slice(int64_t b0, int64_t b1, const Slice* rings = nullptr) const;
-  // Row prefixes (set_row_prefixes): which convs have one, and their sums for row i (the slice's, or in split mode
-  // this member's windows); ns as run_steps.
+  // Row prefixes (set_row_prefixes): which convs have one, and a conv's sums for row i, at its first position there,
+  // for what that call computes (run_step's part and windows).
   void plan_row_prefixes() const;
-  void run_row_prefixes(Slice& s, int64_t i, int64_t* ns = nullptr) const;
+  struct RowPrefix;
+  void row_prefix(Slice& s, const ProgramStep& st, const RowPrefix& rp, int64_t i, const PassPart* part,
+                  const std::vector<std::shared_ptr<const detail::PackedWindow>>* windows) const;
   // Steps of phase >= min_phase at (i, j); ns (optional, one entry per step) accumulates their times.
   void run_steps(Slice& s, int64_t i, int64_t j, int min_phase, int64_t* ns = nullptr) const;
   // Operand o's channels, and its values at (i, j) of the slice's image img.
@@ -391,7 +390,6 @@ class ColumnProgram {
   // windows (optional, kConv): only these packed column windows of the GEMM (split mode).
   void run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j, const PassPart* part = nullptr,
                 const std::vector<std::shared_ptr<const detail::PackedWindow>>* windows = nullptr) const;
-  struct RowPrefix;
   // run_step's conv with a carry (RowPrefix::carry): out / ldd / e / written as run_step sets them up.
   void run_carry_conv(Slice& s, const ProgramStep& st, const RowPrefix& rp, int64_t i, int64_t j, float* out,
                       int64_t ldd, const GemmEpilogue* e, int written,

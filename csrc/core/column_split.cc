@@ -386,52 +386,6 @@ ColumnProgram::SplitPlan ColumnProgram::make_split_plan(int members) const {
     finish(k, plan.delayed[k]);
     for (StepSplit& sp : plan.pass[k]) finish(k, sp);
   }
-  // Row prefixes: who sums which columns of each prefixed conv at a row start (SplitPlan::prefix_sample).
-  using Windows = std::vector<std::shared_ptr<const detail::PackedWindow>>;
-  auto prefix_shares = [&](size_t k, const std::vector<const StepSplit*>& splits) {
-    std::vector<Windows> per(members);
-    const RowPrefix& rp = row_prefix_[k];
-    if (!rp.on) return per;
-    const detail::GatherPlan& pl = steps_[k].plan;
-    for (size_t g = 0; g < pl.segs.size(); ++g) {
-      if (rp.k_pre[g] == 0) continue;
-      const int64_t width = pl.segs[g].d1 - pl.segs[g].d0;
-      std::vector<int> owner(width, -1);
-      auto own = [&](int64_t c0, int64_t c1, int m) {
-        for (int64_t c = c0; c < c1; ++c)
-          if (owner[c] < 0 || m < owner[c]) owner[c] = m;
-      };
-      for (const StepSplit* sp : splits)
-        for (int m = 0; m < static_cast<int>(sp->share.size()); ++m) {
-          const Share& sh = sp->share[m];
-          if (sh.whole) own(0, width, m);
-          for (size_t w = 0; w + 2 < sh.windows.size(); w += 3)
-            if (sh.windows[w] == int64_t(g)) own(sh.windows[w + 1], sh.windows[w + 2], m);
-        }
-      // Runs of one owner, cut at panel widths (their starts are window starts: multiples of the window unit).
-      for (int64_t c0 = 0; c0 < width;) {
-        const int m = std::max(0, owner[c0]);
-        int64_t c1 = c0 + 1;
-        while (c1 < width && std::max(0, owner[c1]) == m && c1 - c0 < kern.panel) ++c1;
-        std::shared_ptr<const detail::PackedWindow>& pw = packs[{int64_t(k), int64_t(g), c0, c1}];
-        if (!pw)
-          pw = std::make_shared<const detail::PackedWindow>(
-              detail::pack_segment_window(kern, pl, static_cast<int>(g), c0, c1));
-        per[m].push_back(pw);
-        c0 = c1;
-      }
-    }
-    return per;
-  };
-  plan.prefix_sample.resize(nsteps);
-  plan.prefix_forced.resize(nsteps);
-  for (size_t k = 0; k < nsteps; ++k) {
-    std::vector<const StepSplit*> passes;
-    for (int p = 0; p <= c_; ++p)
-      if (pass_parts_[k][p].run) passes.push_back(&plan.pass[k][p]);
-    plan.prefix_sample[k] = prefix_shares(k, passes);
-    plan.prefix_forced[k] = prefix_shares(k, {&plan.forced[k]});
-  }
   return plan;
 }
 
@@ -632,7 +586,7 @@ void ColumnProgram::for_each_member(int64_t n, const Parallel& par, bool teacher
         while (first_of(g + 1) <= r) ++g;
         const int m = first_of(g + 1) - first_of(g);
         Slice s = make_slice(g, g + 1, &rings[g]);
-        s.carry = true;
+        s.split_group = true;
         Member me;
         if (m > 1) {  // a group of one thread runs as a slice of its own
           me.index = r - first_of(g);
