@@ -543,89 +543,87 @@ void ColumnProgram::row_prefix(Slice& s, const ProgramStep& st, const RowPrefix&
                                const std::vector<std::shared_ptr<const detail::PackedWindow>>* windows) const {
   const Kernels& kern = active_kernels();
   const detail::GatherPlan& pl = st.plan;
-  {
-    const int in = st.ins[0];
-    const int64_t cout = buffer_channels_[st.out], cin = buffer_channels_[in];
-    float* pre = s.pre + s.nb * rp.offset;  // [nb][W][cout]
-    auto gemm = [&](const detail::ARows& a, int64_t rows, float* dst, int64_t ldd) {
-      if (windows != nullptr) {
-        for (const auto& w : *windows)
-          if (rp.k_pre[w->seg] > 0) {
-            const detail::KPart kp{0, rp.k_pre[w->seg]};
-            detail::gemm_packed_window(kern, pl, *w, a, rows, dst, ldd, nullptr, &kp);
-          }
-        return;
-      }
-      auto one = [&](size_t g) {
-        if (rp.k_pre[g] == 0) return;
-        const detail::KPart kp{0, rp.k_pre[g]};
-        detail::gemm_segment(kern, pl, pl.segs[g], a, rows, dst, ldd, nullptr, &kp);
-      };
-      if (part != nullptr) {
-        for (int g : part->segs) one(static_cast<size_t>(g));
-      } else {
-        for (size_t g = 0; g < pl.segs.size(); ++g) one(g);
-      }
-    };
-    auto gathered = [&](int64_t j) {
-      float* col = s.col.data();
-      for (int64_t img = 0; img < s.nb; ++img) {
-        float* row = col + img * rp.cols;
-        for (int q = 0; q < rp.npieces; ++q) {
-          const detail::ColPiece& pc = pl.pieces[q];
-          const int64_t si = i + pc.oy, sj = j + pc.ox, len = pc.c1 - pc.c0;
-          if (si >= 0 && sj >= 0 && sj < w_)
-            std::memcpy(row + pc.col, s.px(*this, in, si, img, sj) + pc.c0, len * sizeof(float));
-          else
-            std::memset(row + pc.col, 0, len * sizeof(float));
+  const int in = st.ins[0];
+  const int64_t cout = buffer_channels_[st.out], cin = buffer_channels_[in];
+  float* pre = s.pre + s.nb * rp.offset;  // [nb][W][cout]
+  auto gemm = [&](const detail::ARows& a, int64_t rows, float* dst, int64_t ldd) {
+    if (windows != nullptr) {
+      for (const auto& w : *windows)
+        if (rp.k_pre[w->seg] > 0) {
+          const detail::KPart kp{0, rp.k_pre[w->seg]};
+          detail::gemm_packed_window(kern, pl, *w, a, rows, dst, ldd, nullptr, &kp);
         }
-      }
-      gemm({col, rp.cols}, s.nb, pre + j * cout, w_ * cout);
-    };
-    if (!gather_in_place_ || i + rp.min_oy < 0 || rp.jl >= rp.jh) {
-      for (int64_t j = 0; j < w_; ++j) gathered(j);
-    } else {
-      // Each segment's leading k positions as ring offsets from piece 0's source at (i, jl) of image 0.
-      const detail::ColPiece& p0 = pl.pieces[0];
-      const float* base = s.px(*this, in, i + p0.oy, 0, rp.jl + p0.ox) + p0.c0;
-      KRange* kr = s.kranges.data();
-      for (size_t g = 0; g < pl.segs.size(); ++g) {
-        s.seg_ranges[g] = kr;
-        int count = 0;
-        for (const KRange& cr : pl.segs[g].ranges) {
-          if (rp.k_pre[g] == 0 || cr.begin >= rp.cols) break;
-          const int64_t cend = std::min(cr.end, rp.cols);
-          for (int q = 0; q < rp.npieces; ++q) {  // the pieces the column range covers, in column order
-            const detail::ColPiece& pc = pl.pieces[q];
-            const int64_t b = std::max(cr.begin, pc.col), e = std::min(cend, pc.col + (pc.c1 - pc.c0));
-            if (b >= e) continue;
-            const int64_t off = (s.px(*this, in, i + pc.oy, 0, rp.jl + pc.ox) + pc.c0 - base) + (b - pc.col);
-            if (count > 0 && kr[count - 1].end == off)
-              kr[count - 1].end = off + (e - b);  // adjacent in the ring too
-            else
-              kr[count++] = {off, off + (e - b)};
-          }
-          if (cr.end > rp.cols) break;
-        }
-        s.seg_nranges[g] = count;
-        kr += count;
-      }
-      // A GEMM's rows are an image's positions (lda: one input pixel) or, when an image has fewer inside positions
-      // than the slice has images and than a register tile has rows, a position's images (lda: the ring's image
-      // stride; a VQ-VAE prior's 7x7 conv on a 7-wide grid has one inside position): taller tiles either way.
-      const int64_t img_stride = buffer_w_[in] * cin;
-      if (rp.jh - rp.jl >= std::min<int64_t>(s.nb, kPrefixTileRows)) {
-        for (int64_t img = 0; img < s.nb; ++img)
-          gemm({base + img * img_stride, cin, s.seg_ranges.data(), s.seg_nranges.data()}, rp.jh - rp.jl,
-               pre + (img * w_ + rp.jl) * cout, cout);
-      } else {
-        for (int64_t j = rp.jl; j < rp.jh; ++j)
-          gemm({base + (j - rp.jl) * cin, img_stride, s.seg_ranges.data(), s.seg_nranges.data()}, s.nb,
-               pre + j * cout, w_ * cout);
-      }
-      for (int64_t j = 0; j < rp.jl; ++j) gathered(j);
-      for (int64_t j = rp.jh; j < w_; ++j) gathered(j);
+      return;
     }
+    auto one = [&](size_t g) {
+      if (rp.k_pre[g] == 0) return;
+      const detail::KPart kp{0, rp.k_pre[g]};
+      detail::gemm_segment(kern, pl, pl.segs[g], a, rows, dst, ldd, nullptr, &kp);
+    };
+    if (part != nullptr) {
+      for (int g : part->segs) one(static_cast<size_t>(g));
+    } else {
+      for (size_t g = 0; g < pl.segs.size(); ++g) one(g);
+    }
+  };
+  auto gathered = [&](int64_t j) {
+    float* col = s.col.data();
+    for (int64_t img = 0; img < s.nb; ++img) {
+      float* row = col + img * rp.cols;
+      for (int q = 0; q < rp.npieces; ++q) {
+        const detail::ColPiece& pc = pl.pieces[q];
+        const int64_t si = i + pc.oy, sj = j + pc.ox, len = pc.c1 - pc.c0;
+        if (si >= 0 && sj >= 0 && sj < w_)
+          std::memcpy(row + pc.col, s.px(*this, in, si, img, sj) + pc.c0, len * sizeof(float));
+        else
+          std::memset(row + pc.col, 0, len * sizeof(float));
+      }
+    }
+    gemm({col, rp.cols}, s.nb, pre + j * cout, w_ * cout);
+  };
+  if (!gather_in_place_ || i + rp.min_oy < 0 || rp.jl >= rp.jh) {
+    for (int64_t j = 0; j < w_; ++j) gathered(j);
+  } else {
+    // Each segment's leading k positions as ring offsets from piece 0's source at (i, jl) of image 0.
+    const detail::ColPiece& p0 = pl.pieces[0];
+    const float* base = s.px(*this, in, i + p0.oy, 0, rp.jl + p0.ox) + p0.c0;
+    KRange* kr = s.kranges.data();
+    for (size_t g = 0; g < pl.segs.size(); ++g) {
+      s.seg_ranges[g] = kr;
+      int count = 0;
+      for (const KRange& cr : pl.segs[g].ranges) {
+        if (rp.k_pre[g] == 0 || cr.begin >= rp.cols) break;
+        const int64_t cend = std::min(cr.end, rp.cols);
+        for (int q = 0; q < rp.npieces; ++q) {  // the pieces the column range covers, in column order
+          const detail::ColPiece& pc = pl.pieces[q];
+          const int64_t b = std::max(cr.begin, pc.col), e = std::min(cend, pc.col + (pc.c1 - pc.c0));
+          if (b >= e) continue;
+          const int64_t off = (s.px(*this, in, i + pc.oy, 0, rp.jl + pc.ox) + pc.c0 - base) + (b - pc.col);
+          if (count > 0 && kr[count - 1].end == off)
+            kr[count - 1].end = off + (e - b);  // adjacent in the ring too
+          else
+            kr[count++] = {off, off + (e - b)};
+        }
+        if (cr.end > rp.cols) break;
+      }
+      s.seg_nranges[g] = count;
+      kr += count;
+    }
+    // A GEMM's rows are an image's positions (lda: one input pixel) or, when an image has fewer inside positions
+    // than the slice has images and than a register tile has rows, a position's images (lda: the ring's image
+    // stride; a VQ-VAE prior's 7x7 conv on a 7-wide grid has one inside position): taller tiles either way.
+    const int64_t img_stride = buffer_w_[in] * cin;
+    if (rp.jh - rp.jl >= std::min<int64_t>(s.nb, kPrefixTileRows)) {
+      for (int64_t img = 0; img < s.nb; ++img)
+        gemm({base + img * img_stride, cin, s.seg_ranges.data(), s.seg_nranges.data()}, rp.jh - rp.jl,
+             pre + (img * w_ + rp.jl) * cout, cout);
+    } else {
+      for (int64_t j = rp.jl; j < rp.jh; ++j)
+        gemm({base + (j - rp.jl) * cin, img_stride, s.seg_ranges.data(), s.seg_nranges.data()}, s.nb,
+             pre + j * cout, w_ * cout);
+    }
+    for (int64_t j = 0; j < rp.jl; ++j) gathered(j);
+    for (int64_t j = rp.jh; j < w_; ++j) gathered(j);
   }
 }
 
@@ -1167,7 +1165,8 @@ void ColumnProgram::run_carry_conv(Slice& s, const ProgramStep& st, const RowPre
     if (windows != nullptr) {
       for (const auto& w : *windows) detail::gemm_packed_window(kern, pl, *w, za, nb, pre, ldpre, nullptr, &left);
     } else {
-      for (const detail::Segment& seg : pl.segs) detail::gemm_segment(kern, pl, seg, za, nb, pre, ldpre, nullptr, &left);
+      for (const detail::Segment& seg : pl.segs)
+        detail::gemm_segment(kern, pl, seg, za, nb, pre, ldpre, nullptr, &left);
     }
   }
   const float* pixel = s.px(*this, in, i, 0, j) + rp.carry_c0;  // the centre's input: the next position's left tap
@@ -1189,7 +1188,8 @@ void ColumnProgram::run_carry_conv(Slice& s, const ProgramStep& st, const RowPre
   if (!next) return;
   const detail::ARows pa{pixel, img_stride, one_range, one_count};
   const detail::KPart left{kl, kc, pre + width, ldpre, true};
-  for (const detail::Segment& seg : pl.segs) detail::gemm_segment(kern, pl, seg, pa, nb, pre + width, ldpre, nullptr, &left);
+  for (const detail::Segment& seg : pl.segs)
+    detail::gemm_segment(kern, pl, seg, pa, nb, pre + width, ldpre, nullptr, &left);
 }
 
 void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t j, const PassPart* part,
