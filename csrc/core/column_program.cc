@@ -463,7 +463,6 @@ constexpr size_t kMaxCarrySegments = 16;  // run_step's per-segment range arrays
 // position (below); programs on grids schedule their steps otherwise.
 void ColumnProgram::plan_row_prefixes() const {
   row_prefix_.assign(steps_.size(), RowPrefix{});
-  prefix_steps_.clear();
   prefix_floats_ = 0;
   if (!row_prefixes_ || on_grids()) return;
   for (size_t k = 0; k < steps_.size(); ++k) {
@@ -528,7 +527,6 @@ void ColumnProgram::plan_row_prefixes() const {
     rp.offset = prefix_floats_;
     prefix_floats_ += w_ * buffer_channels_[st.out];
     row_prefix_[k] = std::move(rp);
-    prefix_steps_.push_back(static_cast<int>(k));
   }
 }
 

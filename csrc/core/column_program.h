@@ -508,7 +508,6 @@ class ColumnProgram {
     int64_t carry = 0, carry_c0 = 0;
   };
   mutable std::vector<RowPrefix> row_prefix_;
-  mutable std::vector<int> prefix_steps_;  // the steps with one, in program order
   mutable int64_t prefix_floats_ = 0;      // Slice::pre per image
   bool row_prefixes_ = true;
   // PositionSplit::kAuto: calls left that keep one thread per image after a split that fell back (column_split.cc).

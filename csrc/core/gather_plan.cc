@@ -174,6 +174,21 @@ static int cut_ranges(const KRange* ranges, int nranges, const KPart& part, int6
   return count;
 }
 
+// Narrows g (a call over a segment's whole k, its B panels `panel_floats` wide per k row, its destination columns
+// from `d`) to the part: its k ranges, B from the part's first k row in every panel, the sums from part.init.
+static void apply_part(GemmArgs& g, const KPart& part, int64_t k_total, int64_t panel_floats, int64_t d,
+                       PartRanges& cut) {
+  KRange* room = cut.room(g.nranges);
+  g.nranges = cut_ranges(g.ranges, g.nranges, part, k_total, room);
+  g.ranges = room;
+  g.bpack += part.begin * panel_floats;
+  g.panel_stride = k_total * panel_floats;
+  if (part.init != nullptr) {
+    g.init = part.init + d;
+    g.ldinit = part.ldinit;
+  }
+}
+
 void gemm_segment(const Kernels& kern, const GatherPlan& plan, const Segment& s, const ARows& a, int64_t rows,
                   float* dst, int64_t ldd, const GemmEpilogue* epi, const KPart* part) {
   float* c = dst + s.d0;
@@ -186,17 +201,7 @@ void gemm_segment(const Kernels& kern, const GatherPlan& plan, const Segment& s,
   }
   GemmArgs g{a.a, a.lda, rows, ranges, nranges, s.b.data(), s.d1 - s.d0, c, ldd, epilogue_from(epi, s.d0)};
   PartRanges cut;
-  if (part != nullptr) {
-    KRange* room = cut.room(nranges);
-    g.ranges = room;
-    g.nranges = cut_ranges(ranges, nranges, *part, s.k, room);
-    g.bpack = s.b.data() + part->begin * kern.panel;  // the part's first k row in every panel
-    g.panel_stride = s.k * kern.panel;
-    if (part->init != nullptr) {
-      g.init = part->init + s.d0;
-      g.ldinit = part->ldinit;
-    }
-  }
+  if (part != nullptr) apply_part(g, *part, s.k, kern.panel, s.d0, cut);
   kern.gemm(g);
 }
 
@@ -247,16 +252,7 @@ void gemm_packed_window(const Kernels& kern, const GatherPlan& plan, const Packe
              epilogue_from(epi, s.d0 + w.c0)};
   g.ldb = w.ldb;
   PartRanges cut;
-  if (part != nullptr) {
-    KRange* room = cut.room(nranges);
-    g.ranges = room;
-    g.nranges = cut_ranges(ranges, nranges, *part, s.k, room);
-    g.bpack = w.b.data() + part->begin * w.ldb;  // one panel: no panel stride
-    if (part->init != nullptr) {
-      g.init = part->init + s.d0 + w.c0;
-      g.ldinit = part->ldinit;
-    }
-  }
+  if (part != nullptr) apply_part(g, *part, s.k, w.ldb, s.d0 + w.c0, cut);  // one panel: its stride unused
   kern.gemm(g);
 }
 
