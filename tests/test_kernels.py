@@ -1,6 +1,7 @@
 """Core microkernels: the GEMM register tiles (core/kernels_isa.inc) of every instruction-set build this CPU
 runs, called directly through _core.testing.gemm, against a float64 product on fresh random inputs: every row
-count 1..17 (the row tiles and their balanced split: 8 rows as 4 + 4), odd K split into k ranges with gaps (the
+count 1..17 and multiples of 8 up to 72 (the row tiles and their balanced split: 7 rows as 4 + 3; on AVX-512 the
+8-row tall tiles of M = 8, 16, ..., 64, two vectors wide, and past 64 the balanced split again), odd K split into k ranges with gaps (the
 gather plans' segments), N over partial and whole panels, and NaN-poisoned outputs (every entry of C[:, :N]
 written, nothing past column N)."""
 
@@ -30,7 +31,7 @@ def _reference(a, b, ranges):
 def test_gemm_matches_float64_every_row_count_and_panel_edge(isa):
     rng = np.random.default_rng()  # fresh inputs each run; a failure prints the shapes
     worst = 0.0
-    for m in range(1, 18):
+    for m in list(range(1, 18)) + [24, 32, 40, 64, 72]:
         for n in N_VALUES:
             pieces = int(rng.integers(1, 4))
             lda = int(rng.integers(2 * pieces + 1, 160)) | 1  # odd
@@ -56,9 +57,10 @@ def test_gemm_matches_float64_every_row_count_and_panel_edge(isa):
 @pytest.mark.parametrize("isa", ISAS)
 def test_gemm_row_values_do_not_depend_on_the_row_tiling(isa):
     # Every tile sums a row's k terms in order, so a row's bits are the same whether it is computed alone, in a
-    # 6-row tile or in a balanced 4 + 4 split: the sampler's image does not depend on the batch it is drawn in.
+    # 6-row tile, in a balanced 4 + 3 split or in 8-row tall tiles: the sampler's image does not depend on the batch
+    # it is drawn in.
     rng = np.random.default_rng()
-    for m in (2, 7, 8, 9, 13, 16, 17):
+    for m in (2, 7, 8, 9, 13, 16, 17, 32, 64, 72):
         n = int(rng.choice((17, 64, 70, 130, 257)))
         a = rng.standard_normal((m, 257)).astype(np.float32)
         b = rng.standard_normal((257, n)).astype(np.float32)

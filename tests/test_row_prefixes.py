@@ -20,6 +20,7 @@ from pixelcnn_fast._core import testing as core_testing
 
 PROGRAMS = make_programs.load()
 head_levels = make_programs.head_levels
+conv_chain = make_programs.conv_chain
 
 
 def build(spec, arrays, n, prefixes):
@@ -102,41 +103,6 @@ def test_zoo_programs_prefixes_change_no_bit(name, rng, restore_threads):
         assert len(steps) == len(pk), (len(steps), len(pk))
         stack = [k for k, ln in enumerate(steps) if ln.startswith("conv ") and " delay=0," in ln]
         assert stack and all(pk[k] for k in stack), (stack, pk)
-
-
-def conv_chain(rng, height, width, kh, kw, dh, dw, channels, offset=None):
-    """image (1 channel) -> conv kh x kw (mask A: taps strictly before the centre in raster order; dilation dh, dw;
-    or padding=offset at (oy, ox) with every tap in a row above) -> + bias -> relu -> conv 3x3 mask B (dilated alike)
-    -> conv 1x1 -> bernoulli head. The first conv has C channels (over a panel when C > 64), the second C // 2 + 1."""
-    c, c2 = channels, channels // 2 + 1
-    k0 = rng.standard_normal((kh, kw, 1, c)).astype(np.float32)
-    if offset is None:
-        k0[kh // 2, kw // 2:] = 0
-        k0[kh // 2 + 1:] = 0
-        first = f"conv out=1 in=0 kernel=0 dh={dh} dw={dw} padding=same phase=0 name=first"
-    else:
-        first = f"conv out=1 in=0 kernel=0 dh={dh} dw={dw} padding=offset oy={offset[0]} ox={offset[1]} phase=0 name=first"
-    k1 = (rng.standard_normal((3, 3, c, c2)) / np.sqrt(5 * c)).astype(np.float32)
-    k1[1, 2] = 0
-    k1[2] = 0
-    arrays = [k0, rng.standard_normal((1, 1, 1, c)).astype(np.float32), k1,
-              (rng.standard_normal((1, 1, c2, 1)) / np.sqrt(c2)).astype(np.float32)]
-    spec = "\n".join([
-        "pixelcnn_fast.column_program 1",
-        f"image height={height} width={width} channels=1",
-        f"buffers channels=1,{c},{c},{c},{c2},1",
-        f"input index=0 kind=kernel shape={kh},{kw},1,{c}",
-        "input index=1 kind=const",
-        f"input index=2 kind=kernel shape=3,3,{c},{c2}",
-        f"input index=3 kind=kernel shape=1,1,{c2},1",
-        first,
-        "binary out=2 fn=add a=b1 b=i1 phase=0 name=bias",
-        "act out=3 in=2 fn=relu alpha=0.2 phase=0 name=relu",
-        f"conv out=4 in=3 kernel=2 dh={dh} dw={dw} padding=same phase=0 name=mask_b",
-        "conv out=5 in=4 kernel=3 dh=1 dw=1 padding=valid phase=0 name=head",
-        "head kind=bernoulli buffer=5 levels=1 scale=1 offset=0",
-        "end", ""])
-    return spec, arrays
 
 
 @pytest.mark.parametrize("height,width", [(1, 1), (1, 6), (4, 1), (3, 2), (6, 7), (9, 5)])

@@ -4,4 +4,5 @@
 #define PCF_VL 16
 #define PCF_NV_MAX 4
 #define PCF_MR 6
+#define PCF_TALL_MR 8  // 32 vector registers: 8-row x 2-vector tiles for M a multiple of 8 (kernels_isa.inc, gemm_tall)
 #include "kernels_isa.inc"
