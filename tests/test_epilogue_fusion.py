@@ -59,10 +59,11 @@ def test_fixture_programs_fused_equal_unfused(name, rng):
         assert_fused_equals_unfused(spec, arrays, n, 1, rng)
 
 
-def synthetic_program(channels, rng, height=5, width=6, const_bias_channels=None):
+def synthetic_program(channels, rng, height=5, width=6, const_bias_channels=None, nin_act="relu"):
     """A hand-written program around every fused construct, with `channels` (C) gate channels:
     conv 3x3 (mask A: taps above and left) 1 -> 2C, + bias, gate tanh(split 0) * sigmoid(split 1) (splits read in
-    place), conv 1x1 C -> C + bias (C channels, or 1: broadcast) -> relu, residual add, concat_elu with the first
+    place), conv 1x1 C -> C + bias (C channels, or 1: broadcast) -> nin_act (relu; the tiles compile relu and
+    leaky_relu in, any other activation goes through a run-time switch), residual add, concat_elu with the first
     half's channels reversed (a gather that is copied: concat(x[::-1], -x) -> elu), conv 1x1 2C -> 1 + bias: the
     bernoulli head (written by a fused op)."""
     c = channels
@@ -95,7 +96,7 @@ def synthetic_program(channels, rng, height=5, width=6, const_bias_channels=None
         "binary out=7 fn=mul a=b4 b=b6 phase=0 name=gate",
         "conv out=8 in=7 kernel=2 dh=1 dw=1 padding=valid phase=0 name=nin",
         "binary out=9 fn=add a=i3 b=b8 phase=0 name=nin_bias",
-        "act out=10 in=9 fn=relu alpha=0.2 phase=0 name=relu",
+        f"act out=10 in=9 fn={nin_act} alpha=0.2 phase=0 name=nin_act",
         "binary out=11 fn=add a=b7 b=b10 phase=0 name=residual",
         "act out=12 in=11 fn=neg alpha=0.2 phase=0 name=neg",
         "act out=13 in=11 fn=softplus alpha=0.2 phase=0 name=unread",
@@ -110,9 +111,11 @@ def synthetic_program(channels, rng, height=5, width=6, const_bias_channels=None
 
 
 @pytest.mark.parametrize("channels", [1, 3, 7, 17, 33])
-@pytest.mark.parametrize("batch", [1, 4])
-def test_odd_channel_counts_fused_equal_unfused(channels, batch, rng):
-    spec, arrays = synthetic_program(channels, rng, const_bias_channels=channels if channels > 3 else 1)
+@pytest.mark.parametrize("batch", [1, 4, 8])
+@pytest.mark.parametrize("nin_act", ["relu", "leaky_relu", "elu"])
+def test_odd_channel_counts_fused_equal_unfused(channels, batch, nin_act, rng):
+    spec, arrays = synthetic_program(channels, rng, const_bias_channels=channels if channels > 3 else 1,
+                                     nin_act=nin_act)
     into = assert_fused_equals_unfused(spec, arrays, 0, batch, rng)
     # Steps 1..6 (bias, both splits, tanh, sigmoid, gate) in the first conv's epilogue; nin's bias, relu, the
     # residual add, neg, the unread softplus, the reversing gather, concat and elu in nin's; the head's bias in
