@@ -508,6 +508,14 @@ void ColumnProgram::plan_row_prefixes() const {
       any = any || kp > 0;
     }
     if (!any) continue;
+    // Where a slice's tiles are tall enough to keep the FMA pipes busy, a prefix must pay for itself in FMAs: a
+    // delayed conv's is summed once per row on its own, and a short one saves fewer FMAs per register tile than its
+    // row-start GEMMs and its sums' loads cost (keras.io's 7x7 mask A on one channel, 21 k: batch 16 2% faster
+    // without it). Where a position's dependent chain is the time (Slice::chains_only), every prefix shortens it
+    // (the same conv's: batch 1 2% slower without it).
+    int64_t most = 0;
+    for (int64_t kp : rp.k_pre) most = std::max(most, kp);
+    rp.chains_only = st.delayed() || most < kMinPrefixK;
     bool once = st.phase == 0;  // the carry's adds must run once per position: in pass 0 only
     for (int ph : st.channel_phase) once = once && ph == 0;
     if (once && pl.pieces.size() == static_cast<size_t>(rp.npieces) + 2) {
@@ -1226,7 +1234,8 @@ void ColumnProgram::run_step(Slice& s, const ProgramStep& st, int64_t i, int64_t
         const int written = gf.ops > 0 && gf.out.where == Where::kRing ? gf.out.index : st.out;
         const RowPrefix& rp = row_prefix_[k];
         const int64_t width = buffer_channels_[st.out];
-        const bool prefixed = rp.on && (s.split_group || !st.delayed());  // Slice::split_group
+        // Slice::split_group, or images few enough that their tiles are 1-3 rows tall: chains, not throughput.
+        const bool prefixed = rp.on && (!rp.chains_only || s.split_group || s.nb < kChainRows);
         if (prefixed && j == 0) row_prefix(s, st, rp, i, part, windows);  // the row's sums over the rows above
         if (prefixed && rp.carry > 0 && s.split_group) {
           run_carry_conv(s, st, rp, i, j, out, ldd, e, written, windows);

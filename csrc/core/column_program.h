@@ -333,11 +333,13 @@ class ColumnProgram {
     // (storage's last vector, or the group's: the members write disjoint columns of one array).
     float* pre = nullptr;
     // A slice of a position split's image groups (for_each_member): its positions' dependent chains are the call's
-    // time, so it also takes the row prefixes of delayed convs and the carry (RowPrefix), which shorten them. A slice
+    // time, so it also takes the row prefixes of delayed convs and short ones and the carry (RowPrefix), which shorten
+    // them. A slice
     // of images per thread runs tiles of several images that already keep the FMA pipes busy; there the carry only
     // splits a GEMM into two calls (keras.io batch 16: 24.3 ms with it, 24.0-24.3 without, alternating processes)
     // and delayed convs' prefixes read 88.6 against 84.6 ms for PixelCNN++ blocks (gated masked: 48.2 against 50.0,
-    // gated shifted 49.6 against 49.0). Either way a slice keeps its choice for the whole call: the same sums.
+    // gated shifted 49.6 against 49.0), short ones (keras.io's 7x7 on one channel, 21 k) 2% more at batch 16. Either
+    // way a slice keeps its choice for the whole call: the same sums.
     bool split_group = false;
     Member* member = nullptr;    // split mode only
     float* px(const ColumnProgram& p, int b, int64_t i, int64_t img, int64_t j) {
@@ -506,7 +508,13 @@ class ColumnProgram {
     // interleaved with its own centre's in split mode (Kernels::gemm_pair): a position's dependent chain is then the
     // centre's k only. 0: none (the step also runs once per position: phase 0).
     int64_t carry = 0, carry_c0 = 0;
+    // Summed only in slices whose positions' dependent chains are their time (split-group slices, and slices of
+    // fewer than kChainRows images): a delayed conv's prefix, or one shorter than kMinPrefixK in every segment
+    // (plan_row_prefixes says why).
+    bool chains_only = false;
   };
+  static constexpr int64_t kMinPrefixK = 32;
+  static constexpr int64_t kChainRows = 4;  // the fewest rows a register tile needs to reach the FMA rate
   mutable std::vector<RowPrefix> row_prefix_;
   mutable int64_t prefix_floats_ = 0;      // Slice::pre per image
   bool row_prefixes_ = true;
