@@ -333,13 +333,10 @@ class ColumnProgram {
     // (storage's last vector, or the group's: the members write disjoint columns of one array).
     float* pre = nullptr;
     // A slice of a position split's image groups (for_each_member): its positions' dependent chains are the call's
-    // time, so it also takes the row prefixes of delayed convs and short ones and the carry (RowPrefix), which shorten
-    // them. A slice
-    // of images per thread runs tiles of several images that already keep the FMA pipes busy; there the carry only
-    // splits a GEMM into two calls (keras.io batch 16: 24.3 ms with it, 24.0-24.3 without, alternating processes)
-    // and delayed convs' prefixes read 88.6 against 84.6 ms for PixelCNN++ blocks (gated masked: 48.2 against 50.0,
-    // gated shifted 49.6 against 49.0), short ones (keras.io's 7x7 on one channel, 21 k) 2% more at batch 16. Either
-    // way a slice keeps its choice for the whole call: the same sums.
+    // time, so it takes the carry and every row prefix (RowPrefix::chains_only), which shorten them. A slice of
+    // images per thread runs tiles of several images; there the carry only splits a GEMM into two calls (keras.io
+    // batch 16: 24.3 ms with it, 24.0-24.3 without, alternating processes), and with 4 or more images the chains-only
+    // prefixes are left whole too (run_step). Either way a slice keeps its choice for the whole call: the same sums.
     bool split_group = false;
     Member* member = nullptr;    // split mode only
     float* px(const ColumnProgram& p, int b, int64_t i, int64_t img, int64_t j) {
