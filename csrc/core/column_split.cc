@@ -358,23 +358,20 @@ ColumnProgram::SplitPlan ColumnProgram::make_split_plan(int members) const {
       if (part.run && fused_into_[k] < 0)
         plan.pass[k][p] = split(steps_[k], part.whole ? nullptr : &part, sampled, p);
     }
-  // Each member's conv windows, cut at panel widths and packed densely (gather_plan.h, PackedWindow): once per
-  // (step, segment, c0, c1), shared by the plans of teacher forcing, the delayed steps and the passes.
+  // Each member's conv windows packed densely (gather_plan.h, PackedWindow): once per (step, segment, c0, c1), shared
+  // by the plans of teacher forcing, the delayed steps and the passes. A window is not cut at panel widths: its
+  // panels then run as one wide tile (kernels_isa.inc, gemm_wide), 8+ FMA chains at once instead of a panel's 2-4.
   const Kernels& kern = active_kernels();
   std::map<std::array<int64_t, 4>, std::shared_ptr<const detail::PackedWindow>> packs;
   auto pack = [&](size_t k, StepSplit& sp) {
     for (Share& sh : sp.share)
       for (size_t w = 0; w + 2 < sh.windows.size(); w += 3) {
-        const int64_t g = sh.windows[w], c1 = sh.windows[w + 2];
-        for (int64_t c0 = sh.windows[w + 1]; c0 < c1;) {
-          const int64_t end = std::min(c1, c0 + kern.panel);  // at most a panel: one register tile wide
-          std::shared_ptr<const detail::PackedWindow>& pw = packs[{int64_t(k), g, c0, end}];
-          if (!pw)
-            pw = std::make_shared<const detail::PackedWindow>(
-                detail::pack_segment_window(kern, steps_[k].plan, static_cast<int>(g), c0, end));
-          sh.packed.push_back(pw);
-          c0 = end;
-        }
+        const int64_t g = sh.windows[w], c0 = sh.windows[w + 1], c1 = sh.windows[w + 2];
+        std::shared_ptr<const detail::PackedWindow>& pw = packs[{int64_t(k), g, c0, c1}];
+        if (!pw)
+          pw = std::make_shared<const detail::PackedWindow>(
+              detail::pack_segment_window(kern, steps_[k].plan, static_cast<int>(g), c0, c1));
+        sh.packed.push_back(pw);
       }
   };
   auto finish = [&](size_t k, StepSplit& sp) {

@@ -213,14 +213,17 @@ PackedWindow pack_segment_window(const Kernels& kern, const GatherPlan& plan, in
   w.c1 = c1;
   if (s.dot) return w;
   const int64_t panel = kern.panel, unit = gemm_window_unit(kern), width = c1 - c0;
-  if (c0 < 0 || c1 > s.d1 - s.d0 || width < 1 || width > panel)
+  if (c0 < 0 || c1 > s.d1 - s.d0 || width < 1)
     throw std::logic_error("pack_segment_window: window [" + std::to_string(c0) + ", " + std::to_string(c1) +
-                           ") of a " + std::to_string(s.d1 - s.d0) + "-column segment, panel " + std::to_string(panel));
-  w.ldb = (width + unit - 1) / unit * unit;
-  w.b.assign(s.k * w.ldb, 0.0f);
+                           ") of a " + std::to_string(s.d1 - s.d0) + "-column segment");
+  // One panel: the width rounded up to the unit. Wider: whole panels from c0 (the last zero padded).
+  w.ldb = width <= panel ? (width + unit - 1) / unit * unit : panel;
+  const int64_t panels = (width + w.ldb - 1) / w.ldb;
+  w.b.assign(panels * s.k * w.ldb, 0.0f);
   for (int64_t c = c0; c < c1; ++c) {
     const float* from = s.b.data() + (c / panel) * s.k * panel + c % panel;
-    for (int64_t kk = 0; kk < s.k; ++kk) w.b[kk * w.ldb + (c - c0)] = from[kk * panel];
+    float* to = w.b.data() + ((c - c0) / w.ldb) * s.k * w.ldb + (c - c0) % w.ldb;
+    for (int64_t kk = 0; kk < s.k; ++kk) to[kk * w.ldb] = from[kk * panel];
   }
   return w;
 }
@@ -231,10 +234,13 @@ void gemm_packed_window_pair(const Kernels& kern, const GatherPlan& plan, const 
                              const float* init2, int64_t ldinit2, float* dst2, int64_t ldd2) {
   const Segment& s = plan.segs[w.seg];
   if (s.dot) throw std::logic_error("gemm_packed_window_pair: a narrow (dot) segment");
-  const int64_t d = s.d0 + w.c0;
-  kern.gemm_pair({a, lda, rows, ranges, nranges, w.b.data() + k1 * w.ldb, w.b.data() + k2 * w.ldb, w.ldb,
-                  w.c1 - w.c0, init1 + d, ldinit1, dst1 + d, ldd1, epilogue_from(epi, d), init2 + d, ldinit2,
-                  dst2 + d, ldd2});
+  for (int64_t c = 0; c < w.c1 - w.c0; c += 2 * w.ldb) {  // gemm_pair takes two panels at a time
+    const int64_t d = s.d0 + w.c0 + c;
+    const float* b = w.b.data() + (c / w.ldb) * s.k * w.ldb;
+    kern.gemm_pair({a, lda, rows, ranges, nranges, b + k1 * w.ldb, b + k2 * w.ldb, w.ldb,
+                    std::min(2 * w.ldb, w.c1 - w.c0 - c), init1 + d, ldinit1, dst1 + d, ldd1, epilogue_from(epi, d),
+                    init2 + d, ldinit2, dst2 + d, ldd2, s.k * w.ldb});
+  }
 }
 
 void gemm_packed_window(const Kernels& kern, const GatherPlan& plan, const PackedWindow& w, const ARows& a,
@@ -251,8 +257,9 @@ void gemm_packed_window(const Kernels& kern, const GatherPlan& plan, const Packe
   GemmArgs g{a.a, a.lda, rows, ranges, nranges, w.b.data(), w.c1 - w.c0, dst + s.d0 + w.c0, ldd,
              epilogue_from(epi, s.d0 + w.c0)};
   g.ldb = w.ldb;
+  g.panel_stride = s.k * w.ldb;
   PartRanges cut;
-  if (part != nullptr) apply_part(g, *part, s.k, w.ldb, s.d0 + w.c0, cut);  // one panel: its stride unused
+  if (part != nullptr) apply_part(g, *part, s.k, w.ldb, s.d0 + w.c0, cut);
   kern.gemm(g);
 }
 

@@ -101,10 +101,11 @@ void gemm_segment(const Kernels& kern, const GatherPlan& plan, const Segment& s,
 // Columns a window starts on: a multiple of every ISA's vector length that divides the B panel (kernels.h).
 inline int64_t gemm_window_unit(const Kernels& kern) { return kern.panel < 16 ? kern.panel : 16; }
 
-// One thread's column window [c0, c1) of segment `seg` (c1 - c0 <= panel; c0 a multiple of gemm_window_unit, or any
-// c0 for a narrow `dot` segment, which has no unit) with its
-// weights copied out of the segment's panels into a dense block: k rows of ldb floats (the width rounded up to
-// gemm_window_unit, zero padded). A window of a shared panel reads part of every k row of that panel, and the
+// One thread's column window [c0, c1) of segment `seg` (c0 a multiple of gemm_window_unit, or any c0 for a narrow
+// `dot` segment, which has no unit) with its weights copied out of the segment's panels into a dense block: k rows
+// of ldb floats (the width rounded up to gemm_window_unit, zero padded) for a window of at most a panel; a wider
+// window as whole panels from c0 (ldb = the panel, each k rows, the last zero padded), so that the microkernel's
+// wide tiles (kernels_isa.inc, gemm_wide) run a batch-1 thread's share of a conv as one tile over several panels. A window of a shared panel reads part of every k row of that panel, and the
 // cache's line-pair and stream prefetchers fetch the other threads' columns with it: each core's L2 would then
 // hold the whole model, not its share (keras.io: 1.45 MB on two 1 MB L2s). A dense window keeps each thread's
 // share of the weights apart. A narrow (`dot`) segment's window keeps no copy (its B^T rows are dense already).

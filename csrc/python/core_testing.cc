@@ -367,7 +367,7 @@ py::array_t<float> binary_row(const std::string& isa, const std::string& fn_name
 
 // C = A[:, ranges] @ B through the build's `gemm` microkernel (core/kernels.h), B packed here into the build's
 // panels as the gather plans pack it, or (window) as one thread's column window of the batch-1 split
-// (gather_plan.h PackedWindow: ldb = N rounded up to gemm_window_unit, N <= the panel). C is returned with `pad`
+// (gather_plan.h PackedWindow: ldb = N rounded up to gemm_window_unit when N <= the panel; wider, whole panels). C is returned with `pad`
 // extra columns (ldc = N + pad) and every entry poisoned with NaN first, so a test sees both a missed output and a
 // write past column N. `repeats` > 1 runs the product that many times and reports this thread's CPU seconds per
 // call (benchmarks/kernel_rates.py; packing excluded), cycling through `copies` packed copies of B, so that B
@@ -402,10 +402,8 @@ py::tuple gemm(const std::string& isa, const py::object& a_obj, const py::object
   if (m < 1 || n < 1 || pad < 0 || repeats < 1 || copies < 1)
     throw py::value_error(std::string(fn) +
                           ": need a.shape[0] >= 1, b.shape[1] >= 1, pad >= 0, repeats >= 1, copies >= 1");
-  if (window && n > k->panel)
-    throw py::value_error(std::string(fn) + ": a window holds at most the build's panel of " +
-                          std::to_string(k->panel) + " columns, got b.shape[1] = " + std::to_string(n));
   const int64_t unit = pcf::detail::gemm_window_unit(*k);
+  window = window && n <= k->panel;  // a wider window is whole panels, as the gather plans pack them
   const int64_t panel = window ? (n + unit - 1) / unit * unit : k->panel, panels = (n + panel - 1) / panel;
   const int64_t packed = panels * kk * panel;
   std::vector<float> bpack(static_cast<size_t>(packed * copies), 0.0f);
