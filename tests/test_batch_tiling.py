@@ -1,9 +1,10 @@
 """An image's bits do not depend on the batch it is drawn in, whatever register tiles the executor's GEMMs use for that
 batch (core/kernels_isa.inc: balanced 4-6-row tiles; on AVX-512, 8-row x 2-vector tall tiles when a thread's images
-are a multiple of 8, up to 64). The tiles start from the row prefixes' sums (GemmArgs::init) and end in the fused
+are a multiple of 8, up to 64; 1-3-row tiles across several B panels, the wide tiles). The tiles start from the row prefixes' sums (GemmArgs::init) and end in the fused
 epilogues (bias, activation, residual add) at their own column offsets, which a kernel-level test does not reach: so
 here every fixture program, and hand-written conv chains whose prefixed convs have more outputs than one tall tile
-covers, draw batches of 8, 16 and 24 images (8 or 12 per thread on two threads, 8 to 24 on one) and each image must
+covers, draw batches of 7, 8, 16 and 24 images (3 + 4, 8 or 12 per thread on two threads; 7 as a 4-row tile and a
+wide 3-row one below it, 8 to 24 on one thread) and each image must
 equal the same image drawn alone (image_offset), bit for bit: levels, margins and the teacher-forced head. The CI reruns this file with every microkernel build the CPU has (PIXELCNN_FAST_ISA)."""
 
 import numpy as np
@@ -35,7 +36,7 @@ def assert_images_do_not_depend_on_their_batch(name, spec, arrays, rng):
         alone[i] = (lv[0], mg[0], program.teacher_forced(image[i:i + 1])[0])
     for threads in (1, 2):
         _core.set_num_threads(threads)
-        for batch in (8, 16, 24):
+        for batch in (7, 8, 16, 24):
             lv, mg = program.sample(batch, seed, 0.9, offset)
             head = program.teacher_forced(image[:batch])
             for i in range(batch):

@@ -1,6 +1,7 @@
 """Core microkernels: the GEMM register tiles (core/kernels_isa.inc) of every instruction-set build this CPU
 runs, called directly through _core.testing.gemm, against a float64 product on fresh random inputs: every row
-count 1..17 and multiples of 8 up to 72 (the row tiles and their balanced split: 7 rows as 4 + 3; on AVX-512 the
+count 1..17 and multiples of 8 up to 72 (the row tiles and their balanced split: 7 rows as 4 + 3; 1-3-row tiles
+across several panels where N allows, the wide tiles; on AVX-512 the
 8-row tall tiles of M = 8, 16, ..., 64, two vectors wide, and past 64 the balanced split again), odd K split into k ranges with gaps (the
 gather plans' segments), N over partial and whole panels, and NaN-poisoned outputs (every entry of C[:, :N]
 written, nothing past column N)."""
