@@ -105,8 +105,9 @@ inline int64_t gemm_window_unit(const Kernels& kern) { return kern.panel < 16 ? 
 // `dot` segment, which has no unit) with its weights copied out of the segment's panels into a dense block: k rows
 // of ldb floats (the width rounded up to gemm_window_unit, zero padded) for a window of at most a panel; a wider
 // window as whole panels from c0 (ldb = the panel, each k rows, the last zero padded), so that the microkernel's
-// wide tiles (kernels_isa.inc, gemm_wide) run a batch-1 thread's share of a conv as one tile over several panels. A window of a shared panel reads part of every k row of that panel, and the
-// cache's line-pair and stream prefetchers fetch the other threads' columns with it: each core's L2 would then
+// wide tiles (kernels_isa.inc, gemm_wide) run a batch-1 thread's share of a conv as one tile over several panels.
+// A window of a shared panel reads part of every k row of that panel, and the cache's line-pair and stream
+// prefetchers fetch the other threads' columns with it: each core's L2 would then
 // hold the whole model, not its share (keras.io: 1.45 MB on two 1 MB L2s). A dense window keeps each thread's
 // share of the weights apart. A narrow (`dot`) segment's window keeps no copy (its B^T rows are dense already).
 struct PackedWindow {

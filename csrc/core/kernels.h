@@ -58,8 +58,8 @@ struct GemmArgs {
 // Two products of the same A rows over the same k ranges, their FMAs interleaved in one tile loop (independent chains
 // that fill the FMA pipes where one product alone waits on its latency): C1 = init1 + A B1, then the epilogue, and
 // C2 = init2 + A B2 without one. B1 and B2 are one panel each (n <= ldb <= panel, as GemmArgs::ldb), or two
-// (panel_stride below). Each output
-// is the same float operations in the same order as a gemm call with that init and B. The executor's carry
+// (panel_stride below). Each output is the same float operations in the same order as a gemm call with that init
+// and B. The executor's carry
 // (column_program.cc): a position's own taps at the centre and the next position's tap to its left, which read
 // the same input pixel.
 struct GemmPairArgs {
