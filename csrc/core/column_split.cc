@@ -469,6 +469,7 @@ PositionSplit position_split() { return static_cast<PositionSplit>(split_policy.
 namespace {
 constexpr int64_t kWarmPositions = 2;  // split positions boundary() does not time
 constexpr int kSkipAfterSolo = 15;     // the most calls that do not try the split after one that fell back
+constexpr int kRetimeCalls = 16;       // kAuto times one thread's pace in row 0 again after this many tried calls
 constexpr int64_t kStallNs = 2000000;  // a window this far behind one thread's pace leaves at once (boundary())
 int64_t clock_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -507,10 +508,10 @@ bool ColumnProgram::start_row(Slice& s, Member* mine, int64_t i, bool cancelled,
 bool ColumnProgram::boundary(Slice& s) const {
   Member& me = *s.member;
   Member::Group& g = *me.group;
-  if (me.index == 0 && g.row0_alone) {
+  if (me.index == 0 && g.timed) {
     // The first two split positions warm the other threads' caches (their share of the weights) and are not
-    // timed. Then the split's pace over a window of a row's positions (at least 8) is compared with member 0's
-    // alone in row 0, and the group finishes alone when two windows in a row were 1.25x slower, or at once when a
+    // timed. Then the split's pace over a window of a row's positions (at least 8) is compared with one thread's
+    // alone in row 0 (this call's, or an earlier call's: for_each_member), and the group finishes alone when two windows in a row were 1.25x slower, or at once when a
     // window is kStallNs behind member 0's pace (a thread descheduled for a scheduler slice: a busy machine). The
     // margins: a quiet machine's noise made single windows of a split that is 1.1-1.2x faster read slower than
     // row 0, and this VM stalls both threads for ~0.1-1 ms now and then; each such window sent the next calls
@@ -566,12 +567,23 @@ void ColumnProgram::for_each_member(int64_t n, const Parallel& par, bool teacher
       if (!have) plans.push_back(split_plan(m));
     }
     if (plans.front()->ok) {
+      // kAuto compares the split's pace with one thread's, timed in row 0 with member 0 alone. That costs row 0 at
+      // one thread's pace and the other members' idle wait (keras.io batch 1: ~0.3 ms of ~10, paired calls), so
+      // the pace is timed on the first tried call, the first after a fallback (the load changed) and every
+      // kRetimeCalls-th; the calls between split from row 0 and compare with the pace kept. A busy machine falls
+      // back on every try, so each try times afresh, as before.
+      const int slot = teacher ? 1 : 0;
+      int64_t pace = timed && policy == PositionSplit::kAuto ? solo_pace_ns_[slot].load(std::memory_order_relaxed) : 0;
+      if (pace > 0 && paced_calls_left_[slot].fetch_sub(1, std::memory_order_relaxed) <= 0) pace = 0;
+      const bool alone = timed && pace <= 0;
       Team team(threads);
       std::vector<Slice> rings;  // each group's shared ring caches, allocated here before the threads start
       std::vector<std::unique_ptr<SpinBarrier>> barriers;
       std::unique_ptr<Member::Group[]> groups(new Member::Group[n]);
       for (int64_t g = 0; g < n; ++g) {
-        groups[g].row0_alone = timed;
+        groups[g].timed = timed;
+        groups[g].row0_alone = alone;
+        groups[g].solo_ns = alone ? 0 : pace;
         groups[g].always_slow = policy == PositionSplit::kAutoSlow;
       }
       for (int64_t g = 0; g < n; ++g) {
@@ -599,6 +611,14 @@ void ColumnProgram::for_each_member(int64_t n, const Parallel& par, bool teacher
       });
       bool fell_back = false;
       for (int64_t g = 0; g < n; ++g) fell_back = fell_back || groups[g].solo;
+      if (alone) split_calls_[3].fetch_add(1, std::memory_order_relaxed);
+      if (fell_back) {
+        solo_pace_ns_[slot].store(0, std::memory_order_relaxed);
+      } else if (alone && groups[0].solo_ns > 0) {
+        solo_pace_ns_[slot].store(static_cast<int>(std::min<int64_t>(groups[0].solo_ns, 1 << 30)),
+                                  std::memory_order_relaxed);
+        paced_calls_left_[slot].store(kRetimeCalls - 1, std::memory_order_relaxed);
+      }
       if (fell_back) {
         const int skips = std::max(1, split_backoff_.load(std::memory_order_relaxed));
         split_skips_.store(skips, std::memory_order_relaxed);

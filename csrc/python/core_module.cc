@@ -138,9 +138,11 @@ void bind_column_program(py::module_& m) {
         d["split"] = c.split;
         d["fell_back"] = c.fell_back;
         d["skipped"] = c.skipped;
+        d["timed_alone"] = c.timed_alone;
         return d;
       }, "How this program's calls with fewer images than threads ran so far (dict: split, fell_back: split and "
-         "then finished on one thread, skipped: one thread per image without trying, after a fallback).")
+         "then finished on one thread, skipped: one thread per image without trying, after a fallback; and apart, "
+         "timed_alone: tried calls that ran row 0 on one thread to time its pace, which the calls after reuse).")
       .def("executed_macs_per_image", &pcf::ColumnProgram::executed_macs_per_image)
       .def("model_macs_per_image", &pcf::ColumnProgram::model_macs_per_image);
 }
