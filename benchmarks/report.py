@@ -480,7 +480,7 @@ def sampler_section(srows, peak):
             sc, mns = c["ei"]["split_calls"], c["ei"].get("meeting_ns") or [float("nan")] * 2
             md.append("Fewer images than threads: of the timed calls (and the warm-up), %d split each position among "
                       "the threads, %d split and fell back to one thread, %d kept one thread without trying (after "
-                      "a fallback), %d of the tried ran row 0 on one thread to time its pace; a two-thread meeting "
+                      "a fallback), %d kept one thread per image only to time its pace; a two-thread meeting "
                       "cost %.0f ns before the rounds and %.0f ns after (testing.barrier_ns)."
                       % (sc.get("split", 0), sc.get("fell_back", 0), sc.get("skipped", 0), sc.get("timed_alone", 0),
                          mns[0], mns[1]))

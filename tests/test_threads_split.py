@@ -9,8 +9,8 @@ delayed steps and shifts (gated PixelCNNs, PixelCNN++), logistic-mixture heads, 
 class-conditional model) and integer codes (the VQ-VAE prior). Also: on_row and cancel in split mode, the
 barrier's cost and ordering, a failing thread (test seams), and the TF op (whose pool promises no concurrency, so it
 keeps images per thread) at batch 1. The split runs under both policies: "always" (every row split, whatever the machine's load) and "auto" (the
-product's: row 0 on one thread, timed -- on the first call, after a fallback and every 16th call, the others reuse that
-pace -- then split with a fallback to one thread when the split is slower).
+product's: split, with a fallback to one thread when the split is slower than one thread's pace, timed by the calls that
+keep one thread per image).
 """
 
 import numpy as np
@@ -129,11 +129,11 @@ def test_split_calls_count_how_each_call_ran(restore_threads):
     exe.sample(1, 5, 1.0, 0)
     assert calls() == (s0 + 3, f0, k0)
     _core.set_num_threads(2)
-    testing.set_position_split("auto")  # each call exactly one of the three, whichever the machine's load gives
-    before = sum(calls())
+    testing.set_position_split("auto")  # each call exactly one of the four, whichever the machine's load gives
+    before = sum(calls()) + exe.split_calls()["timed_alone"]
     for _ in range(5):
         exe.sample(1, 5, 1.0, 0)
-    assert sum(calls()) == before + 5
+    assert sum(calls()) + exe.split_calls()["timed_alone"] == before + 5
 
 
 def test_a_fallback_skips_calls_with_a_doubling_backoff(restore_threads):
@@ -165,47 +165,47 @@ def test_a_fallback_skips_calls_with_a_doubling_backoff(restore_threads):
     assert pattern(46) == "F" + "S" * 4 + "F" + "S" * 8 + ("F" + "S" * 15) * 2  # 4, 8, then at most 15
 
 
-def test_auto_times_one_threads_pace_again_only_after_a_fallback_or_16_calls(restore_threads):
-    # 'auto' times one thread's pace in row 0 (member 0 alone) on a program's first tried call, on the first tried
-    # call after a fallback, and on every 16th tried call; the calls between split from row 0 against the pace
-    # kept (column_split.cc, for_each_member). Checked call by call against that rule under whatever load the
-    # machine has (its fallbacks decide the schedule), with the images equal to one thread's bit for bit.
+def test_auto_times_one_threads_pace_on_its_first_call_and_after_64_splits(restore_threads):
+    # 'auto' compares the split's pace with one thread's, timed by the calls that keep one thread per image: the
+    # calls skipped after a fallback, a program's first call that could split, and one after every 64 splits
+    # (timed_alone; column_split.cc, for_each_member). Checked call by call against that rule under whatever load
+    # the machine has (its fallbacks decide the schedule), with the images equal to one thread's bit for bit.
     sampler, _ = MODELS["keras_io"]()
     exe = sampler.executor(1, [])
     _core.set_num_threads(2)
     testing.set_position_split("never")
     want = exe.sample(1, 5, 1.0, 0)
+    testing.set_position_split("always")
+    exe.sample(1, 5, 1.0, 0)
     assert exe.split_calls()["timed_alone"] == 0  # never, always and images per thread do not time
     testing.set_position_split("auto")
-    pace, left, timed_calls = False, 0, 0
-    for call in range(40):
+    paced, left, kinds = False, 0, ""
+    for call in range(140):
         before = exe.split_calls()
         got = exe.sample(1, 5, 1.0, 0)
         after = exe.split_calls()
         for a, b in zip(want, got):
             assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), f"call {call}: auto drew other bits"
-        outcome = [k for k in ("split", "fell_back", "skipped") if after[k] != before[k]]
-        assert len(outcome) == 1, (before, after)
-        timed = after["timed_alone"] - before["timed_alone"]
-        if outcome[0] == "skipped":
-            assert timed == 0, f"call {call}: a skipped call timed row 0"
+        outcome = [k for k in after if after[k] != before[k]]
+        assert len(outcome) == 1 and after[outcome[0]] == before[outcome[0]] + 1, (before, after)
+        kinds += {"split": "P", "fell_back": "F", "skipped": "S", "timed_alone": "T"}[outcome[0]]
+        if outcome[0] == "skipped":  # one thread per image: timed too
+            paced, left = True, 64
             continue
-        expect = True
-        if pace:
+        expect = not paced
+        if paced:
             expect, left = left <= 0, left - 1
-        assert timed == int(expect), f"call {call}: timed {timed}, expected {int(expect)} (pace kept: {pace}, left {left})"
-        timed_calls += timed
-        if outcome[0] == "fell_back":
-            pace = False
-        elif expect:
-            pace, left = True, 15
-    assert timed_calls >= 1
-    testing.set_position_split("auto_slow")  # every try falls back, so every try times afresh
+        assert (outcome[0] == "timed_alone") == expect, f"call {call}: {kinds}"
+        if expect:
+            paced, left = True, 64
+    assert kinds[0] == "T", kinds  # a fresh program times first (the periodic one: the rule above, when no skip
+    # after a fallback timed meanwhile)
+    testing.set_position_split("auto_slow")  # splits at once (no pace needed) and falls back: no timed calls
     before = exe.split_calls()
-    for _ in range(4):
+    for _ in range(20):  # after at most 15 calls skipped for auto's fallbacks above
         exe.sample(1, 5, 1.0, 0)
     after = exe.split_calls()
-    assert after["timed_alone"] - before["timed_alone"] == after["fell_back"] - before["fell_back"] >= 1
+    assert after["timed_alone"] == before["timed_alone"] and after["fell_back"] > before["fell_back"]
 
 
 @pytest.mark.parametrize("policy", ["always", "auto"])

@@ -1444,12 +1444,9 @@ void ColumnProgram::teacher_forced(const float* image, int64_t n, float* head_ou
   const int64_t hc = buffer_channels_[head_.buffer];
   for_each_member(n, par, true, [&](Slice& s) {
     Member* const mine = s.member;  // split mode: this thread's place in its image group (start_row)
-    const bool alone0 = mine != nullptr && mine->group->row0_alone;
-    if (alone0) s.member = nullptr;  // the steps ahead of the raster and row 0: member 0 alone
     const bool first = mine == nullptr || mine->index == 0;  // copies the image in and the head out
     const int64_t b0 = s.img0;
-    if (first || !alone0)
-      for (int64_t t = first_step(); t < 0; ++t) run_delayed(s, t);  // steps computed ahead of the raster
+    for (int64_t t = first_step(); t < 0; ++t) run_delayed(s, t);  // steps computed ahead of the raster
     for (int64_t i = 0; i < h_; ++i) {
       bool stop = false;
       if (!start_row(s, mine, i, false, &stop)) continue;
@@ -1490,8 +1487,6 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
   if (step_seconds != nullptr) std::fill(step_seconds, step_seconds + nsteps + 1, 0.0);
   for_each_member(n, par, false, [&](Slice& s) {
     Member* const mine = s.member;  // split mode: this thread's place in its image group (start_row)
-    const bool alone0 = mine != nullptr && mine->group->row0_alone;
-    if (alone0) s.member = nullptr;  // the steps ahead of the raster and row 0: member 0 alone
     const bool first = mine == nullptr || mine->index == 0;  // draws, on_row and the cancel decision
     const int64_t b0 = s.img0;
     std::vector<int64_t> ns(step_seconds != nullptr ? nsteps + 1 : 0, 0);  // last: the draws
@@ -1503,10 +1498,8 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
         for (int64_t img = 0; img < s.nb; ++img) std::memset(s.px(*this, 0, i, img, j), 0, c_ * sizeof(float));
       if (s.member != nullptr) s.member->wrote(0);
     };
-    if (first || !alone0) {
-      for (int64_t t = first_step(); t < 0; ++t) run_delayed(s, t, prof);  // steps computed ahead of the raster
-      zero_pixel(0, 0);
-    }
+    for (int64_t t = first_step(); t < 0; ++t) run_delayed(s, t, prof);  // steps computed ahead of the raster
+    zero_pixel(0, 0);
     bool left = false;  // split mode: this member left the group (member 0 goes on alone)
     for (int64_t i = 0; i < h_ && !left; ++i) {
       bool stop = false;

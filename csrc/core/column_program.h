@@ -75,7 +75,7 @@ inline bool is_grid_conv(const Step& st) {
 }  // namespace grids
 // How a call with fewer images than threads uses them (column_program.h, "Threads"), process-wide: kAuto splits
 // each position's work and falls back to one thread per image group when the split is slower than one thread's
-// pace (a busy machine), timed in row 0 on the first call, after a fallback and every 16th call (column_split.cc);
+// pace (a busy machine, or two vCPUs placed badly), timed by calls that keep one thread per image (column_split.cc);
 // kAlways splits every row, never falling back (tests: the split path whatever the load); kNever keeps one
 // thread per image (the executor as it was before the split; benchmarks compare the two in one process);
 // kAutoSlow is kAuto finding every split slower than one thread (a test seam: the fallback and its backoff
@@ -154,10 +154,9 @@ class ColumnProgram {
   // How the calls that could split a position among threads (fewer images than threads, more than one thread, a
   // policy other than kNever, a program that can split: not one on coarse grids) ran so far: split to the end,
   // split and fell back to one thread (a slow meeting or a busy machine), or kept one thread per image without
-  // trying (kAuto's pause after a fallback); and, counted apart, how many of the tried calls ran row 0 on one
-  // thread to time its pace (kAuto: the first, the first after a fallback, then every kRetimeCalls-th; the
-  // others reuse that pace and split from row 0). For reports: a batch-1 time means little without it
-  // (benchmarks/bench_sampler.py records it beside its rounds).
+  // trying (kAuto's pause after a fallback), or kept one thread per image to time one thread's pace (kAuto: a
+  // program's first call that could split, then every kRetimeCalls-th; timed_alone). For reports: a batch-1 time
+  // means little without it (benchmarks/bench_sampler.py records it beside its rounds).
   struct SplitCalls {
     int64_t split = 0, fell_back = 0, skipped = 0, timed_alone = 0;
   };
@@ -272,14 +271,12 @@ class ColumnProgram {
     struct Group {
       bool stop = false;  // cancelled: every member returns
       bool solo = false;  // the split is slower than member 0 alone (a busy machine): it finishes alone
-      bool timed = false;       // PositionSplit::kAuto: member 0 compares the split's pace with solo_ns (boundary())
-      bool row0_alone = true;  // row 0 on member 0 alone, timed: solo_ns (else solo_ns is an earlier call's)
+      bool timed = false;  // kAuto / kAutoSlow: member 0 compares the split's pace with solo_ns (boundary())
       bool always_slow = false;  // PositionSplit::kAutoSlow: the first timed window falls back
-      int64_t row0_start = 0, solo_ns = 0;  // one thread's pace alone in row 0, per position
+      int64_t solo_ns = 0;  // one thread's pace per position, timed by an earlier call (for_each_member)
       int64_t split_positions = 0;                    // positions split so far (from row 1)
       int64_t window_start = 0, window_positions = 0;  // the split's pace in the current window (boundary())
       bool slow_window = false;                         // the last full window was 1.25x slower than solo_ns
-      std::vector<int64_t> lead_next;  // member 0's delayed-step positions after row 0, for the others
     };
     Group* group = nullptr;
     std::vector<uint32_t> written;  // per buffer: the meeting count at its last write
@@ -532,8 +529,8 @@ class ColumnProgram {
   mutable SkipCount split_skips_;
   mutable SkipCount split_backoff_;   // the calls the next fallback skips (0: 1), doubled by each fallback
   mutable SkipCount split_calls_[4];  // SplitCalls' split, fell_back, skipped, timed_alone
-  // kAuto: one thread's pace per position (ns) timed in row 0 by an earlier call, for sampling [0] and teacher
-  // forcing [1] (0: none; a fallback clears it), and how many more tried calls may reuse it.
+  // kAuto: one thread's pace per position (ns), timed by the last call that kept one thread per image, for
+  // sampling [0] and teacher forcing [1] (0: none yet), and how many more split calls may use it.
   mutable SkipCount solo_pace_ns_[2];
   mutable SkipCount paced_calls_left_[2];
   std::shared_ptr<RingPool> ring_pool_ = std::make_shared<RingPool>();

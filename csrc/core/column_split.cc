@@ -469,7 +469,8 @@ PositionSplit position_split() { return static_cast<PositionSplit>(split_policy.
 namespace {
 constexpr int64_t kWarmPositions = 2;  // split positions boundary() does not time
 constexpr int kSkipAfterSolo = 15;     // the most calls that do not try the split after one that fell back
-constexpr int kRetimeCalls = 16;       // kAuto times one thread's pace in row 0 again after this many tried calls
+constexpr int kRetimeCalls = 64;       // kAuto keeps one thread per image to time its pace again after this many splits
+constexpr double kSlowerBy = 1.15;     // a window this much slower than one thread's pace is slow (boundary())
 constexpr int64_t kStallNs = 2000000;  // a window this far behind one thread's pace leaves at once (boundary())
 int64_t clock_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -484,23 +485,13 @@ bool ColumnProgram::start_row(Slice& s, Member* mine, int64_t i, bool cancelled,
     return !cancelled;
   }
   Member::Group& g = *mine->group;
-  if (i == 0 && g.row0_alone) {  // member 0 alone; it cannot stop here: the others wait for it at row 1's meeting
-    if (mine->index != 0) return false;
-    g.row0_start = clock_ns();
-    return true;
-  }
   if (g.solo) {  // only member 0 is left
     *stop = cancelled;
     return !cancelled;
   }
-  if (i == 1 && g.row0_alone && mine->index == 0) {
-    g.solo_ns = std::max<int64_t>(1, (clock_ns() - g.row0_start) / w_);
-    g.lead_next = s.next;
-  }
   if (mine->index == 0) g.stop = cancelled;
   s.member = mine;
   mine->meet();
-  if (i == 1 && g.row0_alone && mine->index != 0) s.next = g.lead_next;  // the delayed steps' positions after row 0
   *stop = g.stop;
   return !g.stop;
 }
@@ -511,18 +502,17 @@ bool ColumnProgram::boundary(Slice& s) const {
   if (me.index == 0 && g.timed) {
     // The first two split positions warm the other threads' caches (their share of the weights) and are not
     // timed. Then the split's pace over a window of a row's positions (at least 8) is compared with one thread's
-    // alone in row 0 (this call's, or an earlier call's: for_each_member), and the group finishes alone when two windows in a row were 1.25x slower, or at once when a
-    // window is kStallNs behind member 0's pace (a thread descheduled for a scheduler slice: a busy machine). The
-    // margins: a quiet machine's noise made single windows of a split that is 1.1-1.2x faster read slower than
-    // row 0, and this VM stalls both threads for ~0.1-1 ms now and then; each such window sent the next calls
-    // to one thread (keras.io batch 1: auto 10.5-10.9 ms median in blocks where the split ran 6.7-7.0).
+    // (solo_ns: an earlier call's whole-image pace on one thread, for_each_member), and the group finishes alone
+    // when two windows in a row were kSlowerBy slower, or at once when a window is kStallNs behind that pace (a
+    // thread descheduled for a scheduler slice: a busy machine). Two windows, not one: this VM stalls both
+    // threads for ~0.1-1 ms now and then, and each such window sent the next calls to one thread.
     const int64_t now = clock_ns(), window = std::max<int64_t>(8, w_);
     if (g.split_positions >= kWarmPositions) {
       if (g.window_positions == 0) g.window_start = now;
       const int64_t behind = (now - g.window_start) - g.window_positions * g.solo_ns;
       if (behind > kStallNs || g.always_slow) g.solo = true;
       if (g.window_positions >= window) {
-        const bool slow = (now - g.window_start) / g.window_positions > g.solo_ns + g.solo_ns / 4;
+        const bool slow = double(now - g.window_start) / double(g.window_positions) > kSlowerBy * double(g.solo_ns);
         if (slow && g.slow_window) g.solo = true;
         g.slow_window = slow;
       }
@@ -555,7 +545,18 @@ void ColumnProgram::for_each_member(int64_t n, const Parallel& par, bool teacher
     skip = left > 0;
   }
   const bool could_split = threads > 1 && n < threads && policy != PositionSplit::kNever;
-  if (could_split && skip) split_calls_[2].fetch_add(1, std::memory_order_relaxed);
+  // kAuto compares the split's pace with one thread's, timed by the calls that keep one thread per image: the
+  // skipped ones, a program's first call that could split, and one after every kRetimeCalls splits. Until session
+  // 15 every call timed row 0 with member 0 alone instead: that read ~28 us per keras.io position against one
+  // thread's 20 (member 0 alone with half the weights in the other core's cache), so splits up to 1.75x slower
+  // than one thread held (two vCPUs on distant cores: 22.9 ms against 16.5 on one thread), and it cost the
+  // others' idle wait through row 0 in every call.
+  const int slot = teacher ? 1 : 0;
+  bool time_solo = false;
+  if (could_split && skip) {
+    split_calls_[2].fetch_add(1, std::memory_order_relaxed);
+    time_solo = policy == PositionSplit::kAuto;
+  }
   if (could_split && !skip) {
     // Image groups: image g gets threads [threads * g / n, threads * (g + 1) / n).
     auto first_of = [&](int64_t g) { return static_cast<int>(threads * g / n); };
@@ -566,24 +567,20 @@ void ColumnProgram::for_each_member(int64_t n, const Parallel& par, bool teacher
       for (const auto& p : plans) have = have || p->members == m;
       if (!have) plans.push_back(split_plan(m));
     }
-    if (plans.front()->ok) {
-      // kAuto compares the split's pace with one thread's, timed in row 0 with member 0 alone. That costs row 0 at
-      // one thread's pace and the other members' idle wait (keras.io batch 1: ~0.3 ms of ~10, paired calls), so
-      // the pace is timed on the first tried call, the first after a fallback (the load changed) and every
-      // kRetimeCalls-th; the calls between split from row 0 and compare with the pace kept. A busy machine falls
-      // back on every try, so each try times afresh, as before.
-      const int slot = teacher ? 1 : 0;
-      int64_t pace = timed && policy == PositionSplit::kAuto ? solo_pace_ns_[slot].load(std::memory_order_relaxed) : 0;
-      if (pace > 0 && paced_calls_left_[slot].fetch_sub(1, std::memory_order_relaxed) <= 0) pace = 0;
-      const bool alone = timed && pace <= 0;
+    int64_t pace = 0;
+    if (plans.front()->ok && policy == PositionSplit::kAuto) {
+      pace = solo_pace_ns_[slot].load(std::memory_order_relaxed);
+      time_solo = pace <= 0 || paced_calls_left_[slot].fetch_sub(1, std::memory_order_relaxed) <= 0;
+      if (time_solo) split_calls_[3].fetch_add(1, std::memory_order_relaxed);
+    }
+    if (plans.front()->ok && !time_solo) {
       Team team(threads);
       std::vector<Slice> rings;  // each group's shared ring caches, allocated here before the threads start
       std::vector<std::unique_ptr<SpinBarrier>> barriers;
       std::unique_ptr<Member::Group[]> groups(new Member::Group[n]);
       for (int64_t g = 0; g < n; ++g) {
         groups[g].timed = timed;
-        groups[g].row0_alone = alone;
-        groups[g].solo_ns = alone ? 0 : pace;
+        groups[g].solo_ns = pace;
         groups[g].always_slow = policy == PositionSplit::kAutoSlow;
       }
       for (int64_t g = 0; g < n; ++g) {
@@ -611,14 +608,6 @@ void ColumnProgram::for_each_member(int64_t n, const Parallel& par, bool teacher
       });
       bool fell_back = false;
       for (int64_t g = 0; g < n; ++g) fell_back = fell_back || groups[g].solo;
-      if (alone) split_calls_[3].fetch_add(1, std::memory_order_relaxed);
-      if (fell_back) {
-        solo_pace_ns_[slot].store(0, std::memory_order_relaxed);
-      } else if (alone && groups[0].solo_ns > 0) {
-        solo_pace_ns_[slot].store(static_cast<int>(std::min<int64_t>(groups[0].solo_ns, 1 << 30)),
-                                  std::memory_order_relaxed);
-        paced_calls_left_[slot].store(kRetimeCalls - 1, std::memory_order_relaxed);
-      }
       if (fell_back) {
         const int skips = std::max(1, split_backoff_.load(std::memory_order_relaxed));
         split_skips_.store(skips, std::memory_order_relaxed);
@@ -635,6 +624,7 @@ void ColumnProgram::for_each_member(int64_t n, const Parallel& par, bool teacher
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(n, par.num_threads()));
   std::mutex error_mutex;
   std::exception_ptr error;
+  const int64_t start_ns = time_solo ? clock_ns() : 0;
   par.for_each(chunks, int64_t(h_) * w_ * (macs_per_position() + 1), [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       try {
@@ -647,6 +637,12 @@ void ColumnProgram::for_each_member(int64_t n, const Parallel& par, bool teacher
     }
   });
   if (error) std::rethrow_exception(error);
+  if (time_solo) {  // one image per thread (n < threads): the call's time is one image's, h x w positions
+    // (a cancelled call ran fewer: its pace reads fast, and its next calls may fall back once, timing afresh)
+    const int64_t pace = std::max<int64_t>(1, (clock_ns() - start_ns) / (int64_t(h_) * w_));
+    solo_pace_ns_[slot].store(static_cast<int>(std::min<int64_t>(pace, 1 << 30)), std::memory_order_relaxed);
+    paced_calls_left_[slot].store(kRetimeCalls, std::memory_order_relaxed);
+  }
 }
 
 }  // namespace pcf
