@@ -154,8 +154,8 @@ class ColumnProgram {
   // How the calls that could split a position among threads (fewer images than threads, more than one thread, a
   // policy other than kNever, a program that can split: not one on coarse grids) ran so far: split to the end,
   // split and fell back to one thread (a slow meeting or a busy machine), or kept one thread per image without
-  // trying (kAuto's pause after a fallback), or kept one thread per image to time one thread's pace (kAuto: a
-  // program's first call that could split, then every kRetimeCalls-th; timed_alone). For reports: a batch-1 time
+  // trying (kAuto's pause after a fallback), or kept one thread per image only to time one thread's pace
+  // (timed_alone: kAuto's first such call of a program, then one after every kRetimeCalls splits). For reports: a batch-1 time
   // means little without it (benchmarks/bench_sampler.py records it beside its rounds).
   struct SplitCalls {
     int64_t split = 0, fell_back = 0, skipped = 0, timed_alone = 0;
@@ -270,13 +270,13 @@ class ColumnProgram {
     // What the group decides together: member 0 writes it before a meeting, every member reads it after.
     struct Group {
       bool stop = false;  // cancelled: every member returns
-      bool solo = false;  // the split is slower than member 0 alone (a busy machine): it finishes alone
+      bool solo = false;  // the split is slower than one thread (a busy machine): member 0 finishes alone
       bool timed = false;  // kAuto / kAutoSlow: member 0 compares the split's pace with solo_ns (boundary())
       bool always_slow = false;  // PositionSplit::kAutoSlow: the first timed window falls back
       int64_t solo_ns = 0;  // one thread's pace per position, timed by an earlier call (for_each_member)
-      int64_t split_positions = 0;                    // positions split so far (from row 1)
+      int64_t split_positions = 0;                    // positions split so far
       int64_t window_start = 0, window_positions = 0;  // the split's pace in the current window (boundary())
-      bool slow_window = false;                         // the last full window was 1.25x slower than solo_ns
+      bool slow_window = false;                         // the last full window was slow (boundary())
     };
     Group* group = nullptr;
     std::vector<uint32_t> written;  // per buffer: the meeting count at its last write

@@ -141,8 +141,8 @@ void bind_column_program(py::module_& m) {
         d["timed_alone"] = c.timed_alone;
         return d;
       }, "How this program's calls with fewer images than threads ran so far (dict: split, fell_back: split and "
-         "then finished on one thread, skipped: one thread per image without trying, after a fallback; and apart, "
-         "timed_alone: one thread per image only to time one thread's pace, which the splits after compare with).")
+         "then finished on one thread, skipped: one thread per image without trying, after a fallback, timed_alone: "
+         "one thread per image only to time one thread's pace, which the splits after compare with).")
       .def("executed_macs_per_image", &pcf::ColumnProgram::executed_macs_per_image)
       .def("model_macs_per_image", &pcf::ColumnProgram::model_macs_per_image);
 }
