@@ -208,6 +208,29 @@ def test_auto_times_one_threads_pace_on_its_first_call_and_after_64_splits(resto
     assert after["timed_alone"] == before["timed_alone"] and after["fell_back"] > before["fell_back"]
 
 
+def test_a_cancelled_timing_call_keeps_no_pace(restore_threads):
+    # auto's first call that could split keeps one thread to time its pace. Cancelled at row 2 of 5, it ran 2 rows
+    # in its time: a pace from it would read 2.5x fast and send the splits after it to fall back. It keeps none,
+    # so the next call times again; the one after has a pace and splits (or falls back under load), untimed.
+    sampler, _ = MODELS["keras_io"]()
+    exe = sampler.executor(1, [])
+    _core.set_num_threads(2)
+    testing.set_position_split("auto")
+
+    def stop_at_row_2(r):
+        if r == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        exe.sample(1, 5, 1.0, 0, on_row=stop_at_row_2)
+    assert exe.split_calls() == {"split": 0, "fell_back": 0, "skipped": 0, "timed_alone": 1}
+    exe.sample(1, 5, 1.0, 0)
+    assert exe.split_calls() == {"split": 0, "fell_back": 0, "skipped": 0, "timed_alone": 2}
+    exe.sample(1, 5, 1.0, 0)
+    after = exe.split_calls()
+    assert after["timed_alone"] == 2 and after["split"] + after["fell_back"] == 1, after
+
+
 @pytest.mark.parametrize("policy", ["always", "auto"])
 def test_on_row_and_cancel_in_split_mode(policy, restore_threads):
     sampler, _ = MODELS["keras_io"]()

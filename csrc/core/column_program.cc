@@ -1504,7 +1504,10 @@ void ColumnProgram::sample(int64_t n, uint64_t seed, float temperature, int64_t 
     for (int64_t i = 0; i < h_ && !left; ++i) {
       bool stop = false;
       if (!start_row(s, mine, i, cancel != nullptr && cancel->load(std::memory_order_relaxed), &stop)) {
-        if (stop) return;  // outputs left incomplete
+        if (stop) {  // outputs left incomplete
+          s.cancelled = true;
+          return;
+        }
         continue;
       }
       for (int64_t j = 0; j < w_; ++j) {

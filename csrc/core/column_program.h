@@ -340,6 +340,8 @@ class ColumnProgram {
     // prefixes are left whole too (run_step). Either way a slice keeps its choice for the whole call: the same sums.
     bool split_group = false;
     Member* member = nullptr;    // split mode only
+    bool cancelled = false;      // sample() stopped before its last row (the `cancel` flag): a pace timed by this
+                                 // call would read fast, so for_each_member keeps none
     float* px(const ColumnProgram& p, int b, int64_t i, int64_t img, int64_t j) {
       const int64_t slot = i % p.ring_rows_[b];
       return ring[b] + ((slot * nb + img) * p.buffer_w_[b] + j) * p.buffer_channels_[b];

@@ -624,12 +624,14 @@ void ColumnProgram::for_each_member(int64_t n, const Parallel& par, bool teacher
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(n, par.num_threads()));
   std::mutex error_mutex;
   std::exception_ptr error;
+  std::atomic<bool> cancelled{false};
   const int64_t start_ns = time_solo ? clock_ns() : 0;
   par.for_each(chunks, int64_t(h_) * w_ * (macs_per_position() + 1), [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       try {
         Slice s = make_slice(n * c / chunks, n * (c + 1) / chunks);
         body(s);
+        if (s.cancelled) cancelled.store(true, std::memory_order_relaxed);
       } catch (...) {
         std::lock_guard<std::mutex> lock(error_mutex);
         if (!error) error = std::current_exception();
@@ -637,8 +639,10 @@ void ColumnProgram::for_each_member(int64_t n, const Parallel& par, bool teacher
     }
   });
   if (error) std::rethrow_exception(error);
-  if (time_solo) {  // one image per thread (n < threads): the call's time is one image's, h x w positions
-    // (a cancelled call ran fewer: its pace reads fast, and its next calls may fall back once, timing afresh)
+  // One image per thread (n < threads): the call's time is one image's, h x w positions. A cancelled call ran
+  // fewer, so its pace would read fast (and the next splits fall back against it): it keeps the pace it had, and
+  // a program with none times its next call again.
+  if (time_solo && !cancelled.load(std::memory_order_relaxed)) {
     const int64_t pace = std::max<int64_t>(1, (clock_ns() - start_ns) / (int64_t(h_) * w_));
     solo_pace_ns_[slot].store(static_cast<int>(std::min<int64_t>(pace, 1 << 30)), std::memory_order_relaxed);
     paced_calls_left_[slot].store(kRetimeCalls, std::memory_order_relaxed);
