@@ -75,8 +75,8 @@ float32 GEMM peak measured in the same run (conftest.py); the same with every ex
 per position), the peak cache memory
 exe.cache_floats_per_image() * 4 * n bytes, and what each sample call spends outside the C++ loop
 (constants + causality + program build, setup_s); with fewer images than threads, how the timed calls ran
-(split_calls: split, fell_back, skipped, timed_alone; exe.split_calls()) and a two-thread meeting's cost before and after the
-rounds (meeting_ns, testing.barrier_ns). The report computes cached-vs-each-naive ratios.
+(split_calls: split, fell_back, skipped, timed_alone; exe.split_calls()) and a two-thread meeting's cost before
+and after the rounds (meeting_ns, testing.barrier_ns). The report computes cached-vs-each-naive ratios.
 """
 
 import math

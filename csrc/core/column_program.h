@@ -155,8 +155,8 @@ class ColumnProgram {
   // policy other than kNever, a program that can split: not one on coarse grids) ran so far: split to the end,
   // split and fell back to one thread (a slow meeting or a busy machine), or kept one thread per image without
   // trying (kAuto's pause after a fallback), or kept one thread per image only to time one thread's pace
-  // (timed_alone: kAuto's first such call of a program, then one after every kRetimeCalls splits). For reports: a batch-1 time
-  // means little without it (benchmarks/bench_sampler.py records it beside its rounds).
+  // (timed_alone: kAuto's first such call of a program, then one after every kRetimeCalls splits). For reports:
+  // a batch-1 time means little without it (benchmarks/bench_sampler.py records it beside its rounds).
   struct SplitCalls {
     int64_t split = 0, fell_back = 0, skipped = 0, timed_alone = 0;
   };
